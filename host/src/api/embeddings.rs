@@ -1,0 +1,33 @@
+use super::nnhost::inference::embeddings::{EmbedInput, EmbedOptions, EmbeddingBatch, Host};
+use super::{ApiState, WitError};
+use crate::error::InferenceError;
+use crate::models::embedding;
+
+impl Host for ApiState {
+    async fn embed(
+        &mut self,
+        model: String,
+        input: EmbedInput,
+        options: EmbedOptions,
+    ) -> wasmtime::Result<Result<EmbeddingBatch, WitError>> {
+        let result = async {
+            let loaded = self.access.get(&model)?;
+            let model = loaded.embedding().ok_or_else(|| {
+                InferenceError::invalid(format!("model {model} is not an embedding model")).with_param("model")
+            })?;
+            let input = match input {
+                EmbedInput::Texts(t) => embedding::EmbedInput::Texts(t),
+                EmbedInput::Tokens(t) => embedding::EmbedInput::Tokens(t),
+            };
+            let (embeddings, prompt_tokens) = model.embed(input, options.truncate).await?;
+            Ok::<_, InferenceError>(EmbeddingBatch {
+                dimensions: embeddings.dimensions as u32,
+                data: embeddings.data,
+                prompt_tokens: prompt_tokens as u32,
+                provider: embeddings.provider,
+            })
+        }
+        .await;
+        Ok(result.map_err(Into::into))
+    }
+}

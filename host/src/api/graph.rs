@@ -1,0 +1,89 @@
+use std::sync::Arc;
+
+use wasmtime::component::Resource;
+
+use super::nnhost::inference::graph::{Host, HostExecutionContext, HostGraph, TensorInfo};
+use super::tensors::dtype_to_wit;
+use super::{ApiState, WitError};
+use crate::error::InferenceError;
+use crate::models::LoadedModel;
+use crate::tensor::Tensor;
+
+pub struct GraphHandle {
+    model: Arc<LoadedModel>,
+}
+
+pub struct ExecutionContext {
+    model: Arc<LoadedModel>,
+}
+
+fn infos(list: &[crate::providers::TensorInfo]) -> Vec<TensorInfo> {
+    list.iter()
+        .map(|i| TensorInfo { name: i.name.clone(), ty: dtype_to_wit(i.dtype), dimensions: i.shape.clone() })
+        .collect()
+}
+
+impl Host for ApiState {
+    async fn load_by_name(&mut self, name: String) -> wasmtime::Result<Result<Resource<GraphHandle>, WitError>> {
+        let model = match self.access.get(&name) {
+            Ok(model) => model.clone(),
+            Err(e) => return Ok(Err(e.into())),
+        };
+        Ok(Ok(self.table.push(GraphHandle { model })?))
+    }
+}
+
+impl HostGraph for ApiState {
+    async fn inputs(&mut self, graph: Resource<GraphHandle>) -> wasmtime::Result<Vec<TensorInfo>> {
+        Ok(infos(&self.table.get(&graph)?.model.graph().1.inputs))
+    }
+
+    async fn outputs(&mut self, graph: Resource<GraphHandle>) -> wasmtime::Result<Vec<TensorInfo>> {
+        Ok(infos(&self.table.get(&graph)?.model.graph().1.outputs))
+    }
+
+    async fn init_execution_context(
+        &mut self,
+        graph: Resource<GraphHandle>,
+    ) -> wasmtime::Result<Result<Resource<ExecutionContext>, WitError>> {
+        let model = self.table.get(&graph)?.model.clone();
+        Ok(Ok(self.table.push(ExecutionContext { model })?))
+    }
+
+    async fn drop(&mut self, graph: Resource<GraphHandle>) -> wasmtime::Result<()> {
+        self.table.delete(graph)?;
+        Ok(())
+    }
+}
+
+impl HostExecutionContext for ApiState {
+    async fn compute(
+        &mut self,
+        context: Resource<ExecutionContext>,
+        inputs: Vec<(String, Resource<Tensor>)>,
+    ) -> wasmtime::Result<Result<Vec<(String, Resource<Tensor>)>, WitError>> {
+        let (provider, _) = self.table.get(&context)?.model.graph();
+        let mut named = Vec::with_capacity(inputs.len());
+        for (name, tensor) in inputs {
+            named.push((name, self.table.get(&tensor)?.clone()));
+        }
+        // ORT blocks: run it on the blocking pool, never on an async worker.
+        let outputs = tokio::task::spawn_blocking(move || provider.run(named))
+            .await
+            .map_err(|e| wasmtime::Error::msg(format!("graph worker panicked: {e}")))?;
+        let outputs = match outputs {
+            Ok(outputs) => outputs,
+            Err(e) => return Ok(Err(InferenceError::from(e).into())),
+        };
+        let mut handles = Vec::with_capacity(outputs.len());
+        for (name, tensor) in outputs {
+            handles.push((name, self.table.push(tensor)?));
+        }
+        Ok(Ok(handles))
+    }
+
+    async fn drop(&mut self, context: Resource<ExecutionContext>) -> wasmtime::Result<()> {
+        self.table.delete(context)?;
+        Ok(())
+    }
+}

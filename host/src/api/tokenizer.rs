@@ -1,0 +1,43 @@
+use super::nnhost::inference::tokenizer::Host;
+use super::{ApiState, WitError};
+use crate::error::InferenceError;
+
+impl Host for ApiState {
+    async fn encode(
+        &mut self,
+        model: String,
+        text: String,
+        add_special_tokens: bool,
+    ) -> wasmtime::Result<Result<Vec<u32>, WitError>> {
+        Ok(self.encode_ids(&model, text, add_special_tokens).map_err(Into::into))
+    }
+
+    async fn decode(
+        &mut self,
+        model: String,
+        tokens: Vec<u32>,
+        skip_special_tokens: bool,
+    ) -> wasmtime::Result<Result<String, WitError>> {
+        let result = self.access.get(&model).and_then(|m| {
+            m.tokenizer()
+                .decode(&tokens, skip_special_tokens)
+                .map_err(|e| InferenceError::invalid(format!("decoding tokens: {e}")))
+        });
+        Ok(result.map_err(Into::into))
+    }
+
+    async fn count(&mut self, model: String, text: String) -> wasmtime::Result<Result<u32, WitError>> {
+        Ok(self.encode_ids(&model, text, true).map(|ids| ids.len() as u32).map_err(Into::into))
+    }
+}
+
+impl ApiState {
+    fn encode_ids(&self, model: &str, text: String, add_special_tokens: bool) -> Result<Vec<u32>, InferenceError> {
+        let model = self.access.get(model)?;
+        let encoding = model
+            .tokenizer()
+            .encode_fast(text, add_special_tokens)
+            .map_err(|e| InferenceError::invalid(format!("tokenizing: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+}

@@ -1,0 +1,265 @@
+//! Configuration: an embedded default (`host/config/default.toml`) that `--config FILE`
+//! replaces. Everything a deployment may want to tune is here, with defaults that
+//! were chosen by measurement (see docs/BENCHMARKS.md).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub onnxruntime: OrtConfig,
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".parse().unwrap(), max_body_bytes: 2 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrtConfig {
+    /// Path to libonnxruntime.so; empty means "find it" (see `providers::ort_env`).
+    pub library: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The id clients use (`model` in requests).
+    pub name: String,
+    /// A folder in the Hugging Face sentence-transformers layout (what `models/prepare.py`
+    /// writes, and what a downloaded HF repository already is).
+    pub path: PathBuf,
+    /// Inputs longer than this many tokens are rejected (or cut, when the request asks
+    /// for truncation). Default: the folder's `sentence_bert_config.json` max_seq_length.
+    pub max_tokens: Option<usize>,
+    /// Most inputs in one embeddings call.
+    #[serde(default = "default_max_inputs")]
+    pub max_inputs: usize,
+    /// Pooling override ("mean", "cls", "max"); default from `1_Pooling/config.json`.
+    pub pooling: Option<String>,
+    /// L2-normalise vectors; default from `modules.json` (a Normalize module).
+    pub normalize: Option<bool>,
+    #[serde(default)]
+    pub cpu: CpuOptions,
+    #[serde(default)]
+    pub batching: BatchingConfig,
+}
+
+fn default_max_inputs() -> usize {
+    2048
+}
+
+/// Every ONNX Runtime session option the seed tuned. The defaults are the ones that
+/// measured fastest on two cores (sequential execution with intra-op threads = cores);
+/// the seed's parallel mode with two inter-op threads halves throughput there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CpuOptions {
+    pub optimization_level: OptimizationLevel,
+    pub execution_mode: ExecutionMode,
+    /// 0 = one per available core.
+    pub intra_op_threads: usize,
+    /// Only used by the parallel execution mode.
+    pub inter_op_threads: usize,
+    pub memory_arena: bool,
+    pub memory_pattern: bool,
+    /// Let idle ORT worker threads spin. Costs CPU that the HTTP path and the guests
+    /// need on small machines; see docs/BENCHMARKS.md.
+    pub spinning: bool,
+}
+
+impl Default for CpuOptions {
+    fn default() -> Self {
+        Self {
+            optimization_level: OptimizationLevel::All,
+            execution_mode: ExecutionMode::Sequential,
+            intra_op_threads: 0,
+            inter_op_threads: 1,
+            memory_arena: true,
+            memory_pattern: true,
+            spinning: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizationLevel {
+    Disable,
+    Basic,
+    Extended,
+    Layout,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionMode {
+    Sequential,
+    Parallel,
+}
+
+/// How the embedding queue forms batches from concurrent requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// Padded tokens (longest input × inputs) one batch may hold.
+    pub max_batch_tokens: usize,
+    /// Inputs one batch may hold.
+    pub max_batch_inputs: usize,
+    /// Inputs waiting in the queue before new requests get 503 (busy).
+    pub max_queued_inputs: usize,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self { max_batch_tokens: 16_384, max_batch_inputs: 64, max_queued_inputs: 16_384 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub name: String,
+    /// A public tenant answers requests without an API key.
+    #[serde(default)]
+    pub public: bool,
+    /// The guest component (a `.wasm` file exporting wasi:http/incoming-handler).
+    pub component: PathBuf,
+    /// Model ids this tenant may use; "*" allows all.
+    #[serde(default = "all_models")]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub limits: TenantLimits,
+}
+
+fn all_models() -> Vec<String> {
+    vec!["*".into()]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Linear memory one guest instance may grow to.
+    pub memory_bytes: usize,
+    /// Wall-clock limit for a whole request, host calls and streaming included.
+    pub request_timeout_ms: u64,
+    /// Time a request may spend executing wasm (its CPU budget).
+    pub cpu_time_ms: u64,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        Self { memory_bytes: 256 * 1024 * 1024, request_timeout_ms: 120_000, cpu_time_ms: 5_000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Where compiled components are cached (by content hash).
+    pub cache_dir: PathBuf,
+    /// Guest instances that may exist at once across all tenants (pooling allocator).
+    pub max_instances: u32,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self { cache_dir: PathBuf::from(".cache/components"), max_instances: 1000 }
+    }
+}
+
+impl Config {
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The embedded default, or the given file instead.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        match path {
+            None => Self::parse(DEFAULT_CONFIG).context("embedded default config"),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config {}", path.display()))?;
+                Self::parse(&text).with_context(|| format!("config {}", path.display()))
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for model in &self.models {
+            anyhow::ensure!(seen.insert(&model.name), "model {:?} is configured twice", model.name);
+            anyhow::ensure!(model.max_inputs > 0, "model {:?}: max_inputs must be > 0", model.name);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for tenant in &self.tenants {
+            anyhow::ensure!(seen.insert(&tenant.name), "tenant {:?} is configured twice", tenant.name);
+        }
+        anyhow::ensure!(!self.tenants.is_empty(), "at least one tenant is needed");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.models[0].name, "all-MiniLM-L6-v2");
+        assert_eq!(config.models[0].cpu.execution_mode, ExecutionMode::Sequential);
+        assert!(config.tenants[0].public);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n[[tenants]]\nname=\"a\"\ncomponent=\"x\"")
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("bogus"), "{err:#}");
+    }
+
+    #[test]
+    fn duplicate_models_are_rejected() {
+        let text = r#"
+            [[models]]
+            name = "m"
+            path = "a"
+            [[models]]
+            name = "m"
+            path = "b"
+            [[tenants]]
+            name = "t"
+            component = "x.wasm"
+        "#;
+        assert!(Config::parse(text).is_err());
+    }
+}

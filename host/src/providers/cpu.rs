@@ -1,0 +1,192 @@
+//! The local provider: ONNX Runtime's CPU execution provider with every session
+//! option the seed tuned exposed through [`CpuOptions`].
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use ort::ep;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::{DynValue, TensorElementType, ValueType};
+use parking_lot::Mutex;
+
+use super::{GraphSignature, NamedTensors, Provider, ProviderError, TensorInfo};
+use crate::config::{CpuOptions, ExecutionMode, OptimizationLevel};
+use crate::tensor::{DType, Tensor, TensorData};
+
+pub struct CpuProvider {
+    name: String,
+    // `Session::run` takes `&mut self`. Each model has one worker thread feeding it
+    // batches, so this lock is uncontended on the embedding path.
+    session: Mutex<Session>,
+    signature: GraphSignature,
+}
+
+/// `cpu-x86_64`, `cpu-aarch64`: the label says which machine code really ran.
+pub fn label() -> String {
+    format!("cpu-{}", std::env::consts::ARCH)
+}
+
+/// Intra-op threads when the config says 0: one per core the process may use.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+impl CpuProvider {
+    pub fn load(model: &Path, options: &CpuOptions) -> Result<Self> {
+        let session = build_session(model, options)
+            .with_context(|| format!("loading {} into ONNX Runtime", model.display()))?;
+        let signature = signature(&session)?;
+        Ok(Self { name: label(), session: Mutex::new(session), signature })
+    }
+
+    pub fn signature(&self) -> &GraphSignature {
+        &self.signature
+    }
+}
+
+fn build_session(model: &Path, options: &CpuOptions) -> Result<Session> {
+    let level = match options.optimization_level {
+        OptimizationLevel::Disable => GraphOptimizationLevel::Disable,
+        OptimizationLevel::Basic => GraphOptimizationLevel::Level1,
+        OptimizationLevel::Extended => GraphOptimizationLevel::Level2,
+        OptimizationLevel::Layout => GraphOptimizationLevel::Level3,
+        OptimizationLevel::All => GraphOptimizationLevel::All,
+    };
+    let intra = if options.intra_op_threads == 0 { default_threads() } else { options.intra_op_threads };
+    let cpu = ep::CPU::default().with_arena_allocator(options.memory_arena).build();
+    let session = Session::builder(super::ort_env::environment()?)
+        .map_err(ort::Error::<()>::from)?;
+    let session = Ok(session)
+        .and_then(|b| b.with_execution_providers([cpu]))
+        .and_then(|b| b.with_optimization_level(level))
+        .and_then(|b| b.with_parallel_execution(options.execution_mode == ExecutionMode::Parallel))
+        .and_then(|b| b.with_intra_threads(intra))
+        .and_then(|b| b.with_inter_threads(options.inter_op_threads.max(1)))
+        .and_then(|b| b.with_memory_pattern(options.memory_pattern))
+        .and_then(|b| b.with_intra_op_spinning(options.spinning))
+        .and_then(|b| b.with_inter_op_spinning(options.spinning))
+        .map_err(ort::Error::<()>::from)?
+        .commit_from_file(model)?;
+    Ok(session)
+}
+
+fn signature(session: &Session) -> Result<GraphSignature> {
+    let info = |outlets: &[ort::value::Outlet]| -> Result<Vec<TensorInfo>> {
+        outlets
+            .iter()
+            .map(|o| match o.dtype() {
+                ValueType::Tensor { ty, shape, .. } => Ok(TensorInfo {
+                    name: o.name().to_string(),
+                    dtype: dtype_of(*ty).ok_or_else(|| anyhow!("{}: element type {ty:?} is not supported", o.name()))?,
+                    shape: shape.iter().copied().collect(),
+                }),
+                other => Err(anyhow!("{}: only tensors are supported, not {other:?}", o.name())),
+            })
+            .collect()
+    };
+    Ok(GraphSignature { inputs: info(session.inputs())?, outputs: info(session.outputs())? })
+}
+
+fn dtype_of(ty: TensorElementType) -> Option<DType> {
+    Some(match ty {
+        TensorElementType::Float16 => DType::F16,
+        TensorElementType::Bfloat16 => DType::BF16,
+        TensorElementType::Float32 => DType::F32,
+        TensorElementType::Float64 => DType::F64,
+        TensorElementType::Uint8 => DType::U8,
+        TensorElementType::Int32 => DType::I32,
+        TensorElementType::Int64 => DType::I64,
+        _ => return None,
+    })
+}
+
+fn to_ort(tensor: Tensor) -> ort::Result<DynValue> {
+    use ort::value::Tensor as T;
+    let shape: Vec<i64> = tensor.shape.iter().map(|&d| d as i64).collect();
+    Ok(match tensor.data {
+        TensorData::F16(v) => T::from_array((shape, v.into_iter().map(half::f16::from_bits).collect::<Vec<_>>()))?.into_dyn(),
+        TensorData::BF16(v) => T::from_array((shape, v.into_iter().map(half::bf16::from_bits).collect::<Vec<_>>()))?.into_dyn(),
+        TensorData::F32(v) => T::from_array((shape, v))?.into_dyn(),
+        TensorData::F64(v) => T::from_array((shape, v))?.into_dyn(),
+        TensorData::U8(v) => T::from_array((shape, v))?.into_dyn(),
+        TensorData::I32(v) => T::from_array((shape, v))?.into_dyn(),
+        TensorData::I64(v) => T::from_array((shape, v))?.into_dyn(),
+    })
+}
+
+fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, ProviderError> {
+    let backend = |e: ort::Error| ProviderError::Backend(format!("output {name}: {e}"));
+    let ValueType::Tensor { ty, .. } = value.dtype() else {
+        return Err(ProviderError::Backend(format!("output {name} is not a tensor")));
+    };
+    macro_rules! extract {
+        ($t:ty) => {{
+            let (shape, data) = value.try_extract_tensor::<$t>().map_err(backend)?;
+            (shape.iter().map(|&d| d as usize).collect::<Vec<_>>(), data)
+        }};
+    }
+    let (shape, data) = match ty {
+        TensorElementType::Float32 => { let (s, d) = extract!(f32); (s, TensorData::F32(d.to_vec())) }
+        TensorElementType::Float64 => { let (s, d) = extract!(f64); (s, TensorData::F64(d.to_vec())) }
+        TensorElementType::Int64 => { let (s, d) = extract!(i64); (s, TensorData::I64(d.to_vec())) }
+        TensorElementType::Int32 => { let (s, d) = extract!(i32); (s, TensorData::I32(d.to_vec())) }
+        TensorElementType::Uint8 => { let (s, d) = extract!(u8); (s, TensorData::U8(d.to_vec())) }
+        TensorElementType::Float16 => {
+            let (s, d) = extract!(half::f16);
+            (s, TensorData::F16(d.iter().map(|x| x.to_bits()).collect()))
+        }
+        TensorElementType::Bfloat16 => {
+            let (s, d) = extract!(half::bf16);
+            (s, TensorData::BF16(d.iter().map(|x| x.to_bits()).collect()))
+        }
+        other => return Err(ProviderError::Backend(format!("output {name}: element type {other:?} is not supported"))),
+    };
+    Tensor::new(shape, data).map_err(|e| ProviderError::Backend(e.to_string()))
+}
+
+impl Provider for CpuProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(&self, inputs: NamedTensors) -> Result<NamedTensors, ProviderError> {
+        for (name, tensor) in &inputs {
+            let Some(expected) = self.signature.inputs.iter().find(|i| &i.name == name) else {
+                return Err(ProviderError::InvalidInput(format!("the graph has no input named {name:?}")));
+            };
+            check_input(expected, tensor)?;
+        }
+        if let Some(missing) = self.signature.inputs.iter().find(|i| !inputs.iter().any(|(n, _)| n == &i.name)) {
+            return Err(ProviderError::InvalidInput(format!("missing input {:?}", missing.name)));
+        }
+        let values = inputs
+            .into_iter()
+            .map(|(name, tensor)| Ok((name, to_ort(tensor)?)))
+            .collect::<ort::Result<Vec<_>>>()
+            .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
+        let mut session = self.session.lock();
+        let outputs = session.run(values).map_err(|e| ProviderError::Backend(e.to_string()))?;
+        outputs.iter().map(|(name, value)| Ok((name.to_string(), from_ort(name, &value)?))).collect()
+    }
+}
+
+fn check_input(expected: &TensorInfo, tensor: &Tensor) -> Result<(), ProviderError> {
+    if expected.dtype != tensor.dtype() {
+        return Err(ProviderError::InvalidInput(format!(
+            "input {:?} must be {:?}, got {:?}",
+            expected.name,
+            expected.dtype,
+            tensor.dtype()
+        )));
+    }
+    let fits = expected.shape.len() == tensor.shape.len()
+        && expected.shape.iter().zip(&tensor.shape).all(|(&e, &a)| e < 0 || e as usize == a);
+    if !fits {
+        return Err(ProviderError::InvalidInput(format!(
+            "input {:?} must have shape {:?} (-1 = any), got {:?}",
+            expected.name, expected.shape, tensor.shape
+        )));
+    }
+    Ok(())
+}

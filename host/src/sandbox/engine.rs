@@ -1,0 +1,83 @@
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use super::cache::ComponentCache;
+use super::state::GuestState;
+use crate::config::SandboxConfig;
+
+/// How often the epoch advances; every deadline and CPU budget is counted in ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    cache: ComponentCache,
+}
+
+impl Sandbox {
+    /// `max_memory_bytes` is the largest linear memory any tenant may have.
+    pub fn new(config: &SandboxConfig, max_memory_bytes: usize) -> Result<Arc<Self>> {
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(config.max_instances)
+            .total_core_instances(config.max_instances * 4)
+            .total_memories(config.max_instances * 2)
+            .total_tables(config.max_instances * 4)
+            .total_stacks(config.max_instances)
+            .max_memory_size(max_memory_bytes);
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
+            // Guest stack overflow must trap cleanly, well before the host's own stack.
+            .max_wasm_stack(1 << 20)
+            .async_stack_size(2 << 20);
+        let engine = Engine::new(&wasm).map_err(anyhow::Error::from).context("configuring wasmtime")?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        crate::api::add_to_linker(&mut linker, |state: &mut GuestState| &mut state.api)?;
+
+        // Epoch ticker: a plain thread so it keeps time even if the async runtime is busy.
+        let weak = engine.weak();
+        std::thread::Builder::new().name("epoch".into()).spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })?;
+
+        let cache = ComponentCache::new(&config.cache_dir, &engine);
+        Ok(Arc::new(Self { engine, linker, cache }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles (or loads the cached compilation of) a component and checks it can
+    /// serve as a router: every import satisfiable, `wasi:http/incoming-handler` exported.
+    pub fn prepare_file(&self, path: &Path) -> Result<ProxyPre<GuestState>> {
+        let bytes = std::fs::read(path).with_context(|| {
+            format!("reading guest component {} (run `just guests` to build it)", path.display())
+        })?;
+        self.prepare_bytes(&bytes).with_context(|| format!("guest component {}", path.display()))
+    }
+
+    pub fn prepare_bytes(&self, bytes: &[u8]) -> Result<ProxyPre<GuestState>> {
+        let component: Component = self.cache.load(&self.engine, bytes)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .context("the component imports something nnhost does not provide")?;
+        ProxyPre::new(pre).map_err(anyhow::Error::from).context("the component does not export wasi:http/incoming-handler")
+    }
+}

@@ -1,0 +1,12 @@
+//! Running untrusted guest components: one engine for the process, one compiled and
+//! pre-instantiated component per tenant, and a fresh store with limits for every
+//! request (the `wasmtime serve` pattern).
+
+mod cache;
+mod engine;
+mod request;
+mod state;
+
+pub use engine::Sandbox;
+pub use request::{handle as handle_request, RequestLimits};
+pub use state::GuestState;

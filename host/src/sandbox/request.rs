@@ -1,0 +1,135 @@
+//! One HTTP request through a guest: a fresh store with the tenant's limits, a
+//! CPU budget for time spent in wasm, and a longer wall-clock limit for the whole
+//! request (host calls such as a batched embedding may rightly wait).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use thiserror::Error;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode as HttpErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::WasiHttpView;
+
+use super::engine::EPOCH_TICK;
+use super::state::GuestState;
+
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    pub memory_bytes: usize,
+    pub timeout: Duration,
+    pub cpu_time: Duration,
+}
+
+impl RequestLimits {
+    fn cpu_ticks(&self) -> u64 {
+        (self.cpu_time.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64
+    }
+}
+
+/// Why a guest produced no response. Each ends only this request.
+#[derive(Debug, Error)]
+pub enum GuestFailure {
+    #[error("the request exceeded its time limit of {0:?}")]
+    Timeout(Duration),
+    #[error("the guest exceeded its CPU budget of {0:?}")]
+    CpuBudget(Duration),
+    #[error("the guest ran out of its stack")]
+    StackOverflow,
+    #[error("the guest failed: {0}")]
+    Trap(String),
+    #[error("the guest returned without sending a response")]
+    NoResponse,
+    #[error("the guest answered with an HTTP error: {0:?}")]
+    Http(HttpErrorCode),
+    #[error("cannot start the guest: {0}")]
+    Instantiate(String),
+}
+
+impl GuestFailure {
+    pub fn http_status(&self) -> u16 {
+        match self {
+            GuestFailure::Timeout(_) | GuestFailure::CpuBudget(_) => 504,
+            GuestFailure::Instantiate(_) => 503,
+            _ => 500,
+        }
+    }
+}
+
+pub async fn handle(
+    pre: &ProxyPre<GuestState>,
+    state: GuestState,
+    limits: &RequestLimits,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<hyper::Response<HyperOutgoingBody>, GuestFailure> {
+    let pre = pre.clone();
+    let mut store = Store::new(pre.engine(), state);
+    store.limiter(|s| &mut s.limits);
+    let budget = limits.cpu_ticks();
+    let timeout = limits.timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |mut ctx| {
+        let state = ctx.data_mut();
+        state.cpu_ticks += 1;
+        if state.cpu_ticks > budget || state.started.elapsed() > timeout {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        // Yield every tick so a guest that computes for long never holds an async worker.
+        Ok(UpdateDeadline::Yield(1))
+    });
+
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let request = request.map(|body| {
+        http_body_util::BodyExt::map_err(body, |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} })
+    });
+    let prepared = (|| {
+        let req = store.data_mut().http().new_incoming_request(Scheme::Http, request)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        Ok::<_, wasmtime::Error>((req, out))
+    })();
+    let (req, out) = prepared.map_err(|e| GuestFailure::Instantiate(format!("{e:#}")))?;
+
+    // The guest runs in its own task: it may keep streaming the body after the
+    // response head has gone out.
+    let task = tokio::spawn(async move {
+        let run = async {
+            let proxy = pre.instantiate_async(&mut store).await.map_err(|e| (true, e))?;
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await.map_err(|e| (false, e))
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err((true, e))) => Err(GuestFailure::Instantiate(format!("{e:#}"))),
+            Ok(Err((false, e))) => Err(classify(e, &store, timeout)),
+            Err(_) => Err(GuestFailure::Timeout(timeout)),
+        }
+    });
+
+    match receiver.await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(code)) => Err(GuestFailure::Http(code)),
+        Err(_) => match task.await {
+            Ok(Ok(())) => Err(GuestFailure::NoResponse),
+            Ok(Err(failure)) => {
+                tracing::warn!(%failure, "guest request failed");
+                Err(failure)
+            }
+            Err(join) => Err(GuestFailure::Trap(format!("guest task: {join}"))),
+        },
+    }
+}
+
+fn classify(error: wasmtime::Error, store: &Store<GuestState>, timeout: Duration) -> GuestFailure {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => {
+            if store.data().started.elapsed() >= timeout {
+                GuestFailure::Timeout(timeout)
+            } else {
+                GuestFailure::CpuBudget(EPOCH_TICK * store.data().cpu_ticks as u32)
+            }
+        }
+        Some(Trap::StackOverflow) => GuestFailure::StackOverflow,
+        _ => GuestFailure::Trap(format!("{error:#}")),
+    }
+}

@@ -1,0 +1,379 @@
+//! The embedding queue of one model: requests put their tokenized inputs in, one
+//! worker thread takes batches out under a padded-token budget (as TEI does: cost =
+//! longest input × inputs), runs them on the provider, pools, and answers each
+//! request when its last input is done.
+//!
+//! Batches are filled round-robin across the queued requests, so one request with
+//! thousands of inputs does not make a concurrent one-text request wait for all of
+//! them. Inputs of a request whose caller went away are dropped before they cost
+//! anything.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::oneshot;
+
+use crate::config::BatchingConfig;
+use crate::error::{ErrorCode, InferenceError};
+use crate::models::pooling::{normalize, Pooling};
+use crate::providers::{GraphSignature, Provider};
+use crate::tensor::{Tensor, TensorData};
+
+/// One tokenized input.
+#[derive(Debug, Clone)]
+pub struct Sequence {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+}
+
+#[derive(Debug)]
+pub struct Embeddings {
+    pub dimensions: usize,
+    /// `count × dimensions` floats, in input order.
+    pub data: Vec<f32>,
+    pub provider: String,
+}
+
+/// How a model's outputs become vectors.
+#[derive(Debug, Clone)]
+pub struct PoolingPlan {
+    pub pooling: Pooling,
+    pub normalize: bool,
+    pub dimensions: usize,
+}
+
+struct Job {
+    dimensions: usize,
+    results: Mutex<Vec<f32>>,
+    remaining: AtomicUsize,
+    reply: Mutex<Option<oneshot::Sender<Result<Embeddings, InferenceError>>>>,
+}
+
+impl Job {
+    fn cancelled(&self) -> bool {
+        self.reply.lock().as_ref().is_none_or(|s| s.is_closed())
+    }
+
+    fn fail(&self, error: InferenceError) {
+        if let Some(reply) = self.reply.lock().take() {
+            let _ = reply.send(Err(error));
+        }
+    }
+
+    fn store(&self, index: usize, vector: &[f32], provider: &str) {
+        {
+            let mut results = self.results.lock();
+            results[index * self.dimensions..(index + 1) * self.dimensions].copy_from_slice(vector);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(reply) = self.reply.lock().take() {
+                let data = std::mem::take(&mut *self.results.lock());
+                let _ = reply.send(Ok(Embeddings { dimensions: self.dimensions, data, provider: provider.to_string() }));
+            }
+        }
+    }
+}
+
+/// A queued request: its inputs, shortest first (less padding per batch).
+struct Queued {
+    job: Arc<Job>,
+    items: VecDeque<(usize, Sequence)>,
+}
+
+struct Item {
+    job: Arc<Job>,
+    index: usize,
+    sequence: Sequence,
+}
+
+struct Shared {
+    queue: Mutex<State>,
+    wakeup: Condvar,
+}
+
+struct State {
+    requests: VecDeque<Queued>,
+    queued_inputs: usize,
+    closed: bool,
+}
+
+pub struct EmbedQueue {
+    shared: Arc<Shared>,
+    limits: BatchingConfig,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EmbedQueue {
+    pub fn start(
+        model: &str,
+        provider: Arc<dyn Provider>,
+        signature: GraphSignature,
+        plan: PoolingPlan,
+        limits: BatchingConfig,
+    ) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(State { requests: VecDeque::new(), queued_inputs: 0, closed: false }),
+            wakeup: Condvar::new(),
+        });
+        let worker = {
+            let shared = shared.clone();
+            let limits = limits.clone();
+            let runner = BatchRunner { provider, signature, plan };
+            std::thread::Builder::new()
+                .name(format!("embed-{model}"))
+                .spawn(move || worker_loop(&shared, &limits, &runner))?
+        };
+        Ok(Self { shared, limits, worker: Some(worker) })
+    }
+
+    /// Queues the inputs and waits for their vectors.
+    pub async fn embed(&self, sequences: Vec<Sequence>, dimensions: usize) -> Result<Embeddings, InferenceError> {
+        if sequences.is_empty() {
+            return Err(InferenceError::invalid("no inputs").with_param("input"));
+        }
+        let (reply, answer) = oneshot::channel();
+        let count = sequences.len();
+        let job = Arc::new(Job {
+            dimensions,
+            results: Mutex::new(vec![0.0; count * dimensions]),
+            remaining: AtomicUsize::new(count),
+            reply: Mutex::new(Some(reply)),
+        });
+        let mut items: Vec<(usize, Sequence)> = sequences.into_iter().enumerate().collect();
+        items.sort_by_key(|(_, s)| s.ids.len());
+        {
+            let mut state = self.shared.queue.lock();
+            if state.queued_inputs + count > self.limits.max_queued_inputs {
+                return Err(InferenceError::new(
+                    ErrorCode::Busy,
+                    format!("the embedding queue is full ({} inputs waiting); retry shortly", state.queued_inputs),
+                ));
+            }
+            state.queued_inputs += count;
+            state.requests.push_back(Queued { job, items: items.into() });
+        }
+        self.shared.wakeup.notify_one();
+        answer.await.unwrap_or_else(|_| Err(InferenceError::internal("the embedding worker stopped")))
+    }
+}
+
+impl Drop for EmbedQueue {
+    fn drop(&mut self) {
+        self.shared.queue.lock().closed = true;
+        self.shared.wakeup.notify_all();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn worker_loop(shared: &Shared, limits: &BatchingConfig, runner: &BatchRunner) {
+    loop {
+        let batch = {
+            let mut state = shared.queue.lock();
+            while state.requests.is_empty() && !state.closed {
+                shared.wakeup.wait(&mut state);
+            }
+            if state.closed {
+                for queued in state.requests.drain(..) {
+                    queued.job.fail(InferenceError::new(ErrorCode::Busy, "the server is shutting down"));
+                }
+                return;
+            }
+            take_batch(&mut state, limits)
+        };
+        if !batch.is_empty() {
+            runner.run(batch);
+        }
+    }
+}
+
+/// Takes inputs round-robin across queued requests until the next one would break
+/// the input or padded-token budget. Always takes at least one input.
+fn take_batch(state: &mut State, limits: &BatchingConfig) -> Vec<Item> {
+    let mut batch = Vec::new();
+    let mut longest = 0usize;
+    let before: usize = state.requests.iter().map(|q| q.items.len()).sum();
+    state.requests.retain(|q| !q.job.cancelled());
+    'fill: loop {
+        let mut took = false;
+        for queued in state.requests.iter_mut() {
+            let Some((_, next)) = queued.items.front() else { continue };
+            let len = next.ids.len();
+            let padded = longest.max(len) * (batch.len() + 1);
+            if !batch.is_empty() && (batch.len() >= limits.max_batch_inputs || padded > limits.max_batch_tokens) {
+                break 'fill;
+            }
+            let (index, sequence) = queued.items.pop_front().unwrap();
+            longest = longest.max(len);
+            batch.push(Item { job: queued.job.clone(), index, sequence });
+            took = true;
+        }
+        if !took {
+            break;
+        }
+    }
+    state.requests.retain(|q| !q.items.is_empty());
+    let after: usize = state.requests.iter().map(|q| q.items.len()).sum();
+    state.queued_inputs -= before - after;
+    batch
+}
+
+struct BatchRunner {
+    provider: Arc<dyn Provider>,
+    signature: GraphSignature,
+    plan: PoolingPlan,
+}
+
+impl BatchRunner {
+    fn run(&self, batch: Vec<Item>) {
+        let started = Instant::now();
+        match self.forward(&batch) {
+            Ok(vectors) => {
+                let dim = self.plan.dimensions;
+                for (item, vector) in batch.iter().zip(vectors.chunks_exact(dim)) {
+                    item.job.store(item.index, vector, self.provider.name());
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, size = batch.len(), "embedding batch failed");
+                for item in &batch {
+                    item.job.fail(error.clone());
+                }
+            }
+        }
+        tracing::debug!(size = batch.len(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "embedding batch");
+    }
+
+    /// Pads the batch to its longest input, runs the graph and pools each row.
+    fn forward(&self, batch: &[Item]) -> Result<Vec<f32>, InferenceError> {
+        let rows = batch.len();
+        let width = batch.iter().map(|i| i.sequence.ids.len()).max().unwrap_or(0);
+        let mut ids = vec![0i64; rows * width];
+        let mut mask = vec![0i64; rows * width];
+        let mut types = vec![0i64; rows * width];
+        for (r, item) in batch.iter().enumerate() {
+            let row = r * width;
+            for (c, (&id, &ty)) in item.sequence.ids.iter().zip(&item.sequence.type_ids).enumerate() {
+                ids[row + c] = id as i64;
+                mask[row + c] = 1;
+                types[row + c] = ty as i64;
+            }
+        }
+        let shape = vec![rows, width];
+        let mut inputs = Vec::with_capacity(3);
+        for input in &self.signature.inputs {
+            let data = match input.name.as_str() {
+                "input_ids" => std::mem::take(&mut ids),
+                "attention_mask" => std::mem::take(&mut mask),
+                "token_type_ids" => std::mem::take(&mut types),
+                other => return Err(InferenceError::internal(format!("embedding graph input {other:?} is not supported"))),
+            };
+            inputs.push((input.name.clone(), Tensor { shape: shape.clone(), data: TensorData::I64(data) }));
+        }
+        let outputs = self.provider.run(inputs)?;
+        let dim = self.plan.dimensions;
+        let hidden = outputs
+            .iter()
+            .find(|(name, _)| name == "last_hidden_state")
+            .or_else(|| outputs.iter().find(|(_, t)| t.shape.len() == 3))
+            .or_else(|| outputs.iter().find(|(_, t)| t.shape.len() == 2));
+        let Some((name, Tensor { shape, data: TensorData::F32(values) })) = hidden else {
+            return Err(InferenceError::backend("the embedding graph returned no float hidden states"));
+        };
+        let mut vectors = vec![0.0f32; rows * dim];
+        match shape.as_slice() {
+            // Already pooled, e.g. a `sentence_embedding` output.
+            [r, d] if *r == rows && *d >= dim => {
+                for (out, row) in vectors.chunks_exact_mut(dim).zip(values.chunks_exact(*d)) {
+                    out.copy_from_slice(&row[..dim]);
+                }
+            }
+            [r, s, d] if *r == rows && *s == width && *d == dim => {
+                for (r, (out, item)) in vectors.chunks_exact_mut(dim).zip(batch).enumerate() {
+                    let len = item.sequence.ids.len().max(1);
+                    self.plan.pooling.pool(&values[r * width * dim..(r + 1) * width * dim], dim, len, out);
+                }
+            }
+            other => {
+                return Err(InferenceError::backend(format!(
+                    "output {name} has shape {other:?}; expected [{rows}, {width}, {dim}]"
+                )))
+            }
+        }
+        if self.plan.normalize {
+            vectors.chunks_exact_mut(dim).for_each(normalize);
+        }
+        Ok(vectors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(len: usize) -> Sequence {
+        Sequence { ids: vec![1; len], type_ids: vec![0; len] }
+    }
+
+    fn job() -> (Arc<Job>, oneshot::Receiver<Result<Embeddings, InferenceError>>) {
+        let (tx, rx) = oneshot::channel();
+        let job = Arc::new(Job {
+            dimensions: 1,
+            results: Mutex::new(vec![]),
+            remaining: AtomicUsize::new(0),
+            reply: Mutex::new(Some(tx)),
+        });
+        (job, rx)
+    }
+
+    fn state(requests: Vec<(Arc<Job>, Vec<usize>)>) -> State {
+        let mut queued_inputs = 0;
+        let requests = requests
+            .into_iter()
+            .map(|(job, lens)| {
+                queued_inputs += lens.len();
+                Queued { job, items: lens.into_iter().map(seq).enumerate().collect() }
+            })
+            .collect();
+        State { requests, queued_inputs, closed: false }
+    }
+
+    #[test]
+    fn batches_interleave_requests_fairly() {
+        let (big, _rx1) = job();
+        let (small, _rx2) = job();
+        let mut s = state(vec![(big.clone(), vec![5; 100]), (small.clone(), vec![5])]);
+        let limits = BatchingConfig { max_batch_tokens: 1000, max_batch_inputs: 8, max_queued_inputs: 1000 };
+        let batch = take_batch(&mut s, &limits);
+        assert_eq!(batch.len(), 8);
+        assert!(batch.iter().any(|i| Arc::ptr_eq(&i.job, &small)), "the one-text request rides in the first batch");
+        assert_eq!(s.queued_inputs, 101 - 8);
+    }
+
+    #[test]
+    fn the_padded_token_budget_bounds_a_batch() {
+        let (a, _rx) = job();
+        let mut s = state(vec![(a, vec![10, 10, 10, 100])]);
+        let limits = BatchingConfig { max_batch_tokens: 100, max_batch_inputs: 64, max_queued_inputs: 1000 };
+        assert_eq!(take_batch(&mut s, &limits).len(), 3); // 4 × 100 padded would exceed 100... 3 × 10 fits
+        assert_eq!(take_batch(&mut s, &limits).len(), 1); // an input alone may exceed the budget
+        assert_eq!(s.queued_inputs, 0);
+    }
+
+    #[test]
+    fn cancelled_requests_are_dropped_before_they_run() {
+        let (a, rx) = job();
+        drop(rx);
+        let (b, _rx) = job();
+        let mut s = state(vec![(a, vec![3, 3]), (b.clone(), vec![3])]);
+        let limits = BatchingConfig::default();
+        let batch = take_batch(&mut s, &limits);
+        assert_eq!(batch.len(), 1);
+        assert!(Arc::ptr_eq(&batch[0].job, &b));
+        assert_eq!(s.queued_inputs, 0);
+    }
+}

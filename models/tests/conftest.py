@@ -1,0 +1,48 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+MODELS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(MODELS))  # nnprep
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # reference
+
+PREPARED = MODELS / "prepared"
+CACHE = MODELS / "cache"
+DEFAULT = "all-MiniLM-L6-v2"
+
+
+def ort_session(path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="session")
+def prepared_dir() -> Path:
+    d = PREPARED / DEFAULT
+    if not (d / "nnhost.json").is_file():
+        pytest.skip(f"{d} is not prepared; run: .venv/bin/python models/prepare.py")
+    return d
+
+
+@pytest.fixture(scope="session")
+def manifest():
+    from nnprep.manifest import load_manifest
+
+    return load_manifest(MODELS / "manifests" / f"{DEFAULT}.toml")
+
+
+@pytest.fixture(scope="session")
+def source_dir(manifest) -> Path:
+    """The original HF folder (model.safetensors ...) from the download cache; never downloads."""
+    from nnprep.errors import PrepError
+    from nnprep.fetch import fetch_source
+
+    try:
+        folder, _ = fetch_source(manifest, CACHE, download=False, log=lambda _m: None)
+    except PrepError as e:
+        pytest.skip(f"source weights not cached ({e})")
+    return folder
