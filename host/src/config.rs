@@ -56,6 +56,10 @@ pub struct ModelConfig {
     /// Inputs longer than this many tokens are rejected (or cut, when the request asks
     /// for truncation). Default: the folder's `sentence_bert_config.json` max_seq_length.
     pub max_tokens: Option<usize>,
+    /// Cut inputs longer than `max_tokens` instead of answering 400. Off by default:
+    /// silently embedding part of a text is a surprise a client should opt into.
+    #[serde(default)]
+    pub truncate: bool,
     /// Most inputs in one embeddings call.
     #[serde(default = "default_max_inputs")]
     pub max_inputs: usize,

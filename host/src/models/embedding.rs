@@ -19,6 +19,8 @@ pub struct EmbeddingModel {
     pub dimensions: usize,
     pub max_tokens: usize,
     pub max_inputs: usize,
+    /// Cut long inputs instead of rejecting them (the model's config allows it).
+    truncate: bool,
     pub pooling: Pooling,
     pub normalize: bool,
     pub tokenizer: Tokenizer,
@@ -67,6 +69,7 @@ impl EmbeddingModel {
             dimensions,
             max_tokens,
             max_inputs: config.max_inputs,
+            truncate: config.truncate,
             pooling,
             normalize,
             tokenizer,
@@ -92,7 +95,7 @@ impl EmbeddingModel {
             ))
             .with_param("input"));
         }
-        let tokenizer = if truncate { &self.truncating } else { &self.tokenizer };
+        let tokenizer = if truncate || self.truncate { &self.truncating } else { &self.tokenizer };
         let encodings: Vec<Encoding> = match input {
             EmbedInput::Texts(texts) => texts
                 .into_iter()
@@ -112,7 +115,7 @@ impl EmbeddingModel {
                 return Err(InferenceError::new(
                     ErrorCode::ContextLengthExceeded,
                     format!(
-                        "input[{index}] has {len} tokens; the maximum for model {} is {} (ask for truncation to cut it)",
+                        "input[{index}] has {len} tokens; the maximum for model {} is {}",
                         self.name, self.max_tokens
                     ),
                 )

@@ -1,0 +1,78 @@
+//! nnhost's default tenant app: an OpenAI-compatible HTTP router.
+//!
+//! The component exports `wasi:http/incoming-handler` (through `wasip2`'s proxy
+//! export) and imports `nnhost:inference` (the `router` world of `wit/inference.wit`)
+//! for models and embeddings. Everything except [`http`]'s wasi glue and
+//! [`host::WitHost`] is pure Rust over [`host::Host`], so `cargo test` runs it on
+//! the native target with a fake host.
+//!
+//! Adding an endpoint (e.g. `/v1/chat/completions`): a module under `routes/`, a
+//! [`routes::Route`] variant with its path and allowed method, one arm in [`dispatch`].
+
+pub mod errors;
+pub mod host;
+pub mod http;
+pub mod routes;
+
+/// Bindings for the nnhost imports (`world router` only imports).
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "router",
+    });
+}
+
+use errors::ApiError;
+use http::Response;
+use routes::Route;
+
+/// The largest request body the guest reads (the host enforces a smaller limit
+/// before the guest runs; this is the guest's own backstop).
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Routes one request. `path_with_query` is the raw request target; `read_body`
+/// is called at most once, only by routes that take a body.
+pub fn dispatch(
+    method: &str,
+    path_with_query: &str,
+    host: &dyn host::Host,
+    read_body: &mut dyn FnMut() -> Result<Vec<u8>, ApiError>,
+) -> Response {
+    let path = path_with_query.split('?').next().unwrap_or("");
+    let Some(route) = Route::match_path(path) else {
+        return ApiError::unknown_url(method, path).into_response();
+    };
+    if method != route.method() {
+        return ApiError::method_not_allowed(method, path, route.method()).into_response();
+    }
+    let result = match route {
+        Route::Root => Ok(routes::root::handle()),
+        Route::Models => Ok(routes::models::list(host)),
+        Route::Model(raw_id) => routes::models::get(host, raw_id),
+        Route::Embeddings => read_body().and_then(|body| routes::embeddings::handle(host, &body)),
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    use wasip2::exports::http::incoming_handler::Guest;
+    use wasip2::http::types::{IncomingRequest, ResponseOutparam};
+
+    struct Component;
+
+    impl Guest for Component {
+        fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+            let method = crate::http::method_name(&request.method());
+            let target = request.path_with_query().unwrap_or_else(|| "/".to_string());
+            let mut read_body = || crate::http::read_body(&request, crate::MAX_BODY_BYTES);
+            let response = crate::dispatch(&method, &target, &crate::host::WitHost, &mut read_body);
+            crate::http::send(response_out, response);
+        }
+    }
+
+    wasip2::http::proxy::export!(Component);
+}
+
+#[cfg(test)]
+mod tests;

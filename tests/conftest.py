@@ -1,0 +1,138 @@
+"""End-to-end fixtures: start the real `nnhost` release binary on a free port and talk
+HTTP to it. `just test` builds the host, the guests and the models first."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST_BIN = ROOT / "target" / "release" / "nnhost"
+MINILM = ROOT / "models" / "prepared" / "all-MiniLM-L6-v2"
+ROUTER_WASM = ROOT / "guests" / "target" / "wasm32-wasip2" / "release" / "openai_router.wasm"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A running nnhost process."""
+
+    def __init__(self, config_text: str | None, workdir: Path, extra_args: list[str] | None = None):
+        for path, what in [(HOST_BIN, "the host (just build)"), (ROUTER_WASM, "the guests (just guests)"),
+                           (MINILM / "onnx" / "model.onnx", "the models (just models)")]:
+            if not path.exists():
+                pytest.fail(f"{path} is missing: build {what} first, or run `just test`")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [str(HOST_BIN), "serve", "--listen", f"127.0.0.1:{self.port}"]
+        if config_text is not None:
+            config = workdir / "nnhost.toml"
+            config.write_text(config_text)
+            args += ["--config", str(config)]
+        args += extra_args or []
+        self.log_path = workdir / "nnhost.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        self.session = requests.Session()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nnhost exited with {self.proc.returncode}:\n{self.log_text()}")
+            try:
+                if self.session.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError(f"nnhost did not become healthy:\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return self.session.get(self.url + path, timeout=60, **kw)
+
+    def post(self, path: str, json=None, **kw) -> requests.Response:
+        return self.session.post(self.url + path, json=json, timeout=120, **kw)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def hf_folder_from_minilm(dest: Path, pooling: str) -> Path:
+    """A Hugging Face style sentence-transformers folder, as a user would download it
+    (e.g. bge-small-en-v1.5: onnx/model.onnx, CLS pooling in 1_Pooling/config.json),
+    assembled from the prepared MiniLM files. No nnhost.json: nothing of ours."""
+    dest.mkdir(parents=True)
+    (dest / "onnx").mkdir()
+    os.link(MINILM / "onnx" / "model.onnx", dest / "onnx" / "model.onnx") if _same_fs(MINILM, dest) else \
+        shutil.copy(MINILM / "onnx" / "model.onnx", dest / "onnx" / "model.onnx")
+    for name in ["tokenizer.json", "config.json", "tokenizer_config.json", "special_tokens_map.json"]:
+        if (MINILM / name).exists():
+            shutil.copy(MINILM / name, dest / name)
+    (dest / "1_Pooling").mkdir()
+    (dest / "1_Pooling" / "config.json").write_text(
+        '{"word_embedding_dimension": 384, "pooling_mode_cls_token": %s, "pooling_mode_mean_tokens": %s}'
+        % (str(pooling == "cls").lower(), str(pooling == "mean").lower()))
+    (dest / "modules.json").write_text(
+        '[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},'
+        '{"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"},'
+        '{"idx":2,"name":"2","path":"2_Normalize","type":"sentence_transformers.models.Normalize"}]')
+    (dest / "sentence_bert_config.json").write_text('{"max_seq_length": 512, "do_lower_case": false}')
+    return dest
+
+
+def _same_fs(a: Path, b: Path) -> bool:
+    return os.stat(a).st_dev == os.stat(b.parent if not b.exists() else b).st_dev
+
+
+TEST_CONFIG = """
+[server]
+max_body_bytes = 1_048_576
+
+[[models]]
+name = "all-MiniLM-L6-v2"
+path = "{minilm}"
+
+[[models]]
+name = "hf-cls"
+path = "{hf}"
+max_inputs = 8
+
+[[tenants]]
+name = "default"
+public = true
+component = "{router}"
+"""
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("nnhost")
+    hf = hf_folder_from_minilm(work / "hf-cls", pooling="cls")
+    srv = Server(TEST_CONFIG.format(minilm=MINILM, hf=hf, router=ROUTER_WASM), work)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def default_server(tmp_path_factory):
+    """The host exactly as `just run` starts it: the embedded default config."""
+    srv = Server(None, tmp_path_factory.mktemp("nnhost-default"))
+    yield srv
+    srv.stop()
