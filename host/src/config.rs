@@ -53,6 +53,10 @@ pub struct ModelConfig {
     /// A folder in the Hugging Face sentence-transformers layout (what `models/prepare.py`
     /// writes, and what a downloaded HF repository already is).
     pub path: PathBuf,
+    /// "embedding", "chat" or "completion"; default: read from the folder.
+    pub kind: Option<String>,
+    /// The ONNX file inside the folder (e.g. "onnx/model_fp32.onnx"); default onnx/model.onnx.
+    pub onnx: Option<PathBuf>,
     /// Inputs longer than this many tokens are rejected (or cut, when the request asks
     /// for truncation). Default: the folder's `sentence_bert_config.json` max_seq_length.
     pub max_tokens: Option<usize>,

@@ -25,8 +25,8 @@ fn infos(list: &[crate::providers::TensorInfo]) -> Vec<TensorInfo> {
 
 impl Host for ApiState {
     async fn load_by_name(&mut self, name: String) -> wasmtime::Result<Result<Resource<GraphHandle>, WitError>> {
-        let model = match self.access.get(&name) {
-            Ok(model) => model.clone(),
+        let model = match self.access.get(&name).and_then(|m| m.graph().map(|_| m.clone())) {
+            Ok(model) => model,
             Err(e) => return Ok(Err(e.into())),
         };
         Ok(Ok(self.table.push(GraphHandle { model })?))
@@ -35,11 +35,11 @@ impl Host for ApiState {
 
 impl HostGraph for ApiState {
     async fn inputs(&mut self, graph: Resource<GraphHandle>) -> wasmtime::Result<Vec<TensorInfo>> {
-        Ok(infos(&self.table.get(&graph)?.model.graph().1.inputs))
+        Ok(self.table.get(&graph)?.model.graph().map(|(_, s)| infos(&s.inputs)).unwrap_or_default())
     }
 
     async fn outputs(&mut self, graph: Resource<GraphHandle>) -> wasmtime::Result<Vec<TensorInfo>> {
-        Ok(infos(&self.table.get(&graph)?.model.graph().1.outputs))
+        Ok(self.table.get(&graph)?.model.graph().map(|(_, s)| infos(&s.outputs)).unwrap_or_default())
     }
 
     async fn init_execution_context(
@@ -62,7 +62,10 @@ impl HostExecutionContext for ApiState {
         context: Resource<ExecutionContext>,
         inputs: Vec<(String, Resource<Tensor>)>,
     ) -> wasmtime::Result<Result<Vec<(String, Resource<Tensor>)>, WitError>> {
-        let (provider, _) = self.table.get(&context)?.model.graph();
+        let provider = match self.table.get(&context)?.model.graph() {
+            Ok((provider, _)) => provider,
+            Err(e) => return Ok(Err(e.into())),
+        };
         let mut named = Vec::with_capacity(inputs.len());
         for (name, tensor) in inputs {
             named.push((name, self.table.get(&tensor)?.clone()));

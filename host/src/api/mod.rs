@@ -3,6 +3,7 @@
 //! calling tenant's model allow-list here, where a guest cannot get around it.
 
 mod embeddings;
+mod generation;
 mod graph;
 mod models;
 mod tensors;
@@ -24,6 +25,7 @@ wasmtime::component::bindgen!({
         "nnhost:inference/tensors.tensor": crate::tensor::Tensor,
         "nnhost:inference/graph.graph": graph::GraphHandle,
         "nnhost:inference/graph.execution-context": graph::ExecutionContext,
+        "nnhost:inference/generation.generation-stream": generation::GenerationStream,
     },
 });
 

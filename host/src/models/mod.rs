@@ -1,6 +1,7 @@
 //! The models this host serves: loaded once at start-up from the config, looked up
 //! by name on every request.
 
+pub mod decoder;
 pub mod embedding;
 pub mod layout;
 pub mod pooling;
@@ -13,6 +14,8 @@ use anyhow::{Context, Result};
 
 use crate::config::ModelConfig;
 use crate::providers::{GraphSignature, Provider};
+use crate::error::{ErrorCode, InferenceError};
+use decoder::DecoderModel;
 use embedding::EmbeddingModel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +56,7 @@ pub struct ModelInfo {
 
 pub enum Model {
     Embedding(EmbeddingModel),
+    Decoder(DecoderModel),
 }
 
 pub struct LoadedModel {
@@ -64,19 +68,33 @@ impl LoadedModel {
     pub fn embedding(&self) -> Option<&EmbeddingModel> {
         match &self.model {
             Model::Embedding(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn decoder(&self) -> Option<&DecoderModel> {
+        match &self.model {
+            Model::Decoder(m) => Some(m),
+            _ => None,
         }
     }
 
     /// The ONNX graph behind the model, for the WASI-NN style `graph` interface.
-    pub fn graph(&self) -> (Arc<dyn Provider>, &GraphSignature) {
+    /// Decoders keep their session on their generation worker and are not exposed.
+    pub fn graph(&self) -> Result<(Arc<dyn Provider>, &GraphSignature), InferenceError> {
         match &self.model {
-            Model::Embedding(m) => (m.provider.clone() as Arc<dyn Provider>, m.signature()),
+            Model::Embedding(m) => Ok((m.provider.clone() as Arc<dyn Provider>, m.signature())),
+            Model::Decoder(_) => Err(InferenceError::new(
+                ErrorCode::Unsupported,
+                format!("model {} is a decoder; use the generation interface", self.info.id),
+            )),
         }
     }
 
     pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
         match &self.model {
             Model::Embedding(m) => &m.tokenizer,
+            Model::Decoder(m) => &m.tokenizer,
         }
     }
 }
@@ -93,7 +111,52 @@ impl Registry {
         let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         for config in configs {
             let started = std::time::Instant::now();
-            let model = EmbeddingModel::load(config).with_context(|| format!("model {:?}", config.name))?;
+            let kind = config.kind.as_deref().or_else(|| decoder::detect_kind(&config.path)).unwrap_or("embedding");
+            let loaded = match kind {
+                "embedding" => Self::embedding_model(config, created),
+                "chat" | "completion" => Self::decoder_model(config, created),
+                other => anyhow::bail!("kind {other:?} (expected embedding, chat or completion)"),
+            }
+            .with_context(|| format!("model {:?}", config.name))?;
+            tracing::info!(model = %config.name, kind = loaded.info.kind.as_str(), context_length = loaded.info.context_length,
+                elapsed_ms = started.elapsed().as_millis() as u64, "model loaded");
+            registry.insert(loaded);
+        }
+        Ok(registry)
+    }
+
+    fn decoder_model(config: &ModelConfig, created: u64) -> Result<LoadedModel> {
+        let model = DecoderModel::load(config)?;
+        let kind = if model.chat_template.is_some() && !model.base_model {
+            ModelKind::Chat
+        } else {
+            ModelKind::Completion
+        };
+        let onnx = model.onnx.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let info = ModelInfo {
+            id: config.name.clone(),
+            kind,
+            owned_by: "nnhost".into(),
+            created,
+            context_length: model.context_length as u32,
+            dimensions: None,
+            max_batch_size: 1,
+            chat_template: model.chat_template.clone(),
+            bos_token: model.bos_token.clone(),
+            eos_token: model.eos_token.clone(),
+            stop_tokens: model.stop_tokens.clone(),
+            metadata: vec![
+                ("base_model".into(), model.base_model.to_string()),
+                ("onnx".into(), onnx),
+                ("provider".into(), crate::providers::cpu::label()),
+            ],
+        };
+        Ok(LoadedModel { info, model: Model::Decoder(model) })
+    }
+
+    fn embedding_model(config: &ModelConfig, created: u64) -> Result<LoadedModel> {
+        {
+            let model = EmbeddingModel::load(config)?;
             let info = ModelInfo {
                 id: config.name.clone(),
                 kind: ModelKind::Embedding,
@@ -112,11 +175,8 @@ impl Registry {
                     ("provider".into(), crate::providers::cpu::label()),
                 ],
             };
-            tracing::info!(model = %config.name, dimensions = model.dimensions, max_tokens = model.max_tokens,
-                elapsed_ms = started.elapsed().as_millis() as u64, "model loaded");
-            registry.insert(LoadedModel { info, model: Model::Embedding(model) });
+            Ok(LoadedModel { info, model: Model::Embedding(model) })
         }
-        Ok(registry)
     }
 
     fn insert(&mut self, model: LoadedModel) {

@@ -45,7 +45,7 @@ impl CpuProvider {
     }
 }
 
-fn build_session(model: &Path, options: &CpuOptions) -> Result<Session> {
+pub(crate) fn build_session(model: &Path, options: &CpuOptions) -> Result<Session> {
     let level = match options.optimization_level {
         OptimizationLevel::Disable => GraphOptimizationLevel::Disable,
         OptimizationLevel::Basic => GraphOptimizationLevel::Level1,

@@ -2,3 +2,4 @@
 //! into few, well-filled batches.
 
 pub mod embed_queue;
+pub mod generate;

@@ -1,0 +1,122 @@
+use tokio::sync::mpsc::UnboundedReceiver;
+use wasmtime::component::Resource;
+
+use super::nnhost::inference::generation::{
+    Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Host, HostGenerationStream, Prompt, Usage,
+};
+use super::{ApiState, WitError};
+use crate::error::InferenceError;
+use crate::scheduler::generate::{self, GenEvent, GenerateRequest, SamplingParams};
+
+/// A guest's handle on a running generation. Dropping it drops the receiver, which
+/// the worker notices before its next step: the generation stops.
+pub struct GenerationStream {
+    events: UnboundedReceiver<GenEvent>,
+    end: Option<GenerationEnd>,
+}
+
+fn end_to_wit(end: generate::GenerationEnd) -> GenerationEnd {
+    GenerationEnd {
+        finish_reason: match end.finish_reason {
+            generate::FinishReason::Stop => FinishReason::Stop,
+            generate::FinishReason::Length => FinishReason::Length,
+            generate::FinishReason::Cancelled => FinishReason::Cancelled,
+            generate::FinishReason::Error => FinishReason::Error,
+        },
+        usage: Usage { prompt_tokens: end.prompt_tokens as u32, completion_tokens: end.completion_tokens as u32 },
+        provider: end.provider,
+        error: end.error.map(Into::into),
+    }
+}
+
+impl ApiState {
+    fn start_generation(
+        &self,
+        model: &str,
+        prompt: Prompt,
+        options: GenerateOptions,
+    ) -> Result<GenerationStream, InferenceError> {
+        let loaded = self.access.get(model)?;
+        let decoder = loaded.decoder().ok_or_else(|| {
+            InferenceError::invalid(format!("model {model} is not a generative model")).with_param("model")
+        })?;
+        let prompt = match prompt {
+            Prompt::Text(text) => decoder.encode_prompt(&text, options.add_special_tokens)?,
+            Prompt::Tokens(tokens) => tokens,
+        };
+        let sampling = SamplingParams {
+            temperature: options.temperature.max(0.0),
+            top_p: if options.top_p > 0.0 && options.top_p <= 1.0 { options.top_p } else { 1.0 },
+            top_k: options.top_k,
+            presence_penalty: options.presence_penalty,
+            frequency_penalty: options.frequency_penalty,
+            seed: options.seed,
+        };
+        let stop = options.stop;
+        let events = decoder.generate(prompt, options.max_tokens.map(|n| n as usize), move |prompt, max_tokens| {
+            GenerateRequest { prompt, max_tokens, sampling, stop }
+        })?;
+        Ok(GenerationStream { events, end: None })
+    }
+}
+
+impl Host for ApiState {
+    async fn generate(
+        &mut self,
+        model: String,
+        prompt: Prompt,
+        options: GenerateOptions,
+    ) -> wasmtime::Result<Result<Resource<GenerationStream>, WitError>> {
+        match self.start_generation(&model, prompt, options) {
+            Ok(stream) => Ok(Ok(self.table.push(stream)?)),
+            Err(e) => Ok(Err(e.into())),
+        }
+    }
+}
+
+impl HostGenerationStream for ApiState {
+    async fn next(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<Event> {
+        let stream = self.table.get_mut(&stream)?;
+        if let Some(end) = &stream.end {
+            return Ok(Event::Done(end.clone()));
+        }
+        let first = stream.events.recv().await;
+        let mut chunk = match first {
+            Some(GenEvent::Chunk { text, tokens }) => Chunk { text, tokens },
+            Some(GenEvent::Done(end)) => {
+                let end = end_to_wit(end);
+                stream.end = Some(end.clone());
+                return Ok(Event::Done(end));
+            }
+            None => {
+                let end = GenerationEnd {
+                    finish_reason: FinishReason::Error,
+                    usage: Usage { prompt_tokens: 0, completion_tokens: 0 },
+                    provider: String::new(),
+                    error: Some(InferenceError::internal("the generation worker stopped").into()),
+                };
+                stream.end = Some(end.clone());
+                return Ok(Event::Done(end));
+            }
+        };
+        // Coalesce what is already waiting: fewer host calls and SSE events under load.
+        while let Ok(event) = stream.events.try_recv() {
+            match event {
+                GenEvent::Chunk { text, tokens } => {
+                    chunk.text.push_str(&text);
+                    chunk.tokens.extend(tokens);
+                }
+                GenEvent::Done(end) => {
+                    stream.end = Some(end_to_wit(end));
+                    break;
+                }
+            }
+        }
+        Ok(Event::Chunk(chunk))
+    }
+
+    async fn drop(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<()> {
+        self.table.delete(stream)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,265 @@
+//! A decoder (chat or completion) model in the Hugging Face onnx-community layout:
+//! `onnx/model.onnx`, `config.json`, `generation_config.json`, `tokenizer.json`,
+//! `tokenizer_config.json` (chat template, special tokens). `models/prepare.py`
+//! writes the same layout (plus `nnhost.json`), so one loader serves both.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use crate::config::ModelConfig;
+use crate::error::{ErrorCode, InferenceError};
+use crate::scheduler::generate::{DecoderGraph, DecoderShape, GenEvent, GenerateRequest, Generator};
+
+pub struct DecoderModel {
+    pub name: String,
+    pub tokenizer: Arc<Tokenizer>,
+    pub context_length: usize,
+    pub chat_template: Option<String>,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub stop_tokens: Vec<String>,
+    pub base_model: bool,
+    add_bos: Option<u32>,
+    pub onnx: PathBuf,
+    generator: Generator,
+}
+
+#[derive(Deserialize, Default)]
+struct ConfigJson {
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    hidden_size: Option<usize>,
+    max_position_embeddings: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+struct NnhostJson {
+    kind: Option<String>,
+    #[serde(default)]
+    base_model: bool,
+    context_length: Option<usize>,
+    #[serde(default, alias = "stop")]
+    stop_tokens: Vec<String>,
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// `"<s>"` or `{"content": "<s>", ...}` as tokenizer_config.json writes special tokens.
+fn token_text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    }
+}
+
+fn token_ids(value: Option<&Value>) -> Vec<u32> {
+    match value {
+        Some(Value::Number(n)) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|n| n as u32).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a folder holds a decoder, and if so whether it is chat-capable.
+pub fn detect_kind(dir: &Path) -> Option<&'static str> {
+    if let Ok(Some(v)) = read_json(&dir.join("nnhost.json")) {
+        if let Some(kind) = v.get("kind").and_then(Value::as_str) {
+            return match kind {
+                "chat" => Some("chat"),
+                "completion" => Some("completion"),
+                "embedding" => Some("embedding"),
+                _ => None,
+            };
+        }
+    }
+    if dir.join("modules.json").is_file() || dir.join("1_Pooling").is_dir() {
+        return Some("embedding");
+    }
+    if dir.join("generation_config.json").is_file() {
+        let has_template = read_json(&dir.join("tokenizer_config.json"))
+            .ok()
+            .flatten()
+            .is_some_and(|v| v.get("chat_template").is_some())
+            || dir.join("chat_template.jinja").is_file();
+        return Some(if has_template { "chat" } else { "completion" });
+    }
+    None
+}
+
+impl DecoderModel {
+    pub fn load(config: &ModelConfig) -> Result<Self> {
+        let dir = &config.path;
+        if !dir.is_dir() {
+            bail!("model folder {} does not exist (run `just models` to prepare it)", dir.display());
+        }
+        let model_config: ConfigJson = match read_json(&dir.join("config.json"))? {
+            Some(v) => serde_json::from_value(v).context("config.json")?,
+            None => bail!("{}: no config.json", dir.display()),
+        };
+        let generation = read_json(&dir.join("generation_config.json"))?.unwrap_or(Value::Null);
+        let tokenizer_config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
+        let nnhost: NnhostJson = match read_json(&dir.join("nnhost.json"))? {
+            Some(v) => serde_json::from_value(v).context("nnhost.json")?,
+            None => NnhostJson::default(),
+        };
+
+        let heads = model_config.num_attention_heads.context("config.json: num_attention_heads")?;
+        let shape = DecoderShape {
+            layers: model_config.num_hidden_layers.context("config.json: num_hidden_layers")?,
+            kv_heads: model_config.num_key_value_heads.unwrap_or(heads),
+            head_dim: match model_config.head_dim {
+                Some(d) => d,
+                None => model_config.hidden_size.context("config.json: hidden_size")? / heads,
+            },
+        };
+        let context_length = config
+            .max_tokens
+            .or(nnhost.context_length)
+            .or(model_config.max_position_embeddings)
+            .unwrap_or(2048);
+
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| anyhow!("{}: {e}", dir.join("tokenizer.json").display()))?;
+        tokenizer.with_padding(None);
+        tokenizer.with_truncation(None).map_err(|e| anyhow!("{e}"))?;
+
+        let chat_template = match tokenizer_config.get("chat_template") {
+            Some(Value::String(t)) => Some(t.clone()),
+            Some(Value::Array(named)) => named
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
+            _ => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
+        };
+        let bos_token = token_text(tokenizer_config.get("bos_token"));
+        let eos_token = token_text(tokenizer_config.get("eos_token"));
+        let add_bos = tokenizer_config
+            .get("add_bos_token")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            .then(|| bos_token.as_deref().and_then(|t| tokenizer.token_to_id(t)))
+            .flatten();
+
+        let mut stop_ids = token_ids(generation.get("eos_token_id"));
+        let mut stop_tokens: Vec<String> = nnhost.stop_tokens.clone();
+        stop_tokens.extend(eos_token.clone());
+        for id in &stop_ids {
+            if let Some(text) = tokenizer.id_to_token(*id) {
+                stop_tokens.push(text);
+            }
+        }
+        stop_tokens.sort();
+        stop_tokens.dedup();
+        for text in &stop_tokens {
+            if let Some(id) = tokenizer.token_to_id(text) {
+                stop_ids.push(id);
+            }
+        }
+        stop_ids.sort_unstable();
+        stop_ids.dedup();
+        if stop_ids.is_empty() {
+            tracing::warn!(model = %config.name, "no stop token known: generations end only at max_tokens");
+        }
+
+        let onnx = match &config.onnx {
+            Some(file) => dir.join(file),
+            None => ["onnx/model.onnx", "model.onnx"]
+                .iter()
+                .map(|f| dir.join(f))
+                .find(|p| p.is_file())
+                .with_context(|| format!("{}: no onnx/model.onnx", dir.display()))?,
+        };
+        let graph = DecoderGraph::load(&onnx, &config.cpu, shape)?;
+        let tokenizer = Arc::new(tokenizer);
+        let generator = Generator::start(
+            &config.name,
+            graph,
+            tokenizer.clone(),
+            stop_ids,
+            context_length,
+            crate::providers::cpu::label(),
+        )?;
+        let base_model = nnhost.base_model || (chat_template.is_none() && nnhost.kind.as_deref() != Some("chat"));
+        Ok(Self {
+            name: config.name.clone(),
+            tokenizer,
+            context_length,
+            chat_template,
+            bos_token,
+            eos_token,
+            stop_tokens,
+            base_model,
+            add_bos,
+            onnx,
+            generator,
+        })
+    }
+
+    /// Tokenizes a text prompt; with special tokens, BOS is added when the model
+    /// wants one and its tokenizer does not add it by itself (Gemma's GGUF tokenizer).
+    pub fn encode_prompt(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, InferenceError> {
+        let encoding = self
+            .tokenizer
+            .encode_fast(text, add_special_tokens)
+            .map_err(|e| InferenceError::invalid(format!("tokenizing the prompt: {e}")))?;
+        let mut ids = encoding.get_ids().to_vec();
+        if add_special_tokens {
+            if let Some(bos) = self.add_bos {
+                if ids.first() != Some(&bos) {
+                    ids.insert(0, bos);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Checks limits and starts generating. `max_tokens` None means "up to the context".
+    pub fn generate(
+        &self,
+        prompt: Vec<u32>,
+        max_tokens: Option<usize>,
+        request: impl FnOnce(Vec<u32>, usize) -> GenerateRequest,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<GenEvent>, InferenceError> {
+        if prompt.is_empty() {
+            return Err(InferenceError::invalid("the prompt is empty").with_param("prompt"));
+        }
+        let vocab = self.tokenizer.get_vocab_size(true) as u32;
+        if let Some(bad) = prompt.iter().find(|&&t| t >= vocab) {
+            return Err(InferenceError::invalid(format!(
+                "token id {bad} is out of the vocabulary of model {} (size {vocab})",
+                self.name
+            ))
+            .with_param("prompt"));
+        }
+        let available = self.context_length.saturating_sub(prompt.len());
+        let wanted = max_tokens.unwrap_or(available);
+        if prompt.len() + wanted > self.context_length || available == 0 {
+            return Err(InferenceError::new(
+                ErrorCode::ContextLengthExceeded,
+                format!(
+                    "This model's maximum context length is {} tokens. However, you requested {} tokens ({} in the prompt, {} for the completion). Please reduce the prompt or max_tokens.",
+                    self.context_length,
+                    prompt.len() + wanted,
+                    prompt.len(),
+                    wanted
+                ),
+            )
+            .with_param("max_tokens"));
+        }
+        self.generator.submit(request(prompt, wanted))
+    }
+}
