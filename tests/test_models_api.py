@@ -31,7 +31,7 @@ def test_unknown_model_by_id(server):
 
 def test_unknown_route_is_404(server):
     assert_openai_error(server.get("/v1/nothing-here"), 404)
-    assert_openai_error(server.post("/v2/unknown", {}), 404)
+    assert_openai_error(server.post("/v1/embeddings/extra", {}), 404)
 
 
 def test_wrong_method_is_405(server):

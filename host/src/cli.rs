@@ -27,6 +27,9 @@ enum Command {
     Serve(ServeArgs),
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Measure: raw ONNX Runtime runs (`bench ort`) or HTTP load (`bench http`).
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 #[derive(clap::Args, Default)]
@@ -50,6 +53,7 @@ pub fn run() -> Result<()> {
             print!("{}", crate::config::DEFAULT_CONFIG);
             Ok(())
         }
+        Command::Bench(command) => crate::bench::run(command),
     }
 }
 
@@ -80,7 +84,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let sandbox = Sandbox::new(&config.sandbox, max_memory)?;
         let tenants = Tenants::load(&config.tenants, &sandbox, registry.clone())?;
         let listen = config.server.listen;
-        let state = Arc::new(AppState { config, registry, sandbox, tenants });
+        let state = Arc::new(AppState { config, registry, sandbox, tenants, started: std::time::Instant::now() });
         server::serve(state, listen).await.context("serving")
     })
 }

@@ -75,6 +75,61 @@ pub struct ModelConfig {
     pub cpu: CpuOptions,
     #[serde(default)]
     pub batching: BatchingConfig,
+    /// A remote Open Inference Protocol endpoint serving the same graph ("azure").
+    pub remote: Option<RemoteConfig>,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// Base URL, e.g. `http://triton:8000` (the host adds `/v2/models/{model}/infer`).
+    pub url: String,
+    /// The model name on the remote; default: this model's name.
+    pub model: Option<String>,
+    /// Environment variable holding the bearer token (never the token itself).
+    pub token_env: Option<String>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_remote_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_connect_timeout() -> u64 {
+    500
+}
+
+fn default_remote_timeout() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingPolicy {
+    /// Batches of at least `threshold` inputs go remote (when it is healthy).
+    Threshold,
+    /// Pick per batch size from observed latencies, exploring now and then.
+    Adaptive,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    pub policy: RoutingPolicy,
+    pub threshold: usize,
+    /// Consecutive remote failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How often an open breaker probes the remote's readiness.
+    pub probe_interval_ms: u64,
+    /// Share of batches sent to the provider the adaptive policy does not prefer.
+    pub explore: f64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self { policy: RoutingPolicy::Threshold, threshold: 4, breaker_failures: 2, probe_interval_ms: 1000, explore: 0.1 }
+    }
 }
 
 fn default_max_inputs() -> usize {

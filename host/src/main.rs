@@ -3,10 +3,13 @@
 //! → `api` (our WIT imports) → `models` / `scheduler` (batching) → `providers` (ORT).
 
 mod api;
+mod bench;
 mod cli;
 mod config;
 mod error;
+mod metrics;
 mod models;
+mod oip;
 mod providers;
 mod sandbox;
 mod scheduler;

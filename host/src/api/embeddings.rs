@@ -20,6 +20,10 @@ impl Host for ApiState {
                 EmbedInput::Tokens(t) => embedding::EmbedInput::Tokens(t),
             };
             let (embeddings, prompt_tokens) = model.embed(input, options.truncate).await?;
+            crate::metrics::metrics()
+                .tokens
+                .with_label_values(&[&*self.access.tenant, &model.name, "prompt"])
+                .inc_by(prompt_tokens as u64);
             Ok::<_, InferenceError>(EmbeddingBatch {
                 dimensions: embeddings.dimensions as u32,
                 data: embeddings.data,

@@ -11,8 +11,22 @@ use crate::scheduler::generate::{self, GenEvent, GenerateRequest, SamplingParams
 /// A guest's handle on a running generation. Dropping it drops the receiver, which
 /// the worker notices before its next step: the generation stops.
 pub struct GenerationStream {
+    model: String,
     events: UnboundedReceiver<GenEvent>,
     end: Option<GenerationEnd>,
+}
+
+impl GenerationStream {
+    /// Remembers the end and counts the usage for the tenant, once.
+    fn finish(&mut self, tenant: &str, end: GenerationEnd) -> GenerationEnd {
+        let m = crate::metrics::metrics();
+        m.tokens.with_label_values(&[tenant, &self.model, "prompt"]).inc_by(end.usage.prompt_tokens as u64);
+        m.tokens.with_label_values(&[tenant, &self.model, "completion"]).inc_by(end.usage.completion_tokens as u64);
+        let reason = format!("{:?}", end.finish_reason).to_lowercase();
+        m.generations.with_label_values(&[&self.model, &reason]).inc();
+        self.end = Some(end.clone());
+        end
+    }
 }
 
 fn end_to_wit(end: generate::GenerationEnd) -> GenerationEnd {
@@ -56,7 +70,7 @@ impl ApiState {
         let events = decoder.generate(prompt, options.max_tokens.map(|n| n as usize), move |prompt, max_tokens| {
             GenerateRequest { prompt, max_tokens, sampling, stop }
         })?;
-        Ok(GenerationStream { events, end: None })
+        Ok(GenerationStream { model: model.to_string(), events, end: None })
     }
 }
 
@@ -76,6 +90,7 @@ impl Host for ApiState {
 
 impl HostGenerationStream for ApiState {
     async fn next(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<Event> {
+        let tenant = self.access.tenant.clone();
         let stream = self.table.get_mut(&stream)?;
         if let Some(end) = &stream.end {
             return Ok(Event::Done(end.clone()));
@@ -83,11 +98,7 @@ impl HostGenerationStream for ApiState {
         let first = stream.events.recv().await;
         let mut chunk = match first {
             Some(GenEvent::Chunk { text, tokens }) => Chunk { text, tokens },
-            Some(GenEvent::Done(end)) => {
-                let end = end_to_wit(end);
-                stream.end = Some(end.clone());
-                return Ok(Event::Done(end));
-            }
+            Some(GenEvent::Done(end)) => return Ok(Event::Done(stream.finish(&tenant, end_to_wit(end)))),
             None => {
                 let end = GenerationEnd {
                     finish_reason: FinishReason::Error,
@@ -107,7 +118,7 @@ impl HostGenerationStream for ApiState {
                     chunk.tokens.extend(tokens);
                 }
                 GenEvent::Done(end) => {
-                    stream.end = Some(end_to_wit(end));
+                    stream.finish(&tenant, end_to_wit(end));
                     break;
                 }
             }

@@ -34,18 +34,20 @@ pub use nnhost::inference::types::{Error as WitError, ErrorCode as WitErrorCode}
 /// Which models a tenant may use. A forbidden model looks exactly like an unknown one.
 #[derive(Clone)]
 pub struct ModelAccess {
+    /// The tenant this access belongs to (metrics and usage are counted per tenant).
+    pub tenant: Arc<str>,
     registry: Arc<Registry>,
     allowed: Option<Arc<HashSet<String>>>,
 }
 
 impl ModelAccess {
-    pub fn new(registry: Arc<Registry>, allowed: &[String]) -> Self {
+    pub fn new(registry: Arc<Registry>, allowed: &[String], tenant: &str) -> Self {
         let allowed = if allowed.iter().any(|m| m == "*") {
             None
         } else {
             Some(Arc::new(allowed.iter().cloned().collect()))
         };
-        Self { registry, allowed }
+        Self { tenant: tenant.into(), registry, allowed }
     }
 
     pub fn permits(&self, id: &str) -> bool {

@@ -11,6 +11,8 @@ use super::pooling::Pooling;
 use crate::config::ModelConfig;
 use crate::error::{ErrorCode, InferenceError};
 use crate::providers::cpu::CpuProvider;
+use crate::providers::remote::RemoteProvider;
+use crate::providers::router::ProviderRouter;
 use crate::providers::GraphSignature;
 use crate::scheduler::embed_queue::{EmbedQueue, Embeddings, PoolingPlan, Sequence};
 
@@ -27,6 +29,7 @@ pub struct EmbeddingModel {
     /// The same tokenizer, cutting at `max_tokens` (for requests that ask to truncate).
     truncating: Tokenizer,
     pub provider: Arc<CpuProvider>,
+    pub router: Arc<ProviderRouter>,
     queue: EmbedQueue,
 }
 
@@ -63,7 +66,12 @@ impl EmbeddingModel {
         };
         let normalize = config.normalize.unwrap_or(folder.normalize);
         let plan = PoolingPlan { pooling, normalize, dimensions };
-        let queue = EmbedQueue::start(&config.name, provider.clone(), signature, plan, config.batching.clone())?;
+        let remote = match &config.remote {
+            Some(remote) => Some(Arc::new(RemoteProvider::new(remote, &config.name)?)),
+            None => None,
+        };
+        let router = ProviderRouter::new(&config.name, provider.clone(), remote, config.routing.clone(), signature.clone());
+        let queue = EmbedQueue::start(&config.name, router.clone(), signature, plan, config.batching.clone())?;
         Ok(Self {
             name: config.name.clone(),
             dimensions,
@@ -75,6 +83,7 @@ impl EmbeddingModel {
             tokenizer,
             truncating,
             provider,
+            router,
             queue,
         })
     }

@@ -4,6 +4,8 @@
 
 pub mod cpu;
 pub mod ort_env;
+pub mod remote;
+pub mod router;
 
 use thiserror::Error;
 

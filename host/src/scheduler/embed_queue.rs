@@ -19,7 +19,9 @@ use tokio::sync::oneshot;
 use crate::config::BatchingConfig;
 use crate::error::{ErrorCode, InferenceError};
 use crate::models::pooling::{normalize, Pooling};
-use crate::providers::{GraphSignature, Provider};
+use crate::metrics::metrics;
+use crate::providers::router::ProviderRouter;
+use crate::providers::GraphSignature;
 use crate::tensor::{Tensor, TensorData};
 
 /// One tokenized input.
@@ -101,6 +103,7 @@ struct State {
 }
 
 pub struct EmbedQueue {
+    model: String,
     shared: Arc<Shared>,
     limits: BatchingConfig,
     worker: Option<std::thread::JoinHandle<()>>,
@@ -109,7 +112,7 @@ pub struct EmbedQueue {
 impl EmbedQueue {
     pub fn start(
         model: &str,
-        provider: Arc<dyn Provider>,
+        router: Arc<ProviderRouter>,
         signature: GraphSignature,
         plan: PoolingPlan,
         limits: BatchingConfig,
@@ -121,12 +124,12 @@ impl EmbedQueue {
         let worker = {
             let shared = shared.clone();
             let limits = limits.clone();
-            let runner = BatchRunner { provider, signature, plan };
+            let runner = BatchRunner { router, signature, plan, model: model.to_string() };
             std::thread::Builder::new()
                 .name(format!("embed-{model}"))
                 .spawn(move || worker_loop(&shared, &limits, &runner))?
         };
-        Ok(Self { shared, limits, worker: Some(worker) })
+        Ok(Self { model: model.to_string(), shared, limits, worker: Some(worker) })
     }
 
     /// Queues the inputs and waits for their vectors.
@@ -154,6 +157,7 @@ impl EmbedQueue {
             }
             state.queued_inputs += count;
             state.requests.push_back(Queued { job, items: items.into() });
+            metrics().queue_depth.with_label_values(&[&self.model]).set(state.queued_inputs as i64);
         }
         self.shared.wakeup.notify_one();
         answer.await.unwrap_or_else(|_| Err(InferenceError::internal("the embedding worker stopped")))
@@ -183,7 +187,9 @@ fn worker_loop(shared: &Shared, limits: &BatchingConfig, runner: &BatchRunner) {
                 }
                 return;
             }
-            take_batch(&mut state, limits)
+            let batch = take_batch(&mut state, limits);
+            metrics().queue_depth.with_label_values(&[&runner.model]).set(state.queued_inputs as i64);
+            batch
         };
         if !batch.is_empty() {
             runner.run(batch);
@@ -223,7 +229,8 @@ fn take_batch(state: &mut State, limits: &BatchingConfig) -> Vec<Item> {
 }
 
 struct BatchRunner {
-    provider: Arc<dyn Provider>,
+    model: String,
+    router: Arc<ProviderRouter>,
     signature: GraphSignature,
     plan: PoolingPlan,
 }
@@ -232,10 +239,11 @@ impl BatchRunner {
     fn run(&self, batch: Vec<Item>) {
         let started = Instant::now();
         match self.forward(&batch) {
-            Ok(vectors) => {
+            Ok((vectors, provider)) => {
+                metrics().batch_size.with_label_values(&[&self.model, &provider]).observe(batch.len() as f64);
                 let dim = self.plan.dimensions;
                 for (item, vector) in batch.iter().zip(vectors.chunks_exact(dim)) {
-                    item.job.store(item.index, vector, self.provider.name());
+                    item.job.store(item.index, vector, &provider);
                 }
             }
             Err(error) => {
@@ -249,7 +257,7 @@ impl BatchRunner {
     }
 
     /// Pads the batch to its longest input, runs the graph and pools each row.
-    fn forward(&self, batch: &[Item]) -> Result<Vec<f32>, InferenceError> {
+    fn forward(&self, batch: &[Item]) -> Result<(Vec<f32>, String), InferenceError> {
         let rows = batch.len();
         let width = batch.iter().map(|i| i.sequence.ids.len()).max().unwrap_or(0);
         let mut ids = vec![0i64; rows * width];
@@ -274,7 +282,7 @@ impl BatchRunner {
             };
             inputs.push((input.name.clone(), Tensor { shape: shape.clone(), data: TensorData::I64(data) }));
         }
-        let outputs = self.provider.run(inputs)?;
+        let (outputs, provider) = self.router.run(rows, inputs)?;
         let dim = self.plan.dimensions;
         let hidden = outputs
             .iter()
@@ -307,7 +315,7 @@ impl BatchRunner {
         if self.plan.normalize {
             vectors.chunks_exact_mut(dim).for_each(normalize);
         }
-        Ok(vectors)
+        Ok((vectors, provider))
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod responses;
 mod routes;
+mod v2;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub sandbox: Arc<Sandbox>,
     pub tenants: Tenants,
+    pub started: std::time::Instant,
 }
 
 pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {

@@ -31,7 +31,7 @@ impl Tenant {
         Ok(Self {
             name: config.name.clone(),
             public: config.public,
-            access: ModelAccess::new(registry, &config.models),
+            access: ModelAccess::new(registry, &config.models, &config.name),
             limits: RequestLimits {
                 memory_bytes: config.limits.memory_bytes,
                 timeout: Duration::from_millis(config.limits.request_timeout_ms),
@@ -58,6 +58,10 @@ impl Tenants {
             .map(|c| Tenant::load(c, sandbox, registry.clone()).map(Arc::new))
             .collect::<Result<_>>()?;
         Ok(Self { tenants })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.tenants.iter().map(|t| t.name.clone()).collect()
     }
 
     /// The tenant a request belongs to: for now the public one.
