@@ -27,12 +27,14 @@ def free_port() -> int:
 class Server:
     """A running nnhost process."""
 
-    def __init__(self, config_text: str | None, workdir: Path, extra_args: list[str] | None = None):
+    def __init__(self, config_text: str | None, workdir: Path, extra_args: list[str] | None = None,
+                 port: int | None = None, env: dict[str, str] | None = None):
         for path, what in [(HOST_BIN, "the host (just build)"), (ROUTER_WASM, "the guests (just guests)"),
                            (MINILM / "onnx" / "model.onnx", "the models (just models)")]:
             if not path.exists():
                 pytest.fail(f"{path} is missing: build {what} first, or run `just test`")
-        self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [str(HOST_BIN), "serve", "--listen", f"127.0.0.1:{self.port}"]
         if config_text is not None:
@@ -42,7 +44,8 @@ class Server:
         args += extra_args or []
         self.log_path = workdir / "nnhost.log"
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
         self.session = requests.Session()
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -66,6 +69,8 @@ class Server:
         return self.session.post(self.url + path, json=json, timeout=120, **kw)
 
     def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
         self.proc.terminate()
         try:
             self.proc.wait(10)
