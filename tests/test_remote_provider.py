@@ -44,6 +44,11 @@ name = "{model}"
 path = "{minilm}"
 
 [[tenants]]
+name = "offload"
+api_keys = ["s3cret"]
+component = "{router}"
+
+[[tenants]]
 name = "default"
 public = true
 component = "{router}"

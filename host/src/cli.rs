@@ -25,11 +25,28 @@ pub struct Cli {
 enum Command {
     /// Serve the configured models and tenants over HTTP.
     Serve(ServeArgs),
+    /// Deploy a guest component to a running host (admin API), creating the tenant if needed.
+    Deploy(DeployArgs),
     /// Print the embedded default configuration.
     DefaultConfig,
     /// Measure: raw ONNX Runtime runs (`bench ort`) or HTTP load (`bench http`).
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+}
+
+#[derive(clap::Args)]
+struct DeployArgs {
+    /// The tenant to deploy to.
+    #[arg(long)]
+    tenant: String,
+    /// The host's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Admin token.
+    #[arg(long, env = "NNHOST_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The component (.wasm) to deploy.
+    file: PathBuf,
 }
 
 #[derive(clap::Args, Default)]
@@ -49,6 +66,7 @@ pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(args),
+        Command::Deploy(args) => deploy(args),
         Command::DefaultConfig => {
             print!("{}", crate::config::DEFAULT_CONFIG);
             Ok(())
@@ -82,9 +100,42 @@ fn serve(args: ServeArgs) -> Result<()> {
         let registry = Arc::new(Registry::load(&config.models)?);
         let max_memory = config.tenants.iter().map(|t| t.limits.memory_bytes).max().unwrap_or(0);
         let sandbox = Sandbox::new(&config.sandbox, max_memory)?;
-        let tenants = Tenants::load(&config.tenants, &sandbox, registry.clone())?;
+        let tenants = Arc::new(Tenants::load(&config.tenants, sandbox.clone(), registry.clone())?);
+        let admin_token = admin_token(&config.admin)?;
         let listen = config.server.listen;
-        let state = Arc::new(AppState { config, registry, sandbox, tenants, started: std::time::Instant::now() });
+        let state = Arc::new(AppState { config, registry, sandbox, tenants, admin_token, started: std::time::Instant::now() });
         server::serve(state, listen).await.context("serving")
     })
+}
+
+/// The admin token's digest: from `admin.token_sha256`, else from the variable it names.
+fn admin_token(config: &crate::config::AdminConfig) -> Result<Option<crate::tenants::keys::KeyHash>> {
+    use crate::tenants::keys;
+    if let Some(digest) = &config.token_sha256 {
+        return keys::parse_hex(digest).map(Some).map_err(anyhow::Error::msg);
+    }
+    Ok(std::env::var(&config.token_env).ok().filter(|t| !t.is_empty()).map(|t| keys::hash(&t)))
+}
+
+fn deploy(args: DeployArgs) -> Result<()> {
+    use http_body_util::{BodyExt, Full};
+    let wasm = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let uri = format!("{}/admin/tenants/{}/component", args.url.trim_end_matches('/'), args.tenant);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (status, body) = runtime.block_on(async {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+        let request = hyper::Request::put(&uri)
+            .header("authorization", format!("Bearer {}", args.token))
+            .header("content-type", "application/wasm")
+            .body(Full::new(bytes::Bytes::from(wasm)))?;
+        let response = client.request(request).await.with_context(|| format!("connecting to {uri}"))?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok::<_, anyhow::Error>((status, body))
+    })?;
+    let text = String::from_utf8_lossy(&body);
+    anyhow::ensure!(status.is_success(), "deploy failed ({status}): {text}");
+    println!("{text}");
+    Ok(())
 }

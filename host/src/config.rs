@@ -23,6 +23,24 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     #[serde(default)]
     pub sandbox: SandboxConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The admin API (`/admin/...`: deploy components, add and remove tenants, usage).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Environment variable holding the admin token; the admin API is off when unset.
+    pub token_env: String,
+    /// Or the token's sha256 (hex), when the token should not sit in the environment.
+    pub token_sha256: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { token_env: "NNHOST_ADMIN_TOKEN".into(), token_sha256: None }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,9 +226,15 @@ impl Default for BatchingConfig {
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     pub name: String,
-    /// A public tenant answers requests without an API key.
+    /// A public tenant answers requests that carry no API key.
     #[serde(default)]
     pub public: bool,
+    /// API keys (hashed when loaded; prefer `api_keys_sha256` in files others can read).
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// sha256 (hex) of API keys.
+    #[serde(default)]
+    pub api_keys_sha256: Vec<String>,
     /// The guest component (a `.wasm` file exporting wasi:http/incoming-handler).
     pub component: PathBuf,
     /// Model ids this tenant may use; "*" allows all.
@@ -224,7 +248,7 @@ fn all_models() -> Vec<String> {
     vec!["*".into()]
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TenantLimits {
     /// Linear memory one guest instance may grow to.
@@ -233,11 +257,33 @@ pub struct TenantLimits {
     pub request_timeout_ms: u64,
     /// Time a request may spend executing wasm (its CPU budget).
     pub cpu_time_ms: u64,
+    /// Requests of this tenant in flight at once; more get 429.
+    pub max_concurrent_requests: usize,
+    /// Request body limit for this tenant (at most the server's).
+    pub max_body_bytes: Option<usize>,
+    /// Bytes a guest may move through host calls in one request (inputs and results).
+    pub max_host_bytes: usize,
+    /// Bytes a guest may write as its response body.
+    pub max_response_bytes: u64,
+    /// Live handles (tensors, graphs, streams) a guest may hold at once.
+    pub max_resources: usize,
+    /// Whether the guest may make outgoing HTTP requests.
+    pub allow_outgoing_http: bool,
 }
 
 impl Default for TenantLimits {
     fn default() -> Self {
-        Self { memory_bytes: 256 * 1024 * 1024, request_timeout_ms: 120_000, cpu_time_ms: 5_000 }
+        Self {
+            memory_bytes: 256 * 1024 * 1024,
+            request_timeout_ms: 120_000,
+            cpu_time_ms: 5_000,
+            max_concurrent_requests: 256,
+            max_body_bytes: None,
+            max_host_bytes: 32 * 1024 * 1024,
+            max_response_bytes: 256 * 1024 * 1024,
+            max_resources: 4096,
+            allow_outgoing_http: false,
+        }
     }
 }
 
@@ -248,11 +294,13 @@ pub struct SandboxConfig {
     pub cache_dir: PathBuf,
     /// Guest instances that may exist at once across all tenants (pooling allocator).
     pub max_instances: u32,
+    /// Largest component the admin API accepts.
+    pub max_component_bytes: usize,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        Self { cache_dir: PathBuf::from(".cache/components"), max_instances: 1000 }
+        Self { cache_dir: PathBuf::from(".cache/components"), max_instances: 1000, max_component_bytes: 64 * 1024 * 1024 }
     }
 }
 

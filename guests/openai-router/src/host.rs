@@ -1,11 +1,18 @@
 //! The seam between the routes and the nnhost imports: routes talk to a [`Host`],
 //! the component passes [`WitHost`] (the real imports), tests pass a fake.
 
-use crate::bindings::nnhost::inference::{embeddings, models, types};
+use crate::bindings::nnhost::inference::{embeddings, generation, models, types};
 
 pub use embeddings::{EmbedInput, EmbedOptions, EmbeddingBatch};
+pub use generation::{Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Prompt, Usage};
 pub use models::{ModelInfo, ModelKind};
 pub use types::{Error as HostError, ErrorCode};
+
+/// A running generation (WIT `generation-stream`). `next` waits for the next chunk;
+/// after `Event::Done` it keeps returning `Done`. Dropping it cancels the generation.
+pub trait GenerationStream {
+    fn next(&mut self) -> Event;
+}
 
 /// What the routes need from the host.
 pub trait Host {
@@ -17,10 +24,29 @@ pub trait Host {
         input: &EmbedInput,
         options: EmbedOptions,
     ) -> Result<EmbeddingBatch, HostError>;
+    /// Checks the request (model, prompt plus max-tokens within the context) and
+    /// starts generating.
+    fn generate(
+        &self,
+        model: &str,
+        prompt: &Prompt,
+        options: &GenerateOptions,
+    ) -> Result<Box<dyn GenerationStream>, HostError>;
+    /// Unix seconds now (`created` of completion objects).
+    fn unix_time(&self) -> u64;
+    /// Random bits for response ids.
+    fn random_u64(&self) -> u64;
 }
 
-/// The real host, through the component's `nnhost:inference` imports.
+/// The real host, through the component's `nnhost:inference` imports (and the
+/// wasi clock and random imports for [`Host::unix_time`] / [`Host::random_u64`]).
 pub struct WitHost;
+
+impl GenerationStream for generation::GenerationStream {
+    fn next(&mut self) -> Event {
+        generation::GenerationStream::next(self)
+    }
+}
 
 impl Host for WitHost {
     fn list_models(&self) -> Vec<ModelInfo> {
@@ -38,5 +64,23 @@ impl Host for WitHost {
         options: EmbedOptions,
     ) -> Result<EmbeddingBatch, HostError> {
         embeddings::embed(model, input, options)
+    }
+
+    fn generate(
+        &self,
+        model: &str,
+        prompt: &Prompt,
+        options: &GenerateOptions,
+    ) -> Result<Box<dyn GenerationStream>, HostError> {
+        let stream = generation::generate(model, prompt, options)?;
+        Ok(Box::new(stream))
+    }
+
+    fn unix_time(&self) -> u64 {
+        wasip2::clocks::wall_clock::now().seconds
+    }
+
+    fn random_u64(&self) -> u64 {
+        wasip2::random::random::get_random_u64()
     }
 }

@@ -2,11 +2,15 @@
 //!
 //! The component exports `wasi:http/incoming-handler` (through `wasip2`'s proxy
 //! export) and imports `nnhost:inference` (the `router` world of `wit/inference.wit`)
-//! for models and embeddings. Everything except [`http`]'s wasi glue and
-//! [`host::WitHost`] is pure Rust over [`host::Host`], so `cargo test` runs it on
-//! the native target with a fake host.
+//! for models, embeddings and text generation. Everything except [`http`]'s wasi
+//! glue and [`host::WitHost`] is pure Rust over [`host::Host`], so `cargo test`
+//! runs it on the native target with a fake host (and a fake generation stream).
 //!
-//! Adding an endpoint (e.g. `/v1/chat/completions`): a module under `routes/`, a
+//! Chat templates are rendered here, in the sandbox (minijinja); streamed
+//! responses (`"stream": true`) are written as server-sent events while the host
+//! generates ([`http::Reply::Stream`]).
+//!
+//! Adding an endpoint (e.g. `/v1/responses`): a module under `routes/`, a
 //! [`routes::Route`] variant with its path and allowed method, one arm in [`dispatch`].
 
 pub mod errors;
@@ -23,7 +27,7 @@ pub mod bindings {
 }
 
 use errors::ApiError;
-use http::Response;
+use http::Reply;
 use routes::Route;
 
 /// The largest request body the guest reads (the host enforces a smaller limit
@@ -31,27 +35,34 @@ use routes::Route;
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Routes one request. `path_with_query` is the raw request target; `read_body`
-/// is called at most once, only by routes that take a body.
+/// is called at most once, only by routes that take a body. A streaming reply
+/// (`"stream": true`) still holds the generation: the caller drives it while sending.
 pub fn dispatch(
     method: &str,
     path_with_query: &str,
     host: &dyn host::Host,
     read_body: &mut dyn FnMut() -> Result<Vec<u8>, ApiError>,
-) -> Response {
+) -> Reply {
     let path = path_with_query.split('?').next().unwrap_or("");
     let Some(route) = Route::match_path(path) else {
-        return ApiError::unknown_url(method, path).into_response();
+        return ApiError::unknown_url(method, path).into_response().into();
     };
     if method != route.method() {
-        return ApiError::method_not_allowed(method, path, route.method()).into_response();
+        return ApiError::method_not_allowed(method, path, route.method())
+            .into_response()
+            .into();
     }
     let result = match route {
-        Route::Root => Ok(routes::root::handle()),
-        Route::Models => Ok(routes::models::list(host)),
-        Route::Model(raw_id) => routes::models::get(host, raw_id),
-        Route::Embeddings => read_body().and_then(|body| routes::embeddings::handle(host, &body)),
+        Route::Root => Ok(routes::root::handle().into()),
+        Route::Models => Ok(routes::models::list(host).into()),
+        Route::Model(raw_id) => routes::models::get(host, raw_id).map(Reply::from),
+        Route::Embeddings => read_body()
+            .and_then(|body| routes::embeddings::handle(host, &body))
+            .map(Reply::from),
+        Route::ChatCompletions => read_body().and_then(|body| routes::chat::handle(host, &body)),
+        Route::Completions => read_body().and_then(|body| routes::completions::handle(host, &body)),
     };
-    result.unwrap_or_else(ApiError::into_response)
+    result.unwrap_or_else(|e| e.into_response().into())
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -66,8 +77,8 @@ mod component {
             let method = crate::http::method_name(&request.method());
             let target = request.path_with_query().unwrap_or_else(|| "/".to_string());
             let mut read_body = || crate::http::read_body(&request, crate::MAX_BODY_BYTES);
-            let response = crate::dispatch(&method, &target, &crate::host::WitHost, &mut read_body);
-            crate::http::send(response_out, response);
+            let reply = crate::dispatch(&method, &target, &crate::host::WitHost, &mut read_body);
+            crate::http::send_reply(response_out, reply);
         }
     }
 

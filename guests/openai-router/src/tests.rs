@@ -1,4 +1,11 @@
-//! Native unit tests: the whole router over a fake [`Host`].
+//! Native unit tests: the whole router over a fake [`Host`]. Generation tests
+//! (chat, completions, templates, streaming) are in the `tests/` submodules.
+
+mod chat;
+mod completions;
+mod generation;
+mod support;
+mod template;
 
 use crate::errors::ApiError;
 use crate::host::*;
@@ -7,6 +14,7 @@ use crate::routes::embeddings::{self, EncodingFormat};
 use base64::Engine as _;
 use serde_json::{json, Value};
 use std::cell::RefCell;
+use std::rc::Rc;
 
 fn model(id: &str, kind: ModelKind, dims: Option<u32>, max_batch: u32) -> ModelInfo {
     ModelInfo {
@@ -31,6 +39,13 @@ struct Fake {
     /// Overrides the embed result's data.
     data: Option<Vec<f32>>,
     calls: RefCell<Vec<(String, EmbedInput)>>,
+    /// What each generation stream returns (then its last `Done`, repeated).
+    script: Vec<Event>,
+    /// `generate` fails with this.
+    gen_fail: Option<HostError>,
+    gen_calls: RefCell<Vec<(String, Prompt, GenerateOptions)>>,
+    /// `next`, `drop` of the streams and sink writes, in order.
+    log: Rc<RefCell<Vec<String>>>,
 }
 
 impl Fake {
@@ -51,6 +66,10 @@ impl Fake {
             fail: None,
             data: None,
             calls: RefCell::new(vec![]),
+            script: support::default_script(),
+            gen_fail: None,
+            gen_calls: RefCell::new(vec![]),
+            log: Rc::new(RefCell::new(vec![])),
         }
     }
 }
@@ -87,12 +106,26 @@ impl Host for Fake {
             provider: "cpu-test".into(),
         })
     }
+    fn generate(
+        &self,
+        model: &str,
+        prompt: &Prompt,
+        options: &GenerateOptions,
+    ) -> Result<Box<dyn GenerationStream>, HostError> {
+        support::fake_generate(self, model, prompt, options)
+    }
+    fn unix_time(&self) -> u64 {
+        1_700_000_123
+    }
+    fn random_u64(&self) -> u64 {
+        0x0123_4567_89ab_cdef
+    }
 }
 
 fn call(host: &Fake, method: &str, path: &str, body: &str) -> (Response, Value) {
     let bytes = body.as_bytes().to_vec();
     let mut read = || Ok(bytes.clone());
-    let r = crate::dispatch(method, path, host, &mut read);
+    let r = crate::dispatch(method, path, host, &mut read).buffer();
     let v: Value = serde_json::from_slice(&r.body).expect("response is JSON");
     (r, v)
 }
@@ -515,14 +548,16 @@ fn bad_backend_output_is_a_server_error() {
 fn body_too_large_is_413() {
     let h = Fake::new();
     let mut read = || Err(ApiError::body_too_large(crate::MAX_BODY_BYTES));
-    let r = crate::dispatch("POST", "/v1/embeddings", &h, &mut read);
+    let r = crate::dispatch("POST", "/v1/embeddings", &h, &mut read).buffer();
     assert_eq!(r.status, 413);
     let v: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["error"]["code"], "request_too_large");
     // GET routes never read the body.
     let mut read = || -> Result<Vec<u8>, ApiError> { panic!("read") };
     assert_eq!(
-        crate::dispatch("GET", "/v1/models", &h, &mut read).status,
+        crate::dispatch("GET", "/v1/models", &h, &mut read)
+            .buffer()
+            .status,
         200
     );
 }

@@ -10,6 +10,13 @@ impl Host for ApiState {
         input: EmbedInput,
         options: EmbedOptions,
     ) -> wasmtime::Result<Result<EmbeddingBatch, WitError>> {
+        let input_bytes = match &input {
+            EmbedInput::Texts(t) => t.iter().map(|s| s.len() + 8).sum(),
+            EmbedInput::Tokens(t) => t.iter().map(|a| a.len() * 4 + 8).sum(),
+        };
+        if let Err(e) = self.charge(input_bytes) {
+            return Ok(Err(e.into()));
+        }
         let result = async {
             let loaded = self.access.get(&model)?;
             let model = loaded.embedding().ok_or_else(|| {
@@ -24,6 +31,7 @@ impl Host for ApiState {
                 .tokens
                 .with_label_values(&[&*self.access.tenant, &model.name, "prompt"])
                 .inc_by(prompt_tokens as u64);
+            crate::tenants::usage::Usage::add(&self.access.usage.prompt_tokens, prompt_tokens as u64);
             Ok::<_, InferenceError>(EmbeddingBatch {
                 dimensions: embeddings.dimensions as u32,
                 data: embeddings.data,
@@ -32,6 +40,7 @@ impl Host for ApiState {
             })
         }
         .await;
+        let result = result.and_then(|batch| self.charge(batch.data.len() * 4).map(|_| batch));
         Ok(result.map_err(Into::into))
     }
 }

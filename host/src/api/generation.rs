@@ -18,7 +18,10 @@ pub struct GenerationStream {
 
 impl GenerationStream {
     /// Remembers the end and counts the usage for the tenant, once.
-    fn finish(&mut self, tenant: &str, end: GenerationEnd) -> GenerationEnd {
+    fn finish(&mut self, access: &super::ModelAccess, end: GenerationEnd) -> GenerationEnd {
+        let tenant = &*access.tenant;
+        crate::tenants::usage::Usage::add(&access.usage.prompt_tokens, end.usage.prompt_tokens as u64);
+        crate::tenants::usage::Usage::add(&access.usage.completion_tokens, end.usage.completion_tokens as u64);
         let m = crate::metrics::metrics();
         m.tokens.with_label_values(&[tenant, &self.model, "prompt"]).inc_by(end.usage.prompt_tokens as u64);
         m.tokens.with_label_values(&[tenant, &self.model, "completion"]).inc_by(end.usage.completion_tokens as u64);
@@ -81,8 +84,15 @@ impl Host for ApiState {
         prompt: Prompt,
         options: GenerateOptions,
     ) -> wasmtime::Result<Result<Resource<GenerationStream>, WitError>> {
+        let prompt_bytes = match &prompt {
+            Prompt::Text(t) => t.len(),
+            Prompt::Tokens(t) => t.len() * 4,
+        };
+        if let Err(e) = self.charge(prompt_bytes) {
+            return Ok(Err(e.into()));
+        }
         match self.start_generation(&model, prompt, options) {
-            Ok(stream) => Ok(Ok(self.table.push(stream)?)),
+            Ok(stream) => Ok(Ok(self.push(stream)?)),
             Err(e) => Ok(Err(e.into())),
         }
     }
@@ -90,7 +100,7 @@ impl Host for ApiState {
 
 impl HostGenerationStream for ApiState {
     async fn next(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<Event> {
-        let tenant = self.access.tenant.clone();
+        let access = self.access.clone();
         let stream = self.table.get_mut(&stream)?;
         if let Some(end) = &stream.end {
             return Ok(Event::Done(end.clone()));
@@ -98,7 +108,7 @@ impl HostGenerationStream for ApiState {
         let first = stream.events.recv().await;
         let mut chunk = match first {
             Some(GenEvent::Chunk { text, tokens }) => Chunk { text, tokens },
-            Some(GenEvent::Done(end)) => return Ok(Event::Done(stream.finish(&tenant, end_to_wit(end)))),
+            Some(GenEvent::Done(end)) => return Ok(Event::Done(stream.finish(&access, end_to_wit(end)))),
             None => {
                 let end = GenerationEnd {
                     finish_reason: FinishReason::Error,
@@ -118,7 +128,7 @@ impl HostGenerationStream for ApiState {
                     chunk.tokens.extend(tokens);
                 }
                 GenEvent::Done(end) => {
-                    stream.finish(&tenant, end_to_wit(end));
+                    stream.finish(&access, end_to_wit(end));
                     break;
                 }
             }
@@ -127,7 +137,7 @@ impl HostGenerationStream for ApiState {
     }
 
     async fn drop(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<()> {
-        self.table.delete(stream)?;
+        self.delete(stream)?;
         Ok(())
     }
 }

@@ -29,7 +29,7 @@ impl Host for ApiState {
             Ok(model) => model,
             Err(e) => return Ok(Err(e.into())),
         };
-        Ok(Ok(self.table.push(GraphHandle { model })?))
+        Ok(Ok(self.push(GraphHandle { model })?))
     }
 }
 
@@ -47,11 +47,11 @@ impl HostGraph for ApiState {
         graph: Resource<GraphHandle>,
     ) -> wasmtime::Result<Result<Resource<ExecutionContext>, WitError>> {
         let model = self.table.get(&graph)?.model.clone();
-        Ok(Ok(self.table.push(ExecutionContext { model })?))
+        Ok(Ok(self.push(ExecutionContext { model })?))
     }
 
     async fn drop(&mut self, graph: Resource<GraphHandle>) -> wasmtime::Result<()> {
-        self.table.delete(graph)?;
+        self.delete(graph)?;
         Ok(())
     }
 }
@@ -80,13 +80,13 @@ impl HostExecutionContext for ApiState {
         };
         let mut handles = Vec::with_capacity(outputs.len());
         for (name, tensor) in outputs {
-            handles.push((name, self.table.push(tensor)?));
+            handles.push((name, self.push(tensor)?));
         }
         Ok(Ok(handles))
     }
 
     async fn drop(&mut self, context: Resource<ExecutionContext>) -> wasmtime::Result<()> {
-        self.table.delete(context)?;
+        self.delete(context)?;
         Ok(())
     }
 }

@@ -36,18 +36,19 @@ pub use nnhost::inference::types::{Error as WitError, ErrorCode as WitErrorCode}
 pub struct ModelAccess {
     /// The tenant this access belongs to (metrics and usage are counted per tenant).
     pub tenant: Arc<str>,
+    pub usage: Arc<crate::tenants::usage::Usage>,
     registry: Arc<Registry>,
     allowed: Option<Arc<HashSet<String>>>,
 }
 
 impl ModelAccess {
-    pub fn new(registry: Arc<Registry>, allowed: &[String], tenant: &str) -> Self {
+    pub fn new(registry: Arc<Registry>, allowed: &[String], tenant: &str, usage: Arc<crate::tenants::usage::Usage>) -> Self {
         let allowed = if allowed.iter().any(|m| m == "*") {
             None
         } else {
             Some(Arc::new(allowed.iter().cloned().collect()))
         };
-        Self { tenant: tenant.into(), registry, allowed }
+        Self { tenant: tenant.into(), usage, registry, allowed }
     }
 
     pub fn permits(&self, id: &str) -> bool {
@@ -71,11 +72,58 @@ impl ModelAccess {
 pub struct ApiState {
     pub access: ModelAccess,
     pub table: ResourceTable,
+    /// Bytes this request may still move through host calls.
+    host_bytes_left: usize,
+    host_bytes_limit: usize,
+    /// Live handles and the most the guest may hold.
+    resources: usize,
+    max_resources: usize,
 }
 
 impl ApiState {
-    pub fn new(access: ModelAccess) -> Self {
-        Self { access, table: ResourceTable::new() }
+    pub fn new(access: ModelAccess, max_host_bytes: usize, max_resources: usize) -> Self {
+        Self {
+            access,
+            table: ResourceTable::new(),
+            host_bytes_left: max_host_bytes,
+            host_bytes_limit: max_host_bytes,
+            resources: 0,
+            max_resources,
+        }
+    }
+
+    /// Counts bytes crossing the boundary; past the tenant's budget the call fails
+    /// with `resource-exhausted` (the guest can still answer its client).
+    pub fn charge(&mut self, bytes: usize) -> Result<(), InferenceError> {
+        if bytes > self.host_bytes_left {
+            self.host_bytes_left = 0;
+            crate::tenants::usage::Usage::add(&self.access.usage.limit_hits, 1);
+            return Err(InferenceError::new(
+                ErrorCode::ResourceExhausted,
+                format!("this request moved more than {} bytes through host calls", self.host_bytes_limit),
+            ));
+        }
+        self.host_bytes_left -= bytes;
+        Ok(())
+    }
+
+    /// Stores a new handle; a guest holding too many is stopped (a trap ends only
+    /// this request).
+    pub fn push<T: Send + 'static>(&mut self, value: T) -> wasmtime::Result<wasmtime::component::Resource<T>> {
+        if self.resources >= self.max_resources {
+            crate::tenants::usage::Usage::add(&self.access.usage.limit_hits, 1);
+            return Err(wasmtime::Error::msg(format!(
+                "the guest holds more than {} live resources (tensors, graphs, streams)",
+                self.max_resources
+            )));
+        }
+        self.resources += 1;
+        Ok(self.table.push(value)?)
+    }
+
+    pub fn delete<T: 'static>(&mut self, handle: wasmtime::component::Resource<T>) -> wasmtime::Result<T> {
+        self.resources = self.resources.saturating_sub(1);
+        Ok(self.table.delete(handle)?)
     }
 }
 

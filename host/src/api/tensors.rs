@@ -37,12 +37,15 @@ impl HostTensor for ApiState {
         ty: TensorType,
         data: Vec<u8>,
     ) -> wasmtime::Result<Resource<Tensor>> {
+        if let Err(e) = self.charge(data.len()) {
+            return Err(wasmtime::Error::msg(e.message));
+        }
         let shape = dimensions.into_iter().map(|d| d as usize).collect();
         // A tensor whose bytes do not match its shape is a guest bug: trap, as
         // wasi-nn implementations do, rather than carry a broken value around.
         let tensor = Tensor::from_le_bytes(shape, dtype_from_wit(ty), &data)
             .map_err(|e| wasmtime::Error::msg(format!("invalid tensor: {e}")))?;
-        Ok(self.table.push(tensor)?)
+        Ok(self.push(tensor)?)
     }
 
     async fn dimensions(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<Vec<u32>> {
@@ -54,11 +57,15 @@ impl HostTensor for ApiState {
     }
 
     async fn data(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<Vec<u8>> {
-        Ok(self.table.get(&tensor)?.to_le_bytes())
+        let bytes = self.table.get(&tensor)?.to_le_bytes();
+        if let Err(e) = self.charge(bytes.len()) {
+            return Err(wasmtime::Error::msg(e.message));
+        }
+        Ok(bytes)
     }
 
     async fn drop(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<()> {
-        self.table.delete(tensor)?;
+        self.delete(tensor)?;
         Ok(())
     }
 }

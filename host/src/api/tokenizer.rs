@@ -9,6 +9,9 @@ impl Host for ApiState {
         text: String,
         add_special_tokens: bool,
     ) -> wasmtime::Result<Result<Vec<u32>, WitError>> {
+        if let Err(e) = self.charge(text.len()) {
+            return Ok(Err(e.into()));
+        }
         Ok(self.encode_ids(&model, text, add_special_tokens).map_err(Into::into))
     }
 
@@ -27,6 +30,9 @@ impl Host for ApiState {
     }
 
     async fn count(&mut self, model: String, text: String) -> wasmtime::Result<Result<u32, WitError>> {
+        if let Err(e) = self.charge(text.len()) {
+            return Ok(Err(e.into()));
+        }
         Ok(self.encode_ids(&model, text, true).map(|ids| ids.len() as u32).map_err(Into::into))
     }
 }

@@ -45,6 +45,10 @@ pub struct OrtArgs {
     /// Time budget for the timed runs (when --iterations is 0; otherwise a cap).
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// Idle milliseconds between timed runs (untimed). 0 = back to back; a pause
+    /// mimics a server's request cadence, where ORT threads may go idle between runs.
+    #[arg(long, default_value_t = 0.0)]
+    pause_ms: f64,
     /// sequential | parallel
     #[arg(long, value_parser = parse_enum::<ExecutionMode>)]
     execution_mode: Option<ExecutionMode>,
@@ -146,6 +150,7 @@ pub fn run(args: OrtArgs) -> Result<()> {
         timed(inputs.clone())?;
     }
     let budget = std::time::Duration::from_secs_f64(args.seconds.max(0.0));
+    let pause = std::time::Duration::from_secs_f64(args.pause_ms.max(0.0) / 1e3);
     let mut samples = Vec::new();
     let started = Instant::now();
     loop {
@@ -156,6 +161,9 @@ pub fn run(args: OrtArgs) -> Result<()> {
             break;
         }
         let copy = inputs.clone();
+        if pause > std::time::Duration::ZERO {
+            std::thread::sleep(pause);
+        }
         samples.push(timed(copy)?);
     }
     if let Some(path) = &args.latencies_out {
@@ -174,6 +182,7 @@ pub fn run(args: OrtArgs) -> Result<()> {
         "tokens_per_row": width,
         "iterations": summary.count,
         "warmup": args.warmup,
+        "pause_ms": args.pause_ms,
         "load_ms": round3(load_ms),
         "p50_ms": round3(summary.p50_ms),
         "p90_ms": round3(summary.p90_ms),

@@ -4,6 +4,7 @@
 
 mod cache;
 mod engine;
+mod limited_body;
 mod request;
 mod state;
 

@@ -21,6 +21,10 @@ pub struct RequestLimits {
     pub memory_bytes: usize,
     pub timeout: Duration,
     pub cpu_time: Duration,
+    pub max_host_bytes: usize,
+    pub max_response_bytes: u64,
+    pub max_resources: usize,
+    pub allow_outgoing_http: bool,
 }
 
 impl RequestLimits {
@@ -58,16 +62,20 @@ impl GuestFailure {
     }
 }
 
+/// `guard` (e.g. the tenant's concurrency permit) lives until the guest has finished,
+/// streaming included.
 pub async fn handle(
     pre: &ProxyPre<GuestState>,
     state: GuestState,
     limits: &RequestLimits,
     request: hyper::Request<Full<Bytes>>,
+    guard: impl Send + 'static,
 ) -> Result<hyper::Response<HyperOutgoingBody>, GuestFailure> {
     let pre = pre.clone();
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|s| &mut s.limits);
     let budget = limits.cpu_ticks();
+    let max_response_bytes = limits.max_response_bytes;
     let timeout = limits.timeout;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |mut ctx| {
@@ -94,6 +102,7 @@ pub async fn handle(
     // The guest runs in its own task: it may keep streaming the body after the
     // response head has gone out.
     let task = tokio::spawn(async move {
+        let _guard = guard;
         let run = async {
             let proxy = pre.instantiate_async(&mut store).await.map_err(|e| (true, e))?;
             proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await.map_err(|e| (false, e))
@@ -107,7 +116,7 @@ pub async fn handle(
     });
 
     match receiver.await {
-        Ok(Ok(response)) => Ok(response),
+        Ok(Ok(response)) => Ok(response.map(|body| super::limited_body::limit(body, max_response_bytes))),
         Ok(Err(code)) => Err(GuestFailure::Http(code)),
         Err(_) => match task.await {
             Ok(Ok(())) => Err(GuestFailure::NoResponse),

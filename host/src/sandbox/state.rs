@@ -1,9 +1,10 @@
+use std::future::Future;
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::request::RequestLimits;
 use crate::api::{ApiState, ModelAccess};
@@ -12,6 +13,7 @@ use crate::api::{ApiState, ModelAccess};
 pub struct GuestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    outgoing: OutgoingHttp,
     table: ResourceTable,
     pub(super) limits: StoreLimits,
     pub api: ApiState,
@@ -28,6 +30,7 @@ impl GuestState {
         Self {
             wasi,
             http: WasiHttpCtx::new(),
+            outgoing: OutgoingHttp { allowed: limits.allow_outgoing_http },
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes)
@@ -36,7 +39,7 @@ impl GuestState {
                 .memories(8)
                 .table_elements(100_000)
                 .build(),
-            api: ApiState::new(access),
+            api: ApiState::new(access, limits.max_host_bytes, limits.max_resources),
             started: Instant::now(),
             cpu_ticks: 0,
         }
@@ -51,6 +54,32 @@ impl WasiView for GuestState {
 
 impl WasiHttpView for GuestState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outgoing }
+    }
+}
+
+/// Outgoing HTTP from a guest: denied unless the tenant is allowed it.
+struct OutgoingHttp {
+    allowed: bool,
+}
+
+type SendFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
+
+impl WasiHttpHooks for OutgoingHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: SendFuture,
+    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, SendFuture), wasmtime_wasi_http::Error>> + Send> {
+        _ = fut;
+        if !self.allowed {
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as SendFuture))
+        })
     }
 }

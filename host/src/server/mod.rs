@@ -1,6 +1,7 @@
 //! The HTTP front door: accept connections, answer the host's own endpoints, hand
 //! everything else to the calling tenant's guest.
 
+mod admin;
 mod responses;
 mod routes;
 mod v2;
@@ -22,7 +23,9 @@ pub struct AppState {
     pub config: Config,
     pub registry: Arc<Registry>,
     pub sandbox: Arc<Sandbox>,
-    pub tenants: Tenants,
+    pub tenants: Arc<Tenants>,
+    /// sha256 of the admin token; None disables the admin API.
+    pub admin_token: Option<crate::tenants::keys::KeyHash>,
     pub started: std::time::Instant,
 }
 

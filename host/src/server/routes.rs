@@ -12,7 +12,11 @@ use hyper::{Method, Request};
 use serde_json::json;
 
 use super::responses::{self, HttpResponse};
-use super::{v2, AppState};
+use super::{admin, v2, AppState};
+use crate::tenants::keys;
+use crate::tenants::usage::Usage;
+use crate::tenants::AuthError;
+use tokio::sync::OwnedSemaphorePermit;
 use crate::metrics::{metrics, route_label};
 use crate::sandbox;
 use crate::tenants::Tenant;
@@ -38,18 +42,47 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
         (&Method::GET, "/status") => return host(responses::json(200, &status(state))),
         _ => {}
     }
-    let Some(tenant) = state.tenants.public() else {
-        let r = responses::error(
-            401,
-            "You didn't provide an API key. Provide it in the Authorization header (Bearer <key>).",
-            None,
-            Some("invalid_api_key"),
-        );
-        return ("-".into(), r);
+    if req.uri().path() == "/admin" || req.uri().path().starts_with("/admin/") {
+        let (parts, body) = req.into_parts();
+        let body = match read_body(state.config.sandbox.max_component_bytes, &parts, body).await {
+            Ok(body) => body,
+            Err(response) => return ("-".into(), response),
+        };
+        return ("-".into(), admin::handle(state, &parts.method, parts.uri.path(), &parts.headers, body).await);
+    }
+    let tenant = match state.tenants.authenticate(keys::from_headers(req.headers())) {
+        Ok(tenant) => tenant,
+        Err(AuthError::Missing) => {
+            let r = responses::error(
+                401,
+                "You didn't provide an API key. Provide it in the Authorization header (Bearer <key>).",
+                None,
+                Some("invalid_api_key"),
+            );
+            return ("-".into(), r);
+        }
+        Err(AuthError::Invalid) => {
+            let r = responses::error(401, "Incorrect API key provided.", None, Some("invalid_api_key"));
+            return ("-".into(), r);
+        }
     };
     let name = tenant.name.clone();
+    Usage::add(&tenant.usage.requests, 1);
+    // The permit lives until the guest is done, streaming included.
+    let Ok(permit) = tenant.concurrency.clone().try_acquire_owned() else {
+        Usage::add(&tenant.usage.limit_hits, 1);
+        let mut r = responses::error(
+            429,
+            format!("Too many concurrent requests for this API key (limit {})", tenant.settings.limits.max_concurrent_requests),
+            None,
+            Some("rate_limit_exceeded"),
+        );
+        r.headers_mut().insert("retry-after", http::HeaderValue::from_static("1"));
+        return (name, r);
+    };
+    let limit = tenant.settings.limits.max_body_bytes.unwrap_or(usize::MAX).min(state.config.server.max_body_bytes);
     let (parts, body) = req.into_parts();
-    let body = match read_body(state, &parts, body).await {
+    let body = match read_body(limit, &parts, body).await {
         Ok(body) => body,
         Err(response) => return (name, response),
     };
@@ -57,7 +90,11 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
         let response = v2::handle(&tenant.access, &parts.method, parts.uri.path(), &parts.headers, body).await;
         return (name, response);
     }
-    (name, to_guest(&tenant, Request::from_parts(parts, Full::new(body))).await)
+    let response = to_guest(&tenant, Request::from_parts(parts, Full::new(body)), permit).await;
+    if response.status().is_server_error() || response.status().as_u16() == 429 {
+        Usage::add(&tenant.usage.errors, 1);
+    }
+    (name, response)
 }
 
 fn ready(state: &AppState) -> HttpResponse {
@@ -88,8 +125,7 @@ fn status(state: &AppState) -> serde_json::Value {
 
 /// Reads the whole body (up to the limit) before any guest runs, so an oversized
 /// upload never costs an instance.
-async fn read_body(state: &AppState, parts: &http::request::Parts, body: Incoming) -> Result<Bytes, HttpResponse> {
-    let limit = state.config.server.max_body_bytes;
+async fn read_body(limit: usize, parts: &http::request::Parts, body: Incoming) -> Result<Bytes, HttpResponse> {
     let declared = parts
         .headers
         .get(hyper::header::CONTENT_LENGTH)
@@ -105,8 +141,8 @@ async fn read_body(state: &AppState, parts: &http::request::Parts, body: Incomin
     }
 }
 
-async fn to_guest(tenant: &Tenant, request: Request<Full<Bytes>>) -> HttpResponse {
-    match sandbox::handle_request(&tenant.guest, tenant.new_state(), &tenant.limits, request).await {
+async fn to_guest(tenant: &Tenant, request: Request<Full<Bytes>>, permit: OwnedSemaphorePermit) -> HttpResponse {
+    match sandbox::handle_request(&tenant.guest, tenant.new_state(), &tenant.limits, request, permit).await {
         Ok(response) => response,
         Err(failure) => {
             let code = match failure.http_status() {
@@ -115,6 +151,9 @@ async fn to_guest(tenant: &Tenant, request: Request<Full<Bytes>>) -> HttpRespons
                 _ => "guest_error",
             };
             metrics().guest_failures.with_label_values(&[&tenant.name, code]).inc();
+            if code == "timeout" {
+                Usage::add(&tenant.usage.limit_hits, 1);
+            }
             responses::error(failure.http_status(), failure.to_string(), None, Some(code))
         }
     }

@@ -1,43 +1,118 @@
 //! Tenants: who is calling (API key → tenant), which guest component answers them,
-//! which models they may use and with what limits.
+//! which models they may use and with what limits. Tenants and their components can
+//! be added, replaced and removed while the host runs: a request holds the `Arc` of
+//! the tenant it started with, so in-flight requests finish on the old component.
 
+pub mod keys;
+pub mod usage;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use parking_lot::RwLock;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::api::ModelAccess;
-use crate::config::TenantConfig;
+use crate::config::{TenantConfig, TenantLimits};
 use crate::models::Registry;
 use crate::sandbox::{GuestState, RequestLimits, Sandbox};
+use keys::KeyHash;
+use usage::Usage;
 
 pub struct Tenant {
     pub name: String,
     pub public: bool,
     pub access: ModelAccess,
+    pub settings: TenantSettings,
     pub limits: RequestLimits,
     pub guest: ProxyPre<GuestState>,
+    /// sha256 of the component, as deployed.
+    pub component_sha256: String,
+    pub concurrency: Arc<Semaphore>,
+    pub usage: Arc<Usage>,
+    key_hashes: Vec<KeyHash>,
+}
+
+/// Everything about a tenant but its component: what the admin API takes as JSON.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantSettings {
+    pub public: bool,
+    #[serde(skip_serializing)]
+    pub api_keys: Vec<String>,
+    pub api_keys_sha256: Vec<String>,
+    pub models: Vec<String>,
+    pub limits: TenantLimits,
+}
+
+impl TenantSettings {
+    pub fn from_config(config: &TenantConfig) -> Self {
+        Self {
+            public: config.public,
+            api_keys: config.api_keys.clone(),
+            api_keys_sha256: config.api_keys_sha256.clone(),
+            models: config.models.clone(),
+            limits: config.limits.clone(),
+        }
+    }
+
+    fn key_hashes(&self) -> Result<Vec<KeyHash>> {
+        let mut hashes: Vec<KeyHash> = self.api_keys.iter().map(|k| keys::hash(k)).collect();
+        for hex_digest in &self.api_keys_sha256 {
+            hashes.push(keys::parse_hex(hex_digest).map_err(anyhow::Error::msg)?);
+        }
+        Ok(hashes)
+    }
+}
+
+pub enum AuthError {
+    Missing,
+    Invalid,
 }
 
 impl Tenant {
-    pub fn load(config: &TenantConfig, sandbox: &Sandbox, registry: Arc<Registry>) -> Result<Self> {
-        let guest = sandbox.prepare_file(&config.component).with_context(|| format!("tenant {:?}", config.name))?;
-        for model in &config.models {
+    fn build(
+        name: &str,
+        mut settings: TenantSettings,
+        guest: ProxyPre<GuestState>,
+        component_sha256: String,
+        registry: Arc<Registry>,
+        usage: Arc<Usage>,
+    ) -> Result<Self> {
+        let key_hashes = settings.key_hashes()?;
+        // Plain keys are not kept: from here on only their digests exist.
+        settings.api_keys_sha256 = key_hashes.iter().map(hex::encode).collect();
+        settings.api_keys.clear();
+        for model in &settings.models {
             if model != "*" && registry.get(model).is_none() {
-                tracing::warn!(tenant = %config.name, %model, "allowed model is not configured");
+                tracing::warn!(tenant = %name, %model, "allowed model is not configured");
             }
         }
+        let l = &settings.limits;
+        let limits = RequestLimits {
+            memory_bytes: l.memory_bytes,
+            timeout: Duration::from_millis(l.request_timeout_ms),
+            cpu_time: Duration::from_millis(l.cpu_time_ms),
+            max_host_bytes: l.max_host_bytes,
+            max_response_bytes: l.max_response_bytes,
+            max_resources: l.max_resources,
+            allow_outgoing_http: l.allow_outgoing_http,
+        };
         Ok(Self {
-            name: config.name.clone(),
-            public: config.public,
-            access: ModelAccess::new(registry, &config.models, &config.name),
-            limits: RequestLimits {
-                memory_bytes: config.limits.memory_bytes,
-                timeout: Duration::from_millis(config.limits.request_timeout_ms),
-                cpu_time: Duration::from_millis(config.limits.cpu_time_ms),
-            },
+            name: name.to_string(),
+            public: settings.public,
+            access: ModelAccess::new(registry, &settings.models, name, usage.clone()),
+            concurrency: Arc::new(Semaphore::new(l.max_concurrent_requests.max(1))),
+            settings,
+            limits,
             guest,
+            component_sha256,
+            usage,
+            key_hashes,
         })
     }
 
@@ -45,27 +120,108 @@ impl Tenant {
     pub fn new_state(&self) -> GuestState {
         GuestState::new(self.access.clone(), &self.limits)
     }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "public": self.public,
+            "models": self.settings.models,
+            "limits": self.settings.limits,
+            "api_keys": self.key_hashes.len(),
+            "component_sha256": self.component_sha256,
+            "in_flight": self.settings.limits.max_concurrent_requests.max(1) - self.concurrency.available_permits(),
+            "usage": self.usage.to_json(),
+        })
+    }
 }
 
 pub struct Tenants {
-    tenants: Vec<Arc<Tenant>>,
+    sandbox: Arc<Sandbox>,
+    registry: Arc<Registry>,
+    tenants: RwLock<BTreeMap<String, Arc<Tenant>>>,
 }
 
 impl Tenants {
-    pub fn load(configs: &[TenantConfig], sandbox: &Sandbox, registry: Arc<Registry>) -> Result<Self> {
-        let tenants = configs
-            .iter()
-            .map(|c| Tenant::load(c, sandbox, registry.clone()).map(Arc::new))
-            .collect::<Result<_>>()?;
-        Ok(Self { tenants })
+    pub fn load(configs: &[TenantConfig], sandbox: Arc<Sandbox>, registry: Arc<Registry>) -> Result<Self> {
+        let this = Self { sandbox, registry, tenants: RwLock::new(BTreeMap::new()) };
+        for config in configs {
+            let bytes = std::fs::read(&config.component).with_context(|| {
+                format!(
+                    "tenant {:?}: reading guest component {} (run `just guests` to build it)",
+                    config.name,
+                    config.component.display()
+                )
+            })?;
+            this.deploy(&config.name, Some(TenantSettings::from_config(config)), Some(&bytes))
+                .with_context(|| format!("tenant {:?}", config.name))?;
+        }
+        Ok(this)
+    }
+
+    /// Adds or replaces a tenant. `settings` None keeps the current ones; `component`
+    /// None keeps the current component. Validation and compilation happen before the
+    /// swap, so a bad component never replaces a good one.
+    pub fn deploy(&self, name: &str, settings: Option<TenantSettings>, component: Option<&[u8]>) -> Result<Arc<Tenant>> {
+        anyhow::ensure!(
+            !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "tenant names are 1-64 characters of letters, digits, '-' and '_'"
+        );
+        let current = self.get(name);
+        let (guest, sha) = match component {
+            Some(bytes) => (self.sandbox.prepare_bytes(bytes)?, hex::encode(sha2::Sha256::digest(bytes))),
+            None => match &current {
+                Some(t) => (t.guest.clone(), t.component_sha256.clone()),
+                None => anyhow::bail!("tenant {name:?} does not exist: deploy a component to create it"),
+            },
+        };
+        let settings = match (settings, &current) {
+            (Some(s), _) => s,
+            (None, Some(t)) => t.settings.clone(),
+            (None, None) => TenantSettings { models: vec!["*".into()], ..Default::default() },
+        };
+        let usage = current.as_ref().map(|t| t.usage.clone()).unwrap_or_default();
+        let tenant = Arc::new(Tenant::build(name, settings, guest, sha, self.registry.clone(), usage)?);
+        self.tenants.write().insert(name.to_string(), tenant.clone());
+        tracing::info!(tenant = %name, component_sha256 = %tenant.component_sha256, "tenant deployed");
+        Ok(tenant)
+    }
+
+    pub fn remove(&self, name: &str) -> bool {
+        self.tenants.write().remove(name).is_some()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Tenant>> {
+        self.tenants.read().get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Tenant>> {
+        self.tenants.read().values().cloned().collect()
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.tenants.iter().map(|t| t.name.clone()).collect()
+        self.tenants.read().keys().cloned().collect()
     }
 
-    /// The tenant a request belongs to: for now the public one.
-    pub fn public(&self) -> Option<Arc<Tenant>> {
-        self.tenants.iter().find(|t| t.public).cloned()
+    /// The tenant a request belongs to: the one whose key it carries, or without a
+    /// key the public tenant. Every key is compared, whatever matches first.
+    pub fn authenticate(&self, key: Option<&str>) -> Result<Arc<Tenant>, AuthError> {
+        let tenants = self.tenants.read();
+        match key {
+            Some(key) => {
+                let digest = keys::hash(key);
+                let mut found = None;
+                for tenant in tenants.values() {
+                    for candidate in &tenant.key_hashes {
+                        if keys::constant_time_eq(candidate, &digest) && found.is_none() {
+                            found = Some(tenant.clone());
+                        }
+                    }
+                }
+                found.ok_or(AuthError::Invalid)
+            }
+            None => tenants.values().find(|t| t.public).cloned().ok_or(AuthError::Missing),
+        }
     }
 }
+
+use sha2::Digest as _;

@@ -5,6 +5,7 @@
 use crate::errors::ApiError;
 use crate::host::{EmbedInput, EmbedOptions, Host, ModelKind};
 use crate::http::Response;
+use crate::routes::json::type_name;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 use std::io::Write as _;
@@ -109,18 +110,6 @@ fn check_dimensions(want: u32, model_dims: u32, model: &str) -> Result<(), ApiEr
         ));
     }
     Ok(())
-}
-
-/// The JSON type name used in error messages.
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Parses and validates the request body (everything that needs no model info).
@@ -306,7 +295,9 @@ pub fn parse_input(v: Value) -> Result<EmbedInput, ApiError> {
             let mut tokens = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 match item {
-                    Value::Number(_) => tokens.push(token_id(item, &format!("input[{i}]"))?),
+                    Value::Number(_) => {
+                        tokens.push(token_id(item, "input", &format!("input[{i}]"))?)
+                    }
                     other => return Err(mismatch(i, "a token id", other)),
                 }
             }
@@ -324,7 +315,7 @@ pub fn parse_input(v: Value) -> Result<EmbedInput, ApiError> {
                 let seq = inner
                     .iter()
                     .enumerate()
-                    .map(|(j, t)| token_id(t, &format!("input[{i}][{j}]")))
+                    .map(|(j, t)| token_id(t, "input", &format!("input[{i}][{j}]")))
                     .collect::<Result<Vec<u32>, _>>()?;
                 seqs.push(seq);
             }
@@ -338,9 +329,10 @@ pub fn parse_input(v: Value) -> Result<EmbedInput, ApiError> {
     }
 }
 
-/// A token id: an integer from 0 to 2^32-1.
-fn token_id(v: &Value, path: &str) -> Result<u32, ApiError> {
-    let invalid = |msg: String| ApiError::invalid("input", msg);
+/// A token id: an integer from 0 to 2^32-1 (`path` names it in messages,
+/// `param` is the request field it belongs to).
+pub(crate) fn token_id(v: &Value, param: &str, path: &str) -> Result<u32, ApiError> {
+    let invalid = |msg: String| ApiError::invalid(param, msg);
     let Value::Number(n) = v else {
         return Err(invalid(format!(
             "Invalid type for '{path}': expected a token id (an integer from 0 to {}), but got {} instead.",

@@ -1,10 +1,17 @@
-//! The route table. Each endpoint is a module; a new one (e.g. chat) adds a
-//! [`Route`] variant, its path in [`Route::match_path`], its method in
-//! [`Route::method`], and a `dispatch` arm in `lib.rs`.
+//! The route table. Each endpoint is a module; a new one adds a [`Route`]
+//! variant, its path in [`Route::match_path`], its method in [`Route::method`],
+//! and a `dispatch` arm in `lib.rs`. Shared pieces: [`json`] (field readers),
+//! [`sampling`] (the generation fields chat and completions share) and
+//! [`generate`] (running a generation, buffered or as SSE).
 
+pub mod chat;
+pub mod completions;
 pub mod embeddings;
+pub mod generate;
+pub mod json;
 pub mod models;
 pub mod root;
+pub mod sampling;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
@@ -16,6 +23,10 @@ pub enum Route<'a> {
     Model(&'a str),
     /// `POST /v1/embeddings`
     Embeddings,
+    /// `POST /v1/chat/completions`
+    ChatCompletions,
+    /// `POST /v1/completions`
+    Completions,
 }
 
 impl<'a> Route<'a> {
@@ -25,6 +36,8 @@ impl<'a> Route<'a> {
             "/" => Some(Route::Root),
             "/v1/models" | "/v1/models/" => Some(Route::Models),
             "/v1/embeddings" => Some(Route::Embeddings),
+            "/v1/chat/completions" => Some(Route::ChatCompletions),
+            "/v1/completions" => Some(Route::Completions),
             _ => path.strip_prefix("/v1/models/").map(Route::Model),
         }
     }
@@ -33,7 +46,7 @@ impl<'a> Route<'a> {
     pub fn method(&self) -> &'static str {
         match self {
             Route::Root | Route::Models | Route::Model(_) => "GET",
-            Route::Embeddings => "POST",
+            Route::Embeddings | Route::ChatCompletions | Route::Completions => "POST",
         }
     }
 }

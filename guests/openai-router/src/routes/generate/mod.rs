@@ -1,0 +1,265 @@
+//! What chat and text completions share once the prompt is ready: start the
+//! host's generation, then either collect it into one JSON response or stream
+//! it as server-sent events ([`sse`]).
+//!
+//! Finish reasons: the host's `stop` and `length` pass through; `cancelled` (the
+//! request's deadline passed; a client never sees its own disconnect) becomes
+//! `"length"`: the text is cut short by a budget, as with `max_tokens`, and the
+//! partial text is returned. `error` becomes a 500-class OpenAI error (a JSON
+//! error response, or an SSE `error` event when streaming).
+
+pub mod sse;
+
+use super::sampling::Sampling;
+use crate::errors::ApiError;
+use crate::host::{
+    ErrorCode, Event, FinishReason, GenerationEnd, GenerationStream, Host, HostError, ModelInfo,
+    Prompt, Usage,
+};
+use crate::http::{Reply, Response};
+use serde::Serialize;
+
+/// Which OpenAI object family the output takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `chat.completion` / `chat.completion.chunk`, ids `chatcmpl-…`.
+    Chat,
+    /// `text_completion`, ids `cmpl-…`.
+    Text,
+}
+
+impl Flavor {
+    /// The request field that holds the prompt (context-length errors point at it).
+    pub fn prompt_param(self) -> &'static str {
+        match self {
+            Flavor::Chat => "messages",
+            Flavor::Text => "prompt",
+        }
+    }
+
+    fn id_prefix(self) -> &'static str {
+        match self {
+            Flavor::Chat => "chatcmpl-",
+            Flavor::Text => "cmpl-",
+        }
+    }
+}
+
+/// What every object of one response repeats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Meta {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+}
+
+/// Starts the generation and shapes its output. Errors before anything is sent
+/// (too many tokens, host refusal) are ordinary error responses.
+pub fn run(
+    host: &dyn Host,
+    flavor: Flavor,
+    info: &ModelInfo,
+    prompt: Prompt,
+    sampling: &Sampling,
+    add_special_tokens: bool,
+) -> Result<Reply, ApiError> {
+    if let Some(max) = sampling.max_tokens {
+        if info.context_length != 0 && max >= info.context_length {
+            let param = sampling.max_tokens_param;
+            return Err(ApiError::invalid(
+                param,
+                format!(
+                    "'{param}' is {max}, but model '{}' has a context length of {} tokens, \
+                     which must hold the prompt as well; use a smaller value.",
+                    info.id, info.context_length
+                ),
+            )
+            .code("context_length_exceeded"));
+        }
+    }
+    let options = sampling.options(add_special_tokens);
+    let stream = host
+        .generate(&info.id, &prompt, &options)
+        .map_err(|e| host_error(e, flavor))?;
+    let meta = Meta {
+        id: new_id(flavor.id_prefix(), host),
+        created: host.unix_time(),
+        model: info.id.clone(),
+    };
+    if sampling.stream {
+        Ok(Reply::Stream(sse::response(
+            flavor,
+            meta,
+            stream,
+            sampling.include_usage,
+        )))
+    } else {
+        collect(flavor, &meta, stream).map(Reply::Full)
+    }
+}
+
+/// A host error from `generate`: context-length errors point at the route's
+/// prompt field (the host only knows "prompt"), not-found at `model`.
+pub fn host_error(e: HostError, flavor: Flavor) -> ApiError {
+    let code = e.code;
+    let mut out = ApiError::from(e);
+    match code {
+        ErrorCode::ContextLengthExceeded
+            if matches!(out.param.as_deref(), None | Some("prompt" | "input")) =>
+        {
+            out.param = Some(flavor.prompt_param().to_string());
+        }
+        ErrorCode::NotFound if out.param.is_none() => out.param = Some("model".to_string()),
+        _ => {}
+    }
+    out
+}
+
+/// `chatcmpl-` / `cmpl-` plus 24 random base-62 characters.
+pub fn new_id(prefix: &str, host: &dyn Host) -> String {
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut id = String::with_capacity(prefix.len() + 24);
+    id.push_str(prefix);
+    let mut bits = 0u64;
+    for i in 0..24 {
+        // 62^10 < 2^64: ten characters per draw.
+        if i % 10 == 0 {
+            bits = host.random_u64();
+        }
+        id.push(char::from(ALPHABET[(bits % 62) as usize]));
+        bits /= 62;
+    }
+    id
+}
+
+/// The OpenAI finish reason, or the error a failed generation becomes.
+pub fn finish_reason(end: &GenerationEnd) -> Result<&'static str, ApiError> {
+    match end.finish_reason {
+        FinishReason::Stop => Ok("stop"),
+        FinishReason::Length | FinishReason::Cancelled => Ok("length"),
+        FinishReason::Error => Err(match &end.error {
+            Some(e) => ApiError::from(e.clone()),
+            None => ApiError::server("The generation failed; the host gave no reason."),
+        }),
+    }
+}
+
+/// OpenAI's `usage` object.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct UsageJson {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u64,
+}
+
+impl From<Usage> for UsageJson {
+    fn from(u: Usage) -> Self {
+        UsageJson {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u64::from(u.prompt_tokens) + u64::from(u.completion_tokens),
+        }
+    }
+}
+
+/// Runs the generation to its end; the text of all chunks and how it ended.
+pub fn drain(mut stream: Box<dyn GenerationStream>) -> (String, GenerationEnd) {
+    let mut text = String::new();
+    loop {
+        match stream.next() {
+            Event::Chunk(c) => text.push_str(&c.text),
+            Event::Done(end) => return (text, end),
+        }
+    }
+}
+
+/// The non-streaming response: one `chat.completion` or `text_completion`.
+pub fn collect(
+    flavor: Flavor,
+    meta: &Meta,
+    stream: Box<dyn GenerationStream>,
+) -> Result<Response, ApiError> {
+    let (text, end) = drain(stream);
+    let finish_reason = finish_reason(&end)?;
+    let usage = UsageJson::from(end.usage);
+    let body = match flavor {
+        Flavor::Chat => serde_json::to_vec(&ChatCompletion {
+            id: &meta.id,
+            object: "chat.completion",
+            created: meta.created,
+            model: &meta.model,
+            choices: [ChatChoice {
+                index: 0,
+                message: AssistantMessage {
+                    role: "assistant",
+                    content: &text,
+                },
+                logprobs: None,
+                finish_reason,
+            }],
+            usage,
+            system_fingerprint: None,
+        }),
+        Flavor::Text => serde_json::to_vec(&TextCompletion {
+            id: &meta.id,
+            object: "text_completion",
+            created: meta.created,
+            model: &meta.model,
+            choices: &[TextChoice {
+                text: &text,
+                index: 0,
+                logprobs: None,
+                finish_reason: Some(finish_reason),
+            }],
+            usage: Some(Some(usage)),
+        }),
+    }
+    .map_err(|e| ApiError::server(e.to_string()))?;
+    Ok(Response::json(200, body).with_header("x-nnhost-provider", &end.provider))
+}
+
+#[derive(Serialize)]
+struct ChatCompletion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [ChatChoice<'a>; 1],
+    usage: UsageJson,
+    system_fingerprint: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct ChatChoice<'a> {
+    index: u32,
+    message: AssistantMessage<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct AssistantMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+/// A `text_completion` object: the whole response, or one streamed chunk.
+#[derive(Serialize)]
+pub(crate) struct TextCompletion<'a> {
+    pub id: &'a str,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
+    pub choices: &'a [TextChoice<'a>],
+    /// Absent (`None`), `null` (`Some(None)`) or the usage object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Option<UsageJson>>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct TextChoice<'a> {
+    pub text: &'a str,
+    pub index: u32,
+    pub logprobs: Option<()>,
+    pub finish_reason: Option<&'static str>,
+}

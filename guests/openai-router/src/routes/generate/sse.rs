@@ -1,0 +1,217 @@
+//! Streaming (`"stream": true`): server-sent events written as the host makes
+//! tokens. The response head goes out first (by [`crate::http::send_streaming`]);
+//! then, for chat, a first chunk with `delta {"role":"assistant","content":""}`,
+//! one chunk per non-empty text chunk, a last chunk with an empty delta (chat) or
+//! empty text (completions) and the `finish_reason`, with
+//! `stream_options.include_usage` a chunk with `"choices":[]` and `usage` (every
+//! earlier chunk then carries `"usage":null`), and `data: [DONE]`. A generation
+//! that fails sends `data: {"error":{…}}` and `data: [DONE]` instead of the last
+//! chunks. All chunks share one id and `created`.
+//!
+//! If the client goes away, the next write fails, the body returns and drops the
+//! generation stream, which cancels the generation on the host.
+
+use super::{finish_reason, Flavor, Meta, TextChoice, TextCompletion, UsageJson};
+use crate::host::{Event, GenerationStream};
+use crate::http::{BodySink, Disconnected, StreamBody, StreamingResponse};
+use serde::Serialize;
+
+pub const DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// The streaming response for a started generation.
+pub fn response(
+    flavor: Flavor,
+    meta: Meta,
+    stream: Box<dyn GenerationStream>,
+    include_usage: bool,
+) -> StreamingResponse {
+    StreamingResponse {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "text/event-stream".into()),
+            ("cache-control".into(), "no-cache".into()),
+        ],
+        body: Box::new(SseBody {
+            flavor,
+            meta,
+            stream,
+            include_usage,
+        }),
+    }
+}
+
+struct SseBody {
+    flavor: Flavor,
+    meta: Meta,
+    stream: Box<dyn GenerationStream>,
+    include_usage: bool,
+}
+
+/// What one chunk's choice carries, before it is shaped for the flavor.
+enum Piece<'a> {
+    /// Chat only: the assistant role, empty content.
+    Role,
+    Text(&'a str),
+    Finish(&'static str),
+}
+
+impl StreamBody for SseBody {
+    fn write_to(self: Box<Self>, sink: &mut dyn BodySink) {
+        // Disconnected: nothing more to do; returning drops (cancels) the stream.
+        let _ = self.run(sink);
+    }
+}
+
+impl SseBody {
+    fn run(self, sink: &mut dyn BodySink) -> Result<(), Disconnected> {
+        let SseBody {
+            flavor,
+            meta,
+            mut stream,
+            include_usage,
+        } = self;
+        // With include_usage every chunk but the last says `"usage":null`.
+        let usage_null = include_usage.then_some(None);
+        let send = |sink: &mut dyn BodySink, piece: Piece| {
+            sink.write(&frame(&chunk(flavor, &meta, Some(piece), usage_null)))
+        };
+        if flavor == Flavor::Chat {
+            send(sink, Piece::Role)?;
+        }
+        let end = loop {
+            match stream.next() {
+                Event::Chunk(c) if c.text.is_empty() => {}
+                Event::Chunk(c) => send(sink, Piece::Text(&c.text))?,
+                Event::Done(end) => break end,
+            }
+        };
+        drop(stream);
+        match finish_reason(&end) {
+            Ok(reason) => {
+                send(sink, Piece::Finish(reason))?;
+                if include_usage {
+                    let usage = Some(Some(UsageJson::from(end.usage)));
+                    sink.write(&frame(&chunk(flavor, &meta, None, usage)))?;
+                }
+            }
+            Err(e) => sink.write(&frame(&e.to_json()))?,
+        }
+        sink.write(DONE)
+    }
+}
+
+/// `data: {json}\n\n`
+pub fn frame(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+    out
+}
+
+/// One chunk object's JSON: `choices` holds `choice` (or nothing), `usage` is
+/// absent (`None`), `null` or the object.
+fn chunk(
+    flavor: Flavor,
+    meta: &Meta,
+    choice: Option<Piece>,
+    usage: Option<Option<UsageJson>>,
+) -> Vec<u8> {
+    let json = match flavor {
+        Flavor::Chat => {
+            let choice = choice.map(|piece| {
+                let (delta, finish_reason) = match piece {
+                    Piece::Role => (
+                        Delta {
+                            role: Some("assistant"),
+                            content: Some(""),
+                        },
+                        None,
+                    ),
+                    Piece::Text(t) => (
+                        Delta {
+                            role: None,
+                            content: Some(t),
+                        },
+                        None,
+                    ),
+                    Piece::Finish(r) => (
+                        Delta {
+                            role: None,
+                            content: None,
+                        },
+                        Some(r),
+                    ),
+                };
+                ChatChunkChoice {
+                    index: 0,
+                    delta,
+                    logprobs: None,
+                    finish_reason,
+                }
+            });
+            serde_json::to_vec(&ChatChunk {
+                id: &meta.id,
+                object: "chat.completion.chunk",
+                created: meta.created,
+                model: &meta.model,
+                system_fingerprint: None,
+                choices: choice.as_slice(),
+                usage,
+            })
+        }
+        Flavor::Text => {
+            let choice = choice.map(|piece| {
+                let (text, finish_reason) = match piece {
+                    Piece::Text(t) => (t, None),
+                    Piece::Finish(r) => ("", Some(r)),
+                    Piece::Role => ("", None),
+                };
+                TextChoice {
+                    text,
+                    index: 0,
+                    logprobs: None,
+                    finish_reason,
+                }
+            });
+            serde_json::to_vec(&TextCompletion {
+                id: &meta.id,
+                object: "text_completion",
+                created: meta.created,
+                model: &meta.model,
+                choices: choice.as_slice(),
+                usage,
+            })
+        }
+    };
+    // Serializing these structs cannot fail (string keys, no maps, no floats).
+    json.unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct ChatChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    system_fingerprint: Option<&'static str>,
+    choices: &'a [ChatChunkChoice<'a>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<UsageJson>>,
+}
+
+#[derive(Serialize)]
+struct ChatChunkChoice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+}

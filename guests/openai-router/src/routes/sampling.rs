@@ -1,0 +1,191 @@
+//! The fields `/v1/chat/completions` and `/v1/completions` share: token limit,
+//! sampling, stop sequences, streaming, `n`, `user`, `logit_bias`. Parsed once
+//! into [`Sampling`], which becomes the WIT `generate-options`.
+
+use super::json::{bad_value, unsupported, unsupported_value, wrong_type, Fields};
+use crate::errors::ApiError;
+use crate::host::GenerateOptions;
+use serde_json::Value;
+
+/// Which API the fields belong to (their defaults and names differ a little).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Completions,
+}
+
+/// OpenAI's default `max_tokens` for `/v1/completions` (chat has none: the
+/// context is the limit).
+pub const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
+
+/// The most stop sequences OpenAI accepts.
+pub const MAX_STOP: usize = 4;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    pub max_tokens: Option<u32>,
+    /// The field `max_tokens` came from, for errors about it.
+    pub max_tokens_param: &'static str,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: u32,
+    pub seed: Option<u64>,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    pub stop: Vec<String>,
+    pub stream: bool,
+    /// `stream_options.include_usage`.
+    pub include_usage: bool,
+}
+
+impl Sampling {
+    pub fn options(&self, add_special_tokens: bool) -> GenerateOptions {
+        GenerateOptions {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            seed: self.seed,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            stop: self.stop.clone(),
+            add_special_tokens,
+        }
+    }
+}
+
+const U32_MAX: i128 = u32::MAX as i128;
+
+/// Takes the shared fields out of `f` (the route reads its own fields and then
+/// calls [`Fields::finish`]).
+pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
+    let max_tokens = f.integer("max_tokens", 1, U32_MAX)?;
+    let (max_tokens, max_tokens_param) = match endpoint {
+        Endpoint::Chat => match (max_tokens, f.integer("max_completion_tokens", 1, U32_MAX)?) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ApiError::invalid(
+                    "max_completion_tokens",
+                    format!(
+                        "'max_tokens' ({a}) and 'max_completion_tokens' ({b}) disagree; send only \
+                         'max_completion_tokens'."
+                    ),
+                ))
+            }
+            (_, Some(b)) => (Some(b), "max_completion_tokens"),
+            (a, None) => (a, "max_tokens"),
+        },
+        Endpoint::Completions => (
+            Some(max_tokens.unwrap_or(i128::from(COMPLETIONS_DEFAULT_MAX_TOKENS))),
+            "max_tokens",
+        ),
+    };
+    // In range by the checks above.
+    let max_tokens = max_tokens.map(|n| n as u32);
+
+    let temperature = f.number("temperature", 0.0, 2.0)?.unwrap_or(1.0) as f32;
+    let top_p = match f.number("top_p", 0.0, 1.0)? {
+        Some(0.0) => {
+            return Err(bad_value(
+                "top_p",
+                "0 is not allowed; use a value greater than 0 and at most 1 (or 'temperature': 0 for greedy decoding).",
+            ))
+        }
+        p => p.unwrap_or(1.0) as f32,
+    };
+    let top_k = f.integer("top_k", 0, U32_MAX)?.unwrap_or(0) as u32;
+    // OpenAI's seed is a signed 64-bit integer; negative seeds map to their
+    // two's-complement u64 (still reproducible).
+    let seed = f
+        .integer("seed", i128::from(i64::MIN), i128::from(u64::MAX))?
+        .map(|s| if s < 0 { s as i64 as u64 } else { s as u64 });
+    let presence_penalty = f.number("presence_penalty", -2.0, 2.0)?.unwrap_or(0.0) as f32;
+    let frequency_penalty = f.number("frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0) as f32;
+    let stop = parse_stop(f.take("stop"))?;
+
+    let stream = f.bool("stream")?.unwrap_or(false);
+    let include_usage = match f.take("stream_options") {
+        None => false,
+        Some(_) if !stream => {
+            return Err(ApiError::invalid(
+                "stream_options",
+                "'stream_options' is only allowed when 'stream' is true.",
+            ))
+        }
+        Some(Value::Object(m)) => {
+            let mut o = Fields::nested(m, "stream_options");
+            let include = o.bool("include_usage")?.unwrap_or(false);
+            o.finish()?;
+            include
+        }
+        Some(other) => return Err(wrong_type("stream_options", "an object", &other)),
+    };
+
+    match f.integer("n", 1, i128::from(u64::MAX))? {
+        None | Some(1) => {}
+        Some(n) => {
+            return Err(unsupported_value(
+                "n",
+                format!("'n' is {n}; this server returns one choice per request ('n': 1). Send {n} requests (with different seeds) instead."),
+            ))
+        }
+    }
+    // `user` identifies the end user to OpenAI for abuse monitoring; nothing to do here.
+    f.string("user")?;
+    match f.take("logit_bias") {
+        None => {}
+        Some(Value::Object(m)) if m.is_empty() => {}
+        Some(Value::Object(_)) => {
+            return Err(unsupported("logit_bias", "'logit_bias' is not supported."))
+        }
+        Some(other) => return Err(wrong_type("logit_bias", "an object", &other)),
+    }
+
+    Ok(Sampling {
+        max_tokens,
+        max_tokens_param,
+        temperature,
+        top_p,
+        top_k,
+        seed,
+        presence_penalty,
+        frequency_penalty,
+        stop,
+        stream,
+        include_usage,
+    })
+}
+
+/// `stop`: a string or an array of at most [`MAX_STOP`] strings, none empty.
+fn parse_stop(v: Option<Value>) -> Result<Vec<String>, ApiError> {
+    let empty = |path: &str| bad_value(path, "stop sequences cannot be empty strings.");
+    match v {
+        None => Ok(Vec::new()),
+        Some(Value::String(s)) if s.is_empty() => Err(empty("stop")),
+        Some(Value::String(s)) => Ok(vec![s]),
+        Some(Value::Array(items)) => {
+            if items.len() > MAX_STOP {
+                return Err(bad_value(
+                    "stop",
+                    format!(
+                        "{} stop sequences; at most {MAX_STOP} are allowed.",
+                        items.len()
+                    ),
+                ));
+            }
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::String(s) if s.is_empty() => Err(empty(&format!("stop[{i}]"))),
+                    Value::String(s) => Ok(s),
+                    other => Err(wrong_type(&format!("stop[{i}]"), "a string", &other)),
+                })
+                .collect()
+        }
+        Some(other) => Err(wrong_type(
+            "stop",
+            "a string or an array of strings",
+            &other,
+        )),
+    }
+}

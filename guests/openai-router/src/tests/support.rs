@@ -1,0 +1,120 @@
+//! The fake generation behind [`Fake::generate`](super::Fake), the generative
+//! test models, and request helpers shared by the generation tests.
+
+use super::*;
+use std::collections::VecDeque;
+
+pub(super) const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+pub(super) const GEMMA: &str = "{{ bos_token }}{% for message in messages %}<start_of_turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n{{ message['content'] | trim }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
+
+pub(super) fn text(t: &str) -> Event {
+    Event::Chunk(Chunk {
+        text: t.into(),
+        tokens: vec![1],
+    })
+}
+
+pub(super) fn done(finish_reason: FinishReason, error: Option<HostError>) -> Event {
+    Event::Done(GenerationEnd {
+        finish_reason,
+        usage: Usage {
+            prompt_tokens: 7,
+            completion_tokens: 3,
+        },
+        provider: "cpu-test".into(),
+        error,
+    })
+}
+
+/// "Hel", an empty chunk (held-back text), "lo!", stop.
+pub(super) fn default_script() -> Vec<Event> {
+    vec![
+        text("Hel"),
+        text(""),
+        text("lo!"),
+        done(FinishReason::Stop, None),
+    ]
+}
+
+struct FakeStream {
+    events: VecDeque<Event>,
+    last: Event,
+    log: Rc<RefCell<Vec<String>>>,
+}
+
+impl GenerationStream for FakeStream {
+    fn next(&mut self) -> Event {
+        self.log.borrow_mut().push("next".into());
+        match self.events.pop_front() {
+            Some(e) => {
+                if matches!(e, Event::Done(_)) {
+                    self.last = e.clone();
+                }
+                e
+            }
+            None => self.last.clone(),
+        }
+    }
+}
+
+impl Drop for FakeStream {
+    fn drop(&mut self) {
+        self.log.borrow_mut().push("drop".into());
+    }
+}
+
+pub(super) fn fake_generate(
+    h: &Fake,
+    model: &str,
+    prompt: &Prompt,
+    options: &GenerateOptions,
+) -> Result<Box<dyn GenerationStream>, HostError> {
+    h.gen_calls
+        .borrow_mut()
+        .push((model.into(), prompt.clone(), options.clone()));
+    if let Some(e) = &h.gen_fail {
+        return Err(e.clone());
+    }
+    Ok(Box::new(FakeStream {
+        events: h.script.clone().into(),
+        last: done(FinishReason::Stop, None),
+        log: Rc::clone(&h.log),
+    }))
+}
+
+/// [`Fake::new`] plus `smol` (ChatML), `gemma` and `base` (no template).
+pub(super) fn gen_fake() -> Fake {
+    let mut h = Fake::new();
+    h.models.push(ModelInfo {
+        chat_template: Some(CHATML.into()),
+        eos_token: Some("<|im_end|>".into()),
+        ..model("smol", ModelKind::Chat, None, 1)
+    });
+    h.models.push(ModelInfo {
+        chat_template: Some(GEMMA.into()),
+        bos_token: Some("<bos>".into()),
+        eos_token: Some("<eos>".into()),
+        ..model("gemma", ModelKind::Chat, None, 1)
+    });
+    h.models.push(model("base", ModelKind::Completion, None, 1));
+    h
+}
+
+pub(super) fn post(h: &Fake, path: &str, body: &Value) -> Response {
+    let bytes = body.to_string().into_bytes();
+    let mut read = || Ok(bytes.clone());
+    crate::dispatch("POST", path, h, &mut read).buffer()
+}
+
+pub(super) fn chat(h: &Fake, body: Value) -> (Response, Value) {
+    call(h, "POST", "/v1/chat/completions", &body.to_string())
+}
+
+pub(super) fn complete(h: &Fake, body: Value) -> (Response, Value) {
+    call(h, "POST", "/v1/completions", &body.to_string())
+}
+
+pub(super) fn hi() -> Value {
+    json!([{"role": "user", "content": "Hi"}])
+}

@@ -1,0 +1,73 @@
+//! The admin API: deploy guest components, add, change and remove tenants, and read
+//! what each tenant used. Guarded by the admin token (config `admin`), compared as a
+//! sha256 digest in constant time.
+//!
+//! - `GET    /admin/tenants`                  all tenants with usage
+//! - `GET    /admin/tenants/{name}`           one tenant
+//! - `PUT    /admin/tenants/{name}`           create or change settings (JSON: public, api_keys,
+//!                                            api_keys_sha256, models, limits)
+//! - `PUT    /admin/tenants/{name}/component` deploy a component (body: the .wasm); creates the
+//!                                            tenant (no keys, all models) if it does not exist
+//! - `DELETE /admin/tenants/{name}`           remove a tenant
+
+use bytes::Bytes;
+use hyper::Method;
+use serde_json::json;
+
+use super::responses::{self, HttpResponse};
+use super::AppState;
+use crate::tenants::{keys, TenantSettings};
+
+pub async fn handle(state: &AppState, method: &Method, path: &str, headers: &http::HeaderMap, body: Bytes) -> HttpResponse {
+    let Some(expected) = &state.admin_token else {
+        return responses::error(403, "the admin API is disabled: set NNHOST_ADMIN_TOKEN (or admin.token_sha256)", None, Some("admin_disabled"));
+    };
+    match keys::from_headers(headers) {
+        Some(token) if keys::constant_time_eq(&keys::hash(token), expected) => {}
+        _ => return responses::error(401, "a valid admin token is required", None, Some("invalid_admin_token")),
+    }
+    let parts: Vec<&str> = path.trim_start_matches("/admin").split('/').filter(|s| !s.is_empty()).collect();
+    match (method, parts.as_slice()) {
+        (&Method::GET, ["tenants"]) => {
+            let tenants: Vec<_> = state.tenants.all().iter().map(|t| t.to_json()).collect();
+            responses::json(200, &json!({"tenants": tenants}))
+        }
+        (&Method::GET, ["tenants", name]) => match state.tenants.get(name) {
+            Some(t) => responses::json(200, &t.to_json()),
+            None => not_found(name),
+        },
+        (&Method::PUT, ["tenants", name]) => {
+            let settings: TenantSettings = match serde_json::from_slice(&body) {
+                Ok(s) => s,
+                Err(e) => return responses::error(400, format!("invalid tenant settings: {e}"), None, None),
+            };
+            match state.tenants.deploy(name, Some(settings), None) {
+                Ok(t) => responses::json(200, &t.to_json()),
+                Err(e) => responses::error(400, format!("{e:#}"), None, None),
+            }
+        }
+        (&Method::PUT, ["tenants", name, "component"]) => {
+            // Compiling takes a while: off the async workers.
+            let tenants = state.tenants.clone();
+            let name = name.to_string();
+            let deployed = tokio::task::spawn_blocking(move || tenants.deploy(&name, None, Some(&body))).await;
+            match deployed {
+                Ok(Ok(t)) => responses::json(200, &t.to_json()),
+                Ok(Err(e)) => responses::error(400, format!("the component was not deployed: {e:#}"), None, Some("invalid_component")),
+                Err(e) => responses::error(500, format!("deploy failed: {e}"), None, None),
+            }
+        }
+        (&Method::DELETE, ["tenants", name]) => {
+            if state.tenants.remove(name) {
+                responses::json(200, &json!({"deleted": name}))
+            } else {
+                not_found(name)
+            }
+        }
+        _ => responses::error(404, format!("unknown admin endpoint {method} {path}"), None, Some("unknown_url")),
+    }
+}
+
+fn not_found(name: &str) -> HttpResponse {
+    responses::error(404, format!("no tenant named {name:?}"), None, Some("tenant_not_found"))
+}
