@@ -16,6 +16,9 @@ use wasmtime_wasi_http::WasiHttpView;
 use super::engine::EPOCH_TICK;
 use super::state::GuestState;
 
+/// CPU a request may use at full speed (~50 ms) before it is throttled.
+const THROTTLE_AFTER_TICKS: u64 = 10;
+
 #[derive(Debug, Clone)]
 pub struct RequestLimits {
     pub memory_bytes: usize,
@@ -40,7 +43,7 @@ pub enum GuestFailure {
     Timeout(Duration),
     #[error("the guest exceeded its CPU budget of {0:?}")]
     CpuBudget(Duration),
-    #[error("the guest ran out of its stack")]
+    #[error("the guest overflowed its stack")]
     StackOverflow,
     #[error("the guest failed: {0}")]
     Trap(String),
@@ -76,6 +79,7 @@ pub async fn handle(
     store.limiter(|s| &mut s.limits);
     let budget = limits.cpu_ticks();
     let max_response_bytes = limits.max_response_bytes;
+    let memory = limits.memory_bytes;
     let timeout = limits.timeout;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |mut ctx| {
@@ -83,6 +87,11 @@ pub async fn handle(
         state.cpu_ticks += 1;
         if state.cpu_ticks > budget || state.started.elapsed() > timeout {
             return Ok(UpdateDeadline::Interrupt);
+        }
+        if state.cpu_ticks > THROTTLE_AFTER_TICKS {
+            // A guest that keeps computing gets at most half a core: it sleeps a tick
+            // for every tick it runs, so a runaway loop cannot crowd out other tenants.
+            return Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(EPOCH_TICK))));
         }
         // Yield every tick so a guest that computes for long never holds an async worker.
         Ok(UpdateDeadline::Yield(1))
@@ -110,7 +119,7 @@ pub async fn handle(
         match tokio::time::timeout(timeout, run).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err((true, e))) => Err(GuestFailure::Instantiate(format!("{e:#}"))),
-            Ok(Err((false, e))) => Err(classify(e, &store, timeout)),
+            Ok(Err((false, e))) => Err(classify(e, &store, timeout, memory)),
             Err(_) => Err(GuestFailure::Timeout(timeout)),
         }
     });
@@ -129,7 +138,10 @@ pub async fn handle(
     }
 }
 
-fn classify(error: wasmtime::Error, store: &Store<GuestState>, timeout: Duration) -> GuestFailure {
+/// A short message for the client; the full error (with the guest's backtrace) goes
+/// to the log.
+fn classify(error: wasmtime::Error, store: &Store<GuestState>, timeout: Duration, memory: usize) -> GuestFailure {
+    tracing::debug!(error = ?error, "guest error");
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => {
             if store.data().started.elapsed() >= timeout {
@@ -139,6 +151,14 @@ fn classify(error: wasmtime::Error, store: &Store<GuestState>, timeout: Duration
             }
         }
         Some(Trap::StackOverflow) => GuestFailure::StackOverflow,
-        _ => GuestFailure::Trap(format!("{error:#}")),
+        Some(Trap::MemoryOutOfBounds) => GuestFailure::Trap(
+            "out-of-bounds memory access (a stack overflow inside the guest's memory, or a bug)".into(),
+        ),
+        Some(Trap::UnreachableCodeReached) => GuestFailure::Trap(format!(
+            "the guest aborted (a panic, or an allocation beyond its memory limit of {} MiB)",
+            memory >> 20
+        )),
+        Some(trap) => GuestFailure::Trap(format!("wasm trap: {trap}")),
+        None => GuestFailure::Trap(error.root_cause().to_string()),
     }
 }

@@ -37,7 +37,26 @@ pub async fn handle(state: &AppState, method: &Method, path: &str, headers: &htt
             None => not_found(name),
         },
         (&Method::PUT, ["tenants", name]) => {
-            let settings: TenantSettings = match serde_json::from_slice(&body) {
+            // Fields left out keep their current values (or the defaults for a new tenant).
+            let mut merged = match state.tenants.get(name) {
+                Some(t) => serde_json::to_value(&t.settings).unwrap_or_default(),
+                None => json!({"models": ["*"]}),
+            };
+            match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(serde_json::Value::Object(patch)) => {
+                    if let Some(current) = merged.as_object_mut() {
+                        // New keys replace the old ones rather than adding to them.
+                        if patch.contains_key("api_keys") || patch.contains_key("api_keys_sha256") {
+                            current.remove("api_keys");
+                            current.remove("api_keys_sha256");
+                        }
+                        current.extend(patch);
+                    }
+                }
+                Ok(_) => return responses::error(400, "tenant settings must be a JSON object", None, None),
+                Err(e) => return responses::error(400, format!("invalid JSON: {e}"), None, None),
+            }
+            let settings: TenantSettings = match serde_json::from_value(merged) {
                 Ok(s) => s,
                 Err(e) => return responses::error(400, format!("invalid tenant settings: {e}"), None, None),
             };

@@ -1,0 +1,286 @@
+"""Multi-tenancy end to end: API keys select tenants, allow-lists hold inside the
+host, components deploy and swap at run time, hostile guests are contained."""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import HOST_BIN, MINILM, ROOT, ROUTER_WASM, Server, hf_folder_from_minilm
+from test_embeddings import assert_openai_error
+
+GUESTS = ROOT / "guests" / "target" / "wasm32-wasip2" / "release"
+HELLO = GUESTS / "hello.wasm"
+HOSTILE = GUESTS / "hostile.wasm"
+ADMIN = "admin-secret"
+OUT = ROOT / "tests" / "out"
+
+CONFIG = """
+[[models]]
+name = "all-MiniLM-L6-v2"
+path = "{minilm}"
+
+[[models]]
+name = "beta-model"
+path = "{hf}"
+
+[[tenants]]
+name = "alpha"
+api_keys = ["sk-alpha"]
+component = "{router}"
+models = ["all-MiniLM-L6-v2"]
+
+[[tenants]]
+name = "beta"
+api_keys_sha256 = ["{beta_sha}"]
+component = "{router}"
+models = ["beta-model"]
+"""
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    import hashlib
+
+    work = tmp_path_factory.mktemp("tenants")
+    hf = hf_folder_from_minilm(work / "beta-model", pooling="cls")
+    text = CONFIG.format(minilm=MINILM, hf=hf, router=ROUTER_WASM,
+                         beta_sha=hashlib.sha256(b"sk-beta").hexdigest())
+    srv = Server(text, work, env={"NNHOST_ADMIN_TOKEN": ADMIN})
+    yield srv
+    srv.stop()
+
+
+def call(host, method, path, key=None, **kw):
+    headers = kw.pop("headers", {})
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    return host.session.request(method, host.url + path, headers=headers, timeout=60, **kw)
+
+
+def admin(host, method, path, **kw):
+    return call(host, method, "/admin" + path, key=ADMIN, **kw)
+
+
+def embed(host, key, model="all-MiniLM-L6-v2", text="hello there"):
+    return call(host, "POST", "/v1/embeddings", key, json={"model": model, "input": text})
+
+
+def test_missing_or_wrong_keys_are_401(host):
+    assert_openai_error(call(host, "GET", "/v1/models"), 401, code="invalid_api_key")
+    assert_openai_error(call(host, "GET", "/v1/models", key="sk-nope"), 401, code="invalid_api_key")
+    assert call(host, "GET", "/v1/models", key="sk-alpha").status_code == 200
+    assert call(host, "GET", "/v1/models", key="sk-beta").status_code == 200
+    assert call(host, "GET", "/health").status_code == 200
+
+
+def test_a_tenant_sees_and_uses_only_its_models(host):
+    alpha = [m["id"] for m in call(host, "GET", "/v1/models", key="sk-alpha").json()["data"]]
+    beta = [m["id"] for m in call(host, "GET", "/v1/models", key="sk-beta").json()["data"]]
+    assert alpha == ["all-MiniLM-L6-v2"] and beta == ["beta-model"]
+    assert embed(host, "sk-alpha").status_code == 200
+    assert_openai_error(embed(host, "sk-alpha", model="beta-model"), 404, code="model_not_found")
+    assert_openai_error(embed(host, "sk-beta", model="all-MiniLM-L6-v2"), 404, code="model_not_found")
+    assert_openai_error(call(host, "GET", "/v1/models/beta-model", key="sk-alpha"), 404, code="model_not_found")
+    # The same allow-list holds on /v2, which the host serves without a guest.
+    assert call(host, "GET", "/v2/models/beta-model", key="sk-alpha").status_code == 404
+    assert call(host, "GET", "/v2/models/all-MiniLM-L6-v2", key="sk-alpha").status_code == 200
+
+
+def test_admin_api_needs_the_admin_token(host):
+    assert call(host, "GET", "/admin/tenants").status_code == 401
+    assert call(host, "GET", "/admin/tenants", key="sk-alpha").status_code == 401
+    body = admin(host, "GET", "/tenants").json()
+    names = {t["name"] for t in body["tenants"]}
+    assert {"alpha", "beta"} <= names
+    assert all("sk-" not in json.dumps(t) for t in body["tenants"]), "keys are never shown"
+
+
+def test_deploy_with_the_cli_then_remove(host):
+    assert HELLO.exists(), "build the example guests (just guests)"
+    out = subprocess.run([str(HOST_BIN), "deploy", "--tenant", "greeter", "--url", host.url, str(HELLO)],
+                         env={"NNHOST_ADMIN_TOKEN": ADMIN}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    r = admin(host, "PUT", "/tenants/greeter", json={"api_keys": ["sk-greeter"], "models": ["all-MiniLM-L6-v2"]})
+    assert r.status_code == 200, r.text
+    hello = call(host, "GET", "/", key="sk-greeter")
+    assert hello.status_code == 200 and hello.json()["models"] == ["all-MiniLM-L6-v2"]
+    assert admin(host, "DELETE", "/tenants/greeter").status_code == 200
+    assert call(host, "GET", "/", key="sk-greeter").status_code == 401
+
+
+def test_a_bad_component_is_refused_and_the_old_one_keeps_serving(host):
+    r = admin(host, "PUT", "/tenants/alpha/component", data=b"\0asm not really")
+    assert r.status_code == 400 and "not deployed" in r.json()["error"]["message"]
+    r = admin(host, "PUT", "/tenants/alpha/component", data=b"x" * 100)
+    assert r.status_code == 400
+    assert embed(host, "sk-alpha").status_code == 200
+
+
+def test_redeploy_under_load_loses_no_request(host):
+    wasm = ROUTER_WASM.read_bytes()
+    results: list[int] = []
+    stop = threading.Event()
+
+    def load():
+        s = requests.Session()
+        while not stop.is_set():
+            r = s.post(host.url + "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "steady load"},
+                       headers={"authorization": "Bearer sk-alpha"}, timeout=60)
+            results.append(r.status_code)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(5):
+            r = admin(host, "PUT", "/tenants/alpha/component", data=wasm)
+            assert r.status_code == 200, r.text
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert len(results) > 20
+    assert set(results) == {200}, f"{len(results)} requests, statuses {set(results)}"
+
+
+def test_usage_is_reported_per_tenant(host):
+    embed(host, "sk-alpha")
+    alpha = admin(host, "GET", "/tenants/alpha").json()
+    assert alpha["usage"]["requests"] > 0 and alpha["usage"]["prompt_tokens"] > 0
+    metrics = call(host, "GET", "/metrics").text
+    assert 'nnhost_tokens_total{kind="prompt",model="all-MiniLM-L6-v2",tenant="alpha"}' in metrics
+
+
+# --- hostile guests -------------------------------------------------------------
+
+MALLORY_LIMITS = {
+    "memory_bytes": 64 * 1024 * 1024,
+    "request_timeout_ms": 5000,
+    "cpu_time_ms": 300,
+    "max_concurrent_requests": 4,
+    "max_host_bytes": 8 * 1024 * 1024,
+    "max_response_bytes": 8 * 1024 * 1024,
+    "max_resources": 1000,
+}
+
+
+@pytest.fixture(scope="module")
+def mallory(host):
+    assert HOSTILE.exists(), "build the example guests (just guests)"
+    r = admin(host, "PUT", "/tenants/mallory/component", data=HOSTILE.read_bytes())
+    assert r.status_code == 200, r.text
+    r = admin(host, "PUT", "/tenants/mallory", json={"api_keys": ["sk-mallory"], "models": ["all-MiniLM-L6-v2"],
+                                                    "limits": MALLORY_LIMITS})
+    assert r.status_code == 200, r.text
+    return "sk-mallory"
+
+
+def alpha_latencies(host, seconds: float) -> list[float]:
+    s = requests.Session()
+    out = []
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        t = time.perf_counter()
+        r = s.post(host.url + "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "a quiet neighbour"},
+                   headers={"authorization": "Bearer sk-alpha"}, timeout=60)
+        out.append(time.perf_counter() - t)
+        assert r.status_code == 200, r.text
+    return out
+
+
+def p99(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * 0.99))]
+
+
+ATTACKS = {
+    # route: (expected status, a fragment of the error message)
+    "/loop": (504, "CPU budget"),
+    "/alloc": (500, "guest"),
+    "/recurse": (500, "stack"),
+    "/panic": (500, "guest"),
+    "/resources": (500, "live resources"),
+}
+
+
+def test_hostile_guests_fail_alone(host, mallory):
+    baseline = alpha_latencies(host, 3)
+    report = {"baseline_p99_ms": p99(baseline) * 1e3, "baseline_p50_ms": statistics.median(baseline) * 1e3,
+              "attacks": {}}
+    for route, (status, fragment) in ATTACKS.items():
+        answers = []
+
+        def attack():
+            for _ in range(3):
+                r = call(host, "GET", route, key=mallory)
+                answers.append(r)
+
+        attacker = threading.Thread(target=attack)
+        attacker.start()
+        during = alpha_latencies(host, 1.5)
+        attacker.join()
+        for r in answers:
+            assert r.status_code == status, (route, r.status_code, r.text[:300])
+            err = r.json()["error"]
+            assert fragment.lower() in err["message"].lower(), (route, err)
+        report["attacks"][route] = {"status": status, "message": answers[0].json()["error"]["message"][:200],
+                                    "alpha_p99_ms": p99(during) * 1e3, "alpha_requests": len(during)}
+        assert call(host, "GET", "/ok", key=mallory).json() == {"ok": True}, "the next request gets a fresh instance"
+
+    # 1 GiB response: cut at the tenant's response limit; the connection closes.
+    started = time.time()
+    try:
+        r = call(host, "GET", "/big-response", key=mallory, stream=True)
+        received = sum(len(c) for c in r.iter_content(1 << 16))
+    except requests.RequestException:
+        received = -1
+    assert received < 64 * 1024 * 1024 and time.time() - started < 30
+    report["attacks"]["/big-response"] = {"received_bytes": received}
+
+    r = call(host, "GET", "/oversized-host-call", key=mallory)
+    assert r.status_code in (200, 500), r.text
+    if r.status_code == 200:
+        assert "resource_exhausted" in r.text.lower() or "resource-exhausted" in r.text.lower() or \
+            "more than" in r.text, r.text[:300]
+    report["attacks"]["/oversized-host-call"] = {"status": r.status_code, "body": r.text[:200]}
+
+    worst = max(a.get("alpha_p99_ms", 0) for a in report["attacks"].values())
+    report["worst_alpha_p99_ms"] = worst
+    report["ratio_worst_to_baseline"] = worst / report["baseline_p99_ms"]
+    OUT.mkdir(exist_ok=True)
+    (OUT / "tenant_isolation.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    assert embed(host, "sk-alpha").status_code == 200
+
+
+def test_guests_see_no_files_env_or_network(host, mallory):
+    files = call(host, "GET", "/read-file", key=mallory).json()
+    assert str(files["read_file"]).startswith("error") and str(files["read_dir"]).startswith("error"), files
+    env = call(host, "GET", "/env", key=mallory).json()
+    assert env["vars"] == [] and env.get("args", []) == [], env
+    sock = call(host, "GET", "/socket", key=mallory).json()
+    assert all(str(v).startswith("error") for v in sock.values()), sock
+
+
+def test_per_tenant_concurrency_limit_is_429(host, mallory):
+    r = admin(host, "PUT", "/tenants/mallory", json={"api_keys": ["sk-mallory"], "models": [],
+                                                    "limits": {**MALLORY_LIMITS, "max_concurrent_requests": 1}})
+    assert r.status_code == 200
+    slow = threading.Thread(target=lambda: call(host, "GET", "/loop", key=mallory))
+    slow.start()
+    time.sleep(0.1)
+    r = call(host, "GET", "/ok", key=mallory)
+    slow.join()
+    assert_openai_error(r, 429, code="rate_limit_exceeded")
+    assert r.headers["retry-after"] == "1"
+    assert embed(host, "sk-alpha").status_code == 200, "other tenants are not limited"
+    usage = admin(host, "GET", "/tenants/mallory").json()["usage"]
+    assert usage["limit_hits"] >= 1
