@@ -5,7 +5,8 @@
 //!
 //! A request counts when it started after the warm-up and finished before the
 //! deadline (requests still in flight at the deadline are dropped, as wrk does).
-//! Non-200 answers and transport failures are errors and excluded from latencies.
+//! Answers other than `--expect` (200) and transport failures are errors and excluded
+//! from latencies.
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ pub struct HttpArgs {
     /// Extra header, "Name: value" (repeatable), e.g. an Authorization header.
     #[arg(long = "header")]
     headers: Vec<String>,
+    /// The status that counts as success (anything else is an error).
+    #[arg(long, default_value_t = 200)]
+    expect: u16,
     /// Per-request timeout in seconds (a timeout counts as an error).
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,    /// Also write every timed sample (ms, one per line) to this file.
@@ -120,7 +124,8 @@ pub fn run(args: HttpArgs) -> Result<()> {
         for _ in 0..args.connections {
             let (target, tally, left) = (target.clone(), tally.clone(), left.clone());
             let deadline = if args.requests > 0 { None } else { Some(deadline) };
-            tasks.push(tokio::task::spawn_local(connection(target, tally, left, measure_from, deadline, timeout)));
+            let expect = args.expect;
+            tasks.push(tokio::task::spawn_local(connection(target, tally, left, measure_from, deadline, timeout, expect)));
         }
         for task in tasks {
             task.await.map_err(|e| anyhow!("client task: {e}"))??;
@@ -176,6 +181,7 @@ async fn connection(
     measure_from: Instant,
     deadline: Option<Instant>,
     timeout: Duration,
+    expect: u16,
 ) -> Result<()> {
     let mut sender: Option<Sender> = None;
     let mut consecutive_failures = 0u32;
@@ -236,7 +242,7 @@ async fn connection(
                 consecutive_failures = 0;
                 if measured {
                     let mut t = tally.borrow_mut();
-                    if status == http::StatusCode::OK {
+                    if status.as_u16() == expect {
                         t.latencies.push((finished - started).as_secs_f64());
                     } else {
                         t.error(format!("status {}", status.as_u16()));

@@ -50,7 +50,7 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
         };
         return ("-".into(), admin::handle(state, &parts.method, parts.uri.path(), &parts.headers, body).await);
     }
-    let tenant = match state.tenants.authenticate(keys::from_headers(req.headers())) {
+    let tenant = match state.tenants.authenticate(keys::from_headers(req.headers()), req.uri().path()) {
         Ok(tenant) => tenant,
         Err(AuthError::Missing) => {
             let r = responses::error(
@@ -119,7 +119,11 @@ fn status(state: &AppState) -> serde_json::Value {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "models": models,
-        "tenants": state.tenants.names(),
+        "tenants": state.tenants.all().iter().map(|t| json!({
+            "name": t.name,
+            "public": t.public,
+            "usage": t.usage.to_json(),
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -42,6 +42,7 @@ pub struct Tenant {
 #[serde(default, deny_unknown_fields)]
 pub struct TenantSettings {
     pub public: bool,
+    pub path_prefix: String,
     #[serde(skip_serializing)]
     pub api_keys: Vec<String>,
     pub api_keys_sha256: Vec<String>,
@@ -53,6 +54,7 @@ impl TenantSettings {
     pub fn from_config(config: &TenantConfig) -> Self {
         Self {
             public: config.public,
+            path_prefix: config.path_prefix.clone(),
             api_keys: config.api_keys.clone(),
             api_keys_sha256: config.api_keys_sha256.clone(),
             models: config.models.clone(),
@@ -177,7 +179,7 @@ impl Tenants {
         let settings = match (settings, &current) {
             (Some(s), _) => s,
             (None, Some(t)) => t.settings.clone(),
-            (None, None) => TenantSettings { models: vec!["*".into()], ..Default::default() },
+            (None, None) => TenantSettings { models: vec!["*".into()], path_prefix: "/".into(), ..Default::default() },
         };
         let usage = current.as_ref().map(|t| t.usage.clone()).unwrap_or_default();
         let tenant = Arc::new(Tenant::build(name, settings, guest, sha, self.registry.clone(), usage)?);
@@ -204,7 +206,7 @@ impl Tenants {
 
     /// The tenant a request belongs to: the one whose key it carries, or without a
     /// key the public tenant. Every key is compared, whatever matches first.
-    pub fn authenticate(&self, key: Option<&str>) -> Result<Arc<Tenant>, AuthError> {
+    pub fn authenticate(&self, key: Option<&str>, path: &str) -> Result<Arc<Tenant>, AuthError> {
         let tenants = self.tenants.read();
         match key {
             Some(key) => {
@@ -219,9 +221,33 @@ impl Tenants {
                 }
                 found.ok_or(AuthError::Invalid)
             }
-            None => tenants.values().find(|t| t.public).cloned().ok_or(AuthError::Missing),
+            None => tenants
+                .values()
+                .filter(|t| t.public && prefix_matches(&t.settings.path_prefix, path))
+                .max_by_key(|t| t.settings.path_prefix.len())
+                .cloned()
+                .ok_or(AuthError::Missing),
         }
     }
 }
 
 use sha2::Digest as _;
+
+/// "/v1" matches "/v1" and "/v1/models" but not "/v10".
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prefixes_match_whole_segments() {
+        use super::prefix_matches;
+        assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("/v1", "/v1/models"));
+        assert!(prefix_matches("/v1/", "/v1"));
+        assert!(!prefix_matches("/v1", "/v10"));
+        assert!(!prefix_matches("/v1", "/"));
+    }
+}
