@@ -15,6 +15,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 HOST_BIN = ROOT / "target" / "release" / "nnhost"
 MINILM = ROOT / "models" / "prepared" / "all-MiniLM-L6-v2"
+SMOLLM = ROOT / "models" / "prepared" / "smollm2-135m-instruct"
+GEMMA = ROOT / "models" / "prepared" / "gemma-3-270m"
 ROUTER_WASM = ROOT / "guests" / "target" / "wasm32-wasip2" / "release" / "openai_router.wasm"
 
 
@@ -119,6 +121,14 @@ name = "hf-cls"
 path = "{hf}"
 max_inputs = 8
 
+[[models]]
+name = "smollm2-135m-instruct"
+path = "{smollm}"
+
+[[models]]
+name = "gemma-3-270m"
+path = "{gemma}"
+
 [[tenants]]
 name = "default"
 public = true
@@ -130,7 +140,7 @@ component = "{router}"
 def server(tmp_path_factory):
     work = tmp_path_factory.mktemp("nnhost")
     hf = hf_folder_from_minilm(work / "hf-cls", pooling="cls")
-    srv = Server(TEST_CONFIG.format(minilm=MINILM, hf=hf, router=ROUTER_WASM), work)
+    srv = Server(TEST_CONFIG.format(minilm=MINILM, hf=hf, router=ROUTER_WASM, smollm=SMOLLM, gemma=GEMMA), work)
     yield srv
     srv.stop()
 

@@ -48,11 +48,13 @@ impl Default for AdminConfig {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// After SIGTERM/SIGINT: how long requests in flight may take to finish.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".parse().unwrap(), max_body_bytes: 2 * 1024 * 1024 }
+        Self { listen: "127.0.0.1:8080".parse().unwrap(), max_body_bytes: 2 * 1024 * 1024, shutdown_grace_ms: 30_000 }
     }
 }
 

@@ -36,6 +36,7 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {
     println!("nnhost listening on http://{local}");
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -49,15 +50,24 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        let service = service_fn(move |req| routes::handle(state.clone(), req));
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
         tokio::spawn(async move {
-            let service = service_fn(move |req| routes::handle(state.clone(), req));
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
-    tracing::info!("shutting down");
+    // New connections are refused from here on (the listener is closed); requests in
+    // flight finish, idle keep-alive connections are closed, within the grace period.
+    drop(listener);
+    let grace = std::time::Duration::from_millis(state.config.server.shutdown_grace_ms);
+    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: finishing requests in flight");
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections closed"),
+        Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
+    }
     Ok(())
 }
 

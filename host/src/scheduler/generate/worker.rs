@@ -133,6 +133,7 @@ impl Worker {
     fn step(&mut self, seq: &mut Active) -> bool {
         if seq.events.is_closed() {
             tracing::info!(model = %self.model, generated = seq.generated, "generation cancelled: the client went away");
+            crate::metrics::metrics().generations.with_label_values(&[&self.model, "cancelled"]).inc();
             return false;
         }
         match self.graph.forward(&[seq.last], &mut seq.cache) {

@@ -1,0 +1,196 @@
+"""Chat and completions end to end: HTTP → guest (chat template in the sandbox, SSE)
+→ host generation engine (KV cache) → ONNX Runtime; also through the official
+`openai` Python SDK."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import openai
+import pytest
+import requests
+
+from test_embeddings import assert_openai_error
+
+CHAT = "smollm2-135m-instruct"
+BASE = "gemma-3-270m"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def chat(server, **body):
+    return server.post("/v1/chat/completions", {"model": CHAT, "messages": QUESTION, "temperature": 0, **body})
+
+
+def sse_events(response) -> list:
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = []
+    for line in response.iter_lines(decode_unicode=True):
+        if line.startswith("data: "):
+            data = line[len("data: "):]
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def answer(server) -> str:
+    r = chat(server)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "chat.completion" and body["model"] == CHAT
+    choice = body["choices"][0]
+    assert choice["message"]["role"] == "assistant" and choice["finish_reason"] == "stop"
+    usage = body["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert r.headers["x-nnhost-provider"].startswith("cpu-")
+    return choice["message"]["content"]
+
+
+def test_capital_of_france(answer):
+    assert "Paris" in answer, answer
+
+
+def test_streaming_yields_the_identical_text(server, answer):
+    r = server.session.post(server.url + "/v1/chat/completions", timeout=120, stream=True, json={
+        "model": CHAT, "messages": QUESTION, "temperature": 0, "stream": True,
+        "stream_options": {"include_usage": True}})
+    assert r.status_code == 200
+    events = sse_events(r)
+    assert events[-1] == "[DONE]"
+    chunks = [e for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert len({c["id"] for c in chunks}) == 1
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == answer
+    finals = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert len(finals) == 1 and finals[0]["choices"][0]["finish_reason"] == "stop"
+    usage = chunks[-1]
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] > 0
+
+
+def test_openai_sdk_streamed_and_not(client, answer):
+    result = client.chat.completions.create(model=CHAT, messages=QUESTION, temperature=0)
+    assert result.choices[0].message.content == answer
+    stream = client.chat.completions.create(model=CHAT, messages=QUESTION, temperature=0, stream=True)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text == answer
+
+
+def test_max_tokens_ends_with_length(server):
+    body = chat(server, max_tokens=5).json()
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 5
+
+
+def test_stop_sequence_ends_the_text_before_it(server, answer):
+    word = "Paris"
+    body = chat(server, stop=[word]).json()
+    text = body["choices"][0]["message"]["content"]
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert word not in text and answer.startswith(text)
+
+
+def test_seed_makes_sampling_reproducible(server):
+    a = chat(server, temperature=0.8, seed=1234, max_tokens=24).json()["choices"][0]["message"]["content"]
+    b = chat(server, temperature=0.8, seed=1234, max_tokens=24).json()["choices"][0]["message"]["content"]
+    assert a == b
+
+
+def test_gemma_base_model_completes(server):
+    r = server.post("/v1/completions", {"model": BASE, "prompt": "The capital of France is", "max_tokens": 16,
+                                        "temperature": 0})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "text_completion"
+    assert "Paris" in body["choices"][0]["text"], body
+    models = {m["id"]: m for m in server.get("/v1/models").json()["data"]}
+    assert models[BASE]["nnhost"]["kind"] == "completion"
+    assert models[BASE]["nnhost"]["metadata"]["base_model"] == "true"
+
+
+def test_completions_stream(server):
+    r = server.session.post(server.url + "/v1/completions", timeout=120, stream=True, json={
+        "model": CHAT, "prompt": "Once upon a time", "max_tokens": 8, "temperature": 0, "stream": True})
+    events = sse_events(r)
+    assert events[-1] == "[DONE]"
+    assert events[-2]["choices"][0]["finish_reason"] == "length"
+    assert all(e["object"] == "text_completion" for e in events[:-1])
+
+
+@pytest.mark.parametrize("extra,param", [
+    ({"n": 2}, "n"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+    ({"logprobs": True}, "logprobs"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
+    ({"temperature": 3}, "temperature"),
+    ({"max_tokens": -1}, "max_tokens"),
+    ({"messages": []}, "messages"),
+])
+def test_unsupported_or_invalid_fields_are_400(server, extra, param):
+    err = assert_openai_error(chat(server, **extra), 400)
+    assert param in (err["param"] or "") or param in err["message"], err
+
+
+def test_base_model_has_no_chat_template(server):
+    r = server.post("/v1/chat/completions", {"model": BASE, "messages": QUESTION})
+    assert_openai_error(r, 400, contains=["/v1/completions"])
+
+
+def test_context_overflow_names_the_numbers(server):
+    r = chat(server, max_tokens=100_000)
+    err = assert_openai_error(r, 400, code="context_length_exceeded")
+    assert "100000" in err["message"] or "100,000" in err["message"]
+
+
+def test_sdk_maps_errors_to_exceptions(client):
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=QUESTION)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=CHAT, messages=QUESTION, n=3)
+
+
+def test_generations_run_together_and_never_block_embeddings(server):
+    results = {}
+
+    def generate(i):
+        r = requests.post(server.url + "/v1/chat/completions", timeout=120, json={
+            "model": CHAT, "messages": [{"role": "user", "content": f"Count to {i + 20}."}], "max_tokens": 40,
+            "temperature": 0})
+        results[i] = r.status_code
+
+    threads = [threading.Thread(target=generate, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    started = time.time()
+    r = server.post("/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": "not blocked"})
+    embed_seconds = time.time() - started
+    for t in threads:
+        t.join()
+    assert r.status_code == 200 and embed_seconds < 2.0, embed_seconds
+    assert results == {0: 200, 1: 200, 2: 200}
+
+
+def test_a_disconnected_stream_stops_its_generation(server):
+    def cancelled() -> float:
+        text = server.get("/metrics").text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("nnhost_generations_total") and 'finish_reason="cancelled"' in line)
+
+    before = cancelled()
+    r = server.session.post(server.url + "/v1/chat/completions", timeout=120, stream=True, json={
+        "model": CHAT, "messages": [{"role": "user", "content": "Write a very long story."}],
+        "max_tokens": 2000, "stream": True})
+    lines = r.iter_lines()
+    next(lines)
+    r.close()
+    deadline = time.time() + 20
+    while time.time() < deadline and cancelled() <= before:
+        time.sleep(0.2)
+    assert cancelled() > before

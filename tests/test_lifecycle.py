@@ -1,0 +1,57 @@
+"""Process lifecycle: SIGTERM lets requests in flight finish, refuses new ones, and
+exits within the grace period."""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import requests
+
+from conftest import MINILM, ROUTER_WASM, Server
+
+CONFIG = """
+[server]
+shutdown_grace_ms = 20000
+
+[[models]]
+name = "all-MiniLM-L6-v2"
+path = "{minilm}"
+
+[[tenants]]
+name = "default"
+public = true
+component = "{router}"
+"""
+
+
+def test_sigterm_finishes_requests_in_flight(tmp_path):
+    server = Server(CONFIG.format(minilm=MINILM, router=ROUTER_WASM), tmp_path)
+    texts = [f"sentence {i} about a long day at the office, with meetings and coffee" for i in range(2048)]
+    result = {}
+
+    def slow():
+        r = requests.post(server.url + "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": texts},
+                          timeout=120)
+        result["status"] = r.status_code
+        result["count"] = len(r.json()["data"]) if r.status_code == 200 else 0
+
+    worker = threading.Thread(target=slow)
+    worker.start()
+    time.sleep(0.5)
+    started = time.time()
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    try:
+        requests.get(server.url + "/health", timeout=2)
+        refused = False
+    except requests.ConnectionError:
+        refused = True
+    worker.join()
+    code = server.proc.wait(30)
+    server.stop()
+    assert result == {"status": 200, "count": 2048}, result
+    assert refused, "new connections must be refused once shutdown has begun"
+    assert code == 0
+    assert time.time() - started < 25
+    assert "shutting down" in server.log_path.read_text()
