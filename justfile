@@ -45,10 +45,23 @@ build: guests
 
 # Serve the embedded default config on 127.0.0.1:8080 (prepares and builds what is missing).
 run *ARGS: models build
+    @echo "console: http://127.0.0.1:8080/  (the web console; the OpenAI API is under /v1)"
     {{host}} serve {{ARGS}}
 
-# Run every test: host unit tests, guest unit tests, model preparation checks, end-to-end HTTP tests.
-test: models build
+# Install Debian's Chromium (if missing) and the browser test's npm packages (playwright-core).
+browser-setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x /usr/bin/chromium ]; then
+        echo "==> installing Debian's chromium for the browser test"
+        sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+        $sudo apt-get update
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y chromium
+    fi
+    cd tests/browser && npm ci --no-audit --no-fund
+
+# Run every test: host and guest unit tests, model preparation checks, end-to-end HTTP and browser tests.
+test: models build browser-setup
     cargo test --release --workspace
     cd guests && cargo test --release
     {{python}} -m pytest -q models/tests
@@ -62,3 +75,88 @@ bench: models build
 lint:
     cargo fmt --all --check
     cargo clippy --release --workspace -- -D warnings
+
+# --- ARM64 (aarch64-unknown-linux-gnu): cross build on x86-64, tested under qemu-user ---
+
+ort_version := "1.32.0"
+arm64_target := "aarch64-unknown-linux-gnu"
+arm64_ort := "target/aarch64-ort/libonnxruntime.so." + ort_version
+# A target dir of its own: a cross build also locks the host-artifact dir (target/release),
+# which would stall every x86-64 `cargo build --release` for the whole cold cross build.
+arm64_target_dir := "target/aarch64"
+arm64_host := arm64_target_dir / arm64_target / "release/nnhost"
+
+# Install the aarch64 cross linker, qemu-user, the Rust target and aarch64 ONNX Runtime (idempotent).
+arm64-setup: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    missing=()
+    for pkg in gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "==> installing ${missing[*]} (apt-get)"
+        sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+    fi
+    if ! rustup target list --installed | grep -qx {{arm64_target}}; then
+        echo "==> adding the {{arm64_target}} Rust target"
+        rustup target add {{arm64_target}}
+    fi
+    if [ ! -f "{{arm64_ort}}" ]; then
+        wheels=models/cache/wheels-aarch64
+        mkdir -p "$wheels" target/aarch64-ort
+        if ! ls "$wheels"/onnxruntime-{{ort_version}}-*aarch64*.whl >/dev/null 2>&1; then
+            echo "==> downloading the aarch64 onnxruntime=={{ort_version}} wheel from PyPI"
+            {{python}} -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+                --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 --python-version 311 \
+                --dest "$wheels" onnxruntime=={{ort_version}}
+        fi
+        wheel=$(ls "$wheels"/onnxruntime-{{ort_version}}-*aarch64*.whl | head -n1)
+        echo "==> extracting libonnxruntime.so.{{ort_version}} from $(basename "$wheel")"
+        {{python}} - "$wheel" "{{arm64_ort}}" <<'PY'
+    import shutil, sys, zipfile
+    wheel, dest = sys.argv[1], sys.argv[2]
+    with zipfile.ZipFile(wheel) as zf, zf.open("onnxruntime/capi/libonnxruntime.so.{{ort_version}}") as src, open(dest + ".part", "wb") as out:
+        shutil.copyfileobj(src, out)
+    PY
+        mv "{{arm64_ort}}.part" "{{arm64_ort}}"
+    fi
+    # ELF e_machine (offset 18) is 0xb7 for aarch64.
+    [ "$(od -An -tx1 -j18 -N1 "{{arm64_ort}}" | tr -d ' ')" = b7 ] || { echo "{{arm64_ort}} is not an aarch64 library" >&2; exit 1; }
+
+# Cross-compile the host for aarch64: target/aarch64/aarch64-unknown-linux-gnu/release/nnhost.
+build-arm64: arm64-setup guests models
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+    CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+    CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++ \
+    AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar \
+        cargo build --release --target {{arm64_target}} --target-dir {{arm64_target_dir}} -p nnhost
+
+# Run the aarch64 host under qemu-user and compare its embeddings with the x86-64 host's.
+test-arm64: build-arm64 build
+    NNHOST_ARM64={{arm64_host}} NNHOST_X86={{host}} ARM64_ORT={{arm64_ort}} {{python}} tests/arm64/smoke.py
+
+# --- Hardening: load, soak, scale-out (docs/RELIABILITY.md) ---
+
+# Load test: N mixed requests at C connections against a server it starts; writes tests/out/load.json.
+# e.g. `just load -n 2000 -c 64`, or `just load --url http://127.0.0.1:8080`.
+load *ARGS: models build
+    {{python}} tests/load/load_test.py {{ARGS}}
+
+# Soak test: the load mix for MINUTES minutes, RSS every minute; writes tests/out/soak.json.
+soak MINUTES="30" *ARGS: models build
+    {{python}} tests/load/load_test.py --soak-minutes {{MINUTES}} {{ARGS}}
+
+# Install Debian's nginx (if missing) for tests/test_scale_out.py.
+scale-out-setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x /usr/sbin/nginx ]; then
+        echo "==> installing Debian's nginx-light for the scale-out test"
+        sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx-light \
+            || DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx
+    fi

@@ -103,7 +103,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let tenants = Arc::new(Tenants::load(&config.tenants, sandbox.clone(), registry.clone())?);
         let admin_token = admin_token(&config.admin)?;
         let listen = config.server.listen;
-        let state = Arc::new(AppState { config, registry, sandbox, tenants, admin_token, started: std::time::Instant::now() });
+        let state = Arc::new(AppState { config, registry, tenants, admin_token, started: std::time::Instant::now() });
         server::serve(state, listen).await.context("serving")
     })
 }

@@ -48,17 +48,6 @@ impl InferenceError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, message)
     }
-
-    /// HTTP status for the endpoints the host answers itself.
-    pub fn http_status(&self) -> u16 {
-        match self.code {
-            ErrorCode::InvalidArgument | ErrorCode::ContextLengthExceeded | ErrorCode::Unsupported => 400,
-            ErrorCode::NotFound => 404,
-            ErrorCode::ResourceExhausted => 429,
-            ErrorCode::Busy => 503,
-            ErrorCode::Backend | ErrorCode::Internal => 500,
-        }
-    }
 }
 
 impl From<crate::providers::ProviderError> for InferenceError {

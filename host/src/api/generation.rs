@@ -37,7 +37,6 @@ fn end_to_wit(end: generate::GenerationEnd) -> GenerationEnd {
         finish_reason: match end.finish_reason {
             generate::FinishReason::Stop => FinishReason::Stop,
             generate::FinishReason::Length => FinishReason::Length,
-            generate::FinishReason::Cancelled => FinishReason::Cancelled,
             generate::FinishReason::Error => FinishReason::Error,
         },
         usage: Usage { prompt_tokens: end.prompt_tokens as u32, completion_tokens: end.completion_tokens as u32 },

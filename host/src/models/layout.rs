@@ -17,8 +17,6 @@ pub struct SentenceTransformerFolder {
     pub normalize: bool,
     pub max_seq_length: usize,
     pub dimensions: Option<usize>,
-    /// sha256 of each file as recorded by `models/prepare.py` (absent for HF folders).
-    pub checksums: Vec<(String, String)>,
 }
 
 #[derive(Deserialize, Default)]
@@ -54,11 +52,6 @@ struct ModelConfigJson {
     hidden_size: Option<usize>,
 }
 
-#[derive(Deserialize, Default)]
-struct NnhostManifest {
-    #[serde(default)]
-    files: std::collections::BTreeMap<String, String>,
-}
 
 fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<Option<T>> {
     match std::fs::read(path) {
@@ -114,7 +107,6 @@ impl SentenceTransformerFolder {
             .or(model_config.max_position_embeddings)
             .unwrap_or(512);
         let dimensions = pooling_config.word_embedding_dimension.or(model_config.hidden_size);
-        let manifest: NnhostManifest = read_json(&dir.join("nnhost.json"))?.unwrap_or_default();
 
         Ok(Self {
             onnx,
@@ -123,7 +115,6 @@ impl SentenceTransformerFolder {
             normalize,
             max_seq_length,
             dimensions,
-            checksums: manifest.files.into_iter().collect(),
         })
     }
 }

@@ -23,7 +23,6 @@ pub enum ModelKind {
     Embedding,
     Chat,
     Completion,
-    RawGraph,
 }
 
 impl ModelKind {
@@ -32,7 +31,6 @@ impl ModelKind {
             ModelKind::Embedding => "embedding",
             ModelKind::Chat => "chat",
             ModelKind::Completion => "completion",
-            ModelKind::RawGraph => "raw-graph",
         }
     }
 }

@@ -1,4 +1,3 @@
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,19 +57,8 @@ impl Sandbox {
         Ok(Arc::new(Self { engine, linker, cache }))
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// Compiles (or loads the cached compilation of) a component and checks it can
     /// serve as a router: every import satisfiable, `wasi:http/incoming-handler` exported.
-    pub fn prepare_file(&self, path: &Path) -> Result<ProxyPre<GuestState>> {
-        let bytes = std::fs::read(path).with_context(|| {
-            format!("reading guest component {} (run `just guests` to build it)", path.display())
-        })?;
-        self.prepare_bytes(&bytes).with_context(|| format!("guest component {}", path.display()))
-    }
-
     pub fn prepare_bytes(&self, bytes: &[u8]) -> Result<ProxyPre<GuestState>> {
         let component: Component = self.cache.load(&self.engine, bytes)?;
         let pre = self

@@ -16,13 +16,11 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::models::Registry;
-use crate::sandbox::Sandbox;
 use crate::tenants::Tenants;
 
 pub struct AppState {
     pub config: Config,
     pub registry: Arc<Registry>,
-    pub sandbox: Arc<Sandbox>,
     pub tenants: Arc<Tenants>,
     /// sha256 of the admin token; None disables the admin API.
     pub admin_token: Option<crate::tenants::keys::KeyHash>,

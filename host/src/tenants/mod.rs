@@ -200,10 +200,6 @@ impl Tenants {
         self.tenants.read().values().cloned().collect()
     }
 
-    pub fn names(&self) -> Vec<String> {
-        self.tenants.read().keys().cloned().collect()
-    }
-
     /// The tenant a request belongs to: the one whose key it carries, or without a
     /// key the public tenant. Every key is compared, whatever matches first.
     pub fn authenticate(&self, key: Option<&str>, path: &str) -> Result<Arc<Tenant>, AuthError> {

@@ -24,7 +24,6 @@ pub struct GenerateRequest {
 pub enum FinishReason {
     Stop,
     Length,
-    Cancelled,
     Error,
 }
 
