@@ -61,7 +61,7 @@ browser-setup:
     cd tests/browser && npm ci --no-audit --no-fund
 
 # Run every test: host and guest unit tests, model preparation checks, end-to-end HTTP and browser tests.
-test: models build browser-setup
+test: models build browser-setup scale-out-setup
     cargo test --release --workspace
     cd guests && cargo test --release
     {{python}} -m pytest -q models/tests
@@ -140,8 +140,7 @@ test-arm64: build-arm64 build
 
 # --- Hardening: load, soak, scale-out (docs/RELIABILITY.md) ---
 
-# Load test: N mixed requests at C connections against a server it starts; writes tests/out/load.json.
-# e.g. `just load -n 2000 -c 64`, or `just load --url http://127.0.0.1:8080`.
+# Load test (e.g. `just load -n 2000 -c 64`, `just load --url URL`): mixed requests; writes tests/out/load.json.
 load *ARGS: models build
     {{python}} tests/load/load_test.py {{ARGS}}
 

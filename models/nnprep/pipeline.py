@@ -14,20 +14,57 @@ from .checksums import read_nnhost, verify_folder
 from .errors import PrepError
 from .fetch import fetch_source, require_files
 from .layout import ONNX_PATH, publish, staging_dir, write_embedding_files, write_nnhost
-from .manifest import Manifest
+from .manifest import DECODER_KINDS, Manifest
 
 
-def _convert_bert(src: Path, dst: Path, log) -> dict:
+def _convert_bert(manifest: Manifest, src: Path, dst: Path, log) -> dict:
     from . import bert
 
     require_files(src, ("model.safetensors", "config.json", "tokenizer.json"))
     return bert.convert(src, dst / ONNX_PATH, log)
 
 
-# converter name -> (kind it produces, function(source folder, staging folder, log) -> facts).
-# New converters (e.g. "gguf" for decoders) register here.
-CONVERTERS: dict[str, tuple[str, Callable[[Path, Path, Callable], dict]]] = {
-    "bert": ("embedding", _convert_bert),
+def _layout_bert(manifest: Manifest, src: Path, dst: Path, facts: dict, log) -> dict:
+    write_embedding_files(src, dst, manifest.embedding, facts["dimensions"])
+    return facts
+
+
+def _verify_bert(manifest: Manifest, dst: Path, facts: dict, log) -> None:
+    from .verify import verify_embedding
+
+    verify_embedding(dst, manifest, facts["dimensions"], log=log)
+
+
+def _convert_gguf(manifest: Manifest, src: Path, dst: Path, log) -> dict:
+    from . import gguf_convert
+
+    return gguf_convert.convert(manifest, src, dst, log)
+
+
+def _layout_gguf(manifest: Manifest, src: Path, dst: Path, facts: dict, log) -> dict:
+    from . import gguf_convert
+
+    return {**facts, **gguf_convert.write_decoder_files(manifest, dst, facts)}
+
+
+def _verify_gguf(manifest: Manifest, dst: Path, facts: dict, log) -> None:
+    from .verify_decoder import verify_decoder
+
+    verify_decoder(dst, manifest, facts, log=log)
+
+
+@dataclasses.dataclass(frozen=True)
+class Converter:
+    kinds: tuple[str, ...]   # manifest kinds it produces
+    convert: Callable        # (manifest, source folder, staging folder, log) -> facts
+    layout: Callable         # (manifest, source folder, staging folder, facts, log) -> facts
+    verify: Callable         # (manifest, staging folder, facts, log) -> None; raises PrepError
+
+
+# converter name -> Converter
+CONVERTERS: dict[str, Converter] = {
+    "bert": Converter(("embedding",), _convert_bert, _layout_bert, _verify_bert),
+    "gguf": Converter(DECODER_KINDS, _convert_gguf, _layout_gguf, _verify_gguf),
 }
 
 
@@ -40,6 +77,9 @@ def recipe(manifest: Manifest) -> str:
         "source": manifest.source.as_json(),
         "embedding": dataclasses.asdict(manifest.embedding) if manifest.embedding else None,
     }
+    if manifest.decoder is not None:   # (absent for embeddings, so their recipes did not change)
+        data["decoder"] = dataclasses.asdict(manifest.decoder)
+        data["generate"] = [dataclasses.asdict(c) for c in manifest.generate_checks]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -69,9 +109,10 @@ def prepare(manifest: Manifest, out: Path, cache: Path, *, force: bool = False,
             log(f"rebuilding: {why}")
     if manifest.converter not in CONVERTERS:
         raise PrepError(f"{manifest.name}: unknown converter '{manifest.converter}' (known: {', '.join(CONVERTERS)})")
-    kind, convert = CONVERTERS[manifest.converter]
-    if kind != manifest.kind:
-        raise PrepError(f"{manifest.name}: converter '{manifest.converter}' produces '{kind}', manifest says '{manifest.kind}'")
+    conv = CONVERTERS[manifest.converter]
+    if manifest.kind not in conv.kinds:
+        raise PrepError(f"{manifest.name}: converter '{manifest.converter}' produces {'/'.join(conv.kinds)}, "
+                        f"manifest says '{manifest.kind}'")
 
     t0 = time.monotonic()
     log(f"[1/4] fetch {manifest.source.describe()}")
@@ -80,13 +121,11 @@ def prepare(manifest: Manifest, out: Path, cache: Path, *, force: bool = False,
     tmp = staging_dir(out, manifest.name)
     try:
         log(f"[2/4] convert ({manifest.converter})")
-        facts = convert(src, tmp, _indent(log))
+        facts = conv.convert(manifest, src, tmp, _indent(log))
         log("[3/4] write layout")
-        write_embedding_files(src, tmp, manifest.embedding, facts["dimensions"])
+        facts = conv.layout(manifest, src, tmp, facts, _indent(log))
         log("[4/4] verify")
-        from .verify import verify_embedding
-
-        verify_embedding(tmp, manifest, facts["dimensions"], log=_indent(log))
+        conv.verify(manifest, tmp, facts, _indent(log))
         meta = write_nnhost(tmp, manifest, source_info, facts, recipe(manifest))
         publish(tmp, out / manifest.name)
     except BaseException:

@@ -132,11 +132,11 @@ def test_second_run_is_cached_and_rewrites_nothing(prepared_dir):
 def test_check_detects_modified_copy(prepared_dir, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(prepared_dir, out / prepared_dir.name)
-    assert _prepare("--check", "--out", str(out)).returncode == 0
+    assert _prepare("--check", "--only", prepared_dir.name, "--out", str(out)).returncode == 0
     cfg = out / prepared_dir.name / "config.json"
     cfg.write_text(cfg.read_text().replace("384", "385", 1))
     assert verify_folder(out / prepared_dir.name) == ["config.json checksum mismatch"]
-    p = _prepare("--check", "--out", str(out))
+    p = _prepare("--check", "--only", prepared_dir.name, "--out", str(out))
     assert p.returncode == 1 and "config.json checksum mismatch" in p.stdout
 
 

@@ -166,7 +166,12 @@ impl Provider for CpuProvider {
             .collect::<ort::Result<Vec<_>>>()
             .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
         let mut session = self.session.lock();
-        let outputs = session.run(values).map_err(|e| ProviderError::Backend(e.to_string()))?;
+        // ORT reports inputs the graph cannot take (e.g. a token id beyond the
+        // vocabulary) as INVALID_ARGUMENT: the caller's fault, not the backend's.
+        let outputs = session.run(values).map_err(|e| match e.code() {
+            ort::ErrorCode::InvalidArgument => ProviderError::InvalidInput(e.to_string()),
+            _ => ProviderError::Backend(e.to_string()),
+        })?;
         outputs.iter().map(|(name, value)| Ok((name.to_string(), from_ort(name, &value)?))).collect()
     }
 }

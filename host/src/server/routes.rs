@@ -81,7 +81,14 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
         return (name, r);
     };
     let limit = tenant.settings.limits.max_body_bytes.unwrap_or(usize::MAX).min(state.config.server.max_body_bytes);
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    if parts.uri.authority().is_none() && !parts.headers.contains_key(hyper::header::HOST) {
+        // HTTP/1.1 requires Host; HTTP/1.0 clients may omit it (the guest needs an authority).
+        if parts.version == http::Version::HTTP_11 {
+            return (name, responses::error(400, "the request has no Host header", None, Some("missing_host")));
+        }
+        parts.headers.insert(hyper::header::HOST, http::HeaderValue::from_static("localhost"));
+    }
     let body = match read_body(limit, &parts, body).await {
         Ok(body) => body,
         Err(response) => return (name, response),

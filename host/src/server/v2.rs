@@ -107,8 +107,9 @@ async fn infer(model: Arc<LoadedModel>, headers: &hyper::HeaderMap, body: Bytes)
     let provider_name = provider.name().to_string();
     let outputs = match tokio::task::spawn_blocking(move || provider.run(inputs)).await {
         Ok(Ok(outputs)) => outputs,
-        Ok(Err(crate::providers::ProviderError::InvalidInput(e))) => return error(400, e),
-        Ok(Err(e)) => return error(500, e.to_string()),
+        // As Triton does: a request the graph cannot run (out-of-range ids, more
+        // positions than the model has, inconsistent shapes) is the client's 400.
+        Ok(Err(e)) => return error(400, format!("inference failed: {e}")),
         Err(e) => return error(500, format!("inference worker failed: {e}")),
     };
     let wanted: Option<Vec<(String, bool)>> = request.outputs.as_ref().map(|outs| {

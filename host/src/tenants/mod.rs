@@ -200,29 +200,35 @@ impl Tenants {
         self.tenants.read().values().cloned().collect()
     }
 
-    /// The tenant a request belongs to: the one whose key it carries, or without a
-    /// key the public tenant. Every key is compared, whatever matches first.
+    /// The tenant a request belongs to: the one whose key it carries; otherwise the
+    /// public tenant for the path. OpenAI clients always send some key (`api_key` is
+    /// mandatory in the SDKs), so on a host with a public tenant an unknown key is
+    /// served as public; without one it is a 401. Every key is compared.
     pub fn authenticate(&self, key: Option<&str>, path: &str) -> Result<Arc<Tenant>, AuthError> {
         let tenants = self.tenants.read();
-        match key {
-            Some(key) => {
-                let digest = keys::hash(key);
-                let mut found = None;
-                for tenant in tenants.values() {
-                    for candidate in &tenant.key_hashes {
-                        if keys::constant_time_eq(candidate, &digest) && found.is_none() {
-                            found = Some(tenant.clone());
-                        }
+        if let Some(key) = key {
+            let digest = keys::hash(key);
+            let mut found = None;
+            for tenant in tenants.values() {
+                for candidate in &tenant.key_hashes {
+                    if keys::constant_time_eq(candidate, &digest) && found.is_none() {
+                        found = Some(tenant.clone());
                     }
                 }
-                found.ok_or(AuthError::Invalid)
             }
-            None => tenants
-                .values()
-                .filter(|t| t.public && prefix_matches(&t.settings.path_prefix, path))
-                .max_by_key(|t| t.settings.path_prefix.len())
-                .cloned()
-                .ok_or(AuthError::Missing),
+            if let Some(tenant) = found {
+                return Ok(tenant);
+            }
+        }
+        let public = tenants
+            .values()
+            .filter(|t| t.public && prefix_matches(&t.settings.path_prefix, path))
+            .max_by_key(|t| t.settings.path_prefix.len())
+            .cloned();
+        match (public, key) {
+            (Some(tenant), _) => Ok(tenant),
+            (None, Some(_)) => Err(AuthError::Invalid),
+            (None, None) => Err(AuthError::Missing),
         }
     }
 }

@@ -1,0 +1,154 @@
+"""Check a freshly converted decoder folder with onnxruntime (ORT_ENABLE_ALL) before it is published.
+
+I/O contract of both variants; KV cache (prefill n-1 + one cached step == full prefill); left
+padding does not change real tokens; int4 logits close to fp32; the manifest's greedy generation
+checks ([[verify.generate]]) with the int4 graph and, for chat checks, the folder's chat template
+(rendered with minijinja, the engine the host uses).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .decoder import INPUTS, past_names, present_names
+from .errors import PrepError
+from .gguf_convert import FP32_PATH, INT4_PATH
+from .manifest import Manifest
+
+CACHE_TOLERANCE = 1e-4     # relative to max |logit|
+PAD_TOLERANCE = 1e-4
+INT4_MIN_COSINE = 0.8   # a guard against a broken graph; measured values are ~0.92-0.99 (see quantize.py)
+SMOKE = "The quick brown fox jumps over the lazy dog because"
+
+
+def session(path: Path, threads: int = 0):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+class Decoder:
+    """A decoder session plus the shapes needed to feed it (used by verify and the tests)."""
+
+    def __init__(self, folder: Path, variant: str = INT4_PATH, threads: int = 0):
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        self.layers, self.kv_heads, self.head_dim = cfg["num_hidden_layers"], cfg["num_key_value_heads"], cfg["head_dim"]
+        self.vocab = cfg["vocab_size"]
+        self.sess = session(folder / variant, threads)
+        self.outputs = [o.name for o in self.sess.get_outputs()]
+
+    def empty_past(self, batch: int = 1) -> dict[str, np.ndarray]:
+        return {n: np.zeros((batch, self.kv_heads, 0, self.head_dim), np.float32) for n in past_names(self.layers)}
+
+    def run(self, ids, mask=None, positions=None, past=None):
+        """(last-position logits [B, vocab], present as the next call's past)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.ndim == 1:
+            ids = ids[None]
+        past = past if past is not None else self.empty_past(ids.shape[0])
+        plen = next(iter(past.values())).shape[2]
+        if mask is None:
+            mask = np.ones((ids.shape[0], plen + ids.shape[1]), np.int64)
+        mask = np.asarray(mask, dtype=np.int64)
+        if positions is None:
+            # position = number of real tokens before it (left padding gets position 0..)
+            positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)[:, plen:]
+        feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": np.asarray(positions, np.int64), **past}
+        out = self.sess.run(None, feeds)
+        present = {n.replace("present.", "past_key_values."): v for n, v in zip(self.outputs[1:], out[1:])}
+        return out[0][:, -1, :], present
+
+    def greedy(self, ids: list[int], max_new: int, stop_ids=()) -> list[int]:
+        logits, past = self.run(ids)
+        out: list[int] = []
+        total = len(ids)
+        while True:
+            nxt = int(np.argmax(logits[0]))
+            out.append(nxt)
+            if nxt in stop_ids or len(out) >= max_new:
+                return out
+            logits, past = self.run([nxt], positions=[[total]], past=past)
+            total += 1
+
+
+def check_io(dec: Decoder, name: str) -> None:
+    ins = dec.sess.get_inputs()
+    want = list(INPUTS) + past_names(dec.layers)
+    if [i.name for i in ins] != want:
+        raise PrepError(f"{name}: inputs {[i.name for i in ins][:5]}..., expected {want[:5]}...")
+    if dec.outputs != ["logits"] + present_names(dec.layers):
+        raise PrepError(f"{name}: outputs {dec.outputs[:3]}..., expected logits, present.N.key/value")
+    kv = ins[3]
+    if kv.type != "tensor(float)" or kv.shape[1] != dec.kv_heads or kv.shape[3] != dec.head_dim:
+        raise PrepError(f"{name}: {kv.name} is {kv.type} {kv.shape}")
+
+
+def render_chat(template: str, messages: list[dict], bos_token: str | None, eos_token: str | None) -> str:
+    import minijinja
+
+    def raise_exception(msg):
+        raise PrepError(f"chat template: {msg}")
+
+    env = minijinja.Environment()
+    env.pycompat = False   # the templates must not rely on Python string/dict methods
+    env.add_function("raise_exception", raise_exception)
+    return env.render_str(template, messages=messages, add_generation_prompt=True,
+                          bos_token=bos_token or "", eos_token=eos_token or "")
+
+
+def verify_decoder(folder: Path, manifest: Manifest, layout: dict, log=print) -> dict:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    fp32, int4 = Decoder(folder, FP32_PATH), Decoder(folder, INT4_PATH)
+    check_io(fp32, FP32_PATH)
+    check_io(int4, INT4_PATH)
+    ids = tok.encode(SMOKE).ids
+
+    full, _ = fp32.run(ids)
+    head, past = fp32.run(ids[:-1])
+    step, _ = fp32.run(ids[-1:], positions=[[len(ids) - 1]], past=past)
+    scale = float(np.abs(full).max())
+    cache_diff = float(np.abs(step - full).max()) / scale
+    if not np.isfinite(full).all() or cache_diff > CACHE_TOLERANCE:
+        raise PrepError(f"KV cache: cached decode step differs from full prefill by {cache_diff:.2e} (relative)")
+
+    pad = 5
+    padded, _ = fp32.run([0] * pad + ids, mask=[[0] * pad + [1] * len(ids)])
+    pad_diff = float(np.abs(padded - full).max()) / scale
+    if pad_diff > PAD_TOLERANCE:
+        raise PrepError(f"left padding changes the logits by {pad_diff:.2e} (relative)")
+    log(f"onnxruntime (ORT_ENABLE_ALL): I/O ok, KV cache diff {cache_diff:.1e}, left padding diff {pad_diff:.1e}")
+
+    q, _ = int4.run(ids)
+    cos = float(np.dot(q[0], full[0]) / (np.linalg.norm(q[0]) * np.linalg.norm(full[0])))
+    if cos < INT4_MIN_COSINE:
+        raise PrepError(f"int4 logits have cosine {cos:.4f} with fp32 (< {INT4_MIN_COSINE})")
+    log(f"int4 vs fp32 logits cosine {cos:.4f}")
+
+    cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    stop_ids = set(layout["stop_token_ids"])
+    results = []
+    for c in manifest.generate_checks:
+        if c.chat:
+            if "chat_template" not in cfg:
+                raise PrepError(f"generate check {c.prompt!r} wants a chat template; the folder has none")
+            text = render_chat(cfg["chat_template"], [{"role": "user", "content": c.prompt}],
+                               cfg.get("bos_token"), cfg.get("eos_token"))
+            prompt = tok.encode(text, add_special_tokens=False).ids
+        else:
+            prompt = tok.encode(c.prompt).ids
+        out = int4.greedy(prompt, c.max_new_tokens, stop_ids)
+        answer = tok.decode(out, skip_special_tokens=True)
+        results.append(answer)
+        if c.expect not in answer:
+            raise PrepError(f"greedy int4 answer to {c.prompt!r} lacks {c.expect!r}: {answer!r}")
+        log(f"generate ok: {c.prompt!r} -> {answer.strip()[:60]!r}")
+    return {"kv_cache_diff": cache_diff, "padding_diff": pad_diff, "int4_cosine": cos, "answers": results}
