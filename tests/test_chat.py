@@ -108,7 +108,13 @@ def test_gemma_base_model_completes(server):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["object"] == "text_completion"
-    assert "Paris" in body["choices"][0]["text"], body
+    # A base model: greedy continues on topic (" the capital of the country ..."), and
+    # a few-shot prompt gets the fact itself.
+    text = body["choices"][0]["text"]
+    assert any(w in text for w in ("Paris", "France", "capital", "city", "country")), text
+    few_shot = "Q: What is the capital of Germany?\nA: Berlin\nQ: What is the capital of France?\nA:"
+    r = server.post("/v1/completions", {"model": BASE, "prompt": few_shot, "max_tokens": 3, "temperature": 0})
+    assert r.json()["choices"][0]["text"].strip().startswith("Paris"), r.json()
     models = {m["id"]: m for m in server.get("/v1/models").json()["data"]}
     assert models[BASE]["nnhost"]["kind"] == "completion"
     assert models[BASE]["nnhost"]["metadata"]["base_model"] == "true"
