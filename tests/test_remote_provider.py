@@ -176,3 +176,25 @@ def test_a_hanging_remote_times_out_and_falls_back(tmp_path):
     finally:
         b.stop()
         listener.close()
+
+
+def test_adaptive_policy_learns_and_reports_its_choice(tmp_path):
+    port_a = free_port()
+    a = start_a(tmp_path / "a", port_a)
+    text = B_CONFIG.format(model=MODEL, minilm=MINILM, router=ROUTER_WASM, remote_port=port_a, timeout_ms=3000)
+    text = text.replace('policy = "threshold"', 'policy = "adaptive"\nexplore = 0.5')
+    b = Server(text, tmp_path / "b", env={"NNHOST_TEST_REMOTE_TOKEN": "s3cret"})
+    try:
+        providers = set()
+        for _ in range(12):
+            providers.add(post(b, FIVE)[0])
+        assert "azure" in providers and any(p.startswith("cpu-") for p in providers), providers
+        routing = b.get("/status").json()["models"][0]["routing"]
+        assert routing["policy"] == "adaptive"
+        choice = routing["adaptive_choice"]
+        assert choice and all(c["choice"] in ("local", "remote") for c in choice), choice
+        bucket = next(c for c in choice if c["batch_size_from"] <= 5)
+        assert bucket["local_ms_per_input"] is not None and bucket["remote_ms_per_input"] is not None
+    finally:
+        a.stop()
+        b.stop()
