@@ -60,6 +60,7 @@ def test_streaming_yields_the_identical_text(server, answer):
         "model": CHAT, "messages": QUESTION, "temperature": 0, "stream": True,
         "stream_options": {"include_usage": True}})
     assert r.status_code == 200
+    assert r.headers["x-nnhost-provider"].startswith("cpu-")
     events = sse_events(r)
     assert events[-1] == "[DONE]"
     chunks = [e for e in events[:-1]]

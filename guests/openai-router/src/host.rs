@@ -12,6 +12,8 @@ pub use types::{Error as HostError, ErrorCode};
 /// after `Event::Done` it keeps returning `Done`. Dropping it cancels the generation.
 pub trait GenerationStream {
     fn next(&mut self) -> Event;
+    /// The provider running the generation, e.g. `cpu-x86_64`.
+    fn provider(&self) -> String;
 }
 
 /// What the routes need from the host.
@@ -45,6 +47,10 @@ pub struct WitHost;
 impl GenerationStream for generation::GenerationStream {
     fn next(&mut self) -> Event {
         generation::GenerationStream::next(self)
+    }
+
+    fn provider(&self) -> String {
+        generation::GenerationStream::provider(self)
     }
 }
 

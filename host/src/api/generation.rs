@@ -12,6 +12,7 @@ use crate::scheduler::generate::{self, GenEvent, GenerateRequest, SamplingParams
 /// the worker notices before its next step: the generation stops.
 pub struct GenerationStream {
     model: String,
+    provider: String,
     events: UnboundedReceiver<GenEvent>,
     end: Option<GenerationEnd>,
 }
@@ -72,7 +73,7 @@ impl ApiState {
         let events = decoder.generate(prompt, options.max_tokens.map(|n| n as usize), move |prompt, max_tokens| {
             GenerateRequest { prompt, max_tokens, sampling, stop }
         })?;
-        Ok(GenerationStream { model: model.to_string(), events, end: None })
+        Ok(GenerationStream { model: model.to_string(), provider: decoder.provider.clone(), events, end: None })
     }
 }
 
@@ -133,6 +134,10 @@ impl HostGenerationStream for ApiState {
             }
         }
         Ok(Event::Chunk(chunk))
+    }
+
+    async fn provider(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&stream)?.provider.clone())
     }
 
     async fn drop(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<()> {

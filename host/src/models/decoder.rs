@@ -26,6 +26,7 @@ pub struct DecoderModel {
     pub base_model: bool,
     add_bos: Option<u32>,
     pub onnx: PathBuf,
+    pub provider: String,
     generator: Generator,
 }
 
@@ -185,14 +186,9 @@ impl DecoderModel {
         };
         let graph = DecoderGraph::load(&onnx, &config.cpu, shape)?;
         let tokenizer = Arc::new(tokenizer);
-        let generator = Generator::start(
-            &config.name,
-            graph,
-            tokenizer.clone(),
-            stop_ids,
-            context_length,
-            crate::providers::cpu::label(),
-        )?;
+        let provider = crate::providers::cpu::label();
+        let generator =
+            Generator::start(&config.name, graph, tokenizer.clone(), stop_ids, context_length, provider.clone())?;
         let base_model = nnhost.base_model || (chat_template.is_none() && nnhost.kind.as_deref() != Some("chat"));
         Ok(Self {
             name: config.name.clone(),
@@ -205,6 +201,7 @@ impl DecoderModel {
             base_model,
             add_bos,
             onnx,
+            provider,
             generator,
         })
     }

@@ -134,6 +134,7 @@ fn chat_stream_exact_body() {
     );
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    assert_eq!(r.header("x-nnhost-provider"), Some("cpu-test"));
     assert_eq!(r.header("cache-control"), Some("no-cache"));
     assert_eq!(r.header("content-length"), None);
     let head = chunk_head(

@@ -44,6 +44,10 @@ struct FakeStream {
 }
 
 impl GenerationStream for FakeStream {
+    fn provider(&self) -> String {
+        "cpu-test".into()
+    }
+
     fn next(&mut self) -> Event {
         self.log.borrow_mut().push("next".into());
         match self.events.pop_front() {

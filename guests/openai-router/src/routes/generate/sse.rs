@@ -30,6 +30,7 @@ pub fn response(
         headers: vec![
             ("content-type".into(), "text/event-stream".into()),
             ("cache-control".into(), "no-cache".into()),
+            ("x-nnhost-provider".into(), stream.provider()),
         ],
         body: Box::new(SseBody {
             flavor,
