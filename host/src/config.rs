@@ -310,7 +310,7 @@ pub struct SandboxConfig {
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        Self { cache_dir: PathBuf::from(".cache/components"), max_instances: 1000, max_component_bytes: 64 * 1024 * 1024 }
+        Self { cache_dir: PathBuf::from(".cache/components"), max_instances: 256, max_component_bytes: 64 * 1024 * 1024 }
     }
 }
 
