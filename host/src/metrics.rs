@@ -21,6 +21,7 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub generations: IntCounterVec,
     pub guest_failures: IntCounterVec,
+    pub guest_instantiate: HistogramVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -58,6 +59,7 @@ pub fn metrics() -> &'static Metrics {
             tokens: counter(&r, "tokens_total", "Tokens processed by tenant, model and kind (prompt or completion)", &["tenant", "model", "kind"]),
             generations: counter(&r, "generations_total", "Finished generations by model and finish reason", &["model", "finish_reason"]),
             guest_failures: counter(&r, "guest_failures_total", "Guest requests that ended without a response, by tenant and reason", &["tenant", "reason"]),
+            guest_instantiate: histogram(&r, "guest_instantiate_seconds", "Instantiating a tenant's guest in its fresh store, per request", &["tenant"], exponential_buckets(0.00001, 2.0, 16).expect("buckets")),
             registry: r,
         }
     })

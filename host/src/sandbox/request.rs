@@ -75,6 +75,7 @@ pub async fn handle(
     guard: impl Send + 'static,
 ) -> Result<hyper::Response<HyperOutgoingBody>, GuestFailure> {
     let pre = pre.clone();
+    let tenant = state.api.access.tenant.clone();
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|s| &mut s.limits);
     let budget = limits.cpu_ticks();
@@ -113,7 +114,12 @@ pub async fn handle(
     let task = tokio::spawn(async move {
         let _guard = guard;
         let run = async {
+            let started = std::time::Instant::now();
             let proxy = pre.instantiate_async(&mut store).await.map_err(|e| (true, e))?;
+            crate::metrics::metrics()
+                .guest_instantiate
+                .with_label_values(&[&tenant])
+                .observe(started.elapsed().as_secs_f64());
             proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await.map_err(|e| (false, e))
         };
         match tokio::time::timeout(timeout, run).await {
