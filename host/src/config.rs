@@ -157,8 +157,11 @@ fn default_max_inputs() -> usize {
 }
 
 /// Every ONNX Runtime session option the seed tuned. The defaults are the ones that
-/// measured fastest on two cores (sequential execution with intra-op threads = cores);
-/// the seed's parallel mode with two inter-op threads halves throughput there.
+/// measured fastest on two cores (docs/BENCHMARKS.md): sequential execution with
+/// intra-op threads = cores (the seed's parallel mode with two inter-op threads runs
+/// at 0.4-0.7× of that), and no spinning: ORT's spinning workers compete with the
+/// HTTP and guest threads for the same cores, and with one core busy elsewhere
+/// spinning halved throughput (batch 1: 186 vs 373 texts/s; batch 32: 663 vs 1191).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CpuOptions {
@@ -170,8 +173,8 @@ pub struct CpuOptions {
     pub inter_op_threads: usize,
     pub memory_arena: bool,
     pub memory_pattern: bool,
-    /// Let idle ORT worker threads spin. Costs CPU that the HTTP path and the guests
-    /// need on small machines; see docs/BENCHMARKS.md.
+    /// Let idle ORT worker threads spin-wait for work. Off by default: the spinning
+    /// costs CPU that the HTTP path and the guests need on small machines.
     pub spinning: bool,
 }
 
@@ -184,7 +187,7 @@ impl Default for CpuOptions {
             inter_op_threads: 1,
             memory_arena: true,
             memory_pattern: true,
-            spinning: true,
+            spinning: false,
         }
     }
 }
