@@ -70,6 +70,7 @@ test: models build browser-setup scale-out-setup
 # Benchmarks; writes docs/BENCHMARKS.md.
 bench: models build
     {{python}} tests/bench/run.py --out docs/BENCHMARKS.md
+    {{python}} tests/bench/chat.py --out docs/BENCHMARKS.md
 
 # Check formatting and lints.
 lint:
@@ -159,3 +160,47 @@ scale-out-setup:
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx-light \
             || DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx
     fi
+
+# --- Fuzzing (cargo-fuzz; not part of `just test`) ---
+
+# Fuzz request parsing, chat templates and tensor decoding for SECONDS per target; crashes go to tests/out/fuzz/.
+fuzz SECONDS="60":
+    #!/usr/bin/env bash
+    set -uo pipefail
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        echo "==> installing cargo-fuzz"
+        cargo install cargo-fuzz --locked || exit 1
+    fi
+    # libFuzzer builds need -Z flags (sanitizer, coverage); stable rustc takes them with RUSTC_BOOTSTRAP=1.
+    export RUSTC_BOOTSTRAP=1
+    out="$PWD/tests/out/fuzz"
+    mkdir -p "$out"
+    failed=()
+    # fuzz CRATE_DIR TARGET [libFuzzer flags...]: corpus in CRATE_DIR/fuzz/corpus, committed seeds in fuzz/seeds.
+    fuzz() {
+        local dir=$1 target=$2; shift 2
+        local dirs=("fuzz/corpus/$target")
+        mkdir -p "$dir/fuzz/corpus/$target"
+        [ -d "$dir/fuzz/seeds/$target" ] && dirs+=("fuzz/seeds/$target")
+        echo "==> fuzzing $target ($dir) for {{SECONDS}} s"
+        (cd "$dir" && cargo fuzz run "$target" "${dirs[@]}" -- \
+            -max_total_time={{SECONDS}} -timeout=10 -max_len=4096 -print_final_stats=1 "$@") > "$out/$target.log" 2>&1
+        local rc=$?
+        grep -E '^(Done [0-9]+ runs|stat::(number_of_executed_units|new_units_added|peak_rss_mb))' "$out/$target.log" | sed 's/^/    /'
+        if [ $rc -ne 0 ]; then
+            mkdir -p "$out/$target"
+            cp "$dir/fuzz/artifacts/$target"/* "$out/$target/" 2>/dev/null
+            echo "    FAILED (exit $rc): log $out/$target.log, inputs in $out/$target/"
+            grep -E "^(thread '|==[0-9]+==ERROR|SUMMARY)" "$out/$target.log" | head -5 | sed 's/^/    /'
+            failed+=("$target")
+        fi
+    }
+    fuzz guests request_parsing -dict=fuzz/dicts/request.dict
+    fuzz guests chat_template -dict=fuzz/dicts/jinja.dict -len_control=0
+    fuzz host tensor_from_le_bytes -len_control=0
+    fuzz host oip_to_tensor -dict=fuzz/dicts/oip.dict
+    if [ ${#failed[@]} -gt 0 ]; then
+        echo "fuzzing found crashes in: ${failed[*]}" >&2
+        exit 1
+    fi
+    echo "no crashes; logs in $out"

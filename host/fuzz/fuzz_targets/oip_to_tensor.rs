@@ -38,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let header_len = usize::from(u16::from_le_bytes([data[0], data[1]]));
     let rest = &data[2..];
-    let (json_part, mut binary) = if header_len <= rest.len() { rest.split_at(header_len) } else { (rest, &[][..]) };
+    let (json_part, mut binary) = if header_len <= rest.len() {
+        rest.split_at(header_len)
+    } else {
+        (rest, &[][..])
+    };
 
     // A single tensor on its own (the remote provider reads outputs this way).
     if let Ok(t) = serde_json::from_slice::<JsonTensor>(json_part) {
@@ -55,7 +59,9 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // A request (the /v2 server's side), binary extension included.
-    let Ok(request) = serde_json::from_slice::<InferRequest>(json_part) else { return };
+    let Ok(request) = serde_json::from_slice::<InferRequest>(json_part) else {
+        return;
+    };
     for input in &request.inputs {
         let tensor = match oip::binary_size(&input.parameters) {
             Some(size) => {

@@ -21,7 +21,15 @@ enum Dim {
     Any(usize),
 }
 
-const DTYPES: [DType; 7] = [DType::F16, DType::BF16, DType::F32, DType::F64, DType::U8, DType::I32, DType::I64];
+const DTYPES: [DType; 7] = [
+    DType::F16,
+    DType::BF16,
+    DType::F32,
+    DType::F64,
+    DType::U8,
+    DType::I32,
+    DType::I64,
+];
 
 fuzz_target!(|input: Input| {
     let shape: Vec<usize> = input
@@ -36,7 +44,10 @@ fuzz_target!(|input: Input| {
     if let Ok(tensor) = Tensor::from_le_bytes(shape.clone(), dtype, &input.bytes) {
         assert_eq!(tensor.dtype(), dtype);
         assert_eq!(tensor.shape, shape);
-        assert_eq!(element_count(&shape).unwrap() * dtype.size(), input.bytes.len());
+        assert_eq!(
+            element_count(&shape).unwrap() * dtype.size(),
+            input.bytes.len()
+        );
         assert_eq!(tensor.data.len() * dtype.size(), input.bytes.len());
         assert_eq!(tensor.to_le_bytes(), input.bytes);
         // `v2_name` round-trips for every dtype a tensor can have.

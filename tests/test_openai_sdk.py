@@ -1,0 +1,223 @@
+"""The official `openai` Python SDK against nnhost: every endpoint the SDK wraps
+(embeddings in float, base64 and shortened, models, chat and completions streamed and
+not) and each error status mapped to the SDK's exception type."""
+from __future__ import annotations
+
+import base64
+import math
+import struct
+import time
+
+import openai
+import pytest
+
+from conftest import MINILM, ROUTER_WASM, SMOLLM, Server
+
+EMBED = "all-MiniLM-L6-v2"
+CHAT = "smollm2-135m-instruct"
+TEXTS = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def sdk(url: str, key: str = "unused") -> openai.OpenAI:
+    # max_retries=0: a 429 or 5xx must surface as the exception, not be retried away.
+    return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return sdk(server.url)
+
+
+def close(a, b, tol=1e-6):
+    assert len(a) == len(b)
+    worst = max(abs(x - y) for x, y in zip(a, b))
+    assert worst <= tol, worst
+
+
+# --- embeddings ---
+
+def test_embeddings_float_and_base64(client):
+    floats = client.embeddings.create(model=EMBED, input=TEXTS, encoding_format="float")
+    assert floats.model == EMBED and floats.object == "list"
+    assert [d.index for d in floats.data] == [0, 1, 2]
+    assert all(len(d.embedding) == 384 for d in floats.data)
+    assert floats.usage.prompt_tokens > 0 and floats.usage.total_tokens == floats.usage.prompt_tokens
+    # Without encoding_format the SDK asks for base64 and decodes it into floats itself.
+    decoded = client.embeddings.create(model=EMBED, input=TEXTS)
+    # With encoding_format="base64" it hands back the string: little-endian float32.
+    raw = client.embeddings.create(model=EMBED, input=TEXTS, encoding_format="base64")
+    for f, d, r in zip(floats.data, decoded.data, raw.data):
+        assert isinstance(d.embedding, list)
+        close(f.embedding, d.embedding)
+        assert isinstance(r.embedding, str)
+        data = base64.b64decode(r.embedding)
+        close(f.embedding, struct.unpack(f"<{len(data) // 4}f", data))
+        assert math.isclose(math.fsum(x * x for x in f.embedding), 1.0, rel_tol=1e-4)
+
+
+def test_embeddings_dimensions(client):
+    full = client.embeddings.create(model=EMBED, input=TEXTS[0], encoding_format="float").data[0].embedding
+    short = client.embeddings.create(model=EMBED, input=TEXTS[0], dimensions=64).data[0].embedding
+    assert len(short) == 64
+    norm = math.sqrt(math.fsum(x * x for x in full[:64]))
+    close(short, [x / norm for x in full[:64]], tol=1e-5)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.embeddings.create(model=EMBED, input=TEXTS[0], dimensions=385)
+    assert e.value.status_code == 400 and e.value.param == "dimensions"
+
+
+def test_embeddings_token_ids(client):
+    by_text = client.embeddings.create(model=EMBED, input="hello world", encoding_format="float")
+    # MiniLM's (BERT's) ids for "hello world"; the host adds [CLS] and [SEP] as it does for text.
+    by_ids = client.embeddings.create(model=EMBED, input=[[7592, 2088]], encoding_format="float")
+    close(by_text.data[0].embedding, by_ids.data[0].embedding, tol=1e-5)
+
+
+# --- models ---
+
+def test_models_list_and_retrieve(client):
+    ids = [m.id for m in client.models.list()]
+    assert EMBED in ids and CHAT in ids
+    model = client.models.retrieve(CHAT)
+    assert model.id == CHAT and model.object == "model" and model.owned_by
+    assert model.model_extra["nnhost"]["kind"] == "chat"
+    assert client.models.retrieve(EMBED).model_extra["nnhost"]["dimensions"] == 384
+    with pytest.raises(openai.NotFoundError) as e:
+        client.models.retrieve("no-such-model")
+    assert e.value.status_code == 404 and e.value.code == "model_not_found"
+
+
+# --- chat and completions (greedy: streamed text must equal the buffered text) ---
+
+def test_chat_streamed_and_not(client):
+    result = client.chat.completions.create(model=CHAT, messages=QUESTION, temperature=0, max_tokens=8)
+    choice = result.choices[0]
+    assert result.object == "chat.completion" and result.model == CHAT and result.id.startswith("chatcmpl-")
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    assert 0 < result.usage.completion_tokens <= 8
+    assert result.usage.total_tokens == result.usage.prompt_tokens + result.usage.completion_tokens
+
+    stream = client.chat.completions.create(model=CHAT, messages=QUESTION, temperature=0, max_tokens=8,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == choice.message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] \
+        == [choice.finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == result.usage.completion_tokens
+
+
+def test_chat_with_raw_response_names_the_provider(client):
+    raw = client.chat.completions.with_raw_response.create(model=CHAT, messages=QUESTION, temperature=0,
+                                                           max_tokens=2)
+    assert raw.headers["x-nnhost-provider"].startswith("cpu-")
+    assert raw.parse().choices[0].message.content
+
+
+def test_completions_streamed_and_not(client):
+    result = client.completions.create(model=CHAT, prompt="Once upon a time", temperature=0, max_tokens=8)
+    choice = result.choices[0]
+    assert result.object == "text_completion" and result.id.startswith("cmpl-")
+    assert choice.text and choice.finish_reason in ("stop", "length")
+    assert 0 < result.usage.completion_tokens <= 8
+
+    stream = client.completions.create(model=CHAT, prompt="Once upon a time", temperature=0, max_tokens=8,
+                                       stream=True)
+    chunks = list(stream)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == choice.text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] \
+        == [choice.finish_reason]
+
+
+# --- errors → exception types ---
+
+def test_400_is_bad_request_error(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=CHAT, messages=QUESTION, temperature=5)
+    assert e.value.status_code == 400 and e.value.param == "temperature"
+    assert e.value.type == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.embeddings.create(model=EMBED, input="")
+    assert e.value.param == "input"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model=CHAT, prompt="x", echo=True)
+    assert e.value.param == "echo" and e.value.code == "unsupported_parameter"
+
+
+def test_404_is_not_found_error(client):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="no-such-model", messages=QUESTION)
+    assert e.value.status_code == 404 and e.value.code == "model_not_found" and e.value.param == "model"
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="no-such-model", input="x")
+
+
+def test_413_is_api_status_error(client):
+    # The fixture's server takes bodies up to 1 MiB; the host answers before any guest runs.
+    with pytest.raises(openai.APIStatusError) as e:
+        client.embeddings.create(model=EMBED, input="word " * 300_000)
+    assert type(e.value) is openai.APIStatusError  # no subclass for 413
+    assert e.value.status_code == 413 and e.value.code == "request_too_large"
+
+
+# A server without a public tenant: one keyed tenant allowed one request at a time.
+KEYED_CONFIG = """
+[[models]]
+name = "{embed}"
+path = "{minilm}"
+
+[[models]]
+name = "{chat}"
+path = "{smollm}"
+
+[[tenants]]
+name = "solo"
+api_keys = ["sk-solo"]
+component = "{router}"
+
+[tenants.limits]
+max_concurrent_requests = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory):
+    work = tmp_path_factory.mktemp("openai-sdk-keyed")
+    srv = Server(KEYED_CONFIG.format(embed=EMBED, chat=CHAT, minilm=MINILM, smollm=SMOLLM, router=ROUTER_WASM), work)
+    yield srv
+    srv.stop()
+
+
+def test_401_is_authentication_error(keyed):
+    for key in ["unused", "sk-wrong"]:
+        with pytest.raises(openai.AuthenticationError) as e:
+            sdk(keyed.url, key).models.list()
+        assert e.value.status_code == 401 and e.value.code == "invalid_api_key"
+    assert EMBED in [m.id for m in sdk(keyed.url, "sk-solo").models.list()]
+
+
+def test_429_is_rate_limit_error(keyed):
+    client = sdk(keyed.url, "sk-solo")
+    # A long streamed generation holds the tenant's only slot while it runs.
+    stream = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "Tell me a long story about a dragon."}],
+        temperature=0, max_tokens=400, stream=True)
+    try:
+        next(iter(stream))  # the request is in flight once the first chunk is here
+        with pytest.raises(openai.RateLimitError) as e:
+            client.embeddings.create(model=EMBED, input="hello")
+        assert e.value.status_code == 429 and e.value.code == "rate_limit_exceeded"
+        assert e.value.response.headers["retry-after"] == "1"
+    finally:
+        stream.close()
+    # Closing the stream ends the request (the generation is cancelled): the slot frees up.
+    deadline = time.time() + 30
+    while True:
+        try:
+            assert client.embeddings.create(model=EMBED, input="hello").data
+            break
+        except openai.RateLimitError:
+            assert time.time() < deadline, "the slot was not released after the stream closed"
+            time.sleep(0.2)
