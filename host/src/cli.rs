@@ -15,7 +15,11 @@ use crate::server::{self, AppState};
 use crate::tenants::Tenants;
 
 #[derive(Parser)]
-#[command(name = "nnhost", version, about = "Sandboxed inference host: WebAssembly guests over ONNX Runtime")]
+#[command(
+    name = "nnhost",
+    version,
+    about = "Sandboxed inference host: WebAssembly guests over ONNX Runtime"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -76,9 +80,12 @@ pub fn run() -> Result<()> {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn,wasmtime=warn,cranelift=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,ort=warn,wasmtime=warn,cranelift=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -95,41 +102,76 @@ fn serve(args: ServeArgs) -> Result<()> {
     let library = ort_env::init(&config.onnxruntime.library)?;
     tracing::info!(library = %library.display(), "ONNX Runtime loaded");
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let registry = Arc::new(Registry::load(&config.models)?);
-        let max_memory = config.tenants.iter().map(|t| t.limits.memory_bytes).max().unwrap_or(0);
+        let max_memory = config
+            .tenants
+            .iter()
+            .map(|t| t.limits.memory_bytes)
+            .max()
+            .unwrap_or(0);
         let sandbox = Sandbox::new(&config.sandbox, max_memory)?;
-        let tenants = Arc::new(Tenants::load(&config.tenants, sandbox.clone(), registry.clone())?);
+        let tenants = Arc::new(Tenants::load(
+            &config.tenants,
+            sandbox.clone(),
+            registry.clone(),
+        )?);
         let admin_token = admin_token(&config.admin)?;
         let listen = config.server.listen;
-        let state = Arc::new(AppState { config, registry, tenants, admin_token, started: std::time::Instant::now() });
+        let state = Arc::new(AppState {
+            config,
+            registry,
+            tenants,
+            admin_token,
+            started: std::time::Instant::now(),
+        });
         server::serve(state, listen).await.context("serving")
     })
 }
 
 /// The admin token's digest: from `admin.token_sha256`, else from the variable it names.
-fn admin_token(config: &crate::config::AdminConfig) -> Result<Option<crate::tenants::keys::KeyHash>> {
+fn admin_token(
+    config: &crate::config::AdminConfig,
+) -> Result<Option<crate::tenants::keys::KeyHash>> {
     use crate::tenants::keys;
     if let Some(digest) = &config.token_sha256 {
-        return keys::parse_hex(digest).map(Some).map_err(anyhow::Error::msg);
+        return keys::parse_hex(digest)
+            .map(Some)
+            .map_err(anyhow::Error::msg);
     }
-    Ok(std::env::var(&config.token_env).ok().filter(|t| !t.is_empty()).map(|t| keys::hash(&t)))
+    Ok(std::env::var(&config.token_env)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(|t| keys::hash(&t)))
 }
 
 fn deploy(args: DeployArgs) -> Result<()> {
     use http_body_util::{BodyExt, Full};
-    let wasm = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let uri = format!("{}/admin/tenants/{}/component", args.url.trim_end_matches('/'), args.tenant);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let wasm =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let uri = format!(
+        "{}/admin/tenants/{}/component",
+        args.url.trim_end_matches('/'),
+        args.tenant
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let (status, body) = runtime.block_on(async {
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(hyper_util::client::legacy::connect::HttpConnector::new());
         let request = hyper::Request::put(&uri)
             .header("authorization", format!("Bearer {}", args.token))
             .header("content-type", "application/wasm")
             .body(Full::new(bytes::Bytes::from(wasm)))?;
-        let response = client.request(request).await.with_context(|| format!("connecting to {uri}"))?;
+        let response = client
+            .request(request)
+            .await
+            .with_context(|| format!("connecting to {uri}"))?;
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         Ok::<_, anyhow::Error>((status, body))

@@ -39,7 +39,10 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { token_env: "NNHOST_ADMIN_TOKEN".into(), token_sha256: None }
+        Self {
+            token_env: "NNHOST_ADMIN_TOKEN".into(),
+            token_sha256: None,
+        }
     }
 }
 
@@ -54,7 +57,11 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".parse().unwrap(), max_body_bytes: 2 * 1024 * 1024, shutdown_grace_ms: 30_000 }
+        Self {
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            max_body_bytes: 2 * 1024 * 1024,
+            shutdown_grace_ms: 30_000,
+        }
     }
 }
 
@@ -148,7 +155,13 @@ pub struct RoutingConfig {
 
 impl Default for RoutingConfig {
     fn default() -> Self {
-        Self { policy: RoutingPolicy::Threshold, threshold: 4, breaker_failures: 2, probe_interval_ms: 1000, explore: 0.1 }
+        Self {
+            policy: RoutingPolicy::Threshold,
+            threshold: 4,
+            breaker_failures: 2,
+            probe_interval_ms: 1000,
+            explore: 0.1,
+        }
     }
 }
 
@@ -223,7 +236,11 @@ pub struct BatchingConfig {
 
 impl Default for BatchingConfig {
     fn default() -> Self {
-        Self { max_batch_tokens: 16_384, max_batch_inputs: 64, max_queued_inputs: 16_384 }
+        Self {
+            max_batch_tokens: 16_384,
+            max_batch_inputs: 64,
+            max_queued_inputs: 16_384,
+        }
     }
 }
 
@@ -313,7 +330,11 @@ pub struct SandboxConfig {
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        Self { cache_dir: PathBuf::from(".cache/components"), max_instances: 256, max_component_bytes: 64 * 1024 * 1024 }
+        Self {
+            cache_dir: PathBuf::from(".cache/components"),
+            max_instances: 256,
+            max_component_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -339,12 +360,24 @@ impl Config {
     fn validate(&self) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
         for model in &self.models {
-            anyhow::ensure!(seen.insert(&model.name), "model {:?} is configured twice", model.name);
-            anyhow::ensure!(model.max_inputs > 0, "model {:?}: max_inputs must be > 0", model.name);
+            anyhow::ensure!(
+                seen.insert(&model.name),
+                "model {:?} is configured twice",
+                model.name
+            );
+            anyhow::ensure!(
+                model.max_inputs > 0,
+                "model {:?}: max_inputs must be > 0",
+                model.name
+            );
         }
         let mut seen = std::collections::HashSet::new();
         for tenant in &self.tenants {
-            anyhow::ensure!(seen.insert(&tenant.name), "tenant {:?} is configured twice", tenant.name);
+            anyhow::ensure!(
+                seen.insert(&tenant.name),
+                "tenant {:?} is configured twice",
+                tenant.name
+            );
         }
         anyhow::ensure!(!self.tenants.is_empty(), "at least one tenant is needed");
         Ok(())
@@ -360,7 +393,10 @@ mod tests {
         let config = Config::load(None).unwrap();
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.models[0].name, "all-MiniLM-L6-v2");
-        assert_eq!(config.models[0].cpu.execution_mode, ExecutionMode::Sequential);
+        assert_eq!(
+            config.models[0].cpu.execution_mode,
+            ExecutionMode::Sequential
+        );
         assert!(config.tenants[0].public);
     }
 

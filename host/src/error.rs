@@ -25,7 +25,11 @@ pub struct InferenceError {
 
 impl InferenceError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), param: None }
+        Self {
+            code,
+            message: message.into(),
+            param: None,
+        }
     }
 
     pub fn with_param(mut self, param: &str) -> Self {
@@ -38,7 +42,11 @@ impl InferenceError {
     }
 
     pub fn model_not_found(model: &str) -> Self {
-        Self::new(ErrorCode::NotFound, format!("The model '{model}' does not exist")).with_param("model")
+        Self::new(
+            ErrorCode::NotFound,
+            format!("The model '{model}' does not exist"),
+        )
+        .with_param("model")
     }
 
     pub fn backend(message: impl Into<String>) -> Self {

@@ -5,7 +5,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -26,19 +27,32 @@ pub struct Metrics {
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
-    registry.register(Box::new(c.clone())).expect("metric registration");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registration");
     c
 }
 
-fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("metric definition");
-    registry.register(Box::new(h.clone())).expect("metric registration");
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("metric definition");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("metric registration");
     h
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
-    registry.register(Box::new(g.clone())).expect("metric registration");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registration");
     g
 }
 
@@ -48,18 +62,82 @@ pub fn metrics() -> &'static Metrics {
         let r = Registry::new_custom(Some("nnhost".into()), None).expect("registry");
         let seconds = exponential_buckets(0.0005, 2.0, 18).expect("buckets");
         Metrics {
-            http_requests: counter(&r, "http_requests_total", "HTTP requests by route, tenant and status", &["route", "tenant", "status"]),
-            http_latency: histogram(&r, "http_request_duration_seconds", "Time to the response head, by route and tenant", &["route", "tenant"], seconds.clone()),
-            provider_runs: counter(&r, "provider_runs_total", "Graph runs by provider, model and outcome", &["provider", "model", "outcome"]),
-            provider_latency: histogram(&r, "provider_run_duration_seconds", "Graph run latency by provider and model", &["provider", "model"], seconds.clone()),
-            batch_size: histogram(&r, "batch_size", "Inputs per embedding batch", &["model", "provider"], exponential_buckets(1.0, 2.0, 9).expect("buckets")),
-            queue_depth: gauge(&r, "queue_depth", "Inputs waiting in a model's queue", &["model"]),
-            fallbacks: counter(&r, "fallbacks_total", "Batches retried on the local CPU after the remote provider failed", &["model", "reason"]),
-            breaker_open: gauge(&r, "breaker_open", "1 while a provider's circuit breaker keeps it out", &["provider"]),
-            tokens: counter(&r, "tokens_total", "Tokens processed by tenant, model and kind (prompt or completion)", &["tenant", "model", "kind"]),
-            generations: counter(&r, "generations_total", "Finished generations by model and finish reason", &["model", "finish_reason"]),
-            guest_failures: counter(&r, "guest_failures_total", "Guest requests that ended without a response, by tenant and reason", &["tenant", "reason"]),
-            guest_instantiate: histogram(&r, "guest_instantiate_seconds", "Instantiating a tenant's guest in its fresh store, per request", &["tenant"], exponential_buckets(0.00001, 2.0, 16).expect("buckets")),
+            http_requests: counter(
+                &r,
+                "http_requests_total",
+                "HTTP requests by route, tenant and status",
+                &["route", "tenant", "status"],
+            ),
+            http_latency: histogram(
+                &r,
+                "http_request_duration_seconds",
+                "Time to the response head, by route and tenant",
+                &["route", "tenant"],
+                seconds.clone(),
+            ),
+            provider_runs: counter(
+                &r,
+                "provider_runs_total",
+                "Graph runs by provider, model and outcome",
+                &["provider", "model", "outcome"],
+            ),
+            provider_latency: histogram(
+                &r,
+                "provider_run_duration_seconds",
+                "Graph run latency by provider and model",
+                &["provider", "model"],
+                seconds.clone(),
+            ),
+            batch_size: histogram(
+                &r,
+                "batch_size",
+                "Inputs per embedding batch",
+                &["model", "provider"],
+                exponential_buckets(1.0, 2.0, 9).expect("buckets"),
+            ),
+            queue_depth: gauge(
+                &r,
+                "queue_depth",
+                "Inputs waiting in a model's queue",
+                &["model"],
+            ),
+            fallbacks: counter(
+                &r,
+                "fallbacks_total",
+                "Batches retried on the local CPU after the remote provider failed",
+                &["model", "reason"],
+            ),
+            breaker_open: gauge(
+                &r,
+                "breaker_open",
+                "1 while a provider's circuit breaker keeps it out",
+                &["provider"],
+            ),
+            tokens: counter(
+                &r,
+                "tokens_total",
+                "Tokens processed by tenant, model and kind (prompt or completion)",
+                &["tenant", "model", "kind"],
+            ),
+            generations: counter(
+                &r,
+                "generations_total",
+                "Finished generations by model and finish reason",
+                &["model", "finish_reason"],
+            ),
+            guest_failures: counter(
+                &r,
+                "guest_failures_total",
+                "Guest requests that ended without a response, by tenant and reason",
+                &["tenant", "reason"],
+            ),
+            guest_instantiate: histogram(
+                &r,
+                "guest_instantiate_seconds",
+                "Instantiating a tenant's guest in its fresh store, per request",
+                &["tenant"],
+                exponential_buckets(0.00001, 2.0, 16).expect("buckets"),
+            ),
             registry: r,
         }
     })
@@ -68,7 +146,9 @@ pub fn metrics() -> &'static Metrics {
 impl Metrics {
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding");
         String::from_utf8(out).unwrap_or_default()
     }
 }
@@ -89,7 +169,11 @@ pub fn route_label(path: &str) -> &'static str {
         "/status",
         "/admin",
     ];
-    ROUTES.iter().find(|r| path == **r || path.starts_with(&format!("{r}/"))).copied().unwrap_or("other")
+    ROUTES
+        .iter()
+        .find(|r| path == **r || path.starts_with(&format!("{r}/")))
+        .copied()
+        .unwrap_or("other")
 }
 
 #[cfg(test)]
@@ -106,8 +190,14 @@ mod tests {
 
     #[test]
     fn renders_prometheus_text() {
-        metrics().http_requests.with_label_values(&["/health", "-", "200"]).inc();
+        metrics()
+            .http_requests
+            .with_label_values(&["/health", "-", "200"])
+            .inc();
         let text = metrics().render();
-        assert!(text.contains("# TYPE nnhost_http_requests_total counter"), "{text}");
+        assert!(
+            text.contains("# TYPE nnhost_http_requests_total counter"),
+            "{text}"
+        );
     }
 }

@@ -98,9 +98,17 @@ pub struct Tensor {
 #[derive(Debug, Error, PartialEq)]
 pub enum TensorError {
     #[error("tensor of shape {shape:?} needs {expected} elements, got {actual}")]
-    ShapeMismatch { shape: Vec<usize>, expected: usize, actual: usize },
+    ShapeMismatch {
+        shape: Vec<usize>,
+        expected: usize,
+        actual: usize,
+    },
     #[error("tensor data is {actual} bytes, not a multiple of the {dtype:?} element size {size}")]
-    BadByteLength { dtype: DType, size: usize, actual: usize },
+    BadByteLength {
+        dtype: DType,
+        size: usize,
+        actual: usize,
+    },
     #[error("tensor shape {0:?} is too large")]
     TooLarge(Vec<usize>),
 }
@@ -109,7 +117,11 @@ impl Tensor {
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Self, TensorError> {
         let expected = element_count(&shape)?;
         if expected != data.len() {
-            return Err(TensorError::ShapeMismatch { shape, expected, actual: data.len() });
+            return Err(TensorError::ShapeMismatch {
+                shape,
+                expected,
+                actual: data.len(),
+            });
         }
         Ok(Self { shape, data })
     }
@@ -119,13 +131,24 @@ impl Tensor {
     }
 
     /// Decodes wasi-nn style little-endian bytes.
-    pub fn from_le_bytes(shape: Vec<usize>, dtype: DType, bytes: &[u8]) -> Result<Self, TensorError> {
+    pub fn from_le_bytes(
+        shape: Vec<usize>,
+        dtype: DType,
+        bytes: &[u8],
+    ) -> Result<Self, TensorError> {
         let size = dtype.size();
         if bytes.len() % size != 0 {
-            return Err(TensorError::BadByteLength { dtype, size, actual: bytes.len() });
+            return Err(TensorError::BadByteLength {
+                dtype,
+                size,
+                actual: bytes.len(),
+            });
         }
         fn chunks<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-            bytes.chunks_exact(N).map(|c| f(c.try_into().unwrap())).collect()
+            bytes
+                .chunks_exact(N)
+                .map(|c| f(c.try_into().unwrap()))
+                .collect()
         }
         let data = match dtype {
             DType::F16 => TensorData::F16(chunks(bytes, u16::from_le_bytes)),
@@ -172,7 +195,15 @@ mod tests {
 
     #[test]
     fn bytes_round_trip_for_every_dtype() {
-        for dtype in [DType::F16, DType::BF16, DType::F32, DType::F64, DType::U8, DType::I32, DType::I64] {
+        for dtype in [
+            DType::F16,
+            DType::BF16,
+            DType::F32,
+            DType::F64,
+            DType::U8,
+            DType::I32,
+            DType::I64,
+        ] {
             let bytes: Vec<u8> = (0..(dtype.size() * 6) as u8).collect();
             let t = Tensor::from_le_bytes(vec![2, 3], dtype, &bytes).unwrap();
             assert_eq!(t.dtype(), dtype);
@@ -183,7 +214,14 @@ mod tests {
     #[test]
     fn shape_must_match_data() {
         let err = Tensor::from_le_bytes(vec![2, 2], DType::F32, &[0; 12]).unwrap_err();
-        assert!(matches!(err, TensorError::ShapeMismatch { expected: 4, actual: 3, .. }));
+        assert!(matches!(
+            err,
+            TensorError::ShapeMismatch {
+                expected: 4,
+                actual: 3,
+                ..
+            }
+        ));
         let err = Tensor::from_le_bytes(vec![1], DType::I64, &[0; 5]).unwrap_err();
         assert!(matches!(err, TensorError::BadByteLength { .. }));
         assert!(Tensor::new(vec![usize::MAX, 2], TensorData::U8(vec![])).is_err());
@@ -191,7 +229,15 @@ mod tests {
 
     #[test]
     fn v2_names_round_trip() {
-        for dtype in [DType::F16, DType::BF16, DType::F32, DType::F64, DType::U8, DType::I32, DType::I64] {
+        for dtype in [
+            DType::F16,
+            DType::BF16,
+            DType::F32,
+            DType::F64,
+            DType::U8,
+            DType::I32,
+            DType::I64,
+        ] {
             assert_eq!(DType::from_v2_name(dtype.v2_name()), Some(dtype));
         }
     }

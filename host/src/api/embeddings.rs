@@ -20,7 +20,8 @@ impl Host for ApiState {
         let result = async {
             let loaded = self.access.get(&model)?;
             let model = loaded.embedding().ok_or_else(|| {
-                InferenceError::invalid(format!("model {model} is not an embedding model")).with_param("model")
+                InferenceError::invalid(format!("model {model} is not an embedding model"))
+                    .with_param("model")
             })?;
             let input = match input {
                 EmbedInput::Texts(t) => embedding::EmbedInput::Texts(t),
@@ -31,7 +32,10 @@ impl Host for ApiState {
                 .tokens
                 .with_label_values(&[&*self.access.tenant, &model.name, "prompt"])
                 .inc_by(prompt_tokens as u64);
-            crate::tenants::usage::Usage::add(&self.access.usage.prompt_tokens, prompt_tokens as u64);
+            crate::tenants::usage::Usage::add(
+                &self.access.usage.prompt_tokens,
+                prompt_tokens as u64,
+            );
             Ok::<_, InferenceError>(EmbeddingBatch {
                 dimensions: embeddings.dimensions as u32,
                 data: embeddings.data,

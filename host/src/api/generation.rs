@@ -2,7 +2,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use wasmtime::component::Resource;
 
 use super::nnhost::inference::generation::{
-    Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Host, HostGenerationStream, Prompt, Usage,
+    Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Host, HostGenerationStream, Prompt,
+    Usage,
 };
 use super::{ApiState, WitError};
 use crate::error::InferenceError;
@@ -21,13 +22,25 @@ impl GenerationStream {
     /// Remembers the end and counts the usage for the tenant, once.
     fn finish(&mut self, access: &super::ModelAccess, end: GenerationEnd) -> GenerationEnd {
         let tenant = &*access.tenant;
-        crate::tenants::usage::Usage::add(&access.usage.prompt_tokens, end.usage.prompt_tokens as u64);
-        crate::tenants::usage::Usage::add(&access.usage.completion_tokens, end.usage.completion_tokens as u64);
+        crate::tenants::usage::Usage::add(
+            &access.usage.prompt_tokens,
+            end.usage.prompt_tokens as u64,
+        );
+        crate::tenants::usage::Usage::add(
+            &access.usage.completion_tokens,
+            end.usage.completion_tokens as u64,
+        );
         let m = crate::metrics::metrics();
-        m.tokens.with_label_values(&[tenant, &self.model, "prompt"]).inc_by(end.usage.prompt_tokens as u64);
-        m.tokens.with_label_values(&[tenant, &self.model, "completion"]).inc_by(end.usage.completion_tokens as u64);
+        m.tokens
+            .with_label_values(&[tenant, &self.model, "prompt"])
+            .inc_by(end.usage.prompt_tokens as u64);
+        m.tokens
+            .with_label_values(&[tenant, &self.model, "completion"])
+            .inc_by(end.usage.completion_tokens as u64);
         let reason = format!("{:?}", end.finish_reason).to_lowercase();
-        m.generations.with_label_values(&[&self.model, &reason]).inc();
+        m.generations
+            .with_label_values(&[&self.model, &reason])
+            .inc();
         self.end = Some(end.clone());
         end
     }
@@ -40,7 +53,10 @@ fn end_to_wit(end: generate::GenerationEnd) -> GenerationEnd {
             generate::FinishReason::Length => FinishReason::Length,
             generate::FinishReason::Error => FinishReason::Error,
         },
-        usage: Usage { prompt_tokens: end.prompt_tokens as u32, completion_tokens: end.completion_tokens as u32 },
+        usage: Usage {
+            prompt_tokens: end.prompt_tokens as u32,
+            completion_tokens: end.completion_tokens as u32,
+        },
         provider: end.provider,
         error: end.error.map(Into::into),
     }
@@ -55,7 +71,8 @@ impl ApiState {
     ) -> Result<GenerationStream, InferenceError> {
         let loaded = self.access.get(model)?;
         let decoder = loaded.decoder().ok_or_else(|| {
-            InferenceError::invalid(format!("model {model} is not a generative model")).with_param("model")
+            InferenceError::invalid(format!("model {model} is not a generative model"))
+                .with_param("model")
         })?;
         let prompt = match prompt {
             Prompt::Text(text) => decoder.encode_prompt(&text, options.add_special_tokens)?,
@@ -63,17 +80,33 @@ impl ApiState {
         };
         let sampling = SamplingParams {
             temperature: options.temperature.max(0.0),
-            top_p: if options.top_p > 0.0 && options.top_p <= 1.0 { options.top_p } else { 1.0 },
+            top_p: if options.top_p > 0.0 && options.top_p <= 1.0 {
+                options.top_p
+            } else {
+                1.0
+            },
             top_k: options.top_k,
             presence_penalty: options.presence_penalty,
             frequency_penalty: options.frequency_penalty,
             seed: options.seed,
         };
         let stop = options.stop;
-        let events = decoder.generate(prompt, options.max_tokens.map(|n| n as usize), move |prompt, max_tokens| {
-            GenerateRequest { prompt, max_tokens, sampling, stop }
-        })?;
-        Ok(GenerationStream { model: model.to_string(), provider: decoder.provider.clone(), events, end: None })
+        let events = decoder.generate(
+            prompt,
+            options.max_tokens.map(|n| n as usize),
+            move |prompt, max_tokens| GenerateRequest {
+                prompt,
+                max_tokens,
+                sampling,
+                stop,
+            },
+        )?;
+        Ok(GenerationStream {
+            model: model.to_string(),
+            provider: decoder.provider.clone(),
+            events,
+            end: None,
+        })
     }
 }
 
@@ -108,11 +141,16 @@ impl HostGenerationStream for ApiState {
         let first = stream.events.recv().await;
         let mut chunk = match first {
             Some(GenEvent::Chunk { text, tokens }) => Chunk { text, tokens },
-            Some(GenEvent::Done(end)) => return Ok(Event::Done(stream.finish(&access, end_to_wit(end)))),
+            Some(GenEvent::Done(end)) => {
+                return Ok(Event::Done(stream.finish(&access, end_to_wit(end))))
+            }
             None => {
                 let end = GenerationEnd {
                     finish_reason: FinishReason::Error,
-                    usage: Usage { prompt_tokens: 0, completion_tokens: 0 },
+                    usage: Usage {
+                        prompt_tokens: 0,
+                        completion_tokens: 0,
+                    },
                     provider: String::new(),
                     error: Some(InferenceError::internal("the generation worker stopped").into()),
                 };

@@ -19,13 +19,24 @@ pub struct ExecutionContext {
 
 fn infos(list: &[crate::providers::TensorInfo]) -> Vec<TensorInfo> {
     list.iter()
-        .map(|i| TensorInfo { name: i.name.clone(), ty: dtype_to_wit(i.dtype), dimensions: i.shape.clone() })
+        .map(|i| TensorInfo {
+            name: i.name.clone(),
+            ty: dtype_to_wit(i.dtype),
+            dimensions: i.shape.clone(),
+        })
         .collect()
 }
 
 impl Host for ApiState {
-    async fn load_by_name(&mut self, name: String) -> wasmtime::Result<Result<Resource<GraphHandle>, WitError>> {
-        let model = match self.access.get(&name).and_then(|m| m.graph().map(|_| m.clone())) {
+    async fn load_by_name(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<GraphHandle>, WitError>> {
+        let model = match self
+            .access
+            .get(&name)
+            .and_then(|m| m.graph().map(|_| m.clone()))
+        {
             Ok(model) => model,
             Err(e) => return Ok(Err(e.into())),
         };
@@ -35,11 +46,23 @@ impl Host for ApiState {
 
 impl HostGraph for ApiState {
     async fn inputs(&mut self, graph: Resource<GraphHandle>) -> wasmtime::Result<Vec<TensorInfo>> {
-        Ok(self.table.get(&graph)?.model.graph().map(|(_, s)| infos(&s.inputs)).unwrap_or_default())
+        Ok(self
+            .table
+            .get(&graph)?
+            .model
+            .graph()
+            .map(|(_, s)| infos(&s.inputs))
+            .unwrap_or_default())
     }
 
     async fn outputs(&mut self, graph: Resource<GraphHandle>) -> wasmtime::Result<Vec<TensorInfo>> {
-        Ok(self.table.get(&graph)?.model.graph().map(|(_, s)| infos(&s.outputs)).unwrap_or_default())
+        Ok(self
+            .table
+            .get(&graph)?
+            .model
+            .graph()
+            .map(|(_, s)| infos(&s.outputs))
+            .unwrap_or_default())
     }
 
     async fn init_execution_context(

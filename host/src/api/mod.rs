@@ -42,13 +42,23 @@ pub struct ModelAccess {
 }
 
 impl ModelAccess {
-    pub fn new(registry: Arc<Registry>, allowed: &[String], tenant: &str, usage: Arc<crate::tenants::usage::Usage>) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        allowed: &[String],
+        tenant: &str,
+        usage: Arc<crate::tenants::usage::Usage>,
+    ) -> Self {
         let allowed = if allowed.iter().any(|m| m == "*") {
             None
         } else {
             Some(Arc::new(allowed.iter().cloned().collect()))
         };
-        Self { tenant: tenant.into(), usage, registry, allowed }
+        Self {
+            tenant: tenant.into(),
+            usage,
+            registry,
+            allowed,
+        }
     }
 
     pub fn permits(&self, id: &str) -> bool {
@@ -100,7 +110,10 @@ impl ApiState {
             crate::tenants::usage::Usage::add(&self.access.usage.limit_hits, 1);
             return Err(InferenceError::new(
                 ErrorCode::ResourceExhausted,
-                format!("this request moved more than {} bytes through host calls", self.host_bytes_limit),
+                format!(
+                    "this request moved more than {} bytes through host calls",
+                    self.host_bytes_limit
+                ),
             ));
         }
         self.host_bytes_left -= bytes;
@@ -109,7 +122,10 @@ impl ApiState {
 
     /// Stores a new handle; a guest holding too many is stopped (a trap ends only
     /// this request).
-    pub fn push<T: Send + 'static>(&mut self, value: T) -> wasmtime::Result<wasmtime::component::Resource<T>> {
+    pub fn push<T: Send + 'static>(
+        &mut self,
+        value: T,
+    ) -> wasmtime::Result<wasmtime::component::Resource<T>> {
         if self.resources >= self.max_resources {
             crate::tenants::usage::Usage::add(&self.access.usage.limit_hits, 1);
             return Err(wasmtime::Error::msg(format!(
@@ -121,7 +137,10 @@ impl ApiState {
         Ok(self.table.push(value)?)
     }
 
-    pub fn delete<T: 'static>(&mut self, handle: wasmtime::component::Resource<T>) -> wasmtime::Result<T> {
+    pub fn delete<T: 'static>(
+        &mut self,
+        handle: wasmtime::component::Resource<T>,
+    ) -> wasmtime::Result<T> {
         self.resources = self.resources.saturating_sub(1);
         Ok(self.table.delete(handle)?)
     }
@@ -146,7 +165,11 @@ impl From<InferenceError> for WitError {
             ErrorCode::Backend => WitErrorCode::BackendError,
             ErrorCode::Internal => WitErrorCode::Internal,
         };
-        WitError { code, message: e.message, param: e.param }
+        WitError {
+            code,
+            message: e.message,
+            param: e.param,
+        }
     }
 }
 

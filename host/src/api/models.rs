@@ -28,7 +28,11 @@ impl From<&LoadedModel> for ModelInfo {
 
 impl Host for ApiState {
     async fn list_models(&mut self) -> wasmtime::Result<Vec<ModelInfo>> {
-        Ok(self.access.visible().map(|m| ModelInfo::from(&**m)).collect())
+        Ok(self
+            .access
+            .visible()
+            .map(|m| ModelInfo::from(&**m))
+            .collect())
     }
 
     async fn get_model(&mut self, id: String) -> wasmtime::Result<Option<ModelInfo>> {

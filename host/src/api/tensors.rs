@@ -49,7 +49,13 @@ impl HostTensor for ApiState {
     }
 
     async fn dimensions(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<Vec<u32>> {
-        Ok(self.table.get(&tensor)?.shape.iter().map(|&d| d as u32).collect())
+        Ok(self
+            .table
+            .get(&tensor)?
+            .shape
+            .iter()
+            .map(|&d| d as u32)
+            .collect())
     }
 
     async fn ty(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<TensorType> {

@@ -12,7 +12,9 @@ impl Host for ApiState {
         if let Err(e) = self.charge(text.len()) {
             return Ok(Err(e.into()));
         }
-        Ok(self.encode_ids(&model, text, add_special_tokens).map_err(Into::into))
+        Ok(self
+            .encode_ids(&model, text, add_special_tokens)
+            .map_err(Into::into))
     }
 
     async fn decode(
@@ -29,16 +31,28 @@ impl Host for ApiState {
         Ok(result.map_err(Into::into))
     }
 
-    async fn count(&mut self, model: String, text: String) -> wasmtime::Result<Result<u32, WitError>> {
+    async fn count(
+        &mut self,
+        model: String,
+        text: String,
+    ) -> wasmtime::Result<Result<u32, WitError>> {
         if let Err(e) = self.charge(text.len()) {
             return Ok(Err(e.into()));
         }
-        Ok(self.encode_ids(&model, text, true).map(|ids| ids.len() as u32).map_err(Into::into))
+        Ok(self
+            .encode_ids(&model, text, true)
+            .map(|ids| ids.len() as u32)
+            .map_err(Into::into))
     }
 }
 
 impl ApiState {
-    fn encode_ids(&self, model: &str, text: String, add_special_tokens: bool) -> Result<Vec<u32>, InferenceError> {
+    fn encode_ids(
+        &self,
+        model: &str,
+        text: String,
+        add_special_tokens: bool,
+    ) -> Result<Vec<u32>, InferenceError> {
         let model = self.access.get(model)?;
         let encoding = model
             .tokenizer()

@@ -53,7 +53,8 @@ pub struct HttpArgs {
     expect: u16,
     /// Per-request timeout in seconds (a timeout counts as an error).
     #[arg(long, default_value_t = 60.0)]
-    timeout: f64,    /// Also write every timed sample (ms, one per line) to this file.
+    timeout: f64,
+    /// Also write every timed sample (ms, one per line) to this file.
     #[arg(long)]
     latencies_out: Option<PathBuf>,
 }
@@ -86,7 +87,10 @@ pub fn run(args: HttpArgs) -> Result<()> {
     if args.connections == 0 {
         bail!("--connections must be at least 1");
     }
-    let uri: http::Uri = args.url.parse().with_context(|| format!("URL {:?}", args.url))?;
+    let uri: http::Uri = args
+        .url
+        .parse()
+        .with_context(|| format!("URL {:?}", args.url))?;
     if uri.scheme_str() != Some("http") {
         bail!("only http:// URLs are supported");
     }
@@ -94,23 +98,35 @@ pub fn run(args: HttpArgs) -> Result<()> {
     let port = authority.port_u16().unwrap_or(80);
     let body = match (&args.body, &args.body_file) {
         (Some(b), _) => Bytes::from(b.clone()),
-        (None, Some(path)) => Bytes::from(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+        (None, Some(path)) => {
+            Bytes::from(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
         (None, None) => bail!("give --body or --body-file"),
     };
     let mut headers = Vec::new();
     for h in &args.headers {
-        let (name, value) = h.split_once(':').with_context(|| format!("header {h:?} is not \"Name: value\""))?;
-        headers.push((name.trim().parse::<http::HeaderName>()?, value.trim().parse::<http::HeaderValue>()?));
+        let (name, value) = h
+            .split_once(':')
+            .with_context(|| format!("header {h:?} is not \"Name: value\""))?;
+        headers.push((
+            name.trim().parse::<http::HeaderName>()?,
+            value.trim().parse::<http::HeaderValue>()?,
+        ));
     }
     let target = Rc::new(Target {
         addr: format!("{}:{port}", authority.host()),
         host: authority.as_str().to_string(),
-        path: uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into()),
+        path: uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into()),
         body,
         headers,
     });
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let local = tokio::task::LocalSet::new();
     let report = local.block_on(&runtime, async move {
         let start = Instant::now();
@@ -118,19 +134,39 @@ pub fn run(args: HttpArgs) -> Result<()> {
         let deadline = measure_from + Duration::from_secs_f64(args.duration.max(0.0));
         let tally = Rc::new(RefCell::new(Tally::default()));
         // Requests left to start in --requests mode (measured ones only).
-        let left = Rc::new(Cell::new(if args.requests > 0 { args.requests } else { u64::MAX }));
+        let left = Rc::new(Cell::new(if args.requests > 0 {
+            args.requests
+        } else {
+            u64::MAX
+        }));
         let timeout = Duration::from_secs_f64(args.timeout);
         let mut tasks = Vec::new();
         for _ in 0..args.connections {
             let (target, tally, left) = (target.clone(), tally.clone(), left.clone());
-            let deadline = if args.requests > 0 { None } else { Some(deadline) };
+            let deadline = if args.requests > 0 {
+                None
+            } else {
+                Some(deadline)
+            };
             let expect = args.expect;
-            tasks.push(tokio::task::spawn_local(connection(target, tally, left, measure_from, deadline, timeout, expect)));
+            tasks.push(tokio::task::spawn_local(connection(
+                target,
+                tally,
+                left,
+                measure_from,
+                deadline,
+                timeout,
+                expect,
+            )));
         }
         for task in tasks {
             task.await.map_err(|e| anyhow!("client task: {e}"))??;
         }
-        let measured = if args.requests > 0 { Instant::now().saturating_duration_since(measure_from) } else { deadline - measure_from };
+        let measured = if args.requests > 0 {
+            Instant::now().saturating_duration_since(measure_from)
+        } else {
+            deadline - measure_from
+        };
         let tally = std::mem::take(&mut *tally.borrow_mut());
         Ok::<_, anyhow::Error>((tally, measured))
     })?;
@@ -164,7 +200,9 @@ pub fn run(args: HttpArgs) -> Result<()> {
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 async fn connect(target: &Target) -> Result<Sender> {
-    let stream = TcpStream::connect(&target.addr).await.with_context(|| format!("connecting to {}", target.addr))?;
+    let stream = TcpStream::connect(&target.addr)
+        .await
+        .with_context(|| format!("connecting to {}", target.addr))?;
     stream.set_nodelay(true)?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::task::spawn_local(async move {

@@ -69,14 +69,16 @@ pub struct OrtArgs {
     arena: Option<bool>,
     /// Memory pattern optimisation: true | false
     #[arg(long, action = clap::ArgAction::Set)]
-    mem_pattern: Option<bool>,    /// Also write every timed sample (ms, one per line) to this file.
+    mem_pattern: Option<bool>,
+    /// Also write every timed sample (ms, one per line) to this file.
     #[arg(long)]
     latencies_out: Option<PathBuf>,
 }
 
 /// The config enums are serde-only; parse their lowercase names the same way.
 fn parse_enum<T: DeserializeOwned>(s: &str) -> Result<T, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase())).map_err(|e| e.to_string())
+    serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase()))
+        .map_err(|e| e.to_string())
 }
 
 fn lower_debug(x: impl std::fmt::Debug) -> String {
@@ -89,7 +91,11 @@ pub fn run(args: OrtArgs) -> Result<()> {
     }
     let config = Config::load(args.config.as_deref())?;
     let model = match &args.model {
-        Some(name) => config.models.iter().find(|m| &m.name == name).with_context(|| format!("no model {name:?} in the config"))?,
+        Some(name) => config
+            .models
+            .iter()
+            .find(|m| &m.name == name)
+            .with_context(|| format!("no model {name:?} in the config"))?,
         None => config.models.first().context("the config has no models")?,
     };
     let mut options: CpuOptions = model.cpu.clone();
@@ -123,15 +129,19 @@ pub fn run(args: OrtArgs) -> Result<()> {
     let load_ms = load_started.elapsed().as_secs_f64() * 1e3;
 
     // Same tokenizer set-up as `EmbeddingModel::load`: no fixed padding, no truncation.
-    let mut tokenizer =
-        Tokenizer::from_file(&folder.tokenizer).map_err(|e| anyhow!("{}: {e}", folder.tokenizer.display()))?;
+    let mut tokenizer = Tokenizer::from_file(&folder.tokenizer)
+        .map_err(|e| anyhow!("{}: {e}", folder.tokenizer.display()))?;
     tokenizer.with_padding(None);
-    tokenizer.with_truncation(None).map_err(|e| anyhow!("{e}"))?;
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| anyhow!("{e}"))?;
     let encoded: Vec<(Vec<u32>, Vec<u32>)> = args
         .texts
         .iter()
         .map(|t| {
-            let e = tokenizer.encode_fast(t.as_str(), true).map_err(|e| anyhow!("tokenizing {t:?}: {e}"))?;
+            let e = tokenizer
+                .encode_fast(t.as_str(), true)
+                .map_err(|e| anyhow!("tokenizing {t:?}: {e}"))?;
             Ok((e.get_ids().to_vec(), e.get_type_ids().to_vec()))
         })
         .collect::<Result<_>>()?;
@@ -171,8 +181,16 @@ pub fn run(args: OrtArgs) -> Result<()> {
     }
     let summary = Summary::of(&mut samples);
     let mean_s = summary.mean_ms / 1e3;
-    let texts_per_s = if mean_s > 0.0 { args.batch as f64 / mean_s } else { 0.0 };
-    let intra = if options.intra_op_threads == 0 { default_threads() } else { options.intra_op_threads };
+    let texts_per_s = if mean_s > 0.0 {
+        args.batch as f64 / mean_s
+    } else {
+        0.0
+    };
+    let intra = if options.intra_op_threads == 0 {
+        default_threads()
+    } else {
+        options.intra_op_threads
+    };
     let report = json!({
         "model": dir.display().to_string(),
         "onnx": folder.onnx.display().to_string(),
@@ -227,7 +245,10 @@ fn pad_batch(provider: &CpuProvider, rows: &[&(Vec<u32>, Vec<u32>)]) -> Result<N
             "token_type_ids" => types.clone(),
             other => bail!("graph input {other:?} is not an embedding-model input"),
         };
-        inputs.push((input.name.clone(), Tensor::new(vec![n, width], TensorData::I64(data))?));
+        inputs.push((
+            input.name.clone(),
+            Tensor::new(vec![n, width], TensorData::I64(data))?,
+        ));
     }
     Ok(inputs)
 }

@@ -13,7 +13,9 @@ use tokenizers::Tokenizer;
 
 use crate::config::ModelConfig;
 use crate::error::{ErrorCode, InferenceError};
-use crate::scheduler::generate::{DecoderGraph, DecoderShape, GenEvent, GenerateRequest, Generator};
+use crate::scheduler::generate::{
+    DecoderGraph, DecoderShape, GenEvent, GenerateRequest, Generator,
+};
 
 pub struct DecoderModel {
     pub name: String,
@@ -52,7 +54,10 @@ struct NnhostJson {
 
 fn read_json(path: &Path) -> Result<Option<Value>> {
     match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?)),
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing {}", path.display()))?,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -70,7 +75,11 @@ fn token_text(value: Option<&Value>) -> Option<String> {
 fn token_ids(value: Option<&Value>) -> Vec<u32> {
     match value {
         Some(Value::Number(n)) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|n| n as u32).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_u64)
+            .map(|n| n as u32)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -105,26 +114,39 @@ impl DecoderModel {
     pub fn load(config: &ModelConfig) -> Result<Self> {
         let dir = &config.path;
         if !dir.is_dir() {
-            bail!("model folder {} does not exist (run `just models` to prepare it)", dir.display());
+            bail!(
+                "model folder {} does not exist (run `just models` to prepare it)",
+                dir.display()
+            );
         }
         let model_config: ConfigJson = match read_json(&dir.join("config.json"))? {
             Some(v) => serde_json::from_value(v).context("config.json")?,
             None => bail!("{}: no config.json", dir.display()),
         };
         let generation = read_json(&dir.join("generation_config.json"))?.unwrap_or(Value::Null);
-        let tokenizer_config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
+        let tokenizer_config =
+            read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
         let nnhost: NnhostJson = match read_json(&dir.join("nnhost.json"))? {
             Some(v) => serde_json::from_value(v).context("nnhost.json")?,
             None => NnhostJson::default(),
         };
 
-        let heads = model_config.num_attention_heads.context("config.json: num_attention_heads")?;
+        let heads = model_config
+            .num_attention_heads
+            .context("config.json: num_attention_heads")?;
         let shape = DecoderShape {
-            layers: model_config.num_hidden_layers.context("config.json: num_hidden_layers")?,
+            layers: model_config
+                .num_hidden_layers
+                .context("config.json: num_hidden_layers")?,
             kv_heads: model_config.num_key_value_heads.unwrap_or(heads),
             head_dim: match model_config.head_dim {
                 Some(d) => d,
-                None => model_config.hidden_size.context("config.json: hidden_size")? / heads,
+                None => {
+                    model_config
+                        .hidden_size
+                        .context("config.json: hidden_size")?
+                        / heads
+                }
             },
         };
         let context_length = config
@@ -136,7 +158,9 @@ impl DecoderModel {
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| anyhow!("{}: {e}", dir.join("tokenizer.json").display()))?;
         tokenizer.with_padding(None);
-        tokenizer.with_truncation(None).map_err(|e| anyhow!("{e}"))?;
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| anyhow!("{e}"))?;
 
         let chat_template = match tokenizer_config.get("chat_template") {
             Some(Value::String(t)) => Some(t.clone()),
@@ -187,9 +211,16 @@ impl DecoderModel {
         let graph = DecoderGraph::load(&onnx, &config.cpu, shape)?;
         let tokenizer = Arc::new(tokenizer);
         let provider = crate::providers::cpu::label();
-        let generator =
-            Generator::start(&config.name, graph, tokenizer.clone(), stop_ids, context_length, provider.clone())?;
-        let base_model = nnhost.base_model || (chat_template.is_none() && nnhost.kind.as_deref() != Some("chat"));
+        let generator = Generator::start(
+            &config.name,
+            graph,
+            tokenizer.clone(),
+            stop_ids,
+            context_length,
+            provider.clone(),
+        )?;
+        let base_model = nnhost.base_model
+            || (chat_template.is_none() && nnhost.kind.as_deref() != Some("chat"));
         Ok(Self {
             name: config.name.clone(),
             tokenizer,
@@ -208,7 +239,11 @@ impl DecoderModel {
 
     /// Tokenizes a text prompt; with special tokens, BOS is added when the model
     /// wants one and its tokenizer does not add it by itself (Gemma's GGUF tokenizer).
-    pub fn encode_prompt(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, InferenceError> {
+    pub fn encode_prompt(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<Vec<u32>, InferenceError> {
         let encoding = self
             .tokenizer
             .encode_fast(text, add_special_tokens)

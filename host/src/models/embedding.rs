@@ -47,11 +47,16 @@ impl EmbeddingModel {
         // Fixed padding (MiniLM's tokenizer.json pads to 128) would make every input
         // cost 128 tokens: the queue pads per batch instead. Truncation is explicit.
         tokenizer.with_padding(None);
-        tokenizer.with_truncation(None).map_err(|e| anyhow!("{e}"))?;
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| anyhow!("{e}"))?;
         let max_tokens = config.max_tokens.unwrap_or(folder.max_seq_length);
         let mut truncating = tokenizer.clone();
         truncating
-            .with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
+            .with_truncation(Some(TruncationParams {
+                max_length: max_tokens,
+                ..Default::default()
+            }))
             .map_err(|e| anyhow!("{e}"))?;
 
         let provider = Arc::new(CpuProvider::load(&folder.onnx, &config.cpu)?);
@@ -65,13 +70,29 @@ impl EmbeddingModel {
             None => folder.pooling,
         };
         let normalize = config.normalize.unwrap_or(folder.normalize);
-        let plan = PoolingPlan { pooling, normalize, dimensions };
+        let plan = PoolingPlan {
+            pooling,
+            normalize,
+            dimensions,
+        };
         let remote = match &config.remote {
             Some(remote) => Some(Arc::new(RemoteProvider::new(remote, &config.name)?)),
             None => None,
         };
-        let router = ProviderRouter::new(&config.name, provider.clone(), remote, config.routing.clone(), signature.clone());
-        let queue = EmbedQueue::start(&config.name, router.clone(), signature, plan, config.batching.clone())?;
+        let router = ProviderRouter::new(
+            &config.name,
+            provider.clone(),
+            remote,
+            config.routing.clone(),
+            signature.clone(),
+        );
+        let queue = EmbedQueue::start(
+            &config.name,
+            router.clone(),
+            signature,
+            plan,
+            config.batching.clone(),
+        )?;
         Ok(Self {
             name: config.name.clone(),
             dimensions,
@@ -89,7 +110,11 @@ impl EmbeddingModel {
     }
 
     /// Tokenizes, checks limits and waits for the batched vectors.
-    pub async fn embed(&self, input: EmbedInput, truncate: bool) -> Result<(Embeddings, usize), InferenceError> {
+    pub async fn embed(
+        &self,
+        input: EmbedInput,
+        truncate: bool,
+    ) -> Result<(Embeddings, usize), InferenceError> {
         let count = match &input {
             EmbedInput::Texts(t) => t.len(),
             EmbedInput::Tokens(t) => t.len(),
@@ -104,13 +129,19 @@ impl EmbeddingModel {
             ))
             .with_param("input"));
         }
-        let tokenizer = if truncate || self.truncate { &self.truncating } else { &self.tokenizer };
+        let tokenizer = if truncate || self.truncate {
+            &self.truncating
+        } else {
+            &self.tokenizer
+        };
         let encodings: Vec<Encoding> = match input {
             EmbedInput::Texts(texts) => texts
                 .into_iter()
                 .map(|t| tokenizer.encode_fast(t, true))
                 .collect::<tokenizers::Result<_>>()
-                .map_err(|e| InferenceError::invalid(format!("tokenizing input: {e}")).with_param("input"))?,
+                .map_err(|e| {
+                    InferenceError::invalid(format!("tokenizing input: {e}")).with_param("input")
+                })?,
             EmbedInput::Tokens(arrays) => arrays
                 .into_iter()
                 .map(|ids| self.wrap_token_ids(tokenizer, ids))
@@ -131,7 +162,10 @@ impl EmbeddingModel {
                 .with_param("input"));
             }
             prompt_tokens += len;
-            sequences.push(Sequence { ids: encoding.get_ids().to_vec(), type_ids: encoding.get_type_ids().to_vec() });
+            sequences.push(Sequence {
+                ids: encoding.get_ids().to_vec(),
+                type_ids: encoding.get_type_ids().to_vec(),
+            });
         }
         let embeddings = self.queue.embed(sequences, self.dimensions).await?;
         Ok((embeddings, prompt_tokens))
@@ -139,9 +173,15 @@ impl EmbeddingModel {
 
     /// Token-id inputs get the same special tokens a text input would ([CLS] … [SEP]
     /// for BERT), so `encode(text)` and `text` embed identically.
-    fn wrap_token_ids(&self, tokenizer: &Tokenizer, ids: Vec<u32>) -> Result<Encoding, InferenceError> {
+    fn wrap_token_ids(
+        &self,
+        tokenizer: &Tokenizer,
+        ids: Vec<u32>,
+    ) -> Result<Encoding, InferenceError> {
         if ids.is_empty() {
-            return Err(InferenceError::invalid("a token array must not be empty").with_param("input"));
+            return Err(
+                InferenceError::invalid("a token array must not be empty").with_param("input")
+            );
         }
         let vocab = tokenizer.get_vocab_size(true) as u32;
         let tokens = ids
@@ -154,7 +194,11 @@ impl EmbeddingModel {
                     ))
                     .with_param("input"));
                 }
-                Ok(Token::new(id, tokenizer.id_to_token(id).unwrap_or_default(), (0, 0)))
+                Ok(Token::new(
+                    id,
+                    tokenizer.id_to_token(id).unwrap_or_default(),
+                    (0, 0),
+                ))
             })
             .collect::<Result<Vec<_>, _>>()?;
         tokenizer
@@ -168,5 +212,10 @@ impl EmbeddingModel {
 }
 
 fn output_width(signature: &GraphSignature) -> Option<usize> {
-    signature.outputs.first().and_then(|o| o.shape.last()).filter(|&&d| d > 0).map(|&d| d as usize)
+    signature
+        .outputs
+        .first()
+        .and_then(|o| o.shape.last())
+        .filter(|&&d| d > 0)
+        .map(|&d| d as usize)
 }

@@ -52,10 +52,12 @@ struct ModelConfigJson {
     hidden_size: Option<usize>,
 }
 
-
 fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<Option<T>> {
     match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?)),
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing {}", path.display()))?,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -64,7 +66,10 @@ fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<Opti
 impl SentenceTransformerFolder {
     pub fn read(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
-            bail!("model folder {} does not exist (run `just models` to prepare it)", dir.display());
+            bail!(
+                "model folder {} does not exist (run `just models` to prepare it)",
+                dir.display()
+            );
         }
         let onnx = ["onnx/model.onnx", "model.onnx"]
             .iter()
@@ -87,7 +92,8 @@ impl SentenceTransformerFolder {
             .map(|m| m.path.clone())
             .unwrap_or_else(|| "1_Pooling".into());
         let normalize = modules.iter().any(|m| m.kind.ends_with("models.Normalize"));
-        let pooling_config: PoolingConfig = read_json(&dir.join(pooling_dir).join("config.json"))?.unwrap_or_default();
+        let pooling_config: PoolingConfig =
+            read_json(&dir.join(pooling_dir).join("config.json"))?.unwrap_or_default();
         let pooling = if pooling_config.pooling_mode_cls_token {
             Pooling::Cls
         } else if pooling_config.pooling_mode_max_tokens {
@@ -100,13 +106,17 @@ impl SentenceTransformerFolder {
             Pooling::Mean
         };
 
-        let model_config: ModelConfigJson = read_json(&dir.join("config.json"))?.unwrap_or_default();
-        let st_config: SentenceBertConfig = read_json(&dir.join("sentence_bert_config.json"))?.unwrap_or_default();
+        let model_config: ModelConfigJson =
+            read_json(&dir.join("config.json"))?.unwrap_or_default();
+        let st_config: SentenceBertConfig =
+            read_json(&dir.join("sentence_bert_config.json"))?.unwrap_or_default();
         let max_seq_length = st_config
             .max_seq_length
             .or(model_config.max_position_embeddings)
             .unwrap_or(512);
-        let dimensions = pooling_config.word_embedding_dimension.or(model_config.hidden_size);
+        let dimensions = pooling_config
+            .word_embedding_dimension
+            .or(model_config.hidden_size);
 
         Ok(Self {
             onnx,
@@ -138,15 +148,24 @@ mod tests {
         let dir = folder(&[
             ("onnx/model.onnx", ""),
             ("tokenizer.json", "{}"),
-            ("config.json", r#"{"hidden_size": 384, "max_position_embeddings": 512}"#),
-            ("1_Pooling/config.json", r#"{"word_embedding_dimension": 384, "pooling_mode_cls_token": true}"#),
+            (
+                "config.json",
+                r#"{"hidden_size": 384, "max_position_embeddings": 512}"#,
+            ),
+            (
+                "1_Pooling/config.json",
+                r#"{"word_embedding_dimension": 384, "pooling_mode_cls_token": true}"#,
+            ),
             (
                 "modules.json",
                 r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},
                     {"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"},
                     {"idx":2,"name":"2","path":"2_Normalize","type":"sentence_transformers.models.Normalize"}]"#,
             ),
-            ("sentence_bert_config.json", r#"{"max_seq_length": 512, "do_lower_case": true}"#),
+            (
+                "sentence_bert_config.json",
+                r#"{"max_seq_length": 512, "do_lower_case": true}"#,
+            ),
         ]);
         let f = SentenceTransformerFolder::read(dir.path()).unwrap();
         assert_eq!(f.pooling, Pooling::Cls);

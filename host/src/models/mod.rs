@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 
 use crate::config::ModelConfig;
-use crate::providers::{GraphSignature, Provider};
 use crate::error::{ErrorCode, InferenceError};
+use crate::providers::{GraphSignature, Provider};
 use decoder::DecoderModel;
 use embedding::EmbeddingModel;
 
@@ -84,7 +84,10 @@ impl LoadedModel {
             Model::Embedding(m) => Ok((m.provider.clone() as Arc<dyn Provider>, m.signature())),
             Model::Decoder(_) => Err(InferenceError::new(
                 ErrorCode::Unsupported,
-                format!("model {} is a decoder; use the generation interface", self.info.id),
+                format!(
+                    "model {} is a decoder; use the generation interface",
+                    self.info.id
+                ),
             )),
         }
     }
@@ -106,10 +109,17 @@ pub struct Registry {
 impl Registry {
     pub fn load(configs: &[ModelConfig]) -> Result<Self> {
         let mut registry = Registry::default();
-        let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         for config in configs {
             let started = std::time::Instant::now();
-            let kind = config.kind.as_deref().or_else(|| decoder::detect_kind(&config.path)).unwrap_or("embedding");
+            let kind = config
+                .kind
+                .as_deref()
+                .or_else(|| decoder::detect_kind(&config.path))
+                .unwrap_or("embedding");
             let loaded = match kind {
                 "embedding" => Self::embedding_model(config, created),
                 "chat" | "completion" => Self::decoder_model(config, created),
@@ -130,7 +140,11 @@ impl Registry {
         } else {
             ModelKind::Completion
         };
-        let onnx = model.onnx.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let onnx = model
+            .onnx
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let info = ModelInfo {
             id: config.name.clone(),
             kind,
@@ -149,7 +163,10 @@ impl Registry {
                 ("provider".into(), crate::providers::cpu::label()),
             ],
         };
-        Ok(LoadedModel { info, model: Model::Decoder(model) })
+        Ok(LoadedModel {
+            info,
+            model: Model::Decoder(model),
+        })
     }
 
     fn embedding_model(config: &ModelConfig, created: u64) -> Result<LoadedModel> {
@@ -173,7 +190,10 @@ impl Registry {
                     ("provider".into(), crate::providers::cpu::label()),
                 ],
             };
-            Ok(LoadedModel { info, model: Model::Embedding(model) })
+            Ok(LoadedModel {
+                info,
+                model: Model::Embedding(model),
+            })
         }
     }
 

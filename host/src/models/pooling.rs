@@ -18,7 +18,11 @@ impl FromStr for Pooling {
             "cls" => Pooling::Cls,
             "max" => Pooling::Max,
             "lasttoken" | "last_token" => Pooling::LastToken,
-            other => return Err(format!("unknown pooling {other:?} (mean, cls, max, lasttoken)")),
+            other => {
+                return Err(format!(
+                    "unknown pooling {other:?} (mean, cls, max, lasttoken)"
+                ))
+            }
         })
     }
 }

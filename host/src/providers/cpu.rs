@@ -29,7 +29,9 @@ pub fn label() -> String {
 
 /// Intra-op threads when the config says 0: one per core the process may use.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 impl CpuProvider {
@@ -37,7 +39,11 @@ impl CpuProvider {
         let session = build_session(model, options)
             .with_context(|| format!("loading {} into ONNX Runtime", model.display()))?;
         let signature = signature(&session)?;
-        Ok(Self { name: label(), session: Mutex::new(session), signature })
+        Ok(Self {
+            name: label(),
+            session: Mutex::new(session),
+            signature,
+        })
     }
 
     pub fn signature(&self) -> &GraphSignature {
@@ -53,10 +59,16 @@ pub(crate) fn build_session(model: &Path, options: &CpuOptions) -> Result<Sessio
         OptimizationLevel::Layout => GraphOptimizationLevel::Level3,
         OptimizationLevel::All => GraphOptimizationLevel::All,
     };
-    let intra = if options.intra_op_threads == 0 { default_threads() } else { options.intra_op_threads };
-    let cpu = ep::CPU::default().with_arena_allocator(options.memory_arena).build();
-    let session = Session::builder(super::ort_env::environment()?)
-        .map_err(ort::Error::<()>::from)?;
+    let intra = if options.intra_op_threads == 0 {
+        default_threads()
+    } else {
+        options.intra_op_threads
+    };
+    let cpu = ep::CPU::default()
+        .with_arena_allocator(options.memory_arena)
+        .build();
+    let session =
+        Session::builder(super::ort_env::environment()?).map_err(ort::Error::<()>::from)?;
     let session = Ok(session)
         .and_then(|b| b.with_execution_providers([cpu]))
         .and_then(|b| b.with_optimization_level(level))
@@ -78,14 +90,22 @@ fn signature(session: &Session) -> Result<GraphSignature> {
             .map(|o| match o.dtype() {
                 ValueType::Tensor { ty, shape, .. } => Ok(TensorInfo {
                     name: o.name().to_string(),
-                    dtype: dtype_of(*ty).ok_or_else(|| anyhow!("{}: element type {ty:?} is not supported", o.name()))?,
+                    dtype: dtype_of(*ty).ok_or_else(|| {
+                        anyhow!("{}: element type {ty:?} is not supported", o.name())
+                    })?,
                     shape: shape.iter().copied().collect(),
                 }),
-                other => Err(anyhow!("{}: only tensors are supported, not {other:?}", o.name())),
+                other => Err(anyhow!(
+                    "{}: only tensors are supported, not {other:?}",
+                    o.name()
+                )),
             })
             .collect()
     };
-    Ok(GraphSignature { inputs: info(session.inputs())?, outputs: info(session.outputs())? })
+    Ok(GraphSignature {
+        inputs: info(session.inputs())?,
+        outputs: info(session.outputs())?,
+    })
 }
 
 fn dtype_of(ty: TensorElementType) -> Option<DType> {
@@ -105,8 +125,16 @@ fn to_ort(tensor: Tensor) -> ort::Result<DynValue> {
     use ort::value::Tensor as T;
     let shape: Vec<i64> = tensor.shape.iter().map(|&d| d as i64).collect();
     Ok(match tensor.data {
-        TensorData::F16(v) => T::from_array((shape, v.into_iter().map(half::f16::from_bits).collect::<Vec<_>>()))?.into_dyn(),
-        TensorData::BF16(v) => T::from_array((shape, v.into_iter().map(half::bf16::from_bits).collect::<Vec<_>>()))?.into_dyn(),
+        TensorData::F16(v) => T::from_array((
+            shape,
+            v.into_iter().map(half::f16::from_bits).collect::<Vec<_>>(),
+        ))?
+        .into_dyn(),
+        TensorData::BF16(v) => T::from_array((
+            shape,
+            v.into_iter().map(half::bf16::from_bits).collect::<Vec<_>>(),
+        ))?
+        .into_dyn(),
         TensorData::F32(v) => T::from_array((shape, v))?.into_dyn(),
         TensorData::F64(v) => T::from_array((shape, v))?.into_dyn(),
         TensorData::U8(v) => T::from_array((shape, v))?.into_dyn(),
@@ -118,7 +146,9 @@ fn to_ort(tensor: Tensor) -> ort::Result<DynValue> {
 fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, ProviderError> {
     let backend = |e: ort::Error| ProviderError::Backend(format!("output {name}: {e}"));
     let ValueType::Tensor { ty, .. } = value.dtype() else {
-        return Err(ProviderError::Backend(format!("output {name} is not a tensor")));
+        return Err(ProviderError::Backend(format!(
+            "output {name} is not a tensor"
+        )));
     };
     macro_rules! extract {
         ($t:ty) => {{
@@ -127,11 +157,26 @@ fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, ProviderError> {
         }};
     }
     let (shape, data) = match ty {
-        TensorElementType::Float32 => { let (s, d) = extract!(f32); (s, TensorData::F32(d.to_vec())) }
-        TensorElementType::Float64 => { let (s, d) = extract!(f64); (s, TensorData::F64(d.to_vec())) }
-        TensorElementType::Int64 => { let (s, d) = extract!(i64); (s, TensorData::I64(d.to_vec())) }
-        TensorElementType::Int32 => { let (s, d) = extract!(i32); (s, TensorData::I32(d.to_vec())) }
-        TensorElementType::Uint8 => { let (s, d) = extract!(u8); (s, TensorData::U8(d.to_vec())) }
+        TensorElementType::Float32 => {
+            let (s, d) = extract!(f32);
+            (s, TensorData::F32(d.to_vec()))
+        }
+        TensorElementType::Float64 => {
+            let (s, d) = extract!(f64);
+            (s, TensorData::F64(d.to_vec()))
+        }
+        TensorElementType::Int64 => {
+            let (s, d) = extract!(i64);
+            (s, TensorData::I64(d.to_vec()))
+        }
+        TensorElementType::Int32 => {
+            let (s, d) = extract!(i32);
+            (s, TensorData::I32(d.to_vec()))
+        }
+        TensorElementType::Uint8 => {
+            let (s, d) = extract!(u8);
+            (s, TensorData::U8(d.to_vec()))
+        }
         TensorElementType::Float16 => {
             let (s, d) = extract!(half::f16);
             (s, TensorData::F16(d.iter().map(|x| x.to_bits()).collect()))
@@ -140,7 +185,11 @@ fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, ProviderError> {
             let (s, d) = extract!(half::bf16);
             (s, TensorData::BF16(d.iter().map(|x| x.to_bits()).collect()))
         }
-        other => return Err(ProviderError::Backend(format!("output {name}: element type {other:?} is not supported"))),
+        other => {
+            return Err(ProviderError::Backend(format!(
+                "output {name}: element type {other:?} is not supported"
+            )))
+        }
     };
     Tensor::new(shape, data).map_err(|e| ProviderError::Backend(e.to_string()))
 }
@@ -153,12 +202,22 @@ impl Provider for CpuProvider {
     fn run(&self, inputs: NamedTensors) -> Result<NamedTensors, ProviderError> {
         for (name, tensor) in &inputs {
             let Some(expected) = self.signature.inputs.iter().find(|i| &i.name == name) else {
-                return Err(ProviderError::InvalidInput(format!("the graph has no input named {name:?}")));
+                return Err(ProviderError::InvalidInput(format!(
+                    "the graph has no input named {name:?}"
+                )));
             };
             check_input(expected, tensor)?;
         }
-        if let Some(missing) = self.signature.inputs.iter().find(|i| !inputs.iter().any(|(n, _)| n == &i.name)) {
-            return Err(ProviderError::InvalidInput(format!("missing input {:?}", missing.name)));
+        if let Some(missing) = self
+            .signature
+            .inputs
+            .iter()
+            .find(|i| !inputs.iter().any(|(n, _)| n == &i.name))
+        {
+            return Err(ProviderError::InvalidInput(format!(
+                "missing input {:?}",
+                missing.name
+            )));
         }
         let values = inputs
             .into_iter()
@@ -172,7 +231,10 @@ impl Provider for CpuProvider {
             ort::ErrorCode::InvalidArgument => ProviderError::InvalidInput(e.to_string()),
             _ => ProviderError::Backend(e.to_string()),
         })?;
-        outputs.iter().map(|(name, value)| Ok((name.to_string(), from_ort(name, &value)?))).collect()
+        outputs
+            .iter()
+            .map(|(name, value)| Ok((name.to_string(), from_ort(name, &value)?)))
+            .collect()
     }
 }
 
@@ -186,7 +248,11 @@ fn check_input(expected: &TensorInfo, tensor: &Tensor) -> Result<(), ProviderErr
         )));
     }
     let fits = expected.shape.len() == tensor.shape.len()
-        && expected.shape.iter().zip(&tensor.shape).all(|(&e, &a)| e < 0 || e as usize == a);
+        && expected
+            .shape
+            .iter()
+            .zip(&tensor.shape)
+            .all(|(&e, &a)| e < 0 || e as usize == a);
     if !fits {
         return Err(ProviderError::InvalidInput(format!(
             "input {:?} must have shape {:?} (-1 = any), got {:?}",

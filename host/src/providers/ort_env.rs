@@ -28,7 +28,10 @@ pub fn init(configured: &str) -> Result<&'static Path> {
 
 /// The process's ORT environment; [`init`] must have succeeded first.
 pub fn environment() -> Result<&'static ort::environment::Environment> {
-    ENVIRONMENT.get().map(|(_, env)| env).context("ONNX Runtime is not initialised")
+    ENVIRONMENT
+        .get()
+        .map(|(_, env)| env)
+        .context("ONNX Runtime is not initialised")
 }
 
 /// Where the library is: the config, then `ORT_DYLIB_PATH`, then a `.venv` next to
@@ -58,7 +61,12 @@ pub fn locate(configured: &str) -> Result<PathBuf> {
             return Ok(found);
         }
     }
-    for dir in ["/usr/local/lib", "/usr/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu"] {
+    for dir in [
+        "/usr/local/lib",
+        "/usr/lib",
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+    ] {
         let candidate = Path::new(dir).join("libonnxruntime.so");
         if candidate.is_file() {
             return Ok(candidate);
@@ -73,11 +81,17 @@ pub fn locate(configured: &str) -> Result<PathBuf> {
 /// `.venv/lib/python3.*/site-packages/onnxruntime/capi/libonnxruntime.so*`
 fn find_in_venv(venv: &Path) -> Option<PathBuf> {
     let lib = venv.join("lib");
-    let mut pythons: Vec<_> = std::fs::read_dir(&lib).ok()?.flatten().map(|e| e.path()).collect();
+    let mut pythons: Vec<_> = std::fs::read_dir(&lib)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     pythons.sort();
     for python in pythons {
         let capi = python.join("site-packages/onnxruntime/capi");
-        let Ok(entries) = std::fs::read_dir(&capi) else { continue };
+        let Ok(entries) = std::fs::read_dir(&capi) else {
+            continue;
+        };
         let mut libs: Vec<_> = entries
             .flatten()
             .map(|e| e.path())
@@ -103,7 +117,9 @@ mod tests {
     #[test]
     fn finds_the_wheel_layout_in_a_venv() {
         let dir = tempfile::tempdir().unwrap();
-        let capi = dir.path().join(".venv/lib/python3.11/site-packages/onnxruntime/capi");
+        let capi = dir
+            .path()
+            .join(".venv/lib/python3.11/site-packages/onnxruntime/capi");
         std::fs::create_dir_all(&capi).unwrap();
         std::fs::write(capi.join("libonnxruntime.so.1.32.0"), b"").unwrap();
         std::fs::write(capi.join("onnxruntime_pybind11_state.so"), b"").unwrap();

@@ -35,7 +35,10 @@ const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
 impl RemoteProvider {
     pub fn new(config: &RemoteConfig, local_model: &str) -> Result<Self> {
         let base = config.url.trim_end_matches('/').to_string();
-        anyhow::ensure!(base.starts_with("http://"), "remote url {base:?}: only http:// endpoints are supported");
+        anyhow::ensure!(
+            base.starts_with("http://"),
+            "remote url {base:?}: only http:// endpoints are supported"
+        );
         let token = match &config.token_env {
             Some(var) => match std::env::var(var) {
                 Ok(token) if !token.is_empty() => Some(token),
@@ -59,7 +62,10 @@ impl RemoteProvider {
         Ok(Self {
             name: "azure".into(),
             base,
-            model: config.model.clone().unwrap_or_else(|| local_model.to_string()),
+            model: config
+                .model
+                .clone()
+                .unwrap_or_else(|| local_model.to_string()),
             token,
             timeout: Duration::from_millis(config.timeout_ms),
             client,
@@ -72,12 +78,19 @@ impl RemoteProvider {
     }
 
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.runtime.as_ref().expect("runtime lives until drop").block_on(f)
+        self.runtime
+            .as_ref()
+            .expect("runtime lives until drop")
+            .block_on(f)
     }
 
     async fn send(&self, request: Request<Full<Bytes>>) -> Result<(u16, Bytes), String> {
         let call = async {
-            let response = self.client.request(request).await.map_err(|e| format!("connection: {e}"))?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| format!("connection: {e}"))?;
             let status = response.status().as_u16();
             let body = http_body_util::Limited::new(response.into_body(), MAX_REPLY_BYTES)
                 .collect()
@@ -92,8 +105,16 @@ impl RemoteProvider {
         }
     }
 
-    fn request(&self, method: &str, uri: String, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
-        let mut builder = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    fn request(
+        &self,
+        method: &str,
+        uri: String,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, String> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json");
         if let Some(token) = &self.token {
             builder = builder.header("authorization", format!("Bearer {token}"));
         }
@@ -103,8 +124,13 @@ impl RemoteProvider {
     /// Readiness: server ready and the model ready.
     pub fn probe(&self) -> Result<(), String> {
         self.block_on(async {
-            for uri in [format!("{}/v2/health/ready", self.base), format!("{}/ready", self.endpoint())] {
-                let (status, _) = self.send(self.request("GET", uri.clone(), Bytes::new())?).await?;
+            for uri in [
+                format!("{}/v2/health/ready", self.base),
+                format!("{}/ready", self.endpoint()),
+            ] {
+                let (status, _) = self
+                    .send(self.request("GET", uri.clone(), Bytes::new())?)
+                    .await?;
                 if status != 200 {
                     return Err(format!("{uri} answered {status}"));
                 }
@@ -122,11 +148,15 @@ impl Provider for RemoteProvider {
     fn run(&self, inputs: NamedTensors) -> Result<NamedTensors, ProviderError> {
         let request = oip::InferRequest {
             id: None,
-            inputs: inputs.iter().map(|(name, t)| oip::from_tensor(name, t)).collect(),
+            inputs: inputs
+                .iter()
+                .map(|(name, t)| oip::from_tensor(name, t))
+                .collect(),
             outputs: None,
             parameters: None,
         };
-        let body = serde_json::to_vec(&request).map_err(|e| ProviderError::Backend(e.to_string()))?;
+        let body =
+            serde_json::to_vec(&request).map_err(|e| ProviderError::Backend(e.to_string()))?;
         let reply = self.block_on(async {
             let http = self.request("POST", format!("{}/infer", self.endpoint()), body.into())?;
             self.send(http).await
@@ -134,14 +164,22 @@ impl Provider for RemoteProvider {
         let (status, body) = reply.map_err(ProviderError::Backend)?;
         if status != 200 {
             let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-            return Err(ProviderError::Backend(format!("remote answered {status}: {text}")));
+            return Err(ProviderError::Backend(format!(
+                "remote answered {status}: {text}"
+            )));
         }
-        let reply: oip::InferResponse =
-            serde_json::from_slice(&body).map_err(|e| ProviderError::Backend(format!("malformed reply: {e}")))?;
+        let reply: oip::InferResponse = serde_json::from_slice(&body)
+            .map_err(|e| ProviderError::Backend(format!("malformed reply: {e}")))?;
         reply
             .outputs
             .iter()
-            .map(|t| Ok((t.name.clone(), oip::to_tensor(t).map_err(|e| ProviderError::Backend(format!("malformed reply: {e}")))?)))
+            .map(|t| {
+                Ok((
+                    t.name.clone(),
+                    oip::to_tensor(t)
+                        .map_err(|e| ProviderError::Backend(format!("malformed reply: {e}")))?,
+                ))
+            })
             .collect()
     }
 }

@@ -69,14 +69,23 @@ impl ProviderRouter {
         config: RoutingConfig,
         signature: GraphSignature,
     ) -> Arc<Self> {
-        let mut stats = vec![ProviderStats { name: local.name().to_string(), ..Default::default() }];
+        let mut stats = vec![ProviderStats {
+            name: local.name().to_string(),
+            ..Default::default()
+        }];
         if let Some(r) = &remote {
-            stats.push(ProviderStats { name: r.name().to_string(), ..Default::default() });
+            stats.push(ProviderStats {
+                name: r.name().to_string(),
+                ..Default::default()
+            });
         }
         Arc::new(Self {
             model: model.to_string(),
             local,
-            remote: remote.map(|provider| Remote { provider, breaker: Arc::default() }),
+            remote: remote.map(|provider| Remote {
+                provider,
+                breaker: Arc::default(),
+            }),
             config,
             signature,
             stats: Mutex::new(stats),
@@ -85,10 +94,17 @@ impl ProviderRouter {
     }
 
     /// Runs a batch of `size` inputs; returns the outputs and the provider that made them.
-    pub fn run(self: &Arc<Self>, size: usize, inputs: NamedTensors) -> Result<(NamedTensors, String), ProviderError> {
+    pub fn run(
+        self: &Arc<Self>,
+        size: usize,
+        inputs: NamedTensors,
+    ) -> Result<(NamedTensors, String), ProviderError> {
         if let Some(remote) = self.remote.as_ref().filter(|_| self.prefer_remote(size)) {
             let started = Instant::now();
-            let result = remote.provider.run(inputs.clone()).and_then(|out| self.check_reply(out));
+            let result = remote
+                .provider
+                .run(inputs.clone())
+                .and_then(|out| self.check_reply(out));
             let elapsed = started.elapsed();
             match result {
                 Ok(outputs) => {
@@ -99,8 +115,15 @@ impl ProviderRouter {
                 Err(e) => {
                     let message = e.to_string();
                     tracing::warn!(model = %self.model, error = %message, "remote provider failed; running the batch on the CPU");
-                    let reason = if message.contains("no reply within") { "timeout" } else { "error" };
-                    metrics().fallbacks.with_label_values(&[&self.model, reason]).inc();
+                    let reason = if message.contains("no reply within") {
+                        "timeout"
+                    } else {
+                        "error"
+                    };
+                    metrics()
+                        .fallbacks
+                        .with_label_values(&[&self.model, reason])
+                        .inc();
                     self.record(REMOTE, size, elapsed, Some(message));
                     self.remote_failed(remote);
                 }
@@ -108,12 +131,19 @@ impl ProviderRouter {
         }
         let started = Instant::now();
         let result = self.local.run(inputs);
-        self.record(LOCAL, size, started.elapsed(), result.as_ref().err().map(|e| e.to_string()));
+        self.record(
+            LOCAL,
+            size,
+            started.elapsed(),
+            result.as_ref().err().map(|e| e.to_string()),
+        );
         result.map(|outputs| (outputs, self.local.name().to_string()))
     }
 
     fn prefer_remote(&self, size: usize) -> bool {
-        let Some(remote) = &self.remote else { return false };
+        let Some(remote) = &self.remote else {
+            return false;
+        };
         if remote.breaker.open.load(Ordering::Relaxed) {
             return false;
         }
@@ -123,7 +153,10 @@ impl ProviderRouter {
                 let mut adaptive = self.adaptive.lock();
                 adaptive.draws += 1;
                 let b = bucket(size);
-                let (local, remote) = (adaptive.ms_per_input[LOCAL][b], adaptive.ms_per_input[REMOTE][b]);
+                let (local, remote) = (
+                    adaptive.ms_per_input[LOCAL][b],
+                    adaptive.ms_per_input[REMOTE][b],
+                );
                 let explore_every = (1.0 / self.config.explore.clamp(0.001, 1.0)).round() as u64;
                 let preferred = match (local, remote) {
                     (Some(l), Some(r)) => r < l,
@@ -143,11 +176,18 @@ impl ProviderRouter {
     fn check_reply(&self, outputs: NamedTensors) -> Result<NamedTensors, ProviderError> {
         for expected in &self.signature.outputs {
             let Some((_, t)) = outputs.iter().find(|(n, _)| n == &expected.name) else {
-                return Err(ProviderError::Backend(format!("malformed reply: no output {:?}", expected.name)));
+                return Err(ProviderError::Backend(format!(
+                    "malformed reply: no output {:?}",
+                    expected.name
+                )));
             };
             let fits = t.dtype() == expected.dtype
                 && t.shape.len() == expected.shape.len()
-                && expected.shape.iter().zip(&t.shape).all(|(&e, &a)| e < 0 || e as usize == a);
+                && expected
+                    .shape
+                    .iter()
+                    .zip(&t.shape)
+                    .all(|(&e, &a)| e < 0 || e as usize == a);
             if !fits {
                 return Err(ProviderError::Backend(format!(
                     "malformed reply: output {:?} is {:?} {:?}, expected {:?} {:?}",
@@ -164,9 +204,14 @@ impl ProviderRouter {
 
     fn remote_failed(self: &Arc<Self>, remote: &Remote) {
         let failures = remote.breaker.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures >= self.config.breaker_failures && !remote.breaker.open.swap(true, Ordering::Relaxed) {
+        if failures >= self.config.breaker_failures
+            && !remote.breaker.open.swap(true, Ordering::Relaxed)
+        {
             tracing::warn!(model = %self.model, failures, "circuit breaker opened for the remote provider");
-            metrics().breaker_open.with_label_values(&[remote.provider.name()]).set(1);
+            metrics()
+                .breaker_open
+                .with_label_values(&[remote.provider.name()])
+                .set(1);
             self.start_probing(remote);
         }
     }
@@ -207,10 +252,18 @@ impl ProviderRouter {
     fn record(&self, index: usize, size: usize, elapsed: Duration, error: Option<String>) {
         let ms = elapsed.as_secs_f64() * 1e3;
         let mut stats = self.stats.lock();
-        let Some(s) = stats.get_mut(index) else { return };
+        let Some(s) = stats.get_mut(index) else {
+            return;
+        };
         let outcome = if error.is_some() { "error" } else { "ok" };
-        metrics().provider_runs.with_label_values(&[&s.name, &self.model, outcome]).inc();
-        metrics().provider_latency.with_label_values(&[&s.name, &self.model]).observe(elapsed.as_secs_f64());
+        metrics()
+            .provider_runs
+            .with_label_values(&[&s.name, &self.model, outcome])
+            .inc();
+        metrics()
+            .provider_latency
+            .with_label_values(&[&s.name, &self.model])
+            .observe(elapsed.as_secs_f64());
         match error {
             Some(e) => {
                 s.errors += 1;
@@ -258,7 +311,9 @@ impl ProviderRouter {
                 })
             })
             .collect();
-        let choice: Vec<Value> = if self.remote.is_some() && self.config.policy == RoutingPolicy::Adaptive {
+        let choice: Vec<Value> = if self.remote.is_some()
+            && self.config.policy == RoutingPolicy::Adaptive
+        {
             let adaptive = self.adaptive.lock();
             (0..12)
                 .filter_map(|b| {
@@ -285,8 +340,8 @@ impl ProviderRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::{DType, Tensor, TensorData};
     use crate::providers::TensorInfo;
+    use crate::tensor::{DType, Tensor, TensorData};
 
     struct Fixed(&'static str, Result<(), &'static str>);
 
@@ -296,16 +351,29 @@ mod tests {
         }
         fn run(&self, _: NamedTensors) -> Result<NamedTensors, ProviderError> {
             self.1.map_err(|e| ProviderError::Backend(e.into()))?;
-            Ok(vec![("y".into(), Tensor::new(vec![1], TensorData::F32(vec![1.0])).unwrap())])
+            Ok(vec![(
+                "y".into(),
+                Tensor::new(vec![1], TensorData::F32(vec![1.0])).unwrap(),
+            )])
         }
     }
 
     fn router(local: Fixed) -> Arc<ProviderRouter> {
         let signature = GraphSignature {
             inputs: vec![],
-            outputs: vec![TensorInfo { name: "y".into(), dtype: DType::F32, shape: vec![-1] }],
+            outputs: vec![TensorInfo {
+                name: "y".into(),
+                dtype: DType::F32,
+                shape: vec![-1],
+            }],
         };
-        ProviderRouter::new("m", Arc::new(local), None, RoutingConfig::default(), signature)
+        ProviderRouter::new(
+            "m",
+            Arc::new(local),
+            None,
+            RoutingConfig::default(),
+            signature,
+        )
     }
 
     #[test]
@@ -320,7 +388,10 @@ mod tests {
     fn replies_missing_outputs_are_malformed() {
         let r = router(Fixed("cpu-test", Ok(())));
         assert!(r.check_reply(vec![]).is_err());
-        let wrong = vec![("y".into(), Tensor::new(vec![1], TensorData::I64(vec![1])).unwrap())];
+        let wrong = vec![(
+            "y".into(),
+            Tensor::new(vec![1], TensorData::I64(vec![1])).unwrap(),
+        )];
         assert!(r.check_reply(wrong).is_err());
     }
 

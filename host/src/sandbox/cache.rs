@@ -19,7 +19,10 @@ impl ComponentCache {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Self { dir: dir.to_path_buf(), engine_tag: format!("{:016x}", hasher.finish()) }
+        Self {
+            dir: dir.to_path_buf(),
+            engine_tag: format!("{:016x}", hasher.finish()),
+        }
     }
 
     pub fn load(&self, engine: &Engine, wasm: &[u8]) -> Result<Component> {
@@ -30,10 +33,15 @@ impl ComponentCache {
             // the same compatibility hash, in a directory only this host writes.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cached component")
+                }
             }
         }
-        let compiled = engine.precompile_component(wasm).map_err(anyhow::Error::from).context("compiling the component")?;
+        let compiled = engine
+            .precompile_component(wasm)
+            .map_err(anyhow::Error::from)
+            .context("compiling the component")?;
         if let Err(e) = write_atomically(&path, &compiled) {
             tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled component");
         }

@@ -36,7 +36,9 @@ impl Sandbox {
             // Guest stack overflow must trap cleanly, well before the host's own stack.
             .max_wasm_stack(1 << 20)
             .async_stack_size(2 << 20);
-        let engine = Engine::new(&wasm).map_err(anyhow::Error::from).context("configuring wasmtime")?;
+        let engine = Engine::new(&wasm)
+            .map_err(anyhow::Error::from)
+            .context("configuring wasmtime")?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -45,16 +47,22 @@ impl Sandbox {
 
         // Epoch ticker: a plain thread so it keeps time even if the async runtime is busy.
         let weak = engine.weak();
-        std::thread::Builder::new().name("epoch".into()).spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
 
         let cache = ComponentCache::new(&config.cache_dir, &engine);
-        Ok(Arc::new(Self { engine, linker, cache }))
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            cache,
+        }))
     }
 
     /// Compiles (or loads the cached compilation of) a component and checks it can
@@ -66,6 +74,8 @@ impl Sandbox {
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .context("the component imports something nnhost does not provide")?;
-        ProxyPre::new(pre).map_err(anyhow::Error::from).context("the component does not export wasi:http/incoming-handler")
+        ProxyPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("the component does not export wasi:http/incoming-handler")
     }
 }

@@ -10,7 +10,11 @@ use http_body_util::BodyExt;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 pub fn limit(body: HyperOutgoingBody, max: u64) -> HyperOutgoingBody {
-    Limited { inner: body, remaining: max }.boxed_unsync()
+    Limited {
+        inner: body,
+        remaining: max,
+    }
+    .boxed_unsync()
 }
 
 struct Limited {
@@ -22,16 +26,26 @@ impl Body for Limited {
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     if n > self.remaining {
-                        tracing::warn!("guest response exceeded its size limit; closing the connection");
-                        crate::metrics::metrics().guest_failures.with_label_values(&["-", "response_too_large"]).inc();
+                        tracing::warn!(
+                            "guest response exceeded its size limit; closing the connection"
+                        );
+                        crate::metrics::metrics()
+                            .guest_failures
+                            .with_label_values(&["-", "response_too_large"])
+                            .inc();
                         self.remaining = 0;
-                        return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseBodySize(Some(n)))));
+                        return Poll::Ready(Some(Err(
+                            wasmtime_wasi_http::Error::HttpResponseBodySize(Some(n)),
+                        )));
                     }
                     self.remaining -= n;
                 }

@@ -92,7 +92,10 @@ pub async fn handle(
         if state.cpu_ticks > THROTTLE_AFTER_TICKS {
             // A guest that keeps computing gets at most half a core: it sleeps a tick
             // for every tick it runs, so a runaway loop cannot crowd out other tenants.
-            return Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(EPOCH_TICK))));
+            return Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::time::sleep(EPOCH_TICK)),
+            ));
         }
         // Yield every tick so a guest that computes for long never holds an async worker.
         Ok(UpdateDeadline::Yield(1))
@@ -100,10 +103,16 @@ pub async fn handle(
 
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let request = request.map(|body| {
-        http_body_util::BodyExt::map_err(body, |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} })
+        http_body_util::BodyExt::map_err(
+            body,
+            |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} },
+        )
     });
     let prepared = (|| {
-        let req = store.data_mut().http().new_incoming_request(Scheme::Http, request)?;
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         Ok::<_, wasmtime::Error>((req, out))
     })();
@@ -115,12 +124,19 @@ pub async fn handle(
         let _guard = guard;
         let run = async {
             let started = std::time::Instant::now();
-            let proxy = pre.instantiate_async(&mut store).await.map_err(|e| (true, e))?;
+            let proxy = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| (true, e))?;
             crate::metrics::metrics()
                 .guest_instantiate
                 .with_label_values(&[&tenant])
                 .observe(started.elapsed().as_secs_f64());
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await.map_err(|e| (false, e))
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+                .map_err(|e| (false, e))
         };
         match tokio::time::timeout(timeout, run).await {
             Ok(Ok(())) => Ok(()),
@@ -131,7 +147,9 @@ pub async fn handle(
     });
 
     match receiver.await {
-        Ok(Ok(response)) => Ok(response.map(|body| super::limited_body::limit(body, max_response_bytes))),
+        Ok(Ok(response)) => {
+            Ok(response.map(|body| super::limited_body::limit(body, max_response_bytes)))
+        }
         Ok(Err(code)) => Err(GuestFailure::Http(code)),
         Err(_) => match task.await {
             Ok(Ok(())) => Err(GuestFailure::NoResponse),
@@ -146,7 +164,12 @@ pub async fn handle(
 
 /// A short message for the client; the full error (with the guest's backtrace) goes
 /// to the log.
-fn classify(error: wasmtime::Error, store: &Store<GuestState>, timeout: Duration, memory: usize) -> GuestFailure {
+fn classify(
+    error: wasmtime::Error,
+    store: &Store<GuestState>,
+    timeout: Duration,
+    memory: usize,
+) -> GuestFailure {
     tracing::debug!(error = ?error, "guest error");
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => {
@@ -158,7 +181,8 @@ fn classify(error: wasmtime::Error, store: &Store<GuestState>, timeout: Duration
         }
         Some(Trap::StackOverflow) => GuestFailure::StackOverflow,
         Some(Trap::MemoryOutOfBounds) => GuestFailure::Trap(
-            "out-of-bounds memory access (a stack overflow inside the guest's memory, or a bug)".into(),
+            "out-of-bounds memory access (a stack overflow inside the guest's memory, or a bug)"
+                .into(),
         ),
         Some(Trap::UnreachableCodeReached) => GuestFailure::Trap(format!(
             "the guest aborted (a panic, or an allocation beyond its memory limit of {} MiB)",

@@ -4,7 +4,9 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{
+    RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
 
 use super::request::RequestLimits;
 use crate::api::{ApiState, ModelAccess};
@@ -30,7 +32,9 @@ impl GuestState {
         Self {
             wasi,
             http: WasiHttpCtx::new(),
-            outgoing: OutgoingHttp { allowed: limits.allow_outgoing_http },
+            outgoing: OutgoingHttp {
+                allowed: limits.allow_outgoing_http,
+            },
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes)
@@ -48,13 +52,20 @@ impl GuestState {
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for GuestState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outgoing }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outgoing,
+        }
     }
 }
 
@@ -71,7 +82,11 @@ impl WasiHttpHooks for OutgoingHttp {
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: SendFuture,
-    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, SendFuture), wasmtime_wasi_http::Error>> + Send> {
+    ) -> Box<
+        dyn Future<
+                Output = Result<(http::Response<WasiBody>, SendFuture), wasmtime_wasi_http::Error>,
+            > + Send,
+    > {
         _ = fut;
         if !self.allowed {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
@@ -79,7 +94,10 @@ impl WasiHttpHooks for OutgoingHttp {
         Box::new(async move {
             use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as SendFuture))
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as SendFuture,
+            ))
         })
     }
 }

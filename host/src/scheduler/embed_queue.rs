@@ -18,8 +18,8 @@ use tokio::sync::oneshot;
 
 use crate::config::BatchingConfig;
 use crate::error::{ErrorCode, InferenceError};
-use crate::models::pooling::{normalize, Pooling};
 use crate::metrics::metrics;
+use crate::models::pooling::{normalize, Pooling};
 use crate::providers::router::ProviderRouter;
 use crate::providers::GraphSignature;
 use crate::tensor::{Tensor, TensorData};
@@ -73,7 +73,11 @@ impl Job {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             if let Some(reply) = self.reply.lock().take() {
                 let data = std::mem::take(&mut *self.results.lock());
-                let _ = reply.send(Ok(Embeddings { dimensions: self.dimensions, data, provider: provider.to_string() }));
+                let _ = reply.send(Ok(Embeddings {
+                    dimensions: self.dimensions,
+                    data,
+                    provider: provider.to_string(),
+                }));
             }
         }
     }
@@ -118,22 +122,40 @@ impl EmbedQueue {
         limits: BatchingConfig,
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
-            queue: Mutex::new(State { requests: VecDeque::new(), queued_inputs: 0, closed: false }),
+            queue: Mutex::new(State {
+                requests: VecDeque::new(),
+                queued_inputs: 0,
+                closed: false,
+            }),
             wakeup: Condvar::new(),
         });
         let worker = {
             let shared = shared.clone();
             let limits = limits.clone();
-            let runner = BatchRunner { router, signature, plan, model: model.to_string() };
+            let runner = BatchRunner {
+                router,
+                signature,
+                plan,
+                model: model.to_string(),
+            };
             std::thread::Builder::new()
                 .name(format!("embed-{model}"))
                 .spawn(move || worker_loop(&shared, &limits, &runner))?
         };
-        Ok(Self { model: model.to_string(), shared, limits, worker: Some(worker) })
+        Ok(Self {
+            model: model.to_string(),
+            shared,
+            limits,
+            worker: Some(worker),
+        })
     }
 
     /// Queues the inputs and waits for their vectors.
-    pub async fn embed(&self, sequences: Vec<Sequence>, dimensions: usize) -> Result<Embeddings, InferenceError> {
+    pub async fn embed(
+        &self,
+        sequences: Vec<Sequence>,
+        dimensions: usize,
+    ) -> Result<Embeddings, InferenceError> {
         if sequences.is_empty() {
             return Err(InferenceError::invalid("no inputs").with_param("input"));
         }
@@ -152,15 +174,26 @@ impl EmbedQueue {
             if state.queued_inputs + count > self.limits.max_queued_inputs {
                 return Err(InferenceError::new(
                     ErrorCode::Busy,
-                    format!("the embedding queue is full ({} inputs waiting); retry shortly", state.queued_inputs),
+                    format!(
+                        "the embedding queue is full ({} inputs waiting); retry shortly",
+                        state.queued_inputs
+                    ),
                 ));
             }
             state.queued_inputs += count;
-            state.requests.push_back(Queued { job, items: items.into() });
-            metrics().queue_depth.with_label_values(&[&self.model]).set(state.queued_inputs as i64);
+            state.requests.push_back(Queued {
+                job,
+                items: items.into(),
+            });
+            metrics()
+                .queue_depth
+                .with_label_values(&[&self.model])
+                .set(state.queued_inputs as i64);
         }
         self.shared.wakeup.notify_one();
-        answer.await.unwrap_or_else(|_| Err(InferenceError::internal("the embedding worker stopped")))
+        answer
+            .await
+            .unwrap_or_else(|_| Err(InferenceError::internal("the embedding worker stopped")))
     }
 }
 
@@ -183,12 +216,18 @@ fn worker_loop(shared: &Shared, limits: &BatchingConfig, runner: &BatchRunner) {
             }
             if state.closed {
                 for queued in state.requests.drain(..) {
-                    queued.job.fail(InferenceError::new(ErrorCode::Busy, "the server is shutting down"));
+                    queued.job.fail(InferenceError::new(
+                        ErrorCode::Busy,
+                        "the server is shutting down",
+                    ));
                 }
                 return;
             }
             let batch = take_batch(&mut state, limits);
-            metrics().queue_depth.with_label_values(&[&runner.model]).set(state.queued_inputs as i64);
+            metrics()
+                .queue_depth
+                .with_label_values(&[&runner.model])
+                .set(state.queued_inputs as i64);
             batch
         };
         if !batch.is_empty() {
@@ -207,15 +246,23 @@ fn take_batch(state: &mut State, limits: &BatchingConfig) -> Vec<Item> {
     'fill: loop {
         let mut took = false;
         for queued in state.requests.iter_mut() {
-            let Some((_, next)) = queued.items.front() else { continue };
+            let Some((_, next)) = queued.items.front() else {
+                continue;
+            };
             let len = next.ids.len();
             let padded = longest.max(len) * (batch.len() + 1);
-            if !batch.is_empty() && (batch.len() >= limits.max_batch_inputs || padded > limits.max_batch_tokens) {
+            if !batch.is_empty()
+                && (batch.len() >= limits.max_batch_inputs || padded > limits.max_batch_tokens)
+            {
                 break 'fill;
             }
             let (index, sequence) = queued.items.pop_front().unwrap();
             longest = longest.max(len);
-            batch.push(Item { job: queued.job.clone(), index, sequence });
+            batch.push(Item {
+                job: queued.job.clone(),
+                index,
+                sequence,
+            });
             took = true;
         }
         if !took {
@@ -240,7 +287,10 @@ impl BatchRunner {
         let started = Instant::now();
         match self.forward(&batch) {
             Ok((vectors, provider)) => {
-                metrics().batch_size.with_label_values(&[&self.model, &provider]).observe(batch.len() as f64);
+                metrics()
+                    .batch_size
+                    .with_label_values(&[&self.model, &provider])
+                    .observe(batch.len() as f64);
                 let dim = self.plan.dimensions;
                 for (item, vector) in batch.iter().zip(vectors.chunks_exact(dim)) {
                     item.job.store(item.index, vector, &provider);
@@ -253,19 +303,33 @@ impl BatchRunner {
                 }
             }
         }
-        tracing::debug!(size = batch.len(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "embedding batch");
+        tracing::debug!(
+            size = batch.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "embedding batch"
+        );
     }
 
     /// Pads the batch to its longest input, runs the graph and pools each row.
     fn forward(&self, batch: &[Item]) -> Result<(Vec<f32>, String), InferenceError> {
         let rows = batch.len();
-        let width = batch.iter().map(|i| i.sequence.ids.len()).max().unwrap_or(0);
+        let width = batch
+            .iter()
+            .map(|i| i.sequence.ids.len())
+            .max()
+            .unwrap_or(0);
         let mut ids = vec![0i64; rows * width];
         let mut mask = vec![0i64; rows * width];
         let mut types = vec![0i64; rows * width];
         for (r, item) in batch.iter().enumerate() {
             let row = r * width;
-            for (c, (&id, &ty)) in item.sequence.ids.iter().zip(&item.sequence.type_ids).enumerate() {
+            for (c, (&id, &ty)) in item
+                .sequence
+                .ids
+                .iter()
+                .zip(&item.sequence.type_ids)
+                .enumerate()
+            {
                 ids[row + c] = id as i64;
                 mask[row + c] = 1;
                 types[row + c] = ty as i64;
@@ -278,9 +342,19 @@ impl BatchRunner {
                 "input_ids" => std::mem::take(&mut ids),
                 "attention_mask" => std::mem::take(&mut mask),
                 "token_type_ids" => std::mem::take(&mut types),
-                other => return Err(InferenceError::internal(format!("embedding graph input {other:?} is not supported"))),
+                other => {
+                    return Err(InferenceError::internal(format!(
+                        "embedding graph input {other:?} is not supported"
+                    )))
+                }
             };
-            inputs.push((input.name.clone(), Tensor { shape: shape.clone(), data: TensorData::I64(data) }));
+            inputs.push((
+                input.name.clone(),
+                Tensor {
+                    shape: shape.clone(),
+                    data: TensorData::I64(data),
+                },
+            ));
         }
         let (outputs, provider) = self.router.run(rows, inputs)?;
         let dim = self.plan.dimensions;
@@ -289,8 +363,17 @@ impl BatchRunner {
             .find(|(name, _)| name == "last_hidden_state")
             .or_else(|| outputs.iter().find(|(_, t)| t.shape.len() == 3))
             .or_else(|| outputs.iter().find(|(_, t)| t.shape.len() == 2));
-        let Some((name, Tensor { shape, data: TensorData::F32(values) })) = hidden else {
-            return Err(InferenceError::backend("the embedding graph returned no float hidden states"));
+        let Some((
+            name,
+            Tensor {
+                shape,
+                data: TensorData::F32(values),
+            },
+        )) = hidden
+        else {
+            return Err(InferenceError::backend(
+                "the embedding graph returned no float hidden states",
+            ));
         };
         let mut vectors = vec![0.0f32; rows * dim];
         match shape.as_slice() {
@@ -303,7 +386,12 @@ impl BatchRunner {
             [r, s, d] if *r == rows && *s == width && *d == dim => {
                 for (r, (out, item)) in vectors.chunks_exact_mut(dim).zip(batch).enumerate() {
                     let len = item.sequence.ids.len().max(1);
-                    self.plan.pooling.pool(&values[r * width * dim..(r + 1) * width * dim], dim, len, out);
+                    self.plan.pooling.pool(
+                        &values[r * width * dim..(r + 1) * width * dim],
+                        dim,
+                        len,
+                        out,
+                    );
                 }
             }
             other => {
@@ -324,10 +412,16 @@ mod tests {
     use super::*;
 
     fn seq(len: usize) -> Sequence {
-        Sequence { ids: vec![1; len], type_ids: vec![0; len] }
+        Sequence {
+            ids: vec![1; len],
+            type_ids: vec![0; len],
+        }
     }
 
-    fn job() -> (Arc<Job>, oneshot::Receiver<Result<Embeddings, InferenceError>>) {
+    fn job() -> (
+        Arc<Job>,
+        oneshot::Receiver<Result<Embeddings, InferenceError>>,
+    ) {
         let (tx, rx) = oneshot::channel();
         let job = Arc::new(Job {
             dimensions: 1,
@@ -344,10 +438,17 @@ mod tests {
             .into_iter()
             .map(|(job, lens)| {
                 queued_inputs += lens.len();
-                Queued { job, items: lens.into_iter().map(seq).enumerate().collect() }
+                Queued {
+                    job,
+                    items: lens.into_iter().map(seq).enumerate().collect(),
+                }
             })
             .collect();
-        State { requests, queued_inputs, closed: false }
+        State {
+            requests,
+            queued_inputs,
+            closed: false,
+        }
     }
 
     #[test]
@@ -355,10 +456,17 @@ mod tests {
         let (big, _rx1) = job();
         let (small, _rx2) = job();
         let mut s = state(vec![(big.clone(), vec![5; 100]), (small.clone(), vec![5])]);
-        let limits = BatchingConfig { max_batch_tokens: 1000, max_batch_inputs: 8, max_queued_inputs: 1000 };
+        let limits = BatchingConfig {
+            max_batch_tokens: 1000,
+            max_batch_inputs: 8,
+            max_queued_inputs: 1000,
+        };
         let batch = take_batch(&mut s, &limits);
         assert_eq!(batch.len(), 8);
-        assert!(batch.iter().any(|i| Arc::ptr_eq(&i.job, &small)), "the one-text request rides in the first batch");
+        assert!(
+            batch.iter().any(|i| Arc::ptr_eq(&i.job, &small)),
+            "the one-text request rides in the first batch"
+        );
         assert_eq!(s.queued_inputs, 101 - 8);
     }
 
@@ -366,7 +474,11 @@ mod tests {
     fn the_padded_token_budget_bounds_a_batch() {
         let (a, _rx) = job();
         let mut s = state(vec![(a, vec![10, 10, 10, 100])]);
-        let limits = BatchingConfig { max_batch_tokens: 100, max_batch_inputs: 64, max_queued_inputs: 1000 };
+        let limits = BatchingConfig {
+            max_batch_tokens: 100,
+            max_batch_inputs: 64,
+            max_queued_inputs: 1000,
+        };
         assert_eq!(take_batch(&mut s, &limits).len(), 3); // 4 × 100 padded would exceed 100... 3 × 10 fits
         assert_eq!(take_batch(&mut s, &limits).len(), 1); // an input alone may exceed the budget
         assert_eq!(s.queued_inputs, 0);

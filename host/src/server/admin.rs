@@ -18,15 +18,37 @@ use super::responses::{self, HttpResponse};
 use super::AppState;
 use crate::tenants::{keys, TenantSettings};
 
-pub async fn handle(state: &AppState, method: &Method, path: &str, headers: &http::HeaderMap, body: Bytes) -> HttpResponse {
+pub async fn handle(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+    headers: &http::HeaderMap,
+    body: Bytes,
+) -> HttpResponse {
     let Some(expected) = &state.admin_token else {
-        return responses::error(403, "the admin API is disabled: set NNHOST_ADMIN_TOKEN (or admin.token_sha256)", None, Some("admin_disabled"));
+        return responses::error(
+            403,
+            "the admin API is disabled: set NNHOST_ADMIN_TOKEN (or admin.token_sha256)",
+            None,
+            Some("admin_disabled"),
+        );
     };
     match keys::from_headers(headers) {
         Some(token) if keys::constant_time_eq(&keys::hash(token), expected) => {}
-        _ => return responses::error(401, "a valid admin token is required", None, Some("invalid_admin_token")),
+        _ => {
+            return responses::error(
+                401,
+                "a valid admin token is required",
+                None,
+                Some("invalid_admin_token"),
+            )
+        }
     }
-    let parts: Vec<&str> = path.trim_start_matches("/admin").split('/').filter(|s| !s.is_empty()).collect();
+    let parts: Vec<&str> = path
+        .trim_start_matches("/admin")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match (method, parts.as_slice()) {
         (&Method::GET, ["tenants"]) => {
             let tenants: Vec<_> = state.tenants.all().iter().map(|t| t.to_json()).collect();
@@ -53,12 +75,26 @@ pub async fn handle(state: &AppState, method: &Method, path: &str, headers: &htt
                         current.extend(patch);
                     }
                 }
-                Ok(_) => return responses::error(400, "tenant settings must be a JSON object", None, None),
+                Ok(_) => {
+                    return responses::error(
+                        400,
+                        "tenant settings must be a JSON object",
+                        None,
+                        None,
+                    )
+                }
                 Err(e) => return responses::error(400, format!("invalid JSON: {e}"), None, None),
             }
             let settings: TenantSettings = match serde_json::from_value(merged) {
                 Ok(s) => s,
-                Err(e) => return responses::error(400, format!("invalid tenant settings: {e}"), None, None),
+                Err(e) => {
+                    return responses::error(
+                        400,
+                        format!("invalid tenant settings: {e}"),
+                        None,
+                        None,
+                    )
+                }
             };
             match state.tenants.deploy(name, Some(settings), None) {
                 Ok(t) => responses::json(200, &t.to_json()),
@@ -69,10 +105,16 @@ pub async fn handle(state: &AppState, method: &Method, path: &str, headers: &htt
             // Compiling takes a while: off the async workers.
             let tenants = state.tenants.clone();
             let name = name.to_string();
-            let deployed = tokio::task::spawn_blocking(move || tenants.deploy(&name, None, Some(&body))).await;
+            let deployed =
+                tokio::task::spawn_blocking(move || tenants.deploy(&name, None, Some(&body))).await;
             match deployed {
                 Ok(Ok(t)) => responses::json(200, &t.to_json()),
-                Ok(Err(e)) => responses::error(400, format!("the component was not deployed: {e:#}"), None, Some("invalid_component")),
+                Ok(Err(e)) => responses::error(
+                    400,
+                    format!("the component was not deployed: {e:#}"),
+                    None,
+                    Some("invalid_component"),
+                ),
                 Err(e) => responses::error(500, format!("deploy failed: {e}"), None, None),
             }
         }
@@ -83,10 +125,20 @@ pub async fn handle(state: &AppState, method: &Method, path: &str, headers: &htt
                 not_found(name)
             }
         }
-        _ => responses::error(404, format!("unknown admin endpoint {method} {path}"), None, Some("unknown_url")),
+        _ => responses::error(
+            404,
+            format!("unknown admin endpoint {method} {path}"),
+            None,
+            Some("unknown_url"),
+        ),
     }
 }
 
 fn not_found(name: &str) -> HttpResponse {
-    responses::error(404, format!("no tenant named {name:?}"), None, Some("tenant_not_found"))
+    responses::error(
+        404,
+        format!("no tenant named {name:?}"),
+        None,
+        Some("tenant_not_found"),
+    )
 }

@@ -28,7 +28,9 @@ pub struct AppState {
 }
 
 pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "nnhost is serving");
     println!("nnhost listening on http://{local}");
@@ -50,7 +52,11 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {
         let state = state.clone();
         let service = service_fn(move |req| routes::handle(state.clone(), req));
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+        let connection = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned(),
+        );
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -61,7 +67,10 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {
     // flight finish, idle keep-alive connections are closed, within the grace period.
     drop(listener);
     let grace = std::time::Duration::from_millis(state.config.server.shutdown_grace_ms);
-    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: finishing requests in flight");
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: finishing requests in flight"
+    );
     match tokio::time::timeout(grace, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections closed"),
         Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
@@ -73,7 +82,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -8,7 +8,9 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 pub type HttpResponse = Response<HyperOutgoingBody>;
 
 pub fn full(bytes: impl Into<Bytes>) -> HyperOutgoingBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn json(status: u16, value: &serde_json::Value) -> HttpResponse {
@@ -20,11 +22,20 @@ pub fn json(status: u16, value: &serde_json::Value) -> HttpResponse {
 }
 
 pub fn text(status: u16, content_type: &str, body: String) -> HttpResponse {
-    Response::builder().status(status).header("content-type", content_type).body(full(body)).unwrap()
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(full(body))
+        .unwrap()
 }
 
 /// `{"error":{"message","type","param","code"}}` with the OpenAI `type` for the status.
-pub fn error(status: u16, message: impl Into<String>, param: Option<&str>, code: Option<&str>) -> HttpResponse {
+pub fn error(
+    status: u16,
+    message: impl Into<String>,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> HttpResponse {
     let kind = match status {
         401 => "authentication_error",
         403 => "permission_error",

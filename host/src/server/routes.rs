@@ -13,21 +13,30 @@ use serde_json::json;
 
 use super::responses::{self, HttpResponse};
 use super::{admin, v2, AppState};
+use crate::metrics::{metrics, route_label};
+use crate::sandbox;
 use crate::tenants::keys;
 use crate::tenants::usage::Usage;
 use crate::tenants::AuthError;
-use tokio::sync::OwnedSemaphorePermit;
-use crate::metrics::{metrics, route_label};
-use crate::sandbox;
 use crate::tenants::Tenant;
+use tokio::sync::OwnedSemaphorePermit;
 
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<HttpResponse, Infallible> {
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, Infallible> {
     let started = Instant::now();
     let route = route_label(req.uri().path());
     let (tenant, response) = dispatch(&state, req).await;
     let status = response.status().as_u16().to_string();
-    metrics().http_requests.with_label_values(&[route, &tenant, &status]).inc();
-    metrics().http_latency.with_label_values(&[route, &tenant]).observe(started.elapsed().as_secs_f64());
+    metrics()
+        .http_requests
+        .with_label_values(&[route, &tenant, &status])
+        .inc();
+    metrics()
+        .http_latency
+        .with_label_values(&[route, &tenant])
+        .observe(started.elapsed().as_secs_f64());
     Ok(response)
 }
 
@@ -37,7 +46,11 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
         (&Method::GET, "/health") => return host(responses::json(200, &json!({"status": "ok"}))),
         (&Method::GET, "/ready") => return host(ready(state)),
         (&Method::GET, "/metrics") => {
-            return host(responses::text(200, "text/plain; version=0.0.4; charset=utf-8", metrics().render()))
+            return host(responses::text(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics().render(),
+            ))
         }
         (&Method::GET, "/status") => return host(responses::json(200, &status(state))),
         _ => {}
@@ -48,9 +61,15 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
             Ok(body) => body,
             Err(response) => return ("-".into(), response),
         };
-        return ("-".into(), admin::handle(state, &parts.method, parts.uri.path(), &parts.headers, body).await);
+        return (
+            "-".into(),
+            admin::handle(state, &parts.method, parts.uri.path(), &parts.headers, body).await,
+        );
     }
-    let tenant = match state.tenants.authenticate(keys::from_headers(req.headers()), req.uri().path()) {
+    let tenant = match state
+        .tenants
+        .authenticate(keys::from_headers(req.headers()), req.uri().path())
+    {
         Ok(tenant) => tenant,
         Err(AuthError::Missing) => {
             let r = responses::error(
@@ -62,7 +81,12 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
             return ("-".into(), r);
         }
         Err(AuthError::Invalid) => {
-            let r = responses::error(401, "Incorrect API key provided.", None, Some("invalid_api_key"));
+            let r = responses::error(
+                401,
+                "Incorrect API key provided.",
+                None,
+                Some("invalid_api_key"),
+            );
             return ("-".into(), r);
         }
     };
@@ -73,28 +97,55 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
         Usage::add(&tenant.usage.limit_hits, 1);
         let mut r = responses::error(
             429,
-            format!("Too many concurrent requests for this API key (limit {})", tenant.settings.limits.max_concurrent_requests),
+            format!(
+                "Too many concurrent requests for this API key (limit {})",
+                tenant.settings.limits.max_concurrent_requests
+            ),
             None,
             Some("rate_limit_exceeded"),
         );
-        r.headers_mut().insert("retry-after", http::HeaderValue::from_static("1"));
+        r.headers_mut()
+            .insert("retry-after", http::HeaderValue::from_static("1"));
         return (name, r);
     };
-    let limit = tenant.settings.limits.max_body_bytes.unwrap_or(usize::MAX).min(state.config.server.max_body_bytes);
+    let limit = tenant
+        .settings
+        .limits
+        .max_body_bytes
+        .unwrap_or(usize::MAX)
+        .min(state.config.server.max_body_bytes);
     let (mut parts, body) = req.into_parts();
     if parts.uri.authority().is_none() && !parts.headers.contains_key(hyper::header::HOST) {
         // HTTP/1.1 requires Host; HTTP/1.0 clients may omit it (the guest needs an authority).
         if parts.version == http::Version::HTTP_11 {
-            return (name, responses::error(400, "the request has no Host header", None, Some("missing_host")));
+            return (
+                name,
+                responses::error(
+                    400,
+                    "the request has no Host header",
+                    None,
+                    Some("missing_host"),
+                ),
+            );
         }
-        parts.headers.insert(hyper::header::HOST, http::HeaderValue::from_static("localhost"));
+        parts.headers.insert(
+            hyper::header::HOST,
+            http::HeaderValue::from_static("localhost"),
+        );
     }
     let body = match read_body(limit, &parts, body).await {
         Ok(body) => body,
         Err(response) => return (name, response),
     };
     if parts.uri.path() == "/v2" || parts.uri.path().starts_with("/v2/") {
-        let response = v2::handle(&tenant.access, &parts.method, parts.uri.path(), &parts.headers, body).await;
+        let response = v2::handle(
+            &tenant.access,
+            &parts.method,
+            parts.uri.path(),
+            &parts.headers,
+            body,
+        )
+        .await;
         return (name, response);
     }
     let response = to_guest(&tenant, Request::from_parts(parts, Full::new(body)), permit).await;
@@ -136,7 +187,11 @@ fn status(state: &AppState) -> serde_json::Value {
 
 /// Reads the whole body (up to the limit) before any guest runs, so an oversized
 /// upload never costs an instance.
-async fn read_body(limit: usize, parts: &http::request::Parts, body: Incoming) -> Result<Bytes, HttpResponse> {
+async fn read_body(
+    limit: usize,
+    parts: &http::request::Parts,
+    body: Incoming,
+) -> Result<Bytes, HttpResponse> {
     let declared = parts
         .headers
         .get(hyper::header::CONTENT_LENGTH)
@@ -147,13 +202,35 @@ async fn read_body(limit: usize, parts: &http::request::Parts, body: Incoming) -
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(limit)),
-        Err(e) => Err(responses::error(400, format!("could not read the request body: {e}"), None, None)),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large(limit))
+        }
+        Err(e) => Err(responses::error(
+            400,
+            format!("could not read the request body: {e}"),
+            None,
+            None,
+        )),
     }
 }
 
-async fn to_guest(tenant: &Tenant, request: Request<Full<Bytes>>, permit: OwnedSemaphorePermit) -> HttpResponse {
-    match sandbox::handle_request(&tenant.guest, tenant.new_state(), &tenant.limits, request, permit).await {
+async fn to_guest(
+    tenant: &Tenant,
+    request: Request<Full<Bytes>>,
+    permit: OwnedSemaphorePermit,
+) -> HttpResponse {
+    match sandbox::handle_request(
+        &tenant.guest,
+        tenant.new_state(),
+        &tenant.limits,
+        request,
+        permit,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(failure) => {
             let code = match failure.http_status() {
@@ -161,7 +238,10 @@ async fn to_guest(tenant: &Tenant, request: Request<Full<Bytes>>, permit: OwnedS
                 503 => "guest_unavailable",
                 _ => "guest_error",
             };
-            metrics().guest_failures.with_label_values(&[&tenant.name, code]).inc();
+            metrics()
+                .guest_failures
+                .with_label_values(&[&tenant.name, code])
+                .inc();
             if code == "timeout" {
                 Usage::add(&tenant.usage.limit_hits, 1);
             }

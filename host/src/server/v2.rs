@@ -18,8 +18,18 @@ fn error(status: u16, message: impl Into<String>) -> HttpResponse {
     responses::json(status, &json!({"error": message.into()}))
 }
 
-pub async fn handle(access: &ModelAccess, method: &Method, path: &str, headers: &hyper::HeaderMap, body: Bytes) -> HttpResponse {
-    let parts: Vec<&str> = path.trim_start_matches("/v2").split('/').filter(|s| !s.is_empty()).collect();
+pub async fn handle(
+    access: &ModelAccess,
+    method: &Method,
+    path: &str,
+    headers: &hyper::HeaderMap,
+    body: Bytes,
+) -> HttpResponse {
+    let parts: Vec<&str> = path
+        .trim_start_matches("/v2")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match (method, parts.as_slice()) {
         (&Method::GET, []) => responses::json(
             200,
@@ -27,16 +37,20 @@ pub async fn handle(access: &ModelAccess, method: &Method, path: &str, headers: 
         ),
         (&Method::GET, ["health", "live"]) => responses::json(200, &json!({"live": true})),
         (&Method::GET, ["health", "ready"]) => responses::json(200, &json!({"ready": true})),
-        (&Method::GET, ["models", name, rest @ ..]) => match (model(access, name), strip_version(rest)) {
-            (Err(e), _) => e,
-            (Ok(m), []) => metadata(&m),
-            (Ok(_), ["ready"]) => responses::json(200, &json!({"name": name, "ready": true})),
-            _ => error(404, format!("unknown endpoint {path}")),
-        },
-        (&Method::POST, ["models", name, rest @ ..]) if strip_version(rest) == ["infer"] => match model(access, name) {
-            Err(e) => e,
-            Ok(m) => infer(m, headers, body).await,
-        },
+        (&Method::GET, ["models", name, rest @ ..]) => {
+            match (model(access, name), strip_version(rest)) {
+                (Err(e), _) => e,
+                (Ok(m), []) => metadata(&m),
+                (Ok(_), ["ready"]) => responses::json(200, &json!({"name": name, "ready": true})),
+                _ => error(404, format!("unknown endpoint {path}")),
+            }
+        }
+        (&Method::POST, ["models", name, rest @ ..]) if strip_version(rest) == ["infer"] => {
+            match model(access, name) {
+                Err(e) => e,
+                Ok(m) => infer(m, headers, body).await,
+            }
+        }
         _ => error(404, format!("unknown endpoint {method} {path}")),
     }
 }
@@ -50,15 +64,21 @@ fn strip_version<'a>(rest: &'a [&'a str]) -> &'a [&'a str] {
 }
 
 fn model(access: &ModelAccess, name: &str) -> Result<Arc<LoadedModel>, HttpResponse> {
-    let m = access.get(name).map_err(|_| error(404, format!("model {name:?} is not served here")))?;
+    let m = access
+        .get(name)
+        .map_err(|_| error(404, format!("model {name:?} is not served here")))?;
     m.graph().map_err(|e| error(400, e.message))?;
     Ok(m.clone())
 }
 
 fn metadata(model: &LoadedModel) -> HttpResponse {
-    let Ok((_, signature)) = model.graph() else { return error(400, "no graph") };
+    let Ok((_, signature)) = model.graph() else {
+        return error(400, "no graph");
+    };
     let describe = |list: &[crate::providers::TensorInfo]| -> Vec<Value> {
-        list.iter().map(|i| json!({"name": i.name, "datatype": i.dtype.v2_name(), "shape": i.shape})).collect()
+        list.iter()
+            .map(|i| json!({"name": i.name, "datatype": i.dtype.v2_name(), "shape": i.shape}))
+            .collect()
     };
     responses::json(
         200,
@@ -79,7 +99,15 @@ async fn infer(model: Arc<LoadedModel>, headers: &hyper::HeaderMap, body: Bytes)
         .and_then(|v| v.parse::<usize>().ok());
     let (json_part, mut binary) = match header_len {
         Some(n) if n <= body.len() => (body.slice(..n), body.slice(n..)),
-        Some(n) => return error(400, format!("Inference-Header-Content-Length {n} exceeds the body ({} bytes)", body.len())),
+        Some(n) => {
+            return error(
+                400,
+                format!(
+                    "Inference-Header-Content-Length {n} exceeds the body ({} bytes)",
+                    body.len()
+                ),
+            )
+        }
         None => (body, Bytes::new()),
     };
     let request: InferRequest = match serde_json::from_slice(&json_part) {
@@ -91,7 +119,13 @@ async fn infer(model: Arc<LoadedModel>, headers: &hyper::HeaderMap, body: Bytes)
         let tensor = match oip::binary_size(&input.parameters) {
             Some(size) => {
                 if size > binary.len() {
-                    return error(400, format!("input {:?}: binary data is shorter than {size} bytes", input.name));
+                    return error(
+                        400,
+                        format!(
+                            "input {:?}: binary data is shorter than {size} bytes",
+                            input.name
+                        ),
+                    );
                 }
                 let bytes = binary.split_to(size);
                 decode_binary(input, &bytes)
@@ -103,7 +137,9 @@ async fn infer(model: Arc<LoadedModel>, headers: &hyper::HeaderMap, body: Bytes)
             Err(e) => return error(400, e),
         }
     }
-    let Ok((provider, _)) = model.graph() else { return error(400, "no graph") };
+    let Ok((provider, _)) = model.graph() else {
+        return error(400, "no graph");
+    };
     let provider_name = provider.name().to_string();
     let outputs = match tokio::task::spawn_blocking(move || provider.run(inputs)).await {
         Ok(Ok(outputs)) => outputs,
@@ -115,7 +151,12 @@ async fn infer(model: Arc<LoadedModel>, headers: &hyper::HeaderMap, body: Bytes)
     let wanted: Option<Vec<(String, bool)>> = request.outputs.as_ref().map(|outs| {
         outs.iter()
             .map(|o| {
-                let binary = o.parameters.as_ref().and_then(|p| p.get("binary_data")).and_then(Value::as_bool).unwrap_or(false);
+                let binary = o
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.get("binary_data"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 (o.name.clone(), binary)
             })
             .collect()
@@ -128,7 +169,10 @@ async fn infer(model: Arc<LoadedModel>, headers: &hyper::HeaderMap, body: Bytes)
         .unwrap_or(false);
     let selected: Vec<(String, bool)> = match wanted {
         Some(w) => w,
-        None => outputs.iter().map(|(n, _)| (n.clone(), binary_default)).collect(),
+        None => outputs
+            .iter()
+            .map(|(n, _)| (n.clone(), binary_default))
+            .collect(),
     };
     let mut json_outputs = Vec::new();
     let mut blobs = BytesMut::new();
@@ -145,11 +189,21 @@ async fn infer(model: Arc<LoadedModel>, headers: &hyper::HeaderMap, body: Bytes)
         }
         json_outputs.push(out);
     }
-    let response = InferResponse { model_name: model.info.id.clone(), model_version: Some("1".into()), id: request.id, outputs: json_outputs };
+    let response = InferResponse {
+        model_name: model.info.id.clone(),
+        model_version: Some("1".into()),
+        id: request.id,
+        outputs: json_outputs,
+    };
     let json_bytes = serde_json::to_vec(&response).unwrap_or_default();
-    let builder = Response::builder().status(200).header("x-nnhost-provider", provider_name);
+    let builder = Response::builder()
+        .status(200)
+        .header("x-nnhost-provider", provider_name);
     if blobs.is_empty() {
-        builder.header("content-type", "application/json").body(full(json_bytes)).unwrap()
+        builder
+            .header("content-type", "application/json")
+            .body(full(json_bytes))
+            .unwrap()
     } else {
         let header_len = json_bytes.len();
         let mut body = BytesMut::from(&json_bytes[..]);
@@ -163,12 +217,18 @@ async fn infer(model: Arc<LoadedModel>, headers: &hyper::HeaderMap, body: Bytes)
 }
 
 fn decode_binary(input: &oip::JsonTensor, bytes: &[u8]) -> Result<Tensor, String> {
-    let dtype = crate::tensor::DType::from_v2_name(&input.datatype)
-        .ok_or_else(|| format!("input {:?}: datatype {:?} is not supported", input.name, input.datatype))?;
+    let dtype = crate::tensor::DType::from_v2_name(&input.datatype).ok_or_else(|| {
+        format!(
+            "input {:?}: datatype {:?} is not supported",
+            input.name, input.datatype
+        )
+    })?;
     let shape = input
         .shape
         .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| format!("input {:?}: negative dimension", input.name)))
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| format!("input {:?}: negative dimension", input.name))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Tensor::from_le_bytes(shape, dtype, bytes).map_err(|e| format!("input {:?}: {e}", input.name))
 }

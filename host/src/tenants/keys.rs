@@ -9,8 +9,11 @@ pub fn hash(key: &str) -> KeyHash {
 }
 
 pub fn parse_hex(hex_digest: &str) -> Result<KeyHash, String> {
-    let bytes = hex::decode(hex_digest.trim()).map_err(|e| format!("api key sha256 {hex_digest:?}: {e}"))?;
-    bytes.try_into().map_err(|_| format!("api key sha256 {hex_digest:?}: expected 64 hex digits"))
+    let bytes = hex::decode(hex_digest.trim())
+        .map_err(|e| format!("api key sha256 {hex_digest:?}: {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|_| format!("api key sha256 {hex_digest:?}: expected 64 hex digits"))
 }
 
 /// Equal without an early exit, so the time taken says nothing about where two
@@ -25,11 +28,23 @@ pub fn constant_time_eq(a: &KeyHash, b: &KeyHash) -> bool {
 
 /// The key from `Authorization: Bearer <key>` (or `api-key: <key>`, as Azure OpenAI clients send).
 pub fn from_headers(headers: &http::HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(value) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let value = value.trim();
-        return Some(value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).unwrap_or(value).trim());
+        return Some(
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .unwrap_or(value)
+                .trim(),
+        );
     }
-    headers.get("api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get("api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 #[cfg(test)]

@@ -144,8 +144,16 @@ pub struct Tenants {
 }
 
 impl Tenants {
-    pub fn load(configs: &[TenantConfig], sandbox: Arc<Sandbox>, registry: Arc<Registry>) -> Result<Self> {
-        let this = Self { sandbox, registry, tenants: RwLock::new(BTreeMap::new()) };
+    pub fn load(
+        configs: &[TenantConfig],
+        sandbox: Arc<Sandbox>,
+        registry: Arc<Registry>,
+    ) -> Result<Self> {
+        let this = Self {
+            sandbox,
+            registry,
+            tenants: RwLock::new(BTreeMap::new()),
+        };
         for config in configs {
             let bytes = std::fs::read(&config.component).with_context(|| {
                 format!(
@@ -154,8 +162,12 @@ impl Tenants {
                     config.component.display()
                 )
             })?;
-            this.deploy(&config.name, Some(TenantSettings::from_config(config)), Some(&bytes))
-                .with_context(|| format!("tenant {:?}", config.name))?;
+            this.deploy(
+                &config.name,
+                Some(TenantSettings::from_config(config)),
+                Some(&bytes),
+            )
+            .with_context(|| format!("tenant {:?}", config.name))?;
         }
         Ok(this)
     }
@@ -163,27 +175,57 @@ impl Tenants {
     /// Adds or replaces a tenant. `settings` None keeps the current ones; `component`
     /// None keeps the current component. Validation and compilation happen before the
     /// swap, so a bad component never replaces a good one.
-    pub fn deploy(&self, name: &str, settings: Option<TenantSettings>, component: Option<&[u8]>) -> Result<Arc<Tenant>> {
+    pub fn deploy(
+        &self,
+        name: &str,
+        settings: Option<TenantSettings>,
+        component: Option<&[u8]>,
+    ) -> Result<Arc<Tenant>> {
         anyhow::ensure!(
-            !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
             "tenant names are 1-64 characters of letters, digits, '-' and '_'"
         );
         let current = self.get(name);
         let (guest, sha) = match component {
-            Some(bytes) => (self.sandbox.prepare_bytes(bytes)?, hex::encode(sha2::Sha256::digest(bytes))),
+            Some(bytes) => (
+                self.sandbox.prepare_bytes(bytes)?,
+                hex::encode(sha2::Sha256::digest(bytes)),
+            ),
             None => match &current {
                 Some(t) => (t.guest.clone(), t.component_sha256.clone()),
-                None => anyhow::bail!("tenant {name:?} does not exist: deploy a component to create it"),
+                None => {
+                    anyhow::bail!("tenant {name:?} does not exist: deploy a component to create it")
+                }
             },
         };
         let settings = match (settings, &current) {
             (Some(s), _) => s,
             (None, Some(t)) => t.settings.clone(),
-            (None, None) => TenantSettings { models: vec!["*".into()], path_prefix: "/".into(), ..Default::default() },
+            (None, None) => TenantSettings {
+                models: vec!["*".into()],
+                path_prefix: "/".into(),
+                ..Default::default()
+            },
         };
-        let usage = current.as_ref().map(|t| t.usage.clone()).unwrap_or_default();
-        let tenant = Arc::new(Tenant::build(name, settings, guest, sha, self.registry.clone(), usage)?);
-        self.tenants.write().insert(name.to_string(), tenant.clone());
+        let usage = current
+            .as_ref()
+            .map(|t| t.usage.clone())
+            .unwrap_or_default();
+        let tenant = Arc::new(Tenant::build(
+            name,
+            settings,
+            guest,
+            sha,
+            self.registry.clone(),
+            usage,
+        )?);
+        self.tenants
+            .write()
+            .insert(name.to_string(), tenant.clone());
         tracing::info!(tenant = %name, component_sha256 = %tenant.component_sha256, "tenant deployed");
         Ok(tenant)
     }

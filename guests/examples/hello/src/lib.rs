@@ -9,21 +9,30 @@ wit_bindgen::generate!({
 });
 
 use nnhost::inference::models;
-use wasip2::http::types::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasip2::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 struct Hello;
 
 impl wasip2::exports::http::incoming_handler::Guest for Hello {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
-        let (status, body) = if matches!(request.method(), Method::Get) && (path == "/" || path.starts_with("/?")) {
-            let ids: Vec<String> = models::list_models().into_iter().map(|m| m.id).collect();
-            (200, serde_json::json!({ "hello": "from a custom guest", "models": ids }))
-        } else {
-            (404, serde_json::json!({ "error": {
+        let (status, body) =
+            if matches!(request.method(), Method::Get) && (path == "/" || path.starts_with("/?")) {
+                let ids: Vec<String> = models::list_models().into_iter().map(|m| m.id).collect();
+                (
+                    200,
+                    serde_json::json!({ "hello": "from a custom guest", "models": ids }),
+                )
+            } else {
+                (
+                    404,
+                    serde_json::json!({ "error": {
                 "message": "Not found: only GET / exists here.",
-                "type": "invalid_request_error", "param": null, "code": "unknown_url" } }))
-        };
+                "type": "invalid_request_error", "param": null, "code": "unknown_url" } }),
+                )
+            };
         send_json(response_out, status, &body);
     }
 }
@@ -33,7 +42,10 @@ fn send_json(out: ResponseOutparam, status: u16, value: &serde_json::Value) {
     let body = value.to_string().into_bytes();
     let headers = Fields::from_list(&[
         ("content-type".to_string(), b"application/json".to_vec()),
-        ("content-length".to_string(), body.len().to_string().into_bytes()),
+        (
+            "content-length".to_string(),
+            body.len().to_string().into_bytes(),
+        ),
     ])
     .expect("valid headers");
     let response = OutgoingResponse::new(headers);

@@ -36,9 +36,13 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
             "/env" => send_json(out, 200, &env()),
             "/socket" => send_json(out, 200, &socket()),
             "/ok" => send_json(out, 200, &json!({ "ok": true })),
-            _ => send_json(out, 404, &json!({ "error": {
+            _ => send_json(
+                out,
+                404,
+                &json!({ "error": {
                 "message": format!("no such attack: {path}"),
-                "type": "invalid_request_error", "param": null, "code": "unknown_url" } })),
+                "type": "invalid_request_error", "param": null, "code": "unknown_url" } }),
+            ),
         }
     }
 }
@@ -115,7 +119,11 @@ fn big_response(out: ResponseOutparam) {
 fn tensors_forever() -> ! {
     let mut handles = Vec::new();
     loop {
-        handles.push(tensors::Tensor::new(&[1], tensors::TensorType::Fp32, &[0, 0, 0, 0]));
+        handles.push(tensors::Tensor::new(
+            &[1],
+            tensors::TensorType::Fp32,
+            &[0, 0, 0, 0],
+        ));
         black_box(&handles);
     }
 }
@@ -217,7 +225,10 @@ fn send_json(out: ResponseOutparam, status: u16, value: &Value) {
     let body = value.to_string().into_bytes();
     let headers = Fields::from_list(&[
         ("content-type".to_string(), b"application/json".to_vec()),
-        ("content-length".to_string(), body.len().to_string().into_bytes()),
+        (
+            "content-length".to_string(),
+            body.len().to_string().into_bytes(),
+        ),
     ])
     .expect("valid headers");
     let response = OutgoingResponse::new(headers);

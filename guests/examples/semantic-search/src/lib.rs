@@ -65,7 +65,11 @@ pub struct Response {
 impl Response {
     fn json(status: u16, value: &impl Serialize) -> Self {
         let body = serde_json::to_vec(value).unwrap_or_default();
-        Response { status, headers: Vec::new(), body }
+        Response {
+            status,
+            headers: Vec::new(),
+            body,
+        }
     }
 }
 
@@ -81,12 +85,25 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        let kind = if status >= 500 { "server_error" } else { "invalid_request_error" };
-        ApiError { status, message: message.into(), kind, param: None, code: None }
+        let kind = if status >= 500 {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        };
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+        }
     }
 
     pub fn invalid(param: &str, message: impl Into<String>) -> Self {
-        ApiError { param: Some(param.to_string()), ..Self::new(400, message) }
+        ApiError {
+            param: Some(param.to_string()),
+            ..Self::new(400, message)
+        }
     }
 
     fn code(mut self, code: &'static str) -> Self {
@@ -220,16 +237,20 @@ pub fn parse_query(query: &str) -> Result<(String, usize), ApiError> {
 
 /// `{"query": string, "k"?: positive integer}`.
 pub fn parse_body(body: &[u8]) -> Result<(String, usize), ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(400, format!("The request body is not valid JSON: {e}."))
-    })?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, format!("The request body is not valid JSON: {e}.")))?;
     let obj = value
         .as_object()
         .ok_or_else(|| ApiError::new(400, "The request body must be a JSON object."))?;
     let q = match obj.get("query") {
         Some(Value::String(q)) => q.clone(),
         Some(_) => return Err(ApiError::invalid("query", "'query' must be a string.")),
-        None => return Err(ApiError::invalid("query", "Missing required parameter 'query'.")),
+        None => {
+            return Err(ApiError::invalid(
+                "query",
+                "Missing required parameter 'query'.",
+            ))
+        }
     };
     let k = match obj.get("k") {
         None | Some(Value::Null) => DEFAULT_K,
@@ -258,7 +279,14 @@ pub fn search(embed: EmbedFn, query: String, k: usize) -> Result<Response, ApiEr
         results: Vec<Hit>,
     }
     let results = rank(&batch, k)?;
-    Ok(Response::json(200, &Results { query: &query, model: MODEL, results }))
+    Ok(Response::json(
+        200,
+        &Results {
+            query: &query,
+            model: MODEL,
+            results,
+        },
+    ))
 }
 
 /// `batch` holds the query's vector, then one per corpus document.
@@ -279,7 +307,10 @@ pub fn rank(batch: &EmbeddingBatch, k: usize) -> Result<Vec<Hit>, ApiError> {
     let mut hits: Vec<Hit> = CORPUS
         .iter()
         .zip(vectors)
-        .map(|(text, v)| Hit { text, score: query.iter().zip(v).map(|(a, b)| a * b).sum() })
+        .map(|(text, v)| Hit {
+            text,
+            score: query.iter().zip(v).map(|(a, b)| a * b).sum(),
+        })
         .collect();
     hits.sort_by(|a, b| b.score.total_cmp(&a.score));
     hits.truncate(k);
@@ -341,7 +372,11 @@ mod component {
             };
             let target = request.path_with_query().unwrap_or_else(|| "/".into());
             let embed = |texts: Vec<String>| {
-                embeddings::embed(MODEL, &EmbedInput::Texts(texts), EmbedOptions { truncate: true })
+                embeddings::embed(
+                    MODEL,
+                    &EmbedInput::Texts(texts),
+                    EmbedOptions { truncate: true },
+                )
             };
             let mut read_body = || read_body(&request);
             send(out, dispatch(method, &target, &embed, &mut read_body));
@@ -352,8 +387,11 @@ mod component {
     fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, ApiError> {
         let unreadable = || ApiError::new(400, "The request body could not be read.");
         let too_large = || {
-            ApiError::new(413, format!("The request body is larger than {MAX_BODY_BYTES} bytes."))
-                .code("request_too_large")
+            ApiError::new(
+                413,
+                format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
+            )
+            .code("request_too_large")
         };
         let body = request.consume().map_err(|()| unreadable())?;
         let stream = body.stream().map_err(|()| unreadable())?;
@@ -374,10 +412,20 @@ mod component {
     fn send(out: ResponseOutparam, response: Response) {
         let mut headers = vec![
             ("content-type".to_string(), b"application/json".to_vec()),
-            ("content-length".to_string(), response.body.len().to_string().into_bytes()),
+            (
+                "content-length".to_string(),
+                response.body.len().to_string().into_bytes(),
+            ),
         ];
-        headers.extend(response.headers.iter().map(|(n, v)| (n.to_string(), v.clone().into_bytes())));
-        let Ok(fields) = Fields::from_list(&headers) else { return };
+        headers.extend(
+            response
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.clone().into_bytes())),
+        );
+        let Ok(fields) = Fields::from_list(&headers) else {
+            return;
+        };
         let head = OutgoingResponse::new(fields);
         let _ = head.set_status_code(response.status);
         let Ok(outgoing) = head.body() else { return };

@@ -43,7 +43,10 @@ fn post_search_default_k() {
     let (status, v) = call("POST", "/search", r#"{"query":"Rust"}"#);
     assert_eq!(status, 200);
     assert_eq!(v["results"].as_array().unwrap().len(), DEFAULT_K);
-    assert!(v["results"][0]["text"].as_str().unwrap().starts_with("Rust"));
+    assert!(v["results"][0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("Rust"));
 }
 
 #[test]
@@ -96,7 +99,11 @@ fn routing_errors() {
 #[test]
 fn host_errors_map_to_status() {
     let not_found = |_: Vec<String>| -> Result<EmbeddingBatch, HostError> {
-        Err(HostError { code: ErrorCode::NotFound, message: "no such model".into(), param: Some("model".into()) })
+        Err(HostError {
+            code: ErrorCode::NotFound,
+            message: "no such model".into(),
+            param: Some("model".into()),
+        })
     };
     let mut read = || Ok(Vec::new());
     let r = dispatch("GET", "/search?q=x", &not_found, &mut read);
@@ -107,7 +114,15 @@ fn host_errors_map_to_status() {
     assert_eq!(v["error"]["message"], "no such model");
 
     let short = |_: Vec<String>| -> Result<EmbeddingBatch, HostError> {
-        Ok(EmbeddingBatch { dimensions: 3, data: vec![0.0; 3], prompt_tokens: 0, provider: String::new() })
+        Ok(EmbeddingBatch {
+            dimensions: 3,
+            data: vec![0.0; 3],
+            prompt_tokens: 0,
+            provider: String::new(),
+        })
     };
-    assert_eq!(dispatch("GET", "/search?q=x", &short, &mut read).status, 500);
+    assert_eq!(
+        dispatch("GET", "/search?q=x", &short, &mut read).status,
+        500
+    );
 }

@@ -35,11 +35,15 @@ pub struct KvCache {
 
 impl DecoderGraph {
     pub fn load(path: &Path, options: &CpuOptions, shape: DecoderShape) -> Result<Self> {
-        let session = cpu::build_session(path, options).with_context(|| format!("loading {}", path.display()))?;
+        let session = cpu::build_session(path, options)
+            .with_context(|| format!("loading {}", path.display()))?;
         let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         for required in ["input_ids", "attention_mask"] {
             if !inputs.contains(&required) {
-                bail!("{}: the decoder graph has no {required} input", path.display());
+                bail!(
+                    "{}: the decoder graph has no {required} input",
+                    path.display()
+                );
             }
         }
         let has_position_ids = inputs.contains(&"position_ids");
@@ -50,7 +54,11 @@ impl DecoderGraph {
                 let past = format!("past_key_values.{layer}.{kind}");
                 let present = format!("present.{layer}.{kind}");
                 if !inputs.contains(&past.as_str()) {
-                    bail!("{}: missing input {past} (config says {} layers)", path.display(), shape.layers);
+                    bail!(
+                        "{}: missing input {past} (config says {} layers)",
+                        path.display(),
+                        shape.layers
+                    );
                 }
                 if !session.outputs().iter().any(|o| o.name() == present) {
                     bail!("{}: missing output {present}", path.display());
@@ -59,14 +67,29 @@ impl DecoderGraph {
                 present_names.push(present);
             }
         }
-        Ok(Self { session, shape, has_position_ids, past_names, present_names })
+        Ok(Self {
+            session,
+            shape,
+            has_position_ids,
+            past_names,
+            present_names,
+        })
     }
 
     pub fn empty_cache(&self) -> Result<KvCache> {
-        let DecoderShape { kv_heads, head_dim, .. } = self.shape;
-        let values = (0..self.past_names.len())
-            .map(|_| Ok(Tensor::<f32>::from_array(([1usize, kv_heads, 0, head_dim], Vec::<f32>::new()))?.into_dyn()))
-            .collect::<ort::Result<_>>()?;
+        let DecoderShape {
+            kv_heads, head_dim, ..
+        } = self.shape;
+        let values =
+            (0..self.past_names.len())
+                .map(|_| {
+                    Ok(Tensor::<f32>::from_array((
+                        [1usize, kv_heads, 0, head_dim],
+                        Vec::<f32>::new(),
+                    ))?
+                    .into_dyn())
+                })
+                .collect::<ort::Result<_>>()?;
         Ok(KvCache { values, len: 0 })
     }
 
@@ -74,25 +97,47 @@ impl DecoderGraph {
     pub fn forward(&mut self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
         let n = ids.len();
         let total = cache.len + n;
-        let mut inputs: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(3 + self.past_names.len());
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> =
+            Vec::with_capacity(3 + self.past_names.len());
         let input_ids: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
-        inputs.push(("input_ids".into(), Tensor::from_array(([1usize, n], input_ids))?.into_dyn().into()));
-        inputs.push(("attention_mask".into(), Tensor::from_array(([1usize, total], vec![1i64; total]))?.into_dyn().into()));
+        inputs.push((
+            "input_ids".into(),
+            Tensor::from_array(([1usize, n], input_ids))?
+                .into_dyn()
+                .into(),
+        ));
+        inputs.push((
+            "attention_mask".into(),
+            Tensor::from_array(([1usize, total], vec![1i64; total]))?
+                .into_dyn()
+                .into(),
+        ));
         if self.has_position_ids {
             let positions: Vec<i64> = (cache.len as i64..total as i64).collect();
-            inputs.push(("position_ids".into(), Tensor::from_array(([1usize, n], positions))?.into_dyn().into()));
+            inputs.push((
+                "position_ids".into(),
+                Tensor::from_array(([1usize, n], positions))?
+                    .into_dyn()
+                    .into(),
+            ));
         }
         for (name, value) in self.past_names.iter().zip(cache.values.drain(..)) {
             inputs.push((name.clone(), value.into()));
         }
         let mut outputs = self.session.run(inputs)?;
-        let logits = outputs.remove("logits").context("the decoder graph has no logits output")?;
+        let logits = outputs
+            .remove("logits")
+            .context("the decoder graph has no logits output")?;
         let (shape, data) = logits.try_extract_tensor::<f32>()?;
         let vocab = *shape.last().context("logits without dimensions")? as usize;
         let last = data.len().checked_sub(vocab).context("empty logits")?;
         let last_logits = data[last..].to_vec();
         for name in &self.present_names {
-            cache.values.push(outputs.remove(name.as_str()).with_context(|| format!("missing output {name}"))?);
+            cache.values.push(
+                outputs
+                    .remove(name.as_str())
+                    .with_context(|| format!("missing output {name}"))?,
+            );
         }
         cache.len = total;
         Ok(last_logits)

@@ -24,7 +24,11 @@ pub struct Sampler {
 impl Sampler {
     pub fn new(params: SamplingParams) -> Self {
         let seed = params.seed.unwrap_or_else(rand::random);
-        Self { params, rng: StdRng::seed_from_u64(seed), counts: Default::default() }
+        Self {
+            params,
+            rng: StdRng::seed_from_u64(seed),
+            counts: Default::default(),
+        }
     }
 
     /// Picks a token and remembers it for the penalties. `logits` may be modified.
@@ -37,7 +41,11 @@ impl Sampler {
                 }
             }
         }
-        let token = if p.temperature <= 0.0 { argmax(logits) } else { self.draw(logits) };
+        let token = if p.temperature <= 0.0 {
+            argmax(logits)
+        } else {
+            self.draw(logits)
+        };
         *self.counts.entry(token).or_default() += 1;
         token
     }
@@ -53,7 +61,11 @@ impl Sampler {
         if candidates.is_empty() {
             return argmax(logits);
         }
-        let k = if p.top_k == 0 { candidates.len() } else { (p.top_k as usize).min(candidates.len()) };
+        let k = if p.top_k == 0 {
+            candidates.len()
+        } else {
+            (p.top_k as usize).min(candidates.len())
+        };
         if k < candidates.len() {
             candidates.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
             candidates.truncate(k);
@@ -112,7 +124,14 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32, seed: u64) -> SamplingParams {
-        SamplingParams { temperature, top_p: 1.0, top_k: 0, presence_penalty: 0.0, frequency_penalty: 0.0, seed: Some(seed) }
+        SamplingParams {
+            temperature,
+            top_p: 1.0,
+            top_k: 0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: Some(seed),
+        }
     }
 
     #[test]
@@ -126,7 +145,9 @@ mod tests {
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
         let run = |seed| {
             let mut s = Sampler::new(params(0.8, seed));
-            (0..20).map(|_| s.sample(&mut logits.clone())).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| s.sample(&mut logits.clone()))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
@@ -134,11 +155,17 @@ mod tests {
 
     #[test]
     fn top_k_one_is_greedy_and_top_p_keeps_the_nucleus() {
-        let mut s = Sampler::new(SamplingParams { top_k: 1, ..params(1.0, 3) });
+        let mut s = Sampler::new(SamplingParams {
+            top_k: 1,
+            ..params(1.0, 3)
+        });
         for _ in 0..20 {
             assert_eq!(s.sample(&mut [0.0, 1.0, 5.0, 4.9]), 2);
         }
-        let mut s = Sampler::new(SamplingParams { top_p: 0.5, ..params(1.0, 3) });
+        let mut s = Sampler::new(SamplingParams {
+            top_p: 0.5,
+            ..params(1.0, 3)
+        });
         for _ in 0..20 {
             // token 0 holds ~88% of the mass: the 0.5 nucleus is token 0 alone.
             assert_eq!(s.sample(&mut [4.0, 2.0, 0.0, 0.0]), 0);
@@ -147,7 +174,10 @@ mod tests {
 
     #[test]
     fn frequency_penalty_discourages_repeats() {
-        let mut s = Sampler::new(SamplingParams { frequency_penalty: 2.0, ..params(0.0, 1) });
+        let mut s = Sampler::new(SamplingParams {
+            frequency_penalty: 2.0,
+            ..params(0.0, 1)
+        });
         assert_eq!(s.sample(&mut [1.0, 0.5]), 0);
         assert_eq!(s.sample(&mut [1.0, 0.5]), 1);
     }

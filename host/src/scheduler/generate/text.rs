@@ -19,7 +19,10 @@ impl IncrementalDecoder {
         let prefix = decode(&self.ids[self.prefix_offset..self.read_offset]);
         let full = decode(&self.ids[self.prefix_offset..]);
         if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') {
-            if let Some(delta) = full.get(prefix.len()..).filter(|_| full.starts_with(&prefix)) {
+            if let Some(delta) = full
+                .get(prefix.len()..)
+                .filter(|_| full.starts_with(&prefix))
+            {
                 let delta = delta.to_string();
                 self.prefix_offset = self.read_offset;
                 self.read_offset = self.ids.len();
@@ -45,7 +48,10 @@ pub enum Matched {
 
 impl StopMatcher {
     pub fn new(stops: Vec<String>) -> Self {
-        Self { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), pending: String::new() }
+        Self {
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            pending: String::new(),
+        }
     }
 
     pub fn push(&mut self, text: &str) -> Matched {
@@ -53,7 +59,12 @@ impl StopMatcher {
             return Matched::Continue(text.to_string());
         }
         self.pending.push_str(text);
-        if let Some(at) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min()
+        {
             let before = self.pending[..at].to_string();
             self.pending.clear();
             return Matched::Stop(before);
@@ -98,9 +109,18 @@ mod tests {
 
     #[test]
     fn stop_sequences_across_token_boundaries() {
-        assert_eq!(run(&["\n\n"], &["Hello", "\n", "\nWorld"]), ("Hello".into(), true));
-        assert_eq!(run(&["END"], &["abc E", "N", "D more"]), ("abc ".into(), true));
-        assert_eq!(run(&["END"], &["abc E", "N", "x"]), ("abc ENx".into(), false));
+        assert_eq!(
+            run(&["\n\n"], &["Hello", "\n", "\nWorld"]),
+            ("Hello".into(), true)
+        );
+        assert_eq!(
+            run(&["END"], &["abc E", "N", "D more"]),
+            ("abc ".into(), true)
+        );
+        assert_eq!(
+            run(&["END"], &["abc E", "N", "x"]),
+            ("abc ENx".into(), false)
+        );
         assert_eq!(run(&[], &["a", "b"]), ("ab".into(), false));
         assert_eq!(run(&["é!"], &["caf", "é", "!"]), ("caf".into(), true));
     }

@@ -44,14 +44,26 @@ impl Generator {
         provider: String,
     ) -> std::io::Result<Self> {
         let (jobs, inbox) = mpsc::channel();
-        let worker = Worker { graph, tokenizer, stop_ids, context_length, provider, model: model.to_string() };
-        std::thread::Builder::new().name(format!("generate-{model}")).spawn(move || worker.run(inbox))?;
+        let worker = Worker {
+            graph,
+            tokenizer,
+            stop_ids,
+            context_length,
+            provider,
+            model: model.to_string(),
+        };
+        std::thread::Builder::new()
+            .name(format!("generate-{model}"))
+            .spawn(move || worker.run(inbox))?;
         Ok(Self { jobs })
     }
 
     /// Starts a generation; its chunks and its end arrive on the returned channel.
     /// Dropping the receiver cancels it.
-    pub fn submit(&self, request: GenerateRequest) -> Result<UnboundedReceiver<GenEvent>, InferenceError> {
+    pub fn submit(
+        &self,
+        request: GenerateRequest,
+    ) -> Result<UnboundedReceiver<GenEvent>, InferenceError> {
         let (events, receiver) = unbounded_channel();
         self.jobs
             .send(Job { request, events })
@@ -133,7 +145,10 @@ impl Worker {
     fn step(&mut self, seq: &mut Active) -> bool {
         if seq.events.is_closed() {
             tracing::info!(model = %self.model, generated = seq.generated, "generation cancelled: the client went away");
-            crate::metrics::metrics().generations.with_label_values(&[&self.model, "cancelled"]).inc();
+            crate::metrics::metrics()
+                .generations
+                .with_label_values(&[&self.model, "cancelled"])
+                .inc();
             return false;
         }
         match self.graph.forward(&[seq.last], &mut seq.cache) {
@@ -159,7 +174,10 @@ impl Worker {
             Matched::Continue(t) => (t, false),
             Matched::Stop(t) => (t, true),
         };
-        let _ = seq.events.send(GenEvent::Chunk { text: emit, tokens: vec![token] });
+        let _ = seq.events.send(GenEvent::Chunk {
+            text: emit,
+            tokens: vec![token],
+        });
         if stopped {
             self.finish(seq, FinishReason::Stop, None);
             return false;
@@ -175,7 +193,10 @@ impl Worker {
         if reason != FinishReason::Stop {
             let held = seq.stops.flush();
             if !held.is_empty() {
-                let _ = seq.events.send(GenEvent::Chunk { text: held, tokens: Vec::new() });
+                let _ = seq.events.send(GenEvent::Chunk {
+                    text: held,
+                    tokens: Vec::new(),
+                });
             }
         }
         let elapsed = seq.started.elapsed().as_secs_f64();
@@ -191,7 +212,12 @@ impl Worker {
     }
 }
 
-fn job_fail(provider: &str, prompt_tokens: usize, completion_tokens: usize, message: String) -> GenerationEnd {
+fn job_fail(
+    provider: &str,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    message: String,
+) -> GenerationEnd {
     GenerationEnd {
         finish_reason: FinishReason::Error,
         prompt_tokens,
