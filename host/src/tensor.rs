@@ -137,7 +137,7 @@ impl Tensor {
         bytes: &[u8],
     ) -> Result<Self, TensorError> {
         let size = dtype.size();
-        if bytes.len() % size != 0 {
+        if !bytes.len().is_multiple_of(size) {
             return Err(TensorError::BadByteLength {
                 dtype,
                 size,

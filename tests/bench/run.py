@@ -53,8 +53,8 @@ PEERS_RAW = {  # texts/s, PEERS.md
 }
 
 OPTION_SETS = [
-    ("defaults (sequential, intra = cores, spinning on)", []),
-    ("spinning off", ["--spinning", "false"]),
+    ("defaults (sequential, intra = cores, no spinning)", []),
+    ("spinning on", ["--spinning", "true"]),
     ("parallel mode, inter-op 2 (the seed's choice)", ["--execution-mode", "parallel", "--inter-threads", "2"]),
     ("intra-op 1", ["--intra-threads", "1"]),
 ]

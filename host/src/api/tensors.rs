@@ -45,7 +45,7 @@ impl HostTensor for ApiState {
         // wasi-nn implementations do, rather than carry a broken value around.
         let tensor = Tensor::from_le_bytes(shape, dtype_from_wit(ty), &data)
             .map_err(|e| wasmtime::Error::msg(format!("invalid tensor: {e}")))?;
-        Ok(self.push(tensor)?)
+        self.push(tensor)
     }
 
     async fn dimensions(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<Vec<u32>> {

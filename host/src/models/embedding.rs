@@ -41,7 +41,10 @@ pub enum EmbedInput {
 
 impl EmbeddingModel {
     pub fn load(config: &ModelConfig) -> Result<Self> {
-        let folder = SentenceTransformerFolder::read(&config.path)?;
+        let mut folder = SentenceTransformerFolder::read(&config.path)?;
+        if let Some(file) = &config.onnx {
+            folder.onnx = config.path.join(file);
+        }
         let mut tokenizer = Tokenizer::from_file(&folder.tokenizer)
             .map_err(|e| anyhow!("{}: {e}", folder.tokenizer.display()))?;
         // Fixed padding (MiniLM's tokenizer.json pads to 128) would make every input

@@ -52,6 +52,8 @@ pub struct ModelInfo {
     pub metadata: Vec<(String, String)>,
 }
 
+// One value per configured model, built once and never moved on a hot path.
+#[allow(clippy::large_enum_variant)]
 pub enum Model {
     Embedding(EmbeddingModel),
     Decoder(DecoderModel),
@@ -135,7 +137,10 @@ impl Registry {
 
     fn decoder_model(config: &ModelConfig, created: u64) -> Result<LoadedModel> {
         let model = DecoderModel::load(config)?;
-        let kind = if model.chat_template.is_some() && !model.base_model {
+        let kind = if model.chat_template.is_some()
+            && !model.base_model
+            && config.kind.as_deref() != Some("completion")
+        {
             ModelKind::Chat
         } else {
             ModelKind::Completion

@@ -51,6 +51,8 @@ impl CpuProvider {
     }
 }
 
+// ort's builder error carries the whole builder; it is converted right away.
+#[allow(clippy::result_large_err)]
 pub(crate) fn build_session(model: &Path, options: &CpuOptions) -> Result<Session> {
     let level = match options.optimization_level {
         OptimizationLevel::Disable => GraphOptimizationLevel::Disable,
@@ -67,8 +69,7 @@ pub(crate) fn build_session(model: &Path, options: &CpuOptions) -> Result<Sessio
     let cpu = ep::CPU::default()
         .with_arena_allocator(options.memory_arena)
         .build();
-    let session =
-        Session::builder(super::ort_env::environment()?).map_err(ort::Error::<()>::from)?;
+    let session = Session::builder(super::ort_env::environment()?)?;
     let session = Ok(session)
         .and_then(|b| b.with_execution_providers([cpu]))
         .and_then(|b| b.with_optimization_level(level))

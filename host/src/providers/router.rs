@@ -163,7 +163,7 @@ impl ProviderRouter {
                     (None, _) => false,
                     (Some(_), None) => true,
                 };
-                if adaptive.draws % explore_every == 0 {
+                if adaptive.draws.is_multiple_of(explore_every) {
                     !preferred
                 } else {
                     preferred

@@ -2,13 +2,13 @@
 //! what each tenant used. Guarded by the admin token (config `admin`), compared as a
 //! sha256 digest in constant time.
 //!
-//! - `GET    /admin/tenants`                  all tenants with usage
-//! - `GET    /admin/tenants/{name}`           one tenant
-//! - `PUT    /admin/tenants/{name}`           create or change settings (JSON: public, api_keys,
-//!                                            api_keys_sha256, models, limits)
-//! - `PUT    /admin/tenants/{name}/component` deploy a component (body: the .wasm); creates the
-//!                                            tenant (no keys, all models) if it does not exist
-//! - `DELETE /admin/tenants/{name}`           remove a tenant
+//! - `GET /admin/tenants`: all tenants with usage
+//! - `GET /admin/tenants/{name}`: one tenant
+//! - `PUT /admin/tenants/{name}`: create or change settings (JSON: public, path_prefix,
+//!   api_keys, api_keys_sha256, models, limits; fields left out keep their values)
+//! - `PUT /admin/tenants/{name}/component`: deploy a component (body: the .wasm); creates
+//!   the tenant (no keys, all models) if it does not exist
+//! - `DELETE /admin/tenants/{name}`: remove a tenant
 
 use bytes::Bytes;
 use hyper::Method;

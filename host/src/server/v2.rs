@@ -63,6 +63,8 @@ fn strip_version<'a>(rest: &'a [&'a str]) -> &'a [&'a str] {
     }
 }
 
+// The error is the finished response for the client; it is returned once per request.
+#[allow(clippy::result_large_err)]
 fn model(access: &ModelAccess, name: &str) -> Result<Arc<LoadedModel>, HttpResponse> {
     let m = access
         .get(name)
