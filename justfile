@@ -71,6 +71,7 @@ test: models build browser-setup scale-out-setup
 bench: models build
     {{python}} tests/bench/run.py --out docs/BENCHMARKS.md
     {{python}} tests/bench/chat.py --out docs/BENCHMARKS.md
+    {{python}} tests/bench/tenants.py --out docs/BENCHMARKS.md
 
 # Check formatting and lints.
 lint:
