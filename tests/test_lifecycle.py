@@ -55,3 +55,43 @@ def test_sigterm_finishes_requests_in_flight(tmp_path):
     assert code == 0
     assert time.time() - started < 25
     assert "shutting down" in server.log_path.read_text()
+
+
+def test_past_capacity_generations_get_429_with_retry_after(tmp_path):
+    from conftest import SMOLLM
+
+    config = f"""
+[[models]]
+name = "smollm2-135m-instruct"
+path = "{SMOLLM}"
+[models.batching]
+max_generations = 1
+
+[[tenants]]
+name = "default"
+public = true
+component = "{ROUTER_WASM}"
+"""
+    server = Server(config, tmp_path)
+    try:
+        body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Tell a long story."}],
+                "max_tokens": 400, "stream": True}
+        first = requests.post(server.url + "/v1/chat/completions", json=body, stream=True, timeout=60)
+        assert first.status_code == 200
+        next(first.iter_lines())
+        second = requests.post(server.url + "/v1/chat/completions", json={**body, "stream": False}, timeout=60)
+        assert second.status_code == 429, second.text
+        assert second.headers["retry-after"] == "1"
+        assert second.json()["error"]["code"] == "server_busy"
+        first.close()
+        # Once the first generation is gone, the slot is free again.
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            r = requests.post(server.url + "/v1/chat/completions",
+                              json={**body, "stream": False, "max_tokens": 4}, timeout=60)
+            if r.status_code == 200:
+                break
+            time.sleep(0.2)
+        assert r.status_code == 200, r.text
+    finally:
+        server.stop()

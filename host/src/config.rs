@@ -230,8 +230,10 @@ pub struct BatchingConfig {
     pub max_batch_tokens: usize,
     /// Inputs one batch may hold.
     pub max_batch_inputs: usize,
-    /// Inputs waiting in the queue before new requests get 503 (busy).
+    /// Inputs waiting in the queue before new requests are refused (busy → 429).
     pub max_queued_inputs: usize,
+    /// Decoders: generations queued or running at once before new ones are refused.
+    pub max_generations: usize,
 }
 
 impl Default for BatchingConfig {
@@ -240,6 +242,7 @@ impl Default for BatchingConfig {
             max_batch_tokens: 16_384,
             max_batch_inputs: 64,
             max_queued_inputs: 16_384,
+            max_generations: 64,
         }
     }
 }

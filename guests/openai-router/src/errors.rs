@@ -148,7 +148,8 @@ impl From<HostError> for ApiError {
             ),
             ErrorCode::Unsupported => (400, INVALID_REQUEST, Some("unsupported"), None),
             ErrorCode::ResourceExhausted => (429, RATE_LIMIT, Some("resource_exhausted"), None),
-            ErrorCode::Busy => (503, SERVER_ERROR, Some("server_busy"), None),
+            // A full queue: back-pressure the client retries after a moment (429 + Retry-After).
+            ErrorCode::Busy => (429, RATE_LIMIT, Some("server_busy"), None),
             ErrorCode::BackendError | ErrorCode::Internal => (500, SERVER_ERROR, None, None),
         };
         let message = if e.message.is_empty() {
@@ -162,7 +163,7 @@ impl From<HostError> for ApiError {
         let mut out = ApiError::new(status, kind, message);
         out.param = e.param.or(default_param.map(str::to_string));
         out.code = code;
-        if status == 503 {
+        if matches!(e.code, ErrorCode::Busy) {
             out.headers.push(("retry-after", "1".to_string()));
         }
         out

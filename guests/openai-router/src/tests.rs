@@ -476,7 +476,7 @@ fn host_errors_are_mapped() {
             "rate_limit_error",
             Some("resource_exhausted"),
         ),
-        (Busy, 503, "server_error", Some("server_busy")),
+        (Busy, 429, "rate_limit_error", Some("server_busy")),
         (BackendError, 500, "server_error", None),
         (Internal, 500, "server_error", None),
     ];

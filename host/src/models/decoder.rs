@@ -218,6 +218,7 @@ impl DecoderModel {
             stop_ids,
             context_length,
             provider.clone(),
+            config.batching.max_generations,
         )?;
         let base_model = nnhost.base_model
             || (chat_template.is_none() && nnhost.kind.as_deref() != Some("chat"));

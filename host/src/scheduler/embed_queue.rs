@@ -460,6 +460,7 @@ mod tests {
             max_batch_tokens: 1000,
             max_batch_inputs: 8,
             max_queued_inputs: 1000,
+            ..Default::default()
         };
         let batch = take_batch(&mut s, &limits);
         assert_eq!(batch.len(), 8);
@@ -478,6 +479,7 @@ mod tests {
             max_batch_tokens: 100,
             max_batch_inputs: 64,
             max_queued_inputs: 1000,
+            ..Default::default()
         };
         assert_eq!(take_batch(&mut s, &limits).len(), 3); // 4 × 100 padded would exceed 100... 3 × 10 fits
         assert_eq!(take_batch(&mut s, &limits).len(), 1); // an input alone may exceed the budget

@@ -396,7 +396,7 @@ fn errors_before_streaming_are_json() {
         param: None,
     });
     let r = complete(&h, json!({"model": "base", "prompt": "x"}));
-    assert_error(&r, 503, None, "queue full");
+    assert_error(&r, 429, None, "queue full");
     assert_eq!(r.0.header("retry-after"), Some("1"));
 }
 

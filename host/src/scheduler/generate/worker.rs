@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,11 +10,15 @@ use super::decoder_graph::{DecoderGraph, KvCache};
 use super::sampler::Sampler;
 use super::text::{IncrementalDecoder, Matched, StopMatcher};
 use super::{FinishReason, GenEvent, GenerateRequest, GenerationEnd};
-use crate::error::InferenceError;
+use crate::error::{ErrorCode, InferenceError};
 
 /// Handle to a decoder model's generation worker.
 pub struct Generator {
     jobs: mpsc::Sender<Job>,
+    /// Generations queued or running; past `max_generations` new ones are refused
+    /// (busy) instead of queueing without bound.
+    in_flight: Arc<AtomicUsize>,
+    max_generations: usize,
 }
 
 struct Job {
@@ -42,9 +47,12 @@ impl Generator {
         stop_ids: Vec<u32>,
         context_length: usize,
         provider: String,
+        max_generations: usize,
     ) -> std::io::Result<Self> {
         let (jobs, inbox) = mpsc::channel();
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
+            in_flight: in_flight.clone(),
             graph,
             tokenizer,
             stop_ids,
@@ -55,7 +63,11 @@ impl Generator {
         std::thread::Builder::new()
             .name(format!("generate-{model}"))
             .spawn(move || worker.run(inbox))?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            in_flight,
+            max_generations: max_generations.max(1),
+        })
     }
 
     /// Starts a generation; its chunks and its end arrive on the returned channel.
@@ -64,6 +76,16 @@ impl Generator {
         &self,
         request: GenerateRequest,
     ) -> Result<UnboundedReceiver<GenEvent>, InferenceError> {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.max_generations {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(InferenceError::new(
+                ErrorCode::Busy,
+                format!(
+                    "{} generations are in progress, the most this model runs at once; retry shortly",
+                    self.max_generations
+                ),
+            ));
+        }
         let (events, receiver) = unbounded_channel();
         self.jobs
             .send(Job { request, events })
@@ -73,6 +95,7 @@ impl Generator {
 }
 
 struct Worker {
+    in_flight: Arc<AtomicUsize>,
     graph: DecoderGraph,
     tokenizer: Arc<Tokenizer>,
     stop_ids: Vec<u32>,
@@ -102,6 +125,7 @@ impl Worker {
 
     fn admit(&mut self, job: Job, active: &mut Vec<Active>) {
         if job.events.is_closed() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         let request = job.request;
@@ -110,6 +134,7 @@ impl Worker {
             Err(e) => {
                 let end = job_fail(&self.provider, request.prompt.len(), 0, format!("{e:#}"));
                 let _ = job.events.send(GenEvent::Done(end));
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
         };
@@ -149,6 +174,7 @@ impl Worker {
                 .generations
                 .with_label_values(&[&self.model, "cancelled"])
                 .inc();
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
         match self.graph.forward(&[seq.last], &mut seq.cache) {
@@ -190,6 +216,7 @@ impl Worker {
     }
 
     fn finish(&self, seq: &mut Active, reason: FinishReason, error: Option<String>) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
         if reason != FinishReason::Stop {
             let held = seq.stops.flush();
             if !held.is_empty() {
