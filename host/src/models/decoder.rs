@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
+use super::read_json;
 use crate::config::ModelConfig;
 use crate::error::{ErrorCode, InferenceError};
 use crate::scheduler::generate::{
@@ -52,17 +53,6 @@ struct NnhostJson {
     stop_tokens: Vec<String>,
 }
 
-fn read_json(path: &Path) -> Result<Option<Value>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("parsing {}", path.display()))?,
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
 /// `"<s>"` or `{"content": "<s>", ...}` as tokenizer_config.json writes special tokens.
 fn token_text(value: Option<&Value>) -> Option<String> {
     match value? {
@@ -86,7 +76,7 @@ fn token_ids(value: Option<&Value>) -> Vec<u32> {
 
 /// Whether a folder holds a decoder, and if so whether it is chat-capable.
 pub fn detect_kind(dir: &Path) -> Option<&'static str> {
-    if let Ok(Some(v)) = read_json(&dir.join("nnhost.json")) {
+    if let Ok(Some(v)) = read_json::<Value>(&dir.join("nnhost.json")) {
         if let Some(kind) = v.get("kind").and_then(Value::as_str) {
             return match kind {
                 "chat" => Some("chat"),
@@ -103,7 +93,7 @@ pub fn detect_kind(dir: &Path) -> Option<&'static str> {
         let has_template = read_json(&dir.join("tokenizer_config.json"))
             .ok()
             .flatten()
-            .is_some_and(|v| v.get("chat_template").is_some())
+            .is_some_and(|v: Value| v.get("chat_template").is_some())
             || dir.join("chat_template.jinja").is_file();
         return Some(if has_template { "chat" } else { "completion" });
     }

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use super::pooling::Pooling;
+use super::read_json;
 
 #[derive(Debug, Clone)]
 pub struct SentenceTransformerFolder {
@@ -50,17 +51,6 @@ struct SentenceBertConfig {
 struct ModelConfigJson {
     max_position_embeddings: Option<usize>,
     hidden_size: Option<usize>,
-}
-
-fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<Option<T>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("parsing {}", path.display()))?,
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
 }
 
 impl SentenceTransformerFolder {
