@@ -27,7 +27,9 @@ impl Host for ApiState {
                 EmbedInput::Texts(t) => embedding::EmbedInput::Texts(t),
                 EmbedInput::Tokens(t) => embedding::EmbedInput::Tokens(t),
             };
-            let (embeddings, prompt_tokens) = model.embed(input, options.truncate).await?;
+            let (embeddings, prompt_tokens) = model
+                .embed(input, options.truncate, self.access.tenant.clone())
+                .await?;
             crate::metrics::metrics()
                 .tokens
                 .with_label_values(&[&*self.access.tenant, &model.name, "prompt"])

@@ -117,6 +117,7 @@ impl EmbeddingModel {
         &self,
         input: EmbedInput,
         truncate: bool,
+        tenant: Arc<str>,
     ) -> Result<(Embeddings, usize), InferenceError> {
         let count = match &input {
             EmbedInput::Texts(t) => t.len(),
@@ -170,7 +171,7 @@ impl EmbeddingModel {
                 type_ids: encoding.get_type_ids().to_vec(),
             });
         }
-        let embeddings = self.queue.embed(sequences, self.dimensions).await?;
+        let embeddings = self.queue.embed(sequences, self.dimensions, tenant).await?;
         Ok((embeddings, prompt_tokens))
     }
 

@@ -48,6 +48,8 @@ pub struct PoolingPlan {
 }
 
 struct Job {
+    /// Batches are filled fairly across tenants, one input per tenant in turn.
+    tenant: Arc<str>,
     dimensions: usize,
     results: Mutex<Vec<f32>>,
     remaining: AtomicUsize,
@@ -155,6 +157,7 @@ impl EmbedQueue {
         &self,
         sequences: Vec<Sequence>,
         dimensions: usize,
+        tenant: Arc<str>,
     ) -> Result<Embeddings, InferenceError> {
         if sequences.is_empty() {
             return Err(InferenceError::invalid("no inputs").with_param("input"));
@@ -162,6 +165,7 @@ impl EmbedQueue {
         let (reply, answer) = oneshot::channel();
         let count = sequences.len();
         let job = Arc::new(Job {
+            tenant,
             dimensions,
             results: Mutex::new(vec![0.0; count * dimensions]),
             remaining: AtomicUsize::new(count),
@@ -245,10 +249,16 @@ fn take_batch(state: &mut State, limits: &BatchingConfig) -> Vec<Item> {
     state.requests.retain(|q| !q.job.cancelled());
     'fill: loop {
         let mut took = false;
+        // One input per tenant per pass, from that tenant's oldest request: a tenant's
+        // flood of requests cannot push another tenant's single text out of the batch.
+        let mut served: Vec<&str> = Vec::new();
         for queued in state.requests.iter_mut() {
             let Some((_, next)) = queued.items.front() else {
                 continue;
             };
+            if served.contains(&&*queued.job.tenant) {
+                continue;
+            }
             let len = next.ids.len();
             let padded = longest.max(len) * (batch.len() + 1);
             if !batch.is_empty()
@@ -257,6 +267,7 @@ fn take_batch(state: &mut State, limits: &BatchingConfig) -> Vec<Item> {
                 break 'fill;
             }
             let (index, sequence) = queued.items.pop_front().unwrap();
+            served.push(&queued.job.tenant);
             longest = longest.max(len);
             batch.push(Item {
                 job: queued.job.clone(),
@@ -422,8 +433,18 @@ mod tests {
         Arc<Job>,
         oneshot::Receiver<Result<Embeddings, InferenceError>>,
     ) {
+        job_of("t")
+    }
+
+    fn job_of(
+        tenant: &str,
+    ) -> (
+        Arc<Job>,
+        oneshot::Receiver<Result<Embeddings, InferenceError>>,
+    ) {
         let (tx, rx) = oneshot::channel();
         let job = Arc::new(Job {
+            tenant: tenant.into(),
             dimensions: 1,
             results: Mutex::new(vec![]),
             remaining: AtomicUsize::new(0),
@@ -452,9 +473,29 @@ mod tests {
     }
 
     #[test]
+    fn one_tenants_flood_does_not_starve_another_tenants_text() {
+        let flood: Vec<_> = (0..100).map(|_| job_of("a")).collect();
+        let (single, _rx) = job_of("b");
+        let mut requests: Vec<_> = flood.iter().map(|(j, _)| (j.clone(), vec![5])).collect();
+        requests.push((single.clone(), vec![5]));
+        let mut s = state(requests);
+        let limits = BatchingConfig {
+            max_batch_tokens: 1000,
+            max_batch_inputs: 8,
+            max_queued_inputs: 1000,
+            ..Default::default()
+        };
+        let batch = take_batch(&mut s, &limits);
+        assert_eq!(batch.len(), 8);
+        assert!(batch.iter().any(|i| Arc::ptr_eq(&i.job, &single)));
+        // Within one tenant, requests are served in arrival order.
+        assert!(Arc::ptr_eq(&batch[0].job, &flood[0].0));
+    }
+
+    #[test]
     fn batches_interleave_requests_fairly() {
-        let (big, _rx1) = job();
-        let (small, _rx2) = job();
+        let (big, _rx1) = job_of("a");
+        let (small, _rx2) = job_of("b");
         let mut s = state(vec![(big.clone(), vec![5; 100]), (small.clone(), vec![5])]);
         let limits = BatchingConfig {
             max_batch_tokens: 1000,
