@@ -9,7 +9,6 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tokenizers::Tokenizer;
 
 use super::{round3, Summary};
 use crate::config::{Config, CpuOptions, ExecutionMode, OptimizationLevel};
@@ -129,12 +128,7 @@ pub fn run(args: OrtArgs) -> Result<()> {
     let load_ms = load_started.elapsed().as_secs_f64() * 1e3;
 
     // Same tokenizer set-up as `EmbeddingModel::load`: no fixed padding, no truncation.
-    let mut tokenizer = Tokenizer::from_file(&folder.tokenizer)
-        .map_err(|e| anyhow!("{}: {e}", folder.tokenizer.display()))?;
-    tokenizer.with_padding(None);
-    tokenizer
-        .with_truncation(None)
-        .map_err(|e| anyhow!("{e}"))?;
+    let tokenizer = crate::models::load_tokenizer(&folder.tokenizer)?;
     let encoded: Vec<(Vec<u32>, Vec<u32>)> = args
         .texts
         .iter()

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_json::Value;
 use tokenizers::Tokenizer;
@@ -145,12 +145,7 @@ impl DecoderModel {
             .or(model_config.max_position_embeddings)
             .unwrap_or(2048);
 
-        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| anyhow!("{}: {e}", dir.join("tokenizer.json").display()))?;
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| anyhow!("{e}"))?;
+        let tokenizer = super::load_tokenizer(&dir.join("tokenizer.json"))?;
 
         let chat_template = match tokenizer_config.get("chat_template") {
             Some(Value::String(t)) => Some(t.clone()),

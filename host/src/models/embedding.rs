@@ -45,14 +45,7 @@ impl EmbeddingModel {
         if let Some(file) = &config.onnx {
             folder.onnx = config.path.join(file);
         }
-        let mut tokenizer = Tokenizer::from_file(&folder.tokenizer)
-            .map_err(|e| anyhow!("{}: {e}", folder.tokenizer.display()))?;
-        // Fixed padding (MiniLM's tokenizer.json pads to 128) would make every input
-        // cost 128 tokens: the queue pads per batch instead. Truncation is explicit.
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| anyhow!("{e}"))?;
+        let tokenizer = super::load_tokenizer(&folder.tokenizer)?;
         let max_tokens = config.max_tokens.unwrap_or(folder.max_seq_length);
         let mut truncating = tokenizer.clone();
         truncating

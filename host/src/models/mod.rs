@@ -18,6 +18,19 @@ use crate::providers::{GraphSignature, Provider};
 use decoder::DecoderModel;
 use embedding::EmbeddingModel;
 
+/// A model's `tokenizer.json` with its fixed padding and truncation turned off: the
+/// queues pad per batch (MiniLM's file pads every input to 128 tokens), and cutting
+/// long inputs is an explicit choice of the caller.
+pub fn load_tokenizer(path: &std::path::Path) -> Result<tokenizers::Tokenizer> {
+    let mut tokenizer = tokenizers::Tokenizer::from_file(path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(tokenizer)
+}
+
 /// A JSON file of a model folder; `None` when the folder does not have it.
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
     path: &std::path::Path,
