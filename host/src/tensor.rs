@@ -16,6 +16,17 @@ pub enum DType {
 }
 
 impl DType {
+    /// Every element type, in wasi-nn's order of declaration.
+    pub const ALL: [DType; 7] = [
+        DType::F16,
+        DType::BF16,
+        DType::F32,
+        DType::F64,
+        DType::U8,
+        DType::I32,
+        DType::I64,
+    ];
+
     pub fn size(self) -> usize {
         match self {
             DType::U8 => 1,
@@ -195,15 +206,7 @@ mod tests {
 
     #[test]
     fn bytes_round_trip_for_every_dtype() {
-        for dtype in [
-            DType::F16,
-            DType::BF16,
-            DType::F32,
-            DType::F64,
-            DType::U8,
-            DType::I32,
-            DType::I64,
-        ] {
+        for dtype in DType::ALL {
             let bytes: Vec<u8> = (0..(dtype.size() * 6) as u8).collect();
             let t = Tensor::from_le_bytes(vec![2, 3], dtype, &bytes).unwrap();
             assert_eq!(t.dtype(), dtype);
@@ -229,15 +232,7 @@ mod tests {
 
     #[test]
     fn v2_names_round_trip() {
-        for dtype in [
-            DType::F16,
-            DType::BF16,
-            DType::F32,
-            DType::F64,
-            DType::U8,
-            DType::I32,
-            DType::I64,
-        ] {
+        for dtype in DType::ALL {
             assert_eq!(DType::from_v2_name(dtype.v2_name()), Some(dtype));
         }
     }

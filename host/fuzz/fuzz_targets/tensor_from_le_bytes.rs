@@ -21,15 +21,7 @@ enum Dim {
     Any(usize),
 }
 
-const DTYPES: [DType; 7] = [
-    DType::F16,
-    DType::BF16,
-    DType::F32,
-    DType::F64,
-    DType::U8,
-    DType::I32,
-    DType::I64,
-];
+const DTYPES: [DType; 7] = DType::ALL;
 
 fuzz_target!(|input: Input| {
     let shape: Vec<usize> = input
