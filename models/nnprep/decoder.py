@@ -10,6 +10,7 @@ Graph I/O (the Hugging Face onnx-community / Optimum / transformers.js layout):
           present.{i}.key / .value    float32 [batch_size, kv_heads, total_sequence_length, head_dim]
 An empty cache is fed as past tensors of shape [batch, kv_heads, 0, head_dim].
 
+metadata_props nnhost.kv_layout = "left_padded".
 Attention is causal over cache indices (past then new tokens) and masked by attention_mask, so left
 padding (mask 0) does not change the real tokens; gemma3's sliding layers see only the last
 `sliding_window` positions. RoPE uses position_ids (HF rotate-half convention). GQA without copying
@@ -35,6 +36,7 @@ OPSET = 21   # int4 GatherBlockQuantized data (UINT4) needs IR 10 / opset 21
 MASK_VALUE = -1e9   # finite: a fully masked (padding) row gives a uniform softmax, not NaN
 INPUTS = ("input_ids", "attention_mask", "position_ids")
 INT64_MAX = np.iinfo(np.int64).max
+KV_LAYOUT_KEY = "nnhost.kv_layout"   # ONNX metadata_props: "left_padded" here, "ragged" in decoder_fused.py
 
 
 def past_names(layers: int) -> list[str]:
@@ -235,4 +237,5 @@ def build_decoder_onnx(spec: DecoderSpec, weights: dict[str, np.ndarray], *, unt
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="nnhost-prepare", producer_version="1")
     model.ir_version = 10
+    helper.set_model_props(model, {KV_LAYOUT_KEY: "left_padded"})
     return model

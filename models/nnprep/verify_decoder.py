@@ -78,6 +78,79 @@ class Decoder:
             total += 1
 
 
+def ragged_mask(lengths, width: int) -> np.ndarray:
+    """attention_mask of the ragged (right-padded) KV layout: row b is lengths[b] ones, then zeros."""
+    lengths = np.asarray(lengths, np.int64)
+    return (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+
+
+class RaggedDecoder:
+    """Drives a fused graph (nnhost.kv_layout = "ragged"; see decoder_fused.py): no position_ids, right-padded
+    cache, either past -> present tensors (normal mode) or one buffer per layer bound as both past and present
+    (shared-buffer mode, IOBinding)."""
+
+    def __init__(self, sess, layers: int, kv_heads: int, head_dim: int):
+        self.sess, self.layers, self.kv_heads, self.head_dim = sess, layers, kv_heads, head_dim
+        self.outputs = [o.name for o in sess.get_outputs()]
+
+    @classmethod
+    def from_folder(cls, folder: Path, variant: str, threads: int = 0) -> "RaggedDecoder":
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        return cls(session(folder / variant, threads), cfg["num_hidden_layers"], cfg["num_key_value_heads"],
+                   cfg["head_dim"])
+
+    def empty_past(self, batch: int = 1, length: int = 0) -> dict[str, np.ndarray]:
+        return {n: np.zeros((batch, self.kv_heads, length, self.head_dim), np.float32) for n in past_names(self.layers)}
+
+    def run(self, ids, lengths=None, past=None):
+        """Normal mode. ids [B, S]; lengths[b] = valid cache entries of row b before this step (default: all of
+        past); every row's S new tokens are real (a shorter prompt row: pass its own mask via run_mask).
+        Returns (logits [B, vocab], present as the next call's past)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.ndim == 1:
+            ids = ids[None]
+        past = past if past is not None else self.empty_past(ids.shape[0])
+        plen = next(iter(past.values())).shape[2]
+        lengths = np.full(ids.shape[0], plen) if lengths is None else np.asarray(lengths)
+        return self.run_mask(ids, ragged_mask(lengths + ids.shape[1], plen + ids.shape[1]), past)
+
+    def run_mask(self, ids, mask, past):
+        out = self.sess.run(None, {"input_ids": np.asarray(ids, np.int64), "attention_mask": np.asarray(mask, np.int64),
+                                   **past})
+        present = {n.replace("present.", "past_key_values."): v for n, v in zip(self.outputs[1:], out[1:])}
+        return out[0][:, -1, :], present
+
+    def shared_cache(self, batch: int, capacity: int) -> dict:
+        """One zeroed [batch, kv_heads, capacity, head_dim] OrtValue per past/present pair."""
+        import onnxruntime as ort
+
+        return {n: ort.OrtValue.ortvalue_from_numpy(np.zeros((batch, self.kv_heads, capacity, self.head_dim),
+                                                             np.float32)) for n in past_names(self.layers)}
+
+    def run_shared(self, ids, mask, cache: dict) -> np.ndarray:
+        """Shared-buffer mode: past and present bound to the same buffers; mask width <= capacity.
+        Returns logits [B, vocab]; `cache` is updated in place."""
+        b = self.sess.io_binding()
+        b.bind_cpu_input("input_ids", np.ascontiguousarray(ids, dtype=np.int64))
+        b.bind_cpu_input("attention_mask", np.ascontiguousarray(mask, dtype=np.int64))
+        b.bind_output("logits")
+        for name, value in cache.items():
+            b.bind_ortvalue_input(name, value)
+            b.bind_ortvalue_output(name.replace("past_key_values.", "present."), value)
+        self.sess.run_with_iobinding(b)
+        return b.get_outputs()[0].numpy()[:, -1, :]
+
+    def greedy(self, ids: list[int], max_new: int, stop_ids=()) -> list[int]:
+        logits, past = self.run(ids)
+        out: list[int] = []
+        while True:
+            nxt = int(np.argmax(logits[0]))
+            out.append(nxt)
+            if nxt in stop_ids or len(out) >= max_new:
+                return out
+            logits, past = self.run([nxt], past=past)
+
+
 def check_io(dec: Decoder, name: str) -> None:
     ins = dec.sess.get_inputs()
     want = list(INPUTS) + past_names(dec.layers)

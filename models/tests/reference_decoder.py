@@ -111,15 +111,18 @@ def forward(meta: dict, W: dict, ids) -> np.ndarray:
     return x @ head.T
 
 
-def write_tiny_gguf(path, arch: str, seed: int = 0, layers: int = 2, window: int = 4) -> dict:
+def write_tiny_gguf(path, arch: str, seed: int = 0, layers: int = 2, window: int = 4,
+                    head_dim: int | None = None) -> dict:
     """A tiny random llama / gemma3 GGUF (F32 tensors, a byte-level or SentencePiece-style vocab)
-    for fast tests of the converter without real weights. Returns the float32 weights written."""
+    for fast tests of the converter without real weights. Returns the float32 weights written.
+    `head_dim` overrides the head size (GroupQueryAttention's rotary needs a multiple of 16)."""
     import gguf
 
     rng = np.random.default_rng(seed)
     H, nh, nkv, d, inter = 32, 4, 2, 8, 64
     if arch == "gemma3":
         d = 32   # head_dim != hidden / heads, as in Gemma
+    d = head_dim or d
     w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(layers)
     w.add_context_length(128)
@@ -129,9 +132,10 @@ def write_tiny_gguf(path, arch: str, seed: int = 0, layers: int = 2, window: int
     w.add_head_count_kv(nkv)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_rope_freq_base(10000.0 if arch == "llama" else 1e6)
-    if arch == "gemma3":
+    if arch == "gemma3" or head_dim:
         w.add_key_length(d)
         w.add_value_length(d)
+    if arch == "gemma3":
         w.add_sliding_window(window)
     # tokenizer: 256 byte tokens + a few merges (gpt2) or pieces (llama)
     if arch == "llama":
