@@ -2,3 +2,6 @@
 
 # Bump when a converter or the output layout changes, so cached outputs are rebuilt.
 TOOL_VERSION = 1
+# Bump when the decoder graphs or their variants change: rebuilds decoder folders only (not embeddings).
+# 2: + onnx/model_fused.onnx (variant "int4-fused", GroupQueryAttention), nnhost.kv_layout metadata
+DECODER_GRAPHS = 2

@@ -2,6 +2,8 @@
 
   NAME/onnx/model.onnx            int4 (MatMulNBits block 32, accuracy_level 4; see quantize.py)
   NAME/onnx/model_fp32.onnx       float32 reference (weights dequantized from the GGUF)
+  NAME/onnx/model_fused.onnx      int4 like model.onnx, fused graph (GroupQueryAttention, ragged KV layout;
+                                  see decoder_fused.py); variant "int4-fused"
   NAME/tokenizer.json             rebuilt from the GGUF metadata (gguf_tokenizer)
   NAME/tokenizer_config.json      chat_template, bos/eos/unk/pad tokens, add_bos_token
   NAME/special_tokens_map.json
@@ -20,12 +22,15 @@ import onnx
 
 from .checksums import sha256_file
 from .decoder import build_decoder_onnx
+from .decoder_fused import build_fused_decoder_onnx
 from .errors import PrepError
 from .gguf_load import GGUFModel, DecoderSpec
 from .manifest import Manifest
 
 INT4_PATH = "onnx/model.onnx"
 FP32_PATH = "onnx/model_fp32.onnx"
+FUSED_PATH = "onnx/model_fused.onnx"
+VARIANTS = {"int4": INT4_PATH, "fp32": FP32_PATH, "int4-fused": FUSED_PATH}
 
 # Gemma's documented turn format (the official Gemma 3 template, text parts only): a system message
 # becomes the prefix of the first user turn; "assistant" is called "model". Written for minijinja
@@ -110,12 +115,21 @@ def convert(manifest: Manifest, src: Path, dst: Path, log: Callable[[str], None]
 
     t = time.monotonic()
     model = build_decoder_onnx(s, weights, untie_lm_head=opts.lm_head_bits != 0)
-    del weights
     model = quantize_int4(model, embedding=opts.int4_embedding, lm_head_bits=opts.lm_head_bits)
     _save(model, dst / INT4_PATH)
+    del model
     what = (f"int4 MatMuls, LM head {f'{opts.lm_head_bits}-bit' if opts.lm_head_bits else 'float32'}, "
             f"embedding {'int4' if opts.int4_embedding else 'float32'}")
     log(f"wrote {INT4_PATH} ({(dst / INT4_PATH).stat().st_size / 1e6:.0f} MB; {what}) "
+        f"in {time.monotonic() - t:.1f}s")
+
+    t = time.monotonic()
+    model = build_fused_decoder_onnx(s, weights, max_positions=context_length(manifest, s),
+                                     untie_lm_head=opts.lm_head_bits != 0)
+    del weights
+    model = quantize_int4(model, embedding=opts.int4_embedding, lm_head_bits=opts.lm_head_bits)
+    _save(model, dst / FUSED_PATH)
+    log(f"wrote {FUSED_PATH} ({(dst / FUSED_PATH).stat().st_size / 1e6:.0f} MB; fused graph, {what}) "
         f"in {time.monotonic() - t:.1f}s")
     return {"spec": s, "gguf": g}
 

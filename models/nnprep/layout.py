@@ -111,7 +111,10 @@ def decoder_meta(manifest: Manifest, facts: dict) -> dict:
         "bos_token": facts["bos_token"],
         "bos_token_id": facts["bos_token_id"],
         "add_bos_token": facts["add_bos_token"],
-        "variants": {"int4": "onnx/model.onnx", "fp32": "onnx/model_fp32.onnx"},
+        # "int4-fused" has the ragged (right-padded) KV layout and no position_ids input (decoder_fused.py);
+        # each graph names its layout in the ONNX metadata_props key nnhost.kv_layout
+        "variants": {"int4": "onnx/model.onnx", "fp32": "onnx/model_fp32.onnx",
+                     "int4-fused": "onnx/model_fused.onnx"},
         "default_variant": "int4",
         "logits": "last",   # logits output is [batch, 1, vocab]: the last input position only
         "kv_cache": {"layers": s.num_layers, "kv_heads": s.num_kv_heads, "head_dim": s.head_dim,

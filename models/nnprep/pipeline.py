@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import TOOL_VERSION
+from . import DECODER_GRAPHS, TOOL_VERSION
 from .checksums import read_nnhost, verify_folder
 from .errors import PrepError
 from .fetch import fetch_source, require_files
@@ -80,6 +80,7 @@ def recipe(manifest: Manifest) -> str:
     if manifest.decoder is not None:   # (absent for embeddings, so their recipes did not change)
         data["decoder"] = dataclasses.asdict(manifest.decoder)
         data["generate"] = [dataclasses.asdict(c) for c in manifest.generate_checks]
+        data["decoder_graphs"] = DECODER_GRAPHS
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -12,14 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .decoder import INPUTS, past_names, present_names
+from .decoder import INPUTS, KV_LAYOUT_KEY, past_names, present_names
+from .decoder_fused import INPUTS as FUSED_INPUTS, KV_LAYOUT
 from .errors import PrepError
-from .gguf_convert import FP32_PATH, INT4_PATH
+from .gguf_convert import FP32_PATH, FUSED_PATH, INT4_PATH
 from .manifest import Manifest
 
 CACHE_TOLERANCE = 1e-4     # relative to max |logit|
 PAD_TOLERANCE = 1e-4
 INT4_MIN_COSINE = 0.8   # a guard against a broken graph; measured values are ~0.92-0.99 (see quantize.py)
+FUSED_MIN_COSINE = 0.995   # fused int4 vs naive int4: same weights, different kernels
+RAGGED_TOLERANCE = 1e-5    # fused int4: a row of a ragged decode batch vs the row decoded alone (relative;
+                           # measured 0: same kernels), also shared-buffer vs normal mode
+FUSED_CACHE_MIN_COSINE = 0.999   # fused int4: cached step vs full prefill (measured 0.9998 on SmolLM2)
 SMOKE = "The quick brown fox jumps over the lazy dog because"
 
 
@@ -206,10 +211,14 @@ def verify_decoder(folder: Path, manifest: Manifest, layout: dict, log=print) ->
         raise PrepError(f"int4 logits have cosine {cos:.4f} with fp32 (< {INT4_MIN_COSINE})")
     log(f"int4 vs fp32 logits cosine {cos:.4f}")
 
+    fused = RaggedDecoder.from_folder(folder, FUSED_PATH)
+    facts = verify_fused(fused, ids, q, log)
+
     cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
     stop_ids = set(layout["stop_token_ids"])
     results = []
-    for c in manifest.generate_checks:
+    for c, dec, name in [(c, dec, name) for c in manifest.generate_checks
+                         for dec, name in ((int4, "int4"), (fused, "int4-fused"))]:
         if c.chat:
             if "chat_template" not in cfg:
                 raise PrepError(f"generate check {c.prompt!r} wants a chat template; the folder has none")
@@ -218,10 +227,61 @@ def verify_decoder(folder: Path, manifest: Manifest, layout: dict, log=print) ->
             prompt = tok.encode(text, add_special_tokens=False).ids
         else:
             prompt = tok.encode(c.prompt).ids
-        out = int4.greedy(prompt, c.max_new_tokens, stop_ids)
+        out = dec.greedy(prompt, c.max_new_tokens, stop_ids)
         answer = tok.decode(out, skip_special_tokens=True)
         results.append(answer)
         if c.expect not in answer:
-            raise PrepError(f"greedy int4 answer to {c.prompt!r} lacks {c.expect!r}: {answer!r}")
-        log(f"generate ok: {c.prompt!r} -> {answer.strip()[:60]!r}")
-    return {"kv_cache_diff": cache_diff, "padding_diff": pad_diff, "int4_cosine": cos, "answers": results}
+            raise PrepError(f"greedy {name} answer to {c.prompt!r} lacks {c.expect!r}: {answer!r}")
+        log(f"generate ok ({name}): {c.prompt!r} -> {answer.strip()[:60]!r}")
+    return {"kv_cache_diff": cache_diff, "padding_diff": pad_diff, "int4_cosine": cos, "answers": results, **facts}
+
+
+def verify_fused(dec: RaggedDecoder, ids: list[int], naive_logits: np.ndarray, log=print) -> dict:
+    """The fused variant: I/O and layout metadata, logits vs the naive int4 graph, KV cache, a ragged decode
+    batch vs each row alone, shared-buffer mode vs normal mode."""
+    ins = [i.name for i in dec.sess.get_inputs()]
+    if ins != list(FUSED_INPUTS) + past_names(dec.layers) or dec.outputs != ["logits"] + present_names(dec.layers):
+        raise PrepError(f"{FUSED_PATH}: inputs {ins[:4]}..., outputs {dec.outputs[:3]}...")
+    layout = dec.sess.get_modelmeta().custom_metadata_map.get(KV_LAYOUT_KEY)
+    if layout != KV_LAYOUT:
+        raise PrepError(f"{FUSED_PATH}: metadata {KV_LAYOUT_KEY} = {layout!r}, expected {KV_LAYOUT!r}")
+    rel = lambda a, b: float(np.abs(a - b).max()) / float(np.abs(b).max())  # noqa: E731
+
+    full, _ = dec.run(ids)
+    cos = float(np.dot(full[0], naive_logits[0]) / (np.linalg.norm(full[0]) * np.linalg.norm(naive_logits[0])))
+    if cos < FUSED_MIN_COSINE:
+        raise PrepError(f"fused int4 logits have cosine {cos:.5f} with the naive int4 graph (< {FUSED_MIN_COSINE})")
+    # int4 with accuracy_level 4 quantizes activations to int8: GroupQueryAttention's prompt and decode paths
+    # round differently (~1e-7, exact in float32) and int8 rounding flips amplify that, so a cached step is
+    # compared to the full prefill by cosine and argmax; same-path comparisons below are exact.
+    _, past = dec.run(ids[:-1])
+    step, _ = dec.run(ids[-1:], past=past)
+    cache_cos = float(np.dot(step[0], full[0]) / (np.linalg.norm(step[0]) * np.linalg.norm(full[0])))
+    if cache_cos < FUSED_CACHE_MIN_COSINE or step.argmax() != full.argmax():
+        raise PrepError(f"fused KV cache: cached decode step vs full prefill: cosine {cache_cos:.5f}, "
+                        f"argmax {step.argmax()} vs {full.argmax()}")
+
+    short = ids[:4]
+    _, past_short = dec.run(short)
+    _, past_long = dec.run(ids)
+    batch_past = dec.empty_past(2, len(ids))
+    for k in batch_past:
+        batch_past[k][0] = past_long[k][0]
+        batch_past[k][1, :, :len(short)] = past_short[k][0]
+    nxt = [[ids[0]], [ids[0]]]
+    ragged, _ = dec.run(nxt, lengths=[len(ids), len(short)], past=batch_past)
+    want_long, _ = dec.run(nxt[0], past=past_long)
+    want_short, _ = dec.run(nxt[1], past=past_short)
+    ragged_diff = max(rel(ragged[0], want_long[0]), rel(ragged[1], want_short[0]))
+    if ragged_diff > RAGGED_TOLERANCE:
+        raise PrepError(f"fused ragged decode batch differs from the rows alone by {ragged_diff:.2e}")
+
+    cache = dec.shared_cache(1, len(ids) + 8)
+    dec.run_shared([ids[:-1]], ragged_mask([len(ids) - 1], len(ids) - 1), cache)
+    shared = dec.run_shared([ids[-1:]], ragged_mask([len(ids)], len(ids) + 8), cache)
+    shared_diff = rel(shared, step)
+    if shared_diff > RAGGED_TOLERANCE:
+        raise PrepError(f"fused shared-buffer mode differs from normal mode by {shared_diff:.2e}")
+    log(f"{FUSED_PATH}: I/O and {KV_LAYOUT_KEY}={KV_LAYOUT} ok, cosine with naive int4 {cos:.5f}, cached step "
+        f"vs prefill cosine {cache_cos:.5f}, ragged batch diff {ragged_diff:.1e}, shared buffer diff {shared_diff:.1e}")
+    return {"fused_cosine": cos, "fused_ragged_diff": ragged_diff}

@@ -16,7 +16,7 @@ from reference_decoder import forward, load_gguf
 
 from nnprep.checksums import verify_folder
 from nnprep.manifest import load_manifest
-from nnprep.verify_decoder import Decoder, render_chat
+from nnprep.verify_decoder import Decoder, RaggedDecoder, render_chat
 
 NAMES = ("smollm2-135m-instruct", "gemma-3-270m")
 TEXT = ("The history of the city begins in the third century BC, when a Celtic people settled on an island in "
@@ -35,12 +35,17 @@ class Model:
         self.manifest = load_manifest(MODELS / "manifests" / f"{name}.toml")
         self.tok = Tokenizer.from_file(str(self.dir / "tokenizer.json"))
         self.tok_config = json.loads((self.dir / "tokenizer_config.json").read_text())
-        self._int4 = self._fp32 = None
+        self._int4 = self._fp32 = self._fused = None
 
     @property
     def int4(self):
         self._int4 = self._int4 or Decoder(self.dir, "onnx/model.onnx", threads=2)
         return self._int4
+
+    @property
+    def fused(self):
+        self._fused = self._fused or RaggedDecoder.from_folder(self.dir, "onnx/model_fused.onnx", threads=2)
+        return self._fused
 
     @property
     def fp32(self):
@@ -79,12 +84,17 @@ def gemma():
 
 
 def test_layout_and_nnhost(model):
-    for rel in ("onnx/model.onnx", "onnx/model_fp32.onnx", "tokenizer.json", "tokenizer_config.json",
+    for rel in ("onnx/model.onnx", "onnx/model_fp32.onnx", "onnx/model_fused.onnx", "tokenizer.json", "tokenizer_config.json",
                 "special_tokens_map.json", "config.json", "generation_config.json", "nnhost.json"):
         assert (model.dir / rel).is_file(), rel
     assert verify_folder(model.dir) == []
     m = model.meta
-    assert m["variants"] == {"int4": "onnx/model.onnx", "fp32": "onnx/model_fp32.onnx"}
+    assert m["variants"] == {"int4": "onnx/model.onnx", "fp32": "onnx/model_fp32.onnx",
+                             "int4-fused": "onnx/model_fused.onnx"}
+    assert m["default_variant"] == "int4"   # the host does not drive the ragged layout yet
+    for variant, layout in (("int4", "left_padded"), ("int4-fused", "ragged")):
+        props = model.int4.sess if variant == "int4" else model.fused.sess
+        assert props.get_modelmeta().custom_metadata_map["nnhost.kv_layout"] == layout
     assert m["logits"] == "last" and m["context_length"] == 8192
     cfg = json.loads((model.dir / "config.json").read_text())
     gen = json.loads((model.dir / "generation_config.json").read_text())
@@ -168,7 +178,10 @@ def _teacher_forced(dec, ids):
     out = [dec.run(ids[:1])[0][0]]
     logits, past = dec.run(ids[:1])
     for i in range(1, len(ids)):
-        logits, past = dec.run(ids[i:i + 1], positions=[[i]], past=past)
+        if isinstance(dec, RaggedDecoder):
+            logits, past = dec.run(ids[i:i + 1], past=past)
+        else:
+            logits, past = dec.run(ids[i:i + 1], positions=[[i]], past=past)
         out.append(logits[0])
     return np.array(out)
 
@@ -188,6 +201,34 @@ def test_int4_quality(model):
         assert agree >= 0.9 and kl <= 0.03 and cos >= 0.99
     else:                                  # Q5_0/Q6_K/Q8_0 GGUF weights lose in 4 bits
         assert agree >= 0.7 and kl <= 0.25 and cos >= 0.95
+    # the fused graph (same int4 weights, GroupQueryAttention etc.) is as close to fp32 as the naive one
+    f = _teacher_forced(model.fused, ids)
+    pf = lsm(f)
+    agree_f = float((f.argmax(-1) == ref.argmax(-1)).mean())
+    same = float((f.argmax(-1) == q.argmax(-1)).mean())
+    kl_f = float((np.exp(pr) * (pr - pf)).sum(-1).mean())
+    print(f"{model.name} fused int4 vs fp32: top-1 agreement {agree_f:.3f}, mean KL {kl_f:.4f}, perplexity "
+          f"{nll(pf):.2f}; fused vs naive int4 top-1 agreement {same:.3f}")
+    assert agree_f >= agree - 0.05 and kl_f <= 1.5 * kl + 0.01 and same >= 0.9
+
+
+def test_fused_greedy_agrees_with_naive_and_passes_generate_checks(model):
+    """Greedy continuations of the fused int4 graph vs the naive int4 graph (printed agreement), and the
+    manifest's [[verify.generate]] facts with the fused variant."""
+    stop = set(model.meta["stop_token_ids"])
+    prompt = model.chat_ids("Write a short story about a robot.") if model.name.startswith("smollm2") else \
+        model.tok.encode("Once upon a time, in a small village by the sea,").ids
+    naive, fused = model.int4.greedy(prompt, 32, stop), model.fused.greedy(prompt, 32, stop)
+    n = min(len(naive), len(fused))
+    same = sum(a == b for a, b in zip(naive, fused)) / n
+    prefix = next((i for i, (a, b) in enumerate(zip(naive, fused)) if a != b), n)
+    print(f"\n{model.name}: fused vs naive int4 greedy, {n} tokens: positional agreement {same:.2f}, "
+          f"identical prefix {prefix}")
+    assert prefix >= 8
+    for c in model.manifest.generate_checks:
+        ids = model.chat_ids(c.prompt) if c.chat else model.tok.encode(c.prompt).ids
+        answer = model.tok.decode(model.fused.greedy(ids, c.max_new_tokens, stop), skip_special_tokens=True)
+        assert c.expect in answer, (c.prompt, answer)
 
 
 def test_smollm2_chat_answers_paris():
