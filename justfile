@@ -67,11 +67,24 @@ test: models build browser-setup scale-out-setup
     {{python}} -m pytest -q models/tests
     {{python}} -m pytest -q tests
 
-# Benchmarks; writes docs/BENCHMARKS.md.
+# Benchmarks; writes docs/BENCHMARKS.md. llama.cpp runs side by side when `bench-peers` could install it.
 bench: models build
+    {{just_executable()}} bench-peers || echo "==> llama-cpp-python is not installed: the chat benchmark runs without llama.cpp"
     {{python}} tests/bench/run.py --out docs/BENCHMARKS.md
     {{python}} tests/bench/chat.py --out docs/BENCHMARKS.md
     {{python}} tests/bench/tenants.py --out docs/BENCHMARKS.md
+
+# Install the benchmark's peers (tests/bench/requirements-peers.txt: llama-cpp-python, built from source; idempotent).
+bench-peers: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    want=$(sed -n 's/^llama-cpp-python==//p' tests/bench/requirements-peers.txt)
+    have=$({{python}} -c 'import llama_cpp; print(llama_cpp.__version__)' 2>/dev/null || true)
+    [ "$have" = "$want" ] && exit 0
+    echo "==> building llama-cpp-python $want (llama.cpp from source, CPU only; 15-30 minutes on 2 cores)"
+    export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DLLAMA_CURL=OFF}"
+    export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+    {{python}} -m pip install --quiet --disable-pip-version-check -r tests/bench/requirements-peers.txt
 
 # Check formatting and lints.
 lint:
