@@ -201,3 +201,4 @@ def test_a_disconnected_stream_stops_its_generation(server):
     while time.time() < deadline and cancelled() <= before:
         time.sleep(0.2)
     assert cancelled() > before
+

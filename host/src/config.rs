@@ -234,6 +234,9 @@ pub struct BatchingConfig {
     pub max_queued_inputs: usize,
     /// Decoders: generations queued or running at once before new ones are refused.
     pub max_generations: usize,
+    /// Decoders: generations decoded together in one batch (continuous batching);
+    /// the others wait for a place.
+    pub max_batch_sequences: usize,
 }
 
 impl Default for BatchingConfig {
@@ -243,6 +246,7 @@ impl Default for BatchingConfig {
             max_batch_inputs: 64,
             max_queued_inputs: 16_384,
             max_generations: 64,
+            max_batch_sequences: 8,
         }
     }
 }

@@ -91,10 +91,12 @@ impl ApiState {
             seed: options.seed,
         };
         let stop = options.stop;
+        let tenant = self.access.tenant.clone();
         let events = decoder.generate(
             prompt,
             options.max_tokens.map(|n| n as usize),
             move |prompt, max_tokens| GenerateRequest {
+                tenant,
                 prompt,
                 max_tokens,
                 sampling,

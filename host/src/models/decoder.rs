@@ -15,7 +15,7 @@ use super::read_json;
 use crate::config::ModelConfig;
 use crate::error::{ErrorCode, InferenceError};
 use crate::scheduler::generate::{
-    DecoderGraph, DecoderShape, GenEvent, GenerateRequest, Generator,
+    DecoderGraph, DecoderShape, GenEvent, GenerateRequest, Generator, GeneratorLimits,
 };
 
 pub struct DecoderModel {
@@ -201,9 +201,12 @@ impl DecoderModel {
             graph,
             tokenizer.clone(),
             stop_ids,
-            context_length,
             provider.clone(),
-            config.batching.max_generations,
+            GeneratorLimits {
+                context_length,
+                max_generations: config.batching.max_generations,
+                max_batch: config.batching.max_batch_sequences,
+            },
         )?;
         let base_model = nnhost.base_model
             || (chat_template.is_none() && nnhost.kind.as_deref() != Some("chat"));

@@ -53,8 +53,9 @@ pub fn locate(configured: &str) -> Result<PathBuf> {
     }
     let mut roots = vec![std::env::current_dir().context("current directory")?];
     if let Ok(exe) = std::env::current_exe() {
-        // target/release/nnhost → the repository root is two levels up.
-        roots.extend(exe.ancestors().skip(1).take(3).map(Path::to_path_buf));
+        // target/release/nnhost → the repository root is two levels up (three for
+        // the test binaries in target/release/deps).
+        roots.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
     }
     for root in &roots {
         if let Some(found) = find_in_venv(&root.join(".venv")) {

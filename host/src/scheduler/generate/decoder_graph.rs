@@ -1,11 +1,11 @@
 //! One decoder ONNX graph in the Hugging Face layout (`input_ids`, `attention_mask`,
-//! `position_ids`, `past_key_values.N.key/value` → `logits`, `present.N.key/value`).
+//! optional `position_ids`, `past_key_values.N.key/value` → `logits`, `present.N.key/value`).
 //! The KV cache stays inside ORT values between steps: what a step outputs as
 //! `present` is fed back as `past` without a copy through Rust.
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 
@@ -19,18 +19,47 @@ pub struct DecoderShape {
     pub head_dim: usize,
 }
 
+/// Where a row's cached tokens sit inside a batched `[rows, kv_heads, width, head_dim]` cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvLayout {
+    /// Right-aligned: row b holds its tokens in `[width - len_b, width)`, the mask hides
+    /// the rest. Graphs that concatenate past and new keys (the plain HF export) need
+    /// this: every row's new token lands at the same index, and index distance equals
+    /// position distance, which sliding-window layers rely on.
+    LeftPadded,
+    /// Left-aligned: row b holds `[0, len_b)` and its new token is written at `len_b`.
+    /// GroupQueryAttention graphs, which derive per-row lengths from the mask.
+    Ragged,
+}
+
+/// One graph run: `batch` rows of `seq` new tokens each.
+pub struct Step {
+    pub batch: usize,
+    pub seq: usize,
+    /// `batch × seq` token ids.
+    pub ids: Vec<i64>,
+    /// `batch × width` (past + new), 1 = a real token.
+    pub mask: Vec<i64>,
+    pub width: usize,
+    /// `batch × seq` positions (used only by graphs with a `position_ids` input).
+    pub positions: Vec<i64>,
+}
+
+pub struct StepOutput {
+    /// `batch × vocab`: the logits of each row's last position.
+    pub logits: Vec<f32>,
+    pub vocab: usize,
+    /// The new cache, one value per `past` input, in the same order.
+    pub present: Vec<DynValue>,
+}
+
 pub struct DecoderGraph {
     session: Session,
     shape: DecoderShape,
+    layout: KvLayout,
     has_position_ids: bool,
     past_names: Vec<String>,
     present_names: Vec<String>,
-}
-
-/// The KV cache of one sequence: `present` values of the last step, in layer order.
-pub struct KvCache {
-    values: Vec<DynValue>,
-    pub len: usize,
 }
 
 impl DecoderGraph {
@@ -67,61 +96,86 @@ impl DecoderGraph {
                 present_names.push(present);
             }
         }
+        // Graphs we prepare say how they expect the cache; an HF export without the
+        // key concatenates past and new, which is the left-padded layout.
+        let declared = session
+            .metadata()
+            .ok()
+            .and_then(|m| m.custom("nnhost.kv_layout"));
+        let layout = match declared.as_deref() {
+            Some("ragged") => KvLayout::Ragged,
+            None | Some("left_padded") => KvLayout::LeftPadded,
+            Some(other) => bail!(
+                "{}: unknown nnhost.kv_layout {other:?} (expected ragged or left_padded)",
+                path.display()
+            ),
+        };
         Ok(Self {
             session,
             shape,
+            layout,
             has_position_ids,
             past_names,
             present_names,
         })
     }
 
-    pub fn empty_cache(&self) -> Result<KvCache> {
+    pub fn shape(&self) -> DecoderShape {
+        self.shape
+    }
+
+    pub fn layout(&self) -> KvLayout {
+        self.layout
+    }
+
+    /// A cache holding nothing for `rows` rows.
+    pub fn empty_past(&self, rows: usize) -> Result<Vec<DynValue>> {
         let DecoderShape {
             kv_heads, head_dim, ..
         } = self.shape;
-        let values =
-            (0..self.past_names.len())
-                .map(|_| {
-                    Ok(Tensor::<f32>::from_array((
-                        [1usize, kv_heads, 0, head_dim],
-                        Vec::<f32>::new(),
-                    ))?
-                    .into_dyn())
-                })
-                .collect::<ort::Result<_>>()?;
-        Ok(KvCache { values, len: 0 })
+        (0..self.past_names.len())
+            .map(|_| {
+                Ok(
+                    Tensor::<f32>::from_array(([rows, kv_heads, 0, head_dim], Vec::<f32>::new()))?
+                        .into_dyn(),
+                )
+            })
+            .collect()
     }
 
-    /// Runs `ids` after what `cache` holds; returns the logits of the last position.
-    pub fn forward(&mut self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
-        let n = ids.len();
-        let total = cache.len + n;
+    pub fn run(&mut self, step: Step, past: Vec<DynValue>) -> Result<StepOutput> {
+        let Step {
+            batch,
+            seq,
+            ids,
+            mask,
+            width,
+            positions,
+        } = step;
+        ensure!(ids.len() == batch * seq && mask.len() == batch * width);
+        ensure!(past.len() == self.past_names.len());
         let mut inputs: Vec<(String, SessionInputValue<'_>)> =
             Vec::with_capacity(3 + self.past_names.len());
-        let input_ids: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
         inputs.push((
             "input_ids".into(),
-            Tensor::from_array(([1usize, n], input_ids))?
-                .into_dyn()
-                .into(),
+            Tensor::from_array(([batch, seq], ids))?.into_dyn().into(),
         ));
         inputs.push((
             "attention_mask".into(),
-            Tensor::from_array(([1usize, total], vec![1i64; total]))?
+            Tensor::from_array(([batch, width], mask))?
                 .into_dyn()
                 .into(),
         ));
         if self.has_position_ids {
-            let positions: Vec<i64> = (cache.len as i64..total as i64).collect();
+            ensure!(positions.len() == batch * seq);
             inputs.push((
                 "position_ids".into(),
-                Tensor::from_array(([1usize, n], positions))?
+                Tensor::from_array(([batch, seq], positions))?
                     .into_dyn()
                     .into(),
             ));
         }
-        for (name, value) in self.past_names.iter().zip(cache.values.drain(..)) {
+        for (name, value) in self.past_names.iter().zip(past) {
             inputs.push((name.clone(), value.into()));
         }
         let mut outputs = self.session.run(inputs)?;
@@ -130,16 +184,27 @@ impl DecoderGraph {
             .context("the decoder graph has no logits output")?;
         let (shape, data) = logits.try_extract_tensor::<f32>()?;
         let vocab = *shape.last().context("logits without dimensions")? as usize;
-        let last = data.len().checked_sub(vocab).context("empty logits")?;
-        let last_logits = data[last..].to_vec();
-        for name in &self.present_names {
-            cache.values.push(
+        ensure!(vocab > 0 && data.len() % vocab == 0, "malformed logits");
+        // Graphs that return every position: keep each row's last one.
+        let per_row = data.len() / vocab / batch.max(1);
+        let mut last = Vec::with_capacity(batch * vocab);
+        for row in 0..batch {
+            let start = (row * per_row + per_row - 1) * vocab;
+            last.extend_from_slice(&data[start..start + vocab]);
+        }
+        let present = self
+            .present_names
+            .iter()
+            .map(|name| {
                 outputs
                     .remove(name.as_str())
-                    .with_context(|| format!("missing output {name}"))?,
-            );
-        }
-        cache.len = total;
-        Ok(last_logits)
+                    .with_context(|| format!("missing output {name}"))
+            })
+            .collect::<Result<_>>()?;
+        Ok(StepOutput {
+            logits: last,
+            vocab,
+            present,
+        })
     }
 }

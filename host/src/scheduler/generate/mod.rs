@@ -1,19 +1,24 @@
-//! Text generation: one worker thread per decoder model runs prefill and decode
-//! steps with a KV cache, interleaving all active generations step by step so that
-//! several streams make progress together. ORT never runs on an async worker.
+//! Text generation: one worker thread per decoder model decodes all running
+//! generations together as one batch (continuous batching: generations join and
+//! leave between steps), with the KV cache kept in ORT values. ORT never runs on an
+//! async worker.
 
+mod admission;
 mod decoder_graph;
+mod kv_batch;
 pub mod sampler;
 pub mod text;
 mod worker;
 
-pub use decoder_graph::{DecoderGraph, DecoderShape};
+pub use decoder_graph::{DecoderGraph, DecoderShape, KvLayout};
 pub use sampler::SamplingParams;
-pub use worker::Generator;
+pub use worker::{Generator, GeneratorLimits};
 
 use crate::error::InferenceError;
 
 pub struct GenerateRequest {
+    /// The tenant asking: places in the decode batch are shared fairly across tenants.
+    pub tenant: std::sync::Arc<str>,
     pub prompt: Vec<u32>,
     pub max_tokens: usize,
     pub sampling: SamplingParams,

@@ -3,10 +3,13 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use anyhow::Result;
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use super::decoder_graph::{DecoderGraph, KvCache};
+use super::admission::Admission;
+use super::decoder_graph::{DecoderGraph, Step};
+use super::kv_batch::{KvBatch, Prefilled};
 use super::sampler::Sampler;
 use super::text::{IncrementalDecoder, Matched, StopMatcher};
 use super::{FinishReason, GenEvent, GenerateRequest, GenerationEnd};
@@ -21,20 +24,33 @@ pub struct Generator {
     max_generations: usize,
 }
 
+/// Limits of one model's generation worker.
+#[derive(Debug, Clone, Copy)]
+pub struct GeneratorLimits {
+    pub context_length: usize,
+    /// Generations queued or running before new ones are refused.
+    pub max_generations: usize,
+    /// Generations decoded together in one batch; the rest wait for a place.
+    pub max_batch: usize,
+}
+
 struct Job {
     request: GenerateRequest,
     events: UnboundedSender<GenEvent>,
 }
 
+/// A generation in the decode batch.
 struct Active {
+    tenant: Arc<str>,
     events: UnboundedSender<GenEvent>,
-    cache: KvCache,
     sampler: Sampler,
     decoder: IncrementalDecoder,
     stops: StopMatcher,
     prompt_tokens: usize,
     generated: usize,
     max_tokens: usize,
+    /// Tokens in the KV cache; the next step adds one.
+    cached: usize,
     last: u32,
     started: Instant,
 }
@@ -45,18 +61,19 @@ impl Generator {
         graph: DecoderGraph,
         tokenizer: Arc<Tokenizer>,
         stop_ids: Vec<u32>,
-        context_length: usize,
         provider: String,
-        max_generations: usize,
+        limits: GeneratorLimits,
     ) -> std::io::Result<Self> {
         let (jobs, inbox) = mpsc::channel();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             in_flight: in_flight.clone(),
+            batch: KvBatch::new(graph.layout(), graph.shape()),
             graph,
             tokenizer,
             stop_ids,
-            context_length,
+            context_length: limits.context_length,
+            max_batch: limits.max_batch.max(1),
             provider,
             model: model.to_string(),
         };
@@ -66,7 +83,7 @@ impl Generator {
         Ok(Self {
             jobs,
             in_flight,
-            max_generations: max_generations.max(1),
+            max_generations: limits.max_generations.max(1),
         })
     }
 
@@ -94,96 +111,206 @@ impl Generator {
     }
 }
 
+/// Continuous batching: every generation in the batch advances one token per graph
+/// run; between runs finished ones leave and waiting ones join (after their own
+/// prefill), so a new request never waits for the others to end.
 struct Worker {
     in_flight: Arc<AtomicUsize>,
     graph: DecoderGraph,
+    batch: KvBatch,
     tokenizer: Arc<Tokenizer>,
     stop_ids: Vec<u32>,
     context_length: usize,
+    max_batch: usize,
     provider: String,
     model: String,
 }
 
 impl Worker {
     fn run(mut self, inbox: mpsc::Receiver<Job>) {
-        let mut active: Vec<Active> = Vec::new();
+        let mut waiting: Admission<Job> = Admission::default();
+        // Row r of the KV batch; None once that generation is over (dropped at the next rebuild).
+        let mut rows: Vec<Option<Active>> = Vec::new();
         loop {
-            // Wait for work when idle; otherwise admit whatever arrived since the last step.
-            if active.is_empty() {
+            let idle = rows.iter().all(Option::is_none) && waiting.is_empty();
+            if idle {
+                if !rows.is_empty() {
+                    rows.clear();
+                    let _ = self.batch.rebuild(&[], Vec::new());
+                }
                 match inbox.recv() {
-                    Ok(job) => self.admit(job, &mut active),
+                    Ok(job) => waiting.push(job.request.tenant.clone(), job),
                     Err(_) => return,
                 }
             }
             while let Ok(job) = inbox.try_recv() {
-                self.admit(job, &mut active);
+                waiting.push(job.request.tenant.clone(), job);
             }
-            // One decode step for every active generation, round robin.
-            active.retain_mut(|seq| self.step(seq));
+            waiting.retain(|job| {
+                let open = !job.events.is_closed();
+                if !open {
+                    self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                }
+                open
+            });
+            self.cancel_abandoned(&mut rows);
+            let joined = self.admit(&mut waiting, &rows);
+            if !joined.is_empty() || rows.iter().any(Option::is_none) {
+                self.regroup(&mut rows, joined);
+            }
+            if !rows.is_empty() {
+                self.decode(&mut rows);
+            }
         }
     }
 
-    fn admit(&mut self, job: Job, active: &mut Vec<Active>) {
-        if job.events.is_closed() {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return;
-        }
-        let request = job.request;
-        let cache = match self.graph.empty_cache() {
-            Ok(cache) => cache,
-            Err(e) => {
-                let end = job_fail(&self.provider, request.prompt.len(), 0, format!("{e:#}"));
-                let _ = job.events.send(GenEvent::Done(end));
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
-                return;
+    /// Prefills waiting generations while the batch has room, fairly across tenants.
+    fn admit(
+        &mut self,
+        waiting: &mut Admission<Job>,
+        rows: &[Option<Active>],
+    ) -> Vec<(Active, Prefilled)> {
+        let mut joined: Vec<(Active, Prefilled)> = Vec::new();
+        let live = rows.iter().flatten().count();
+        while live + joined.len() < self.max_batch {
+            let running = |tenant: &str| {
+                rows.iter()
+                    .flatten()
+                    .chain(joined.iter().map(|(a, _)| a))
+                    .filter(|a| &*a.tenant == tenant)
+                    .count()
+            };
+            let Some((_, job)) = waiting.next(running) else {
+                break;
+            };
+            if let Some(entry) = self.prefill(job) {
+                joined.push(entry);
             }
-        };
+        }
+        joined
+    }
+
+    /// Drops finished rows from the KV batch and appends the new ones.
+    fn regroup(&mut self, rows: &mut Vec<Option<Active>>, joined: Vec<(Active, Prefilled)>) {
+        let keep: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].is_some()).collect();
+        let (actives, caches): (Vec<Active>, Vec<Prefilled>) = joined.into_iter().unzip();
+        let mut next: Vec<Option<Active>> = rows.drain(..).flatten().map(Some).collect();
+        next.extend(actives.into_iter().map(Some));
+        *rows = next;
+        if let Err(e) = self.batch.rebuild(&keep, caches) {
+            self.fail_all(rows, &e);
+        }
+    }
+
+    fn cancel_abandoned(&mut self, rows: &mut [Option<Active>]) {
+        for row in rows.iter_mut() {
+            if row.as_ref().is_some_and(|seq| seq.events.is_closed()) {
+                let seq = row.take().expect("checked");
+                tracing::info!(model = %self.model, generated = seq.generated, "generation cancelled: the client went away");
+                crate::metrics::metrics()
+                    .generations
+                    .with_label_values(&[&self.model, "cancelled"])
+                    .inc();
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Runs a new generation's prompt on its own and samples its first token. None
+    /// when it is already over (cancelled, finished or failed).
+    fn prefill(&mut self, job: Job) -> Option<(Active, Prefilled)> {
+        let request = job.request;
         let mut seq = Active {
+            tenant: request.tenant,
             events: job.events,
-            cache,
             sampler: Sampler::new(request.sampling),
             decoder: IncrementalDecoder::default(),
             stops: StopMatcher::new(request.stop),
             prompt_tokens: request.prompt.len(),
             generated: 0,
             max_tokens: request.max_tokens,
+            cached: 0,
             last: 0,
             started: Instant::now(),
         };
         if seq.max_tokens == 0 {
             self.finish(&mut seq, FinishReason::Length, None);
-            return;
+            return None;
         }
-        match self.graph.forward(&request.prompt, &mut seq.cache) {
-            Ok(mut logits) => {
-                tracing::debug!(model = %self.model, prompt_tokens = seq.prompt_tokens,
+        let n = request.prompt.len();
+        let step = Step {
+            batch: 1,
+            seq: n,
+            ids: request.prompt.iter().map(|&t| t as i64).collect(),
+            mask: vec![1; n],
+            width: n,
+            positions: (0..n as i64).collect(),
+        };
+        let result = self
+            .graph
+            .empty_past(1)
+            .and_then(|past| self.graph.run(step, past));
+        match result {
+            Ok(mut out) => {
+                tracing::debug!(model = %self.model, prompt_tokens = n,
                     prefill_ms = seq.started.elapsed().as_secs_f64() * 1e3, "prefill");
-                if self.accept(&mut seq, &mut logits) {
-                    active.push(seq);
+                seq.cached = n;
+                let vocab = out.vocab;
+                if self.accept(&mut seq, &mut out.logits[..vocab]) {
+                    Some((
+                        seq,
+                        Prefilled {
+                            values: out.present,
+                            len: n,
+                        },
+                    ))
+                } else {
+                    None
                 }
             }
-            Err(e) => self.finish(&mut seq, FinishReason::Error, Some(format!("{e:#}"))),
+            Err(e) => {
+                self.finish(&mut seq, FinishReason::Error, Some(format!("{e:#}")));
+                None
+            }
         }
     }
 
-    /// One decode step; false when the generation is over.
-    fn step(&mut self, seq: &mut Active) -> bool {
-        if seq.events.is_closed() {
-            tracing::info!(model = %self.model, generated = seq.generated, "generation cancelled: the client went away");
-            crate::metrics::metrics()
-                .generations
-                .with_label_values(&[&self.model, "cancelled"])
-                .inc();
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        match self.graph.forward(&[seq.last], &mut seq.cache) {
-            Ok(mut logits) => self.accept(seq, &mut logits),
-            Err(e) => {
-                self.finish(seq, FinishReason::Error, Some(format!("{e:#}")));
-                false
+    /// One token for every row of the batch.
+    fn decode(&mut self, rows: &mut Vec<Option<Active>>) {
+        let last: Vec<u32> = rows
+            .iter()
+            .map(|r| r.as_ref().map_or(0, |a| a.last))
+            .collect();
+        crate::metrics::metrics()
+            .batch_size
+            .with_label_values(&[&self.model, &self.provider])
+            .observe(rows.len() as f64);
+        let (step, past) = self.batch.decode_step(&last);
+        let result: Result<_> = self.graph.run(step, past).and_then(|out| {
+            self.batch.advance(out.present)?;
+            Ok((out.logits, out.vocab))
+        });
+        match result {
+            Ok((mut logits, vocab)) => {
+                for (row, logits) in rows.iter_mut().zip(logits.chunks_mut(vocab)) {
+                    if let Some(seq) = row {
+                        seq.cached += 1;
+                        if !self.accept(seq, logits) {
+                            *row = None;
+                        }
+                    }
+                }
             }
+            Err(e) => self.fail_all(rows, &e),
         }
+    }
+
+    fn fail_all(&mut self, rows: &mut Vec<Option<Active>>, error: &anyhow::Error) {
+        tracing::error!(model = %self.model, error = %format!("{error:#}"), "decode batch failed");
+        for mut seq in rows.drain(..).flatten() {
+            self.finish(&mut seq, FinishReason::Error, Some(format!("{error:#}")));
+        }
+        let _ = self.batch.rebuild(&[], Vec::new());
     }
 
     /// Samples the next token from `logits` and emits its text; false when finished.
@@ -208,7 +335,7 @@ impl Worker {
             self.finish(seq, FinishReason::Stop, None);
             return false;
         }
-        if seq.generated >= seq.max_tokens || seq.cache.len + 1 >= self.context_length {
+        if seq.generated >= seq.max_tokens || seq.cached + 1 >= self.context_length {
             self.finish(seq, FinishReason::Length, None);
             return false;
         }
@@ -227,7 +354,7 @@ impl Worker {
             }
         }
         let elapsed = seq.started.elapsed().as_secs_f64();
-        tracing::info!(model = %self.model, ?reason, prompt_tokens = seq.prompt_tokens, completion_tokens = seq.generated,
+        tracing::info!(model = %self.model, tenant = %seq.tenant, ?reason, prompt_tokens = seq.prompt_tokens, completion_tokens = seq.generated,
             tokens_per_second = seq.generated as f64 / elapsed.max(1e-9), "generation finished");
         let _ = seq.events.send(GenEvent::Done(GenerationEnd {
             finish_reason: reason,
@@ -236,20 +363,5 @@ impl Worker {
             provider: self.provider.clone(),
             error: error.map(InferenceError::backend),
         }));
-    }
-}
-
-fn job_fail(
-    provider: &str,
-    prompt_tokens: usize,
-    completion_tokens: usize,
-    message: String,
-) -> GenerationEnd {
-    GenerationEnd {
-        finish_reason: FinishReason::Error,
-        prompt_tokens,
-        completion_tokens,
-        provider: provider.to_string(),
-        error: Some(InferenceError::backend(message)),
     }
 }

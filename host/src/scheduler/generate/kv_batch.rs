@@ -1,0 +1,236 @@
+//! The KV cache of every sequence decoding together, as one batched tensor per
+//! `past` input. Decode steps feed `present` back as `past` untouched; the cache is
+//! copied only when the batch changes shape (a sequence joins, or finished rows are
+//! dropped), never per token.
+
+use anyhow::{ensure, Context, Result};
+use ort::value::{DynValue, Tensor};
+
+use super::decoder_graph::{DecoderShape, KvLayout, Step};
+
+/// The cache of one sequence after its prefill: `[1, kv_heads, len, head_dim]` values.
+pub struct Prefilled {
+    pub values: Vec<DynValue>,
+    pub len: usize,
+}
+
+pub struct KvBatch {
+    layout: KvLayout,
+    shape: DecoderShape,
+    /// `[rows, kv_heads, width, head_dim]` per past input; empty while there are no rows.
+    values: Vec<DynValue>,
+    /// Real tokens cached per row.
+    lens: Vec<usize>,
+    width: usize,
+}
+
+impl KvBatch {
+    pub fn new(layout: KvLayout, shape: DecoderShape) -> Self {
+        Self {
+            layout,
+            shape,
+            values: Vec::new(),
+            lens: Vec::new(),
+            width: 0,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// The input for one decode step that feeds `last[row]` to every row, and the
+    /// cache it runs on (taken out of the batch until [`KvBatch::advance`]).
+    pub fn decode_step(&mut self, last: &[u32]) -> (Step, Vec<DynValue>) {
+        let rows = self.rows();
+        debug_assert_eq!(last.len(), rows);
+        let width = self.width + 1;
+        let mut mask = vec![0i64; rows * width];
+        for (row, &len) in self.lens.iter().enumerate() {
+            let line = &mut mask[row * width..(row + 1) * width];
+            match self.layout {
+                KvLayout::LeftPadded => line[width - len - 1..].fill(1),
+                KvLayout::Ragged => line[..len + 1].fill(1),
+            }
+        }
+        let step = Step {
+            batch: rows,
+            seq: 1,
+            ids: last.iter().map(|&t| t as i64).collect(),
+            mask,
+            width,
+            positions: self.lens.iter().map(|&len| len as i64).collect(),
+        };
+        (step, std::mem::take(&mut self.values))
+    }
+
+    /// Takes the `present` values of the step [`KvBatch::decode_step`] prepared.
+    pub fn advance(&mut self, present: Vec<DynValue>) -> Result<()> {
+        let width = self.width + 1;
+        for value in &present {
+            let (shape, _) = value.try_extract_tensor::<f32>()?;
+            ensure!(
+                shape.len() == 4 && shape[0] as usize == self.rows() && shape[2] as usize == width,
+                "the decoder returned a cache of shape {shape:?}, expected {} rows of {width} positions",
+                self.rows()
+            );
+        }
+        self.values = present;
+        self.width = width;
+        for len in &mut self.lens {
+            *len += 1;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the batch from the rows in `keep` (in that order) followed by `add`.
+    /// The width shrinks to the longest remaining row.
+    pub fn rebuild(&mut self, keep: &[usize], add: Vec<Prefilled>) -> Result<()> {
+        let DecoderShape {
+            kv_heads, head_dim, ..
+        } = self.shape;
+        let lens: Vec<usize> = keep
+            .iter()
+            .map(|&r| self.lens[r])
+            .chain(add.iter().map(|p| p.len))
+            .collect();
+        let rows = lens.len();
+        let width = lens.iter().copied().max().unwrap_or(0);
+        if rows == 0 {
+            self.values.clear();
+            self.lens.clear();
+            self.width = 0;
+            return Ok(());
+        }
+        let inputs = self
+            .values
+            .len()
+            .max(add.first().map_or(0, |p| p.values.len()));
+        let mut values = Vec::with_capacity(inputs);
+        for input in 0..inputs {
+            let mut data = vec![0f32; rows * kv_heads * width * head_dim];
+            let mut place =
+                |row: usize, len: usize, src: &[f32], src_width: usize, src_row: usize| {
+                    let src_start = match self.layout {
+                        KvLayout::LeftPadded => src_width - len,
+                        KvLayout::Ragged => 0,
+                    };
+                    let dst_start = match self.layout {
+                        KvLayout::LeftPadded => width - len,
+                        KvLayout::Ragged => 0,
+                    };
+                    for head in 0..kv_heads {
+                        let from = ((src_row * kv_heads + head) * src_width + src_start) * head_dim;
+                        let to = ((row * kv_heads + head) * width + dst_start) * head_dim;
+                        data[to..to + len * head_dim]
+                            .copy_from_slice(&src[from..from + len * head_dim]);
+                    }
+                };
+            if !keep.is_empty() {
+                let (_, src) = self.values[input].try_extract_tensor::<f32>()?;
+                for (row, &src_row) in keep.iter().enumerate() {
+                    place(row, self.lens[src_row], src, self.width, src_row);
+                }
+            }
+            for (i, prefilled) in add.iter().enumerate() {
+                let value = prefilled
+                    .values
+                    .get(input)
+                    .context("a prefilled cache has fewer layers than the batch")?;
+                let (shape, src) = value.try_extract_tensor::<f32>()?;
+                ensure!(
+                    shape.len() == 4 && shape[0] == 1 && shape[2] as usize == prefilled.len,
+                    "a prefilled cache of shape {shape:?} for {} tokens",
+                    prefilled.len
+                );
+                place(keep.len() + i, prefilled.len, src, prefilled.len, 0);
+            }
+            values.push(Tensor::from_array(([rows, kv_heads, width, head_dim], data))?.into_dyn());
+        }
+        self.values = values;
+        self.lens = lens;
+        self.width = width;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHAPE: DecoderShape = DecoderShape {
+        layers: 1,
+        kv_heads: 2,
+        head_dim: 1,
+    };
+
+    /// A one-sequence cache whose entry for head h, position p is `tag + 10h + p`.
+    fn prefilled(tag: f32, len: usize) -> Prefilled {
+        crate::providers::ort_env::init("").expect("ONNX Runtime from the project's .venv");
+        let values = (0..2)
+            .map(|_| {
+                let data = (0..2)
+                    .flat_map(|h| (0..len).map(move |p| tag + (10 * h + p) as f32))
+                    .collect::<Vec<_>>();
+                Tensor::from_array(([1usize, 2, len, 1], data))
+                    .unwrap()
+                    .into_dyn()
+            })
+            .collect();
+        Prefilled { values, len }
+    }
+
+    fn data(batch: &KvBatch) -> Vec<f32> {
+        batch.values[0]
+            .try_extract_tensor::<f32>()
+            .unwrap()
+            .1
+            .to_vec()
+    }
+
+    #[test]
+    fn left_padded_rows_are_right_aligned() {
+        let mut batch = KvBatch::new(KvLayout::LeftPadded, SHAPE);
+        batch
+            .rebuild(&[], vec![prefilled(100.0, 2), prefilled(200.0, 3)])
+            .unwrap();
+        assert_eq!(
+            data(&batch),
+            [0., 100., 101., 0., 110., 111., 200., 201., 202., 210., 211., 212.]
+        );
+        let (step, _) = batch.decode_step(&[7, 8]);
+        assert_eq!(step.mask, [0, 1, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(step.positions, [2, 3]);
+    }
+
+    #[test]
+    fn ragged_rows_are_left_aligned() {
+        let mut batch = KvBatch::new(KvLayout::Ragged, SHAPE);
+        batch
+            .rebuild(&[], vec![prefilled(100.0, 2), prefilled(200.0, 3)])
+            .unwrap();
+        assert_eq!(
+            data(&batch),
+            [100., 101., 0., 110., 111., 0., 200., 201., 202., 210., 211., 212.]
+        );
+        let (step, _) = batch.decode_step(&[7, 8]);
+        assert_eq!(step.mask, [1, 1, 1, 0, 1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn dropping_a_row_keeps_the_others_and_shrinks_the_width() {
+        for layout in [KvLayout::LeftPadded, KvLayout::Ragged] {
+            let mut batch = KvBatch::new(layout, SHAPE);
+            batch
+                .rebuild(&[], vec![prefilled(100.0, 2), prefilled(200.0, 3)])
+                .unwrap();
+            batch.rebuild(&[0], vec![prefilled(300.0, 1)]).unwrap();
+            assert_eq!(batch.rows(), 2);
+            let expected: &[f32] = match layout {
+                KvLayout::LeftPadded => &[100., 101., 110., 111., 0., 300., 0., 310.],
+                KvLayout::Ragged => &[100., 101., 110., 111., 300., 0., 310., 0.],
+            };
+            assert_eq!(data(&batch), expected, "{layout:?}");
+        }
+    }
+}
