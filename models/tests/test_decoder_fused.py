@@ -168,3 +168,14 @@ def test_quantized_fused_graph_runs_and_stays_close(tmp_path):
     want = t.ref(IDS)[-1]
     cos = float(got[0] @ want / np.linalg.norm(got[0]) / np.linalg.norm(want))
     assert cos > 0.9, cos
+
+
+def test_chunked_prefill_batch1(tiny):
+    """A prompt on top of a non-empty cache (batch 1), in both modes."""
+    want = tiny.ref(IDS)[-1]
+    _, past = tiny.dec.run(IDS[:5])
+    logits, _ = tiny.dec.run(IDS[5:], past=past)
+    close(logits[0], want)
+    cache = tiny.dec.shared_cache(1, 20)
+    tiny.dec.run_shared([IDS[:5]], ragged_mask([5], 5), cache)
+    close(tiny.dec.run_shared([IDS[5:]], ragged_mask([len(IDS)], len(IDS)), cache)[0], want)
