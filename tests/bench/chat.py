@@ -1,30 +1,65 @@
 #!/usr/bin/env python3
 """Chat decode benchmark for `just bench`: tokens/s and time to first token of the
-default chat model through HTTP → guest → host generation engine, at 1 and 4
-concurrent streams, next to a raw ONNX Runtime greedy loop on the same graph (and
-llama.cpp on the same GGUF when `llama-cpp-python` is installed). Appends its section
-to docs/BENCHMARKS.md (between markers, so reruns replace it)."""
+chat/completion models through HTTP → guest → host generation engine, at 1 and 4
+concurrent streams, next to a raw ONNX Runtime greedy loop on the same naive graph and
+llama.cpp (through `llama-cpp-python`, when it is importable; `just bench-peers` installs
+it) on the very GGUF file each model was prepared from. The paths are measured
+interleaved, round by round, so the ratios come from one sitting. Appends its section to
+docs/BENCHMARKS.md (between markers, so reruns replace it)."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = ROOT / "target" / "release" / "nnhost"
-MODEL = "smollm2-135m-instruct"
-FOLDER = ROOT / "models" / "prepared" / MODEL
-PROMPT = [{"role": "user", "content": "Write a long story about a robot who learns to paint."}]
+MANIFESTS = ROOT / "models" / "manifests"
+CACHE = ROOT / "models" / "cache"
 NEW_TOKENS = 128
+THREADS = 2
 BEGIN, END = "<!-- chat-bench:begin -->", "<!-- chat-bench:end -->"
+
+STORY = "Write a long story about a robot who learns to paint."
+SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    chat: bool   # True: /v1/chat/completions with `messages`; False: /v1/completions with `prompt`
+    prompt: str  # the user message (chat) or the raw prompt (completion)
+    text: str    # the exact text the model sees (chat template applied), for raw ORT and llama.cpp
+    bos: bool    # whether the tokenizer adds BOS to `text` (the host does for completion prompts)
+
+    @property
+    def folder(self) -> Path:
+        return ROOT / "models" / "prepared" / self.name
+
+
+MODELS = {
+    # The default chat model; the text is the GGUF's ChatML template with its default system prompt.
+    "smollm2-135m-instruct": Model(
+        "smollm2-135m-instruct", True, STORY,
+        f"<|im_start|>system\n{SMOL_SYSTEM}<|im_end|>\n<|im_start|>user\n{STORY}<|im_end|>\n<|im_start|>assistant\n",
+        False),
+    # A base model served for /v1/completions: a story opening it continues for 128 tokens.
+    "gemma-3-270m": Model(
+        "gemma-3-270m", False, "Once upon a time, in a small town by the sea, there lived a robot who wanted to "
+        "learn to paint.", "Once upon a time, in a small town by the sea, there lived a robot who wanted to "
+        "learn to paint.", True),
+}
 
 
 def free_port() -> int:
@@ -33,15 +68,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stream_once(url: str) -> dict:
+# ---------------------------------------------------------------- nnhost over HTTP
+
+
+def stream_once(url: str, model: Model) -> dict:
     import requests
 
-    body = {"model": MODEL, "messages": PROMPT, "temperature": 0, "max_tokens": NEW_TOKENS, "stream": True,
+    body = {"model": model.name, "temperature": 0, "max_tokens": NEW_TOKENS, "stream": True,
             "stream_options": {"include_usage": True}}
+    if model.chat:
+        body["messages"] = [{"role": "user", "content": model.prompt}]
+        route = "/v1/chat/completions"
+    else:
+        body["prompt"] = model.prompt
+        route = "/v1/completions"
     started = time.perf_counter()
     first = last = None
-    tokens = 0
-    with requests.post(url + "/v1/chat/completions", json=body, stream=True, timeout=300) as r:
+    tokens = prompt_tokens = 0
+    with requests.post(url + route, json=body, stream=True, timeout=300) as r:
         r.raise_for_status()
         for line in r.iter_lines(decode_unicode=True):
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -49,83 +93,32 @@ def stream_once(url: str) -> dict:
             event = json.loads(line[6:])
             if event.get("usage"):
                 tokens = event["usage"]["completion_tokens"]
+                prompt_tokens = event["usage"].get("prompt_tokens", 0)
             choices = event.get("choices") or []
-            if choices and choices[0]["delta"].get("content"):
+            if choices and (choices[0].get("delta", {}).get("content") or choices[0].get("text")):
                 now = time.perf_counter()
                 first = first or now
                 last = now
     ttft = (first - started) if first else float("nan")
     decode = (tokens - 1) / (last - first) if first and last and last > first and tokens > 1 else float("nan")
-    return {"ttft_ms": ttft * 1e3, "tokens": tokens, "decode_tok_s": decode, "seconds": time.perf_counter() - started}
+    return {"ttft_ms": ttft * 1e3, "tokens": tokens, "prompt_tokens": prompt_tokens, "decode_tok_s": decode,
+            "seconds": time.perf_counter() - started}
 
 
-def http_rows(url: str) -> list[dict]:
-    stream_once(url)  # warm-up
-    rows = []
-    for streams in (1, 4):
-        results = []
-        started = time.perf_counter()
-        threads = [threading.Thread(target=lambda: results.append(stream_once(url))) for _ in range(streams)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - started
-        rows.append({
-            "streams": streams,
-            "ttft_ms": float(np.median([r["ttft_ms"] for r in results])),
+def http_streams(url: str, model: Model, streams: int) -> dict:
+    results: list[dict] = []
+    started = time.perf_counter()
+    threads = [threading.Thread(target=lambda: results.append(stream_once(url, model))) for _ in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    return {"ttft_ms": float(np.median([r["ttft_ms"] for r in results])),
             "decode_tok_s": float(np.median([r["decode_tok_s"] for r in results])),
             "aggregate_tok_s": sum(r["tokens"] for r in results) / wall,
-        })
-    return rows
-
-
-def raw_ort() -> dict:
-    """Greedy decode with onnxruntime's Python API on the same int4 graph, 2 threads."""
-    import onnxruntime as ort
-    from tokenizers import Tokenizer
-
-    cfg = json.loads((FOLDER / "config.json").read_text())
-    tok = Tokenizer.from_file(str(FOLDER / "tokenizer.json"))
-    text = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-            f"<|im_start|>user\n{PROMPT[0]['content']}<|im_end|>\n<|im_start|>assistant\n")
-    ids = tok.encode(text, add_special_tokens=False).ids
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 2
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    sess = ort.InferenceSession(str(FOLDER / "onnx" / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    layers, kv, hd = cfg["num_hidden_layers"], cfg["num_key_value_heads"], cfg["head_dim"]
-    past = {f"past_key_values.{i}.{k}": np.zeros((1, kv, 0, hd), np.float32) for i in range(layers)
-            for k in ("key", "value")}
-    outputs = ["logits"] + [f"present.{i}.{k}" for i in range(layers) for k in ("key", "value")]
-
-    def step(new: list[int], past_len: int):
-        feed = {"input_ids": np.array([new], np.int64),
-                "attention_mask": np.ones((1, past_len + len(new)), np.int64),
-                "position_ids": np.arange(past_len, past_len + len(new), dtype=np.int64)[None], **past}
-        out = sess.run(outputs, feed)
-        for name, value in zip(outputs[1:], out[1:]):
-            past[name.replace("present", "past_key_values")] = value
-        return int(out[0][0, -1].argmax())
-
-    started = time.perf_counter()
-    token = step(ids, 0)
-    first = time.perf_counter()
-    n = len(ids)
-    for _ in range(NEW_TOKENS - 1):
-        token = step([token], n)
-        n += 1
-    done = time.perf_counter()
-    return {"ttft_ms": (first - started) * 1e3, "decode_tok_s": (NEW_TOKENS - 1) / (done - first),
-            "prompt_tokens": len(ids)}
-
-
-def llama_cpp() -> dict | None:
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        return None
-    return None  # wiring llama.cpp needs the GGUF path from models/cache; not installed here
+            "tokens": min(r["tokens"] for r in results),
+            "prompt_tokens": results[0]["prompt_tokens"]}
 
 
 def start_server() -> tuple[subprocess.Popen, str]:
@@ -145,43 +138,310 @@ def start_server() -> tuple[subprocess.Popen, str]:
     sys.exit("nnhost did not start")
 
 
-def render(http: list[dict], raw: dict, cpp: dict | None) -> str:
+# ---------------------------------------------------------------- raw ONNX Runtime
+
+
+class RawOrt:
+    """Greedy decode with onnxruntime's Python API on the naive int4 graph (onnx/model.onnx), 2 threads."""
+
+    def __init__(self, model: Model):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        folder = model.folder
+        cfg = json.loads((folder / "config.json").read_text())
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.ids = tok.encode(model.text, add_special_tokens=model.bos).ids
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.sess = ort.InferenceSession(str(folder / "onnx" / "model.onnx"), options,
+                                         providers=["CPUExecutionProvider"])
+        self.layers, self.kv, self.hd = cfg["num_hidden_layers"], cfg["num_key_value_heads"], cfg["head_dim"]
+        self.outputs = ["logits"] + [f"present.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
+
+    def run(self) -> dict:
+        past = {f"past_key_values.{i}.{k}": np.zeros((1, self.kv, 0, self.hd), np.float32)
+                for i in range(self.layers) for k in ("key", "value")}
+
+        def step(new: list[int], past_len: int) -> int:
+            feed = {"input_ids": np.array([new], np.int64),
+                    "attention_mask": np.ones((1, past_len + len(new)), np.int64),
+                    "position_ids": np.arange(past_len, past_len + len(new), dtype=np.int64)[None], **past}
+            out = self.sess.run(self.outputs, feed)
+            for name, value in zip(self.outputs[1:], out[1:]):
+                past[name.replace("present", "past_key_values")] = value
+            return int(out[0][0, -1].argmax())
+
+        ids = self.ids
+        started = time.perf_counter()
+        token = step(ids, 0)
+        first = time.perf_counter()
+        n = len(ids)
+        for _ in range(NEW_TOKENS - 1):
+            token = step([token], n)
+            n += 1
+        done = time.perf_counter()
+        rate = (NEW_TOKENS - 1) / (done - first)
+        return {"ttft_ms": (first - started) * 1e3, "decode_tok_s": rate, "aggregate_tok_s": rate,
+                "tokens": NEW_TOKENS, "prompt_tokens": len(ids)}
+
+
+# ---------------------------------------------------------------- llama.cpp (llama-cpp-python)
+
+
+def llama_cpp_version() -> str | None:
+    try:
+        import llama_cpp
+    except ImportError:
+        return None
+    return getattr(llama_cpp, "__version__", "?")
+
+
+def source_gguf(name: str) -> Path:
+    """The GGUF file the prepared model was converted from: models/prepare.py keeps it in
+    models/cache/sources/<wheel stem>/ (one wheel) or joined-<file>/ (a file split over wheels).
+    Found read-only from the manifest and checked against its gguf_sha256."""
+    sys.path.insert(0, str(ROOT / "models"))
+    from nnprep.manifest import load_manifests
+
+    manifest = next(m for m in load_manifests(MANIFESTS) if m.name == name)
+    src, dec = manifest.source, manifest.decoder
+    sources = CACHE / "sources"
+    if src.local is not None:
+        candidates = [(src.local / src.path if src.path else src.local) / dec.gguf]
+    elif src.parts:
+        candidates = [sources / f"joined-{src.join}" / dec.gguf]
+    else:
+        pkg, _, version = src.pypi.partition("==")
+        stem = pkg.strip().replace("-", "_")
+        candidates = sorted(sources.glob(f"{stem}-{version.strip()}-*/{dec.gguf}"))
+    for path in candidates:
+        if path.is_file():
+            if dec.gguf_sha256:
+                h = hashlib.sha256()
+                with open(path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+                if h.hexdigest() != dec.gguf_sha256.lower():
+                    raise SystemExit(f"{path}: sha256 does not match the manifest's gguf_sha256")
+            return path
+    raise SystemExit(f"the GGUF of {name} is not in {sources}; run `just models` first")
+
+
+class LlamaCpp:
+    """llama.cpp on the source GGUF: greedy, 2 threads, the same prompt tokens as the other paths.
+    One stream: Llama.generate (what llama-cpp-python's completion API runs). Four streams: one
+    context holding 4 sequences decoded together in one llama_batch per step, as llama-server's
+    parallel slots do (llama-cpp-python's own server serves one request at a time)."""
+
+    def __init__(self, model: Model, streams: int = 4):
+        import llama_cpp
+
+        self.lc = llama_cpp
+        self.gguf = source_gguf(model.name)
+        self.llm = llama_cpp.Llama(model_path=str(self.gguf), n_ctx=1024, n_batch=512, n_threads=THREADS,
+                                   n_threads_batch=THREADS, seed=0, verbose=False)
+        self.ids = self.llm.tokenize(model.text.encode(), add_bos=model.bos, special=True)
+        self.streams = streams
+        self.multi = None
+        try:
+            self.multi = MultiSeq(llama_cpp, self.llm, streams, len(self.ids) + NEW_TOKENS + 8)
+        except Exception as e:  # an API difference between versions: report 1 stream only
+            self.multi_error = f"{type(e).__name__}: {e}"
+
+    def run(self) -> dict:
+        llm = self.llm
+        llm.reset()  # no prefix reuse from the previous round: prefill the whole prompt every time
+        count = 0
+        started = time.perf_counter()
+        first = last = started
+        for _ in llm.generate(self.ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
+            last = time.perf_counter()
+            if count == 0:
+                first = last
+            count += 1
+            if count >= NEW_TOKENS:
+                break
+        rate = (count - 1) / (last - first)
+        return {"ttft_ms": (first - started) * 1e3, "decode_tok_s": rate, "aggregate_tok_s": rate,
+                "tokens": count, "prompt_tokens": len(self.ids)}
+
+    def run_multi(self) -> dict | None:
+        return self.multi.run(self.ids, NEW_TOKENS) if self.multi else None
+
+
+class MultiSeq:
+    """N sequences in one llama.cpp context: the N prompts prefilled in one batch, then one batch of N
+    tokens per step; greedy (argmax of each sequence's logits)."""
+
+    def __init__(self, lc, llm, n: int, per_seq: int):
+        self.lc, self.n, self.vocab = lc, n, llm.n_vocab()
+        params = lc.llama_context_default_params()
+        params.n_ctx = n * per_seq
+        params.n_batch = max(512, n * per_seq)
+        params.n_ubatch = 512
+        params.n_seq_max = n
+        params.n_threads = THREADS
+        params.n_threads_batch = THREADS
+        params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as Llama(flash_attn=False), the 1-stream path
+        self.model = llm.model  # keep a reference: the context must not outlive it
+        self.ctx = lc.llama_init_from_model(llm.model, params)
+        if not self.ctx:
+            raise RuntimeError("llama_init_from_model failed")
+        self.batch = lc.llama_batch_init(params.n_batch, 0, n)
+
+    def _fill(self, items: list[tuple[int, int, int, bool]]) -> None:
+        b = self.batch
+        for i, (token, pos, seq, logits) in enumerate(items):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.seq_id[i][0], b.logits[i] = token, pos, 1, seq, logits
+        b.n_tokens = len(items)
+
+    def _argmax(self, index: int) -> int:
+        ptr = self.lc.llama_get_logits_ith(self.ctx, index)
+        return int(np.ctypeslib.as_array(ptr, shape=(self.vocab,)).argmax())
+
+    def run(self, ids: list[int], new: int) -> dict:
+        lc, n, ctx = self.lc, self.n, self.ctx
+        lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+        started = time.perf_counter()
+        items = [(t, p, s, p == len(ids) - 1) for s in range(n) for p, t in enumerate(ids)]
+        self._fill(items)
+        if lc.llama_decode(ctx, self.batch) != 0:
+            raise RuntimeError("llama_decode failed (prefill)")
+        nxt = [self._argmax(len(ids) * (s + 1) - 1) for s in range(n)]
+        first = time.perf_counter()
+        pos = len(ids)
+        for _ in range(new - 1):
+            self._fill([(nxt[s], pos, s, True) for s in range(n)])
+            if lc.llama_decode(ctx, self.batch) != 0:
+                raise RuntimeError("llama_decode failed (decode)")
+            nxt = [self._argmax(s) for s in range(n)]
+            pos += 1
+        done = time.perf_counter()
+        rate = (new - 1) / (done - first)
+        return {"ttft_ms": (first - started) * 1e3, "decode_tok_s": rate,
+                "aggregate_tok_s": n * new / (done - started), "tokens": new, "prompt_tokens": len(ids)}
+
+
+# ---------------------------------------------------------------- the sitting
+
+
+def median_row(runs: list[dict]) -> dict:
+    return {k: float(statistics.median(r[k] for r in runs)) for k in runs[0]}
+
+
+def measure(url: str, models: list[Model], rounds: int, with_cpp: bool) -> dict:
+    """{model: {(path, streams): median row}}, the paths interleaved within every round."""
+    setups: dict[str, dict] = {}
+    for m in models:
+        raw = RawOrt(m)
+        cpp = LlamaCpp(m) if with_cpp else None
+        stream_once(url, m)  # warm-ups
+        raw.run()
+        if cpp:
+            cpp.run()
+            cpp.run_multi()
+        setups[m.name] = {"raw": raw, "cpp": cpp}
+    runs: dict[str, dict[tuple[str, int], list[dict]]] = {m.name: {} for m in models}
+    for r in range(rounds):
+        for m in models:
+            raw, cpp = setups[m.name]["raw"], setups[m.name]["cpp"]
+            steps = [(("nnhost", 1), lambda: http_streams(url, m, 1)),
+                     (("nnhost", 4), lambda: http_streams(url, m, 4)),
+                     (("raw", 1), raw.run)]
+            if cpp:
+                steps += [(("cpp", 1), cpp.run)]
+                if cpp.multi:
+                    steps += [(("cpp", 4), cpp.run_multi)]
+            if r % 2:  # alternate the order between rounds
+                steps.reverse()
+            for key, fn in steps:
+                runs[m.name].setdefault(key, []).append(fn())
+            print(f"round {r + 1}/{rounds} {m.name}: " + ", ".join(
+                f"{k[0]}×{k[1]} {v[-1]['decode_tok_s']:.1f} tok/s {v[-1]['ttft_ms']:.0f} ms"
+                for k, v in runs[m.name].items()), file=sys.stderr, flush=True)
+    notes = {m.name: getattr(setups[m.name]["cpp"], "multi_error", None) for m in models if with_cpp}
+    return {"rows": {name: {k: median_row(v) for k, v in per.items()} for name, per in runs.items()},
+            "gguf": {m.name: setups[m.name]["cpp"].gguf for m in models if with_cpp}, "notes": notes}
+
+
+def render(models: list[Model], result: dict, rounds: int, cpp_version: str | None) -> str:
     load = os.getloadavg()[0]
-    lines = [BEGIN, "## 5. Chat decode: " + MODEL, "",
-             f"Greedy, {NEW_TOKENS} new tokens, prompt \"{PROMPT[0]['content']}\" in the chat template; streamed "
-             "through HTTP (SSE) → guest (template, SSE) → host generation engine (KV cache kept in ORT values) "
-             f"→ ONNX Runtime on the int4 graph. Raw ORT: onnxruntime's Python API on the same graph, greedy loop, "
-             f"same threads. Load average at the end: {load:.2f}.", "",
-             "| path | streams | time to first token ms | decode tok/s per stream | aggregate tok/s |",
-             "|---|---|---|---|---|"]
-    for row in http:
-        lines.append(f"| nnhost HTTP | {row['streams']} | {row['ttft_ms']:.0f} | {row['decode_tok_s']:.1f} | "
-                     f"{row['aggregate_tok_s']:.1f} |")
-    lines.append(f"| raw ORT (Python loop), {raw['prompt_tokens']}-token prompt | 1 | {raw['ttft_ms']:.0f} | "
-                 f"{raw['decode_tok_s']:.1f} | {raw['decode_tok_s']:.1f} |")
-    lines.append("| llama.cpp Q4_1, PEERS.md (another day) | 1 | 19 | 55.9 | 55.9 |")
-    if cpp is None:
-        lines += ["", "`llama-cpp-python` is not installed here, so llama.cpp was not run side by side; its "
-                  "PEERS.md figure is shown for scale."]
-    one = http[0]["decode_tok_s"]
-    lines += ["", f"nnhost / raw ORT decode at one stream: {one / raw['decode_tok_s']:.2f}×; "
-              f"aggregate at 4 streams / 1 stream: {http[1]['aggregate_tok_s'] / http[0]['aggregate_tok_s']:.2f}× "
-              "(generations are interleaved step by step, not yet batched into one ORT run).", END]
+    cpp_label = f"llama.cpp (llama-cpp-python {cpp_version})"
+    lines = [BEGIN, "## 5. Chat decode: " + ", ".join(m.name for m in models), "",
+             f"Greedy, {NEW_TOKENS} new tokens, {THREADS} threads. SmolLM2 gets \"{STORY}\" as a chat message "
+             "(ChatML template from its GGUF), Gemma 3 270M (a base model, /v1/completions) a story opening. "
+             "**nnhost**: streamed through HTTP (SSE) → guest (template, SSE) → host generation engine → ONNX "
+             "Runtime. **raw ORT**: onnxruntime's Python API on the naive int4 graph (onnx/model.onnx), greedy "
+             "loop. **llama.cpp**: llama-cpp-python on the GGUF file the model was prepared from "
+             "(models/cache/sources/…, sha256 checked against the manifest), same prompt tokens; 1 stream is "
+             "`Llama.generate`, 4 streams are 4 sequences of one context decoded together in one `llama_batch` "
+             "per step (what llama-server's parallel slots do). Time to first token: request (or prefill) start → "
+             "first token; decode: the remaining tokens over the time from first to last token. "
+             f"Medians of {rounds} rounds, the paths interleaved within each round. Load average at the end: "
+             f"{load:.2f}.", "",
+             "| model | path | streams | prompt tokens | time to first token ms | decode tok/s per stream "
+             "| aggregate tok/s |",
+             "|---|---|---|---|---|---|---|"]
+    names = {"nnhost": "nnhost HTTP", "raw": "raw ORT (Python loop, naive graph)", "cpp": cpp_label}
+    for m in models:
+        rows = result["rows"][m.name]
+        for key in [("nnhost", 1), ("nnhost", 4), ("raw", 1), ("cpp", 1), ("cpp", 4)]:
+            if key in rows:
+                r = rows[key]
+                short = f" ({r['tokens']:.0f} tokens)" if r["tokens"] < NEW_TOKENS else ""
+                lines.append(f"| {m.name} | {names[key[0]]}{short} | {key[1]} | {r['prompt_tokens']:.0f} | "
+                             f"{r['ttft_ms']:.0f} | {r['decode_tok_s']:.1f} | {r['aggregate_tok_s']:.1f} |")
+    lines.append("")
+    if cpp_version is None:
+        lines += ["`llama-cpp-python` is not installed here (`just bench-peers` installs it; its build failed or "
+                  "was skipped), so llama.cpp was not run side by side. PEERS.md, another day: llama.cpp 55.9 tok/s "
+                  "SmolLM2-135M, 40.0 tok/s Gemma 3 270M, first token 19 / 28 ms.", ""]
+    lines += ["| model | nnhost / raw ORT decode (1 stream) | nnhost decode / llama.cpp decode (1 stream; target ≥ 1.5) "
+              "| nnhost TTFT / llama.cpp TTFT (1 stream; target ≤ 1) | nnhost / llama.cpp aggregate (4 streams) "
+              "| nnhost aggregate 4 / 1 streams |",
+              "|---|---|---|---|---|---|"]
+    for m in models:
+        rows = result["rows"][m.name]
+        one, four, raw = rows[("nnhost", 1)], rows[("nnhost", 4)], rows[("raw", 1)]
+        c1, c4 = rows.get(("cpp", 1)), rows.get(("cpp", 4))
+
+        def ratio(a, b, ok=None):
+            if a is None or b is None:
+                return "–"
+            v = a / b
+            return f"{v:.2f}×" + ("" if ok is None else (" ✓" if ok(v) else " ✗"))
+
+        lines.append(f"| {m.name} | {ratio(one['decode_tok_s'], raw['decode_tok_s'])} | "
+                     f"{ratio(one['decode_tok_s'], c1 and c1['decode_tok_s'], lambda v: v >= 1.5)} | "
+                     f"{ratio(one['ttft_ms'], c1 and c1['ttft_ms'], lambda v: v <= 1)} | "
+                     f"{ratio(four['aggregate_tok_s'], c4 and c4['aggregate_tok_s'])} | "
+                     f"{ratio(four['aggregate_tok_s'], one['aggregate_tok_s'])} |")
+    for name, note in result.get("notes", {}).items():
+        if note:
+            lines += ["", f"llama.cpp 4 streams were not run for {name} ({note})."]
+    lines.append(END)
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md",
+                    help="Markdown file whose chat-bench section is replaced (default docs/BENCHMARKS.md)")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    ap.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp even if llama_cpp is importable")
     args = ap.parse_args()
+    models = [MODELS[n] for n in args.models]
+    cpp_version = None if args.no_llama_cpp else llama_cpp_version()
     proc, url = start_server()
     try:
-        http = http_rows(url)
+        result = measure(url, models, args.rounds, cpp_version is not None)
     finally:
         proc.terminate()
         proc.wait(30)
-    raw = raw_ort()
-    section = render(http, raw, llama_cpp())
+    section = render(models, result, args.rounds, cpp_version)
     print(section)
     text = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
     if BEGIN in text and END in text:
