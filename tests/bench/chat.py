@@ -362,7 +362,7 @@ def measure(url: str, models: list[Model], rounds: int, with_cpp: bool) -> dict:
                 f"{k[0]}×{k[1]} {v[-1]['decode_tok_s']:.1f} tok/s {v[-1]['ttft_ms']:.0f} ms"
                 for k, v in runs[m.name].items()), file=sys.stderr, flush=True)
     notes = {m.name: getattr(setups[m.name]["cpp"], "multi_error", None) for m in models if with_cpp}
-    return {"rows": {name: {k: median_row(v) for k, v in per.items()} for name, per in runs.items()},
+    return {"rows": {name: {k: median_row(v) for k, v in per.items()} for name, per in runs.items()}, "runs": runs,
             "gguf": {m.name: setups[m.name]["cpp"].gguf for m in models if with_cpp}, "notes": notes}
 
 
@@ -403,21 +403,21 @@ def render(models: list[Model], result: dict, rounds: int, cpp_version: str | No
               "| nnhost aggregate 4 / 1 streams |",
               "|---|---|---|---|---|---|"]
     for m in models:
-        rows = result["rows"][m.name]
-        one, four, raw = rows[("nnhost", 1)], rows[("nnhost", 4)], rows[("raw", 1)]
-        c1, c4 = rows.get(("cpp", 1)), rows.get(("cpp", 4))
+        runs = result["runs"][m.name]
 
-        def ratio(a, b, ok=None):
-            if a is None or b is None:
+        def ratio(a: tuple[str, int], b: tuple[str, int], field: str, ok=None) -> str:
+            """Median over rounds of the ratio within each round (the paths of a round ran back to back)."""
+            if a not in runs or b not in runs:
                 return "–"
-            v = a / b
+            v = statistics.median(x[field] / y[field] for x, y in zip(runs[a], runs[b]))
             return f"{v:.2f}×" + ("" if ok is None else (" ✓" if ok(v) else " ✗"))
 
-        lines.append(f"| {m.name} | {ratio(one['decode_tok_s'], raw['decode_tok_s'])} | "
-                     f"{ratio(one['decode_tok_s'], c1 and c1['decode_tok_s'], lambda v: v >= 1.5)} | "
-                     f"{ratio(one['ttft_ms'], c1 and c1['ttft_ms'], lambda v: v <= 1)} | "
-                     f"{ratio(four['aggregate_tok_s'], c4 and c4['aggregate_tok_s'])} | "
-                     f"{ratio(four['aggregate_tok_s'], one['aggregate_tok_s'])} |")
+        lines.append(f"| {m.name} | {ratio(('nnhost', 1), ('raw', 1), 'decode_tok_s')} | "
+                     f"{ratio(('nnhost', 1), ('cpp', 1), 'decode_tok_s', lambda v: v >= 1.5)} | "
+                     f"{ratio(('nnhost', 1), ('cpp', 1), 'ttft_ms', lambda v: v <= 1)} | "
+                     f"{ratio(('nnhost', 4), ('cpp', 4), 'aggregate_tok_s')} | "
+                     f"{ratio(('nnhost', 4), ('nnhost', 1), 'aggregate_tok_s')} |")
+    lines += ["", "Ratios are medians over the rounds of each round's ratio (the paths of a round ran back to back)."]
     for name, note in result.get("notes", {}).items():
         if note:
             lines += ["", f"llama.cpp 4 streams were not run for {name} ({note})."]
