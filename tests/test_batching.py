@@ -4,10 +4,11 @@ Rows decoded together must give each generation exactly the text it gets alone; 
 place in the batch goes to the tenant with the fewest generations running, so one
 tenant's queue cannot hold another tenant's single request back.
 
-Exactness is checked on the fp32 graphs: the int4 graphs quantize activations to int8
-per block (accuracy level 4), so a 1e-7 difference in summation order between batch
-shapes can move a value across a rounding step, and greedy text may then differ at a
-near-tie. That is numerics, not batching; fp32 isolates the batching logic."""
+Both cache layouts are checked: the fused graphs (GroupQueryAttention, ragged
+rows, KV written in place — per-row exact) and the plain fp32 graph (left-padded rows,
+concatenated cache). Not the plain int4 graph: it quantizes activations to int8 per block
+(accuracy level 4), so the 1e-7 summation-order difference padding makes can cross a
+rounding step and flip a near-tie; that is numerics, not batching."""
 from __future__ import annotations
 
 import threading
@@ -25,9 +26,14 @@ path = "{smollm}"
 onnx = "onnx/model_fp32.onnx"
 
 [[models]]
-name = "gemma-fp32"
+name = "smollm2-fused"
+path = "{smollm}"
+onnx = "onnx/model_fused.onnx"
+
+[[models]]
+name = "gemma-fused"
 path = "{gemma}"
-onnx = "onnx/model_fp32.onnx"
+onnx = "onnx/model_fused.onnx"
 
 [[models]]
 name = "smollm2-one-at-a-time"
@@ -61,14 +67,14 @@ def host(tmp_path_factory):
     srv.stop()
 
 
-def complete(host, model, prompt, key="sk-quiet", max_tokens=24):
+def complete(host, model, prompt, key="sk-quiet", max_tokens=32):
     r = requests.post(host.url + "/v1/completions", timeout=300, headers={"authorization": f"Bearer {key}"},
                       json={"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
     assert r.status_code == 200, r.text
     return r.json()["choices"][0]["text"]
 
 
-@pytest.mark.parametrize("model", ["smollm2-fp32", "gemma-fp32"])
+@pytest.mark.parametrize("model", ["smollm2-fp32", "smollm2-fused", "gemma-fused"])
 def test_rows_joining_a_running_batch_decode_as_they_do_alone(host, model):
     alone = [complete(host, model, p) for p in PROMPTS]
     together = [None] * len(PROMPTS)
@@ -113,3 +119,19 @@ def test_a_free_place_goes_to_the_tenant_with_fewest_running(host):
     for t in threads + [quiet]:
         t.join()
     assert finished.index("quiet") <= 1, finished
+
+
+def test_in_place_cache_grows_past_its_first_capacity(host):
+    """The fused graph writes the KV cache into buffers with room for 256 positions at
+    first; a 300-token generation outgrows them (and a row joins meanwhile)."""
+    model = "smollm2-fused"
+    long_prompt, short_prompt = "Once upon a time, in a small village,", "The capital of France is"
+    alone = complete(host, model, long_prompt, max_tokens=300)
+    short_alone = complete(host, model, short_prompt)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(long=complete(host, model, long_prompt, max_tokens=300)))
+    t.start()
+    time.sleep(1.0)
+    result["short"] = complete(host, model, short_prompt)
+    t.join()
+    assert result == {"long": alone, "short": short_alone}

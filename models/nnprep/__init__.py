@@ -4,4 +4,5 @@
 TOOL_VERSION = 1
 # Bump when the decoder graphs or their variants change: rebuilds decoder folders only (not embeddings).
 # 2: + onnx/model_fused.onnx (variant "int4-fused", GroupQueryAttention), nnhost.kv_layout metadata
-DECODER_GRAPHS = 2
+# 3: nnhost.json default_variant is what the host serves
+DECODER_GRAPHS = 3

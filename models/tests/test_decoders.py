@@ -91,7 +91,7 @@ def test_layout_and_nnhost(model):
     m = model.meta
     assert m["variants"] == {"int4": "onnx/model.onnx", "fp32": "onnx/model_fp32.onnx",
                              "int4-fused": "onnx/model_fused.onnx"}
-    assert m["default_variant"] == "int4"   # the host does not drive the ragged layout yet
+    assert m["default_variant"] == "int4"
     for variant, layout in (("int4", "left_padded"), ("int4-fused", "ragged")):
         props = model.int4.sess if variant == "int4" else model.fused.sess
         assert props.get_modelmeta().custom_metadata_map["nnhost.kv_layout"] == layout

@@ -51,6 +51,10 @@ struct NnhostJson {
     context_length: Option<usize>,
     #[serde(default, alias = "stop")]
     stop_tokens: Vec<String>,
+    /// Variant name → ONNX file inside the folder, and which one to serve by default.
+    #[serde(default)]
+    variants: std::collections::BTreeMap<String, String>,
+    default_variant: Option<String>,
 }
 
 /// `"<s>"` or `{"content": "<s>", ...}` as tokenizer_config.json writes special tokens.
@@ -185,7 +189,12 @@ impl DecoderModel {
             tracing::warn!(model = %config.name, "no stop token known: generations end only at max_tokens");
         }
 
-        let onnx = match &config.onnx {
+        let default_variant = nnhost
+            .default_variant
+            .as_ref()
+            .and_then(|v| nnhost.variants.get(v))
+            .map(std::path::PathBuf::from);
+        let onnx = match config.onnx.clone().or(default_variant) {
             Some(file) => dir.join(file),
             None => ["onnx/model.onnx", "model.onnx"]
                 .iter()

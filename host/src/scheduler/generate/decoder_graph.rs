@@ -143,6 +143,59 @@ impl DecoderGraph {
             .collect()
     }
 
+    /// Runs a step whose past and present share `cache` (tensors from an ORT allocator):
+    /// GroupQueryAttention sees the same buffer on both sides and writes the new keys
+    /// and values in place, so nothing is copied per step. Returns `batch × vocab` logits.
+    pub fn run_in_place(
+        &mut self,
+        step: Step,
+        cache: &mut [DynValue],
+    ) -> Result<(Vec<f32>, usize)> {
+        let Step {
+            batch,
+            seq,
+            ids,
+            mask,
+            width,
+            positions,
+        } = step;
+        ensure!(ids.len() == batch * seq && mask.len() == batch * width);
+        ensure!(cache.len() == self.past_names.len());
+        let mut binding = self.session.create_binding()?;
+        binding.bind_input("input_ids", &Tensor::from_array(([batch, seq], ids))?)?;
+        binding.bind_input(
+            "attention_mask",
+            &Tensor::from_array(([batch, width], mask))?,
+        )?;
+        if self.has_position_ids {
+            binding.bind_input(
+                "position_ids",
+                &Tensor::from_array(([batch, seq], positions))?,
+            )?;
+        }
+        for ((past, present), value) in self
+            .past_names
+            .iter()
+            .zip(&self.present_names)
+            .zip(cache.iter_mut())
+        {
+            binding.bind_input(past.as_str(), &*value)?;
+            binding.bind_output(present.as_str(), &mut *value)?;
+        }
+        binding.bind_output_to_device("logits", self.session.allocator().memory_info())?;
+        let outputs = self.session.run_binding(&binding)?;
+        let logits = outputs
+            .get("logits")
+            .context("the decoder graph has no logits output")?;
+        let (shape, data) = logits.try_extract_tensor::<f32>()?;
+        let vocab = *shape.last().context("logits without dimensions")? as usize;
+        ensure!(
+            vocab > 0 && data.len() == batch * vocab,
+            "logits of shape {shape:?}"
+        );
+        Ok((data.to_vec(), vocab))
+    }
+
     pub fn run(&mut self, step: Step, past: Vec<DynValue>) -> Result<StepOutput> {
         let Step {
             batch,

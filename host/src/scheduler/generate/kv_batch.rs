@@ -1,12 +1,19 @@
 //! The KV cache of every sequence decoding together, as one batched tensor per
-//! `past` input. Decode steps feed `present` back as `past` untouched; the cache is
-//! copied only when the batch changes shape (a sequence joins, or finished rows are
-//! dropped), never per token.
+//! `past` input. Rust copies it only when the batch changes shape (a sequence joins,
+//! finished rows leave, or the buffer needs room), never per token:
+//! - graphs that concatenate (left-padded layout) get their `present` fed back as
+//!   `past` untouched (ORT itself copies the cache into each `present`);
+//! - GroupQueryAttention graphs (ragged layout) get one pre-allocated buffer per input,
+//!   bound as both past and present, and write each new token in place.
 
 use anyhow::{ensure, Context, Result};
+use ort::memory::Allocator;
 use ort::value::{DynValue, Tensor};
 
-use super::decoder_graph::{DecoderShape, KvLayout, Step};
+use super::decoder_graph::{DecoderGraph, DecoderShape, KvLayout, Step};
+
+/// In-place buffers start with room for this many positions and double when full.
+const MIN_CAPACITY: usize = 256;
 
 /// The cache of one sequence after its prefill: `[1, kv_heads, len, head_dim]` values.
 pub struct Prefilled {
@@ -17,22 +24,54 @@ pub struct Prefilled {
 pub struct KvBatch {
     layout: KvLayout,
     shape: DecoderShape,
+    /// Pre-allocated buffers written in place (ragged layout only), at most this many positions.
+    in_place: Option<usize>,
     /// `[rows, kv_heads, width, head_dim]` per past input; empty while there are no rows.
     values: Vec<DynValue>,
     /// Real tokens cached per row.
     lens: Vec<usize>,
+    /// Positions in the buffers: exactly the longest row when concatenating, the
+    /// capacity when writing in place.
     width: usize,
 }
 
 impl KvBatch {
-    pub fn new(layout: KvLayout, shape: DecoderShape) -> Self {
+    /// `max_positions`: the longest a sequence may grow (in-place buffers never exceed it).
+    pub fn new(layout: KvLayout, shape: DecoderShape, max_positions: usize) -> Self {
         Self {
             layout,
             shape,
+            in_place: (layout == KvLayout::Ragged).then_some(max_positions.max(1)),
             values: Vec::new(),
             lens: Vec::new(),
             width: 0,
         }
+    }
+
+    /// One decode step: feeds `last[row]` to every row and returns `rows × vocab` logits.
+    pub fn step(&mut self, graph: &mut DecoderGraph, last: &[u32]) -> Result<(Vec<f32>, usize)> {
+        let Some(max_positions) = self.in_place else {
+            let (step, past) = self.decode_step(last);
+            let out = graph.run(step, past)?;
+            self.advance(out.present)?;
+            return Ok((out.logits, out.vocab));
+        };
+        let needed = self.lens.iter().copied().max().unwrap_or(0) + 1;
+        if needed > self.width {
+            ensure!(
+                needed <= max_positions,
+                "the sequence outgrew the {max_positions} positions of the graph"
+            );
+            let capacity = (needed * 2).max(MIN_CAPACITY).min(max_positions);
+            let keep: Vec<usize> = (0..self.rows()).collect();
+            self.rebuild_with(&keep, Vec::new(), capacity)?;
+        }
+        let step = self.step_input(last, needed);
+        let logits = graph.run_in_place(step, &mut self.values)?;
+        for len in &mut self.lens {
+            *len += 1;
+        }
+        Ok(logits)
     }
 
     pub fn rows(&self) -> usize {
@@ -42,9 +81,14 @@ impl KvBatch {
     /// The input for one decode step that feeds `last[row]` to every row, and the
     /// cache it runs on (taken out of the batch until [`KvBatch::advance`]).
     pub fn decode_step(&mut self, last: &[u32]) -> (Step, Vec<DynValue>) {
+        let step = self.step_input(last, self.width + 1);
+        (step, std::mem::take(&mut self.values))
+    }
+
+    /// A decode step's inputs with a mask `width` positions wide.
+    fn step_input(&self, last: &[u32], width: usize) -> Step {
         let rows = self.rows();
         debug_assert_eq!(last.len(), rows);
-        let width = self.width + 1;
         let mut mask = vec![0i64; rows * width];
         for (row, &len) in self.lens.iter().enumerate() {
             let line = &mut mask[row * width..(row + 1) * width];
@@ -53,15 +97,14 @@ impl KvBatch {
                 KvLayout::Ragged => line[..len + 1].fill(1),
             }
         }
-        let step = Step {
+        Step {
             batch: rows,
             seq: 1,
             ids: last.iter().map(|&t| t as i64).collect(),
             mask,
             width,
             positions: self.lens.iter().map(|&len| len as i64).collect(),
-        };
-        (step, std::mem::take(&mut self.values))
+        }
     }
 
     /// Takes the `present` values of the step [`KvBatch::decode_step`] prepared.
@@ -84,8 +127,30 @@ impl KvBatch {
     }
 
     /// Rebuilds the batch from the rows in `keep` (in that order) followed by `add`.
-    /// The width shrinks to the longest remaining row.
+    /// Concatenating, the width shrinks to the longest remaining row; in place, the
+    /// buffers get room for the longest row to grow.
     pub fn rebuild(&mut self, keep: &[usize], add: Vec<Prefilled>) -> Result<()> {
+        let longest = keep
+            .iter()
+            .map(|&r| self.lens[r])
+            .chain(add.iter().map(|p| p.len))
+            .max()
+            .unwrap_or(0);
+        let width = match self.in_place {
+            None => longest,
+            // Keep the capacity while it has room and is not far too big.
+            Some(_) if longest < self.width && self.width <= MIN_CAPACITY.max(4 * longest) => {
+                self.width
+            }
+            Some(max_positions) => (2 * longest)
+                .max(MIN_CAPACITY)
+                .min(max_positions)
+                .max(longest),
+        };
+        self.rebuild_with(keep, add, width)
+    }
+
+    fn rebuild_with(&mut self, keep: &[usize], add: Vec<Prefilled>, width: usize) -> Result<()> {
         let DecoderShape {
             kv_heads, head_dim, ..
         } = self.shape;
@@ -95,7 +160,6 @@ impl KvBatch {
             .chain(add.iter().map(|p| p.len))
             .collect();
         let rows = lens.len();
-        let width = lens.iter().copied().max().unwrap_or(0);
         if rows == 0 {
             self.values.clear();
             self.lens.clear();
@@ -107,6 +171,7 @@ impl KvBatch {
             .len()
             .max(add.first().map_or(0, |p| p.values.len()));
         let mut values = Vec::with_capacity(inputs);
+        let allocator = self.in_place.map(|_| Allocator::default());
         for input in 0..inputs {
             let mut data = vec![0f32; rows * kv_heads * width * head_dim];
             let mut place =
@@ -145,7 +210,16 @@ impl KvBatch {
                 );
                 place(keep.len() + i, prefilled.len, src, prefilled.len, 0);
             }
-            values.push(Tensor::from_array(([rows, kv_heads, width, head_dim], data))?.into_dyn());
+            let dims = [rows, kv_heads, width, head_dim];
+            values.push(match &allocator {
+                // Output-bindable: ORT may only write into memory it allocated.
+                Some(allocator) => {
+                    let mut tensor = Tensor::<f32>::new(allocator, dims)?;
+                    tensor.extract_tensor_mut().1.copy_from_slice(&data);
+                    tensor.into_dyn()
+                }
+                None => Tensor::from_array((dims, data))?.into_dyn(),
+            });
         }
         self.values = values;
         self.lens = lens;
@@ -190,7 +264,7 @@ mod tests {
 
     #[test]
     fn left_padded_rows_are_right_aligned() {
-        let mut batch = KvBatch::new(KvLayout::LeftPadded, SHAPE);
+        let mut batch = KvBatch::new(KvLayout::LeftPadded, SHAPE, 100);
         batch
             .rebuild(&[], vec![prefilled(100.0, 2), prefilled(200.0, 3)])
             .unwrap();
@@ -204,33 +278,37 @@ mod tests {
     }
 
     #[test]
-    fn ragged_rows_are_left_aligned() {
-        let mut batch = KvBatch::new(KvLayout::Ragged, SHAPE);
+    fn ragged_rows_are_left_aligned_in_a_buffer_with_room() {
+        let mut batch = KvBatch::new(KvLayout::Ragged, SHAPE, 6);
         batch
             .rebuild(&[], vec![prefilled(100.0, 2), prefilled(200.0, 3)])
             .unwrap();
+        assert_eq!(batch.width, 6, "room to grow, up to max_positions");
         assert_eq!(
             data(&batch),
-            [100., 101., 0., 110., 111., 0., 200., 201., 202., 210., 211., 212.]
+            [
+                100., 101., 0., 0., 0., 0., 110., 111., 0., 0., 0., 0., //
+                200., 201., 202., 0., 0., 0., 210., 211., 212., 0., 0., 0.
+            ]
         );
-        let (step, _) = batch.decode_step(&[7, 8]);
+        let step = batch.step_input(&[7, 8], 4);
         assert_eq!(step.mask, [1, 1, 1, 0, 1, 1, 1, 1]);
     }
 
     #[test]
     fn dropping_a_row_keeps_the_others_and_shrinks_the_width() {
-        for layout in [KvLayout::LeftPadded, KvLayout::Ragged] {
-            let mut batch = KvBatch::new(layout, SHAPE);
-            batch
-                .rebuild(&[], vec![prefilled(100.0, 2), prefilled(200.0, 3)])
-                .unwrap();
-            batch.rebuild(&[0], vec![prefilled(300.0, 1)]).unwrap();
-            assert_eq!(batch.rows(), 2);
-            let expected: &[f32] = match layout {
-                KvLayout::LeftPadded => &[100., 101., 110., 111., 0., 300., 0., 310.],
-                KvLayout::Ragged => &[100., 101., 110., 111., 300., 0., 310., 0.],
-            };
-            assert_eq!(data(&batch), expected, "{layout:?}");
-        }
+        let mut batch = KvBatch::new(KvLayout::LeftPadded, SHAPE, 100);
+        batch
+            .rebuild(&[], vec![prefilled(100.0, 2), prefilled(200.0, 3)])
+            .unwrap();
+        batch.rebuild(&[0], vec![prefilled(300.0, 1)]).unwrap();
+        assert_eq!(batch.rows(), 2);
+        assert_eq!(data(&batch), [100., 101., 110., 111., 0., 300., 0., 310.]);
+        let mut batch = KvBatch::new(KvLayout::Ragged, SHAPE, 2);
+        batch
+            .rebuild(&[], vec![prefilled(100.0, 2), prefilled(200.0, 2)])
+            .unwrap();
+        batch.rebuild(&[1], vec![prefilled(300.0, 1)]).unwrap();
+        assert_eq!(data(&batch), [200., 201., 210., 211., 300., 0., 310., 0.]);
     }
 }

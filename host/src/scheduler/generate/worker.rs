@@ -3,7 +3,6 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Result;
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -68,7 +67,7 @@ impl Generator {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             in_flight: in_flight.clone(),
-            batch: KvBatch::new(graph.layout(), graph.shape()),
+            batch: KvBatch::new(graph.layout(), graph.shape(), limits.context_length),
             graph,
             tokenizer,
             stop_ids,
@@ -285,12 +284,7 @@ impl Worker {
             .batch_size
             .with_label_values(&[&self.model, &self.provider])
             .observe(rows.len() as f64);
-        let (step, past) = self.batch.decode_step(&last);
-        let result: Result<_> = self.graph.run(step, past).and_then(|out| {
-            self.batch.advance(out.present)?;
-            Ok((out.logits, out.vocab))
-        });
-        match result {
+        match self.batch.step(&mut self.graph, &last) {
             Ok((mut logits, vocab)) => {
                 for (row, logits) in rows.iter_mut().zip(logits.chunks_mut(vocab)) {
                     if let Some(seq) = row {
