@@ -49,6 +49,12 @@ component = "{router}"
 name = "quiet"
 api_keys = ["sk-quiet"]
 component = "{router}"
+
+[[tenants]]
+name = "frugal"
+api_keys = ["sk-frugal"]
+component = "{router}"
+limits = {{ cpu_time_ms = 100, request_timeout_ms = 120000 }}
 """
 
 PROMPTS = [
@@ -135,3 +141,17 @@ def test_in_place_cache_grows_past_its_first_capacity(host):
     result["short"] = complete(host, model, short_prompt)
     t.join()
     assert result == {"long": alone, "short": short_alone}
+
+
+def test_waiting_for_tokens_is_not_guest_cpu_time(host):
+    """A guest streaming a long generation spends its time waiting in the host, not
+    computing: 300 tokens must not use up a 100 ms CPU budget (20 epoch ticks)."""
+    r = requests.post(host.url + "/v1/chat/completions", timeout=300, stream=True,
+                      headers={"authorization": "Bearer sk-frugal"},
+                      json={"model": "smollm2-one-at-a-time", "stream": True, "max_tokens": 300,
+                            "temperature": 0.8, "seed": 1,
+                            "messages": [{"role": "user", "content": "Write a very long story about a dragon."}]})
+    assert r.status_code == 200, r.text
+    events = [line for line in r.iter_lines(decode_unicode=True) if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]", events[-3:]
+    assert not any('"error"' in e for e in events), [e for e in events if '"error"' in e][:1]

@@ -18,6 +18,10 @@ use super::state::GuestState;
 
 /// CPU a request may use at full speed (~50 ms) before it is throttled.
 const THROTTLE_AFTER_TICKS: u64 = 10;
+/// A throttled guest sleeps this many ticks for every tick it computes (a quarter of
+/// a core): ORT's intra-op threads span every core, so any CPU a runaway guest takes
+/// slows every other tenant's inference.
+const THROTTLE_SLEEP_TICKS: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct RequestLimits {
@@ -85,16 +89,26 @@ pub async fn handle(
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |mut ctx| {
         let state = ctx.data_mut();
-        state.cpu_ticks += 1;
+        let now = std::time::Instant::now();
+        // A deadline met long after it was due means the guest spent the time waiting
+        // in a host call (e.g. for the next generated token), not computing: only
+        // ticks of continuous wasm execution count as CPU.
+        let computing = now <= state.next_tick + EPOCH_TICK;
+        state.next_tick = now + EPOCH_TICK;
+        if computing {
+            state.cpu_ticks += 1;
+        }
         if state.cpu_ticks > budget || state.started.elapsed() > timeout {
             return Ok(UpdateDeadline::Interrupt);
         }
-        if state.cpu_ticks > THROTTLE_AFTER_TICKS {
-            // A guest that keeps computing gets at most half a core: it sleeps a tick
-            // for every tick it runs, so a runaway loop cannot crowd out other tenants.
+        if computing && state.cpu_ticks > THROTTLE_AFTER_TICKS {
+            // A guest that keeps computing gets a quarter of a core, so a runaway loop
+            // cannot crowd out other tenants.
+            let pause = EPOCH_TICK * THROTTLE_SLEEP_TICKS;
+            state.next_tick += pause;
             return Ok(UpdateDeadline::YieldCustom(
                 1,
-                Box::pin(tokio::time::sleep(EPOCH_TICK)),
+                Box::pin(tokio::time::sleep(pause)),
             ));
         }
         // Yield every tick so a guest that computes for long never holds an async worker.
