@@ -193,7 +193,7 @@ class RawOrt:
 def llama_cpp_version() -> str | None:
     try:
         import llama_cpp
-    except ImportError:
+    except Exception:  # not installed, or its libllama.so does not load
         return None
     return getattr(llama_cpp, "__version__", "?")
 
@@ -369,6 +369,8 @@ def measure(url: str, models: list[Model], rounds: int, with_cpp: bool) -> dict:
 def render(models: list[Model], result: dict, rounds: int, cpp_version: str | None) -> str:
     load = os.getloadavg()[0]
     cpp_label = f"llama.cpp (llama-cpp-python {cpp_version})"
+    omp = os.environ.get("OMP_WAIT_POLICY", "unset (libgomp spins at barriers; a busy neighbour process then "
+                         "slows llama.cpp by up to 20×, OMP_WAIT_POLICY=PASSIVE avoids that)")
     lines = [BEGIN, "## 5. Chat decode: " + ", ".join(m.name for m in models), "",
              f"Greedy, {NEW_TOKENS} new tokens, {THREADS} threads. SmolLM2 gets \"{STORY}\" as a chat message "
              "(ChatML template from its GGUF), Gemma 3 270M (a base model, /v1/completions) a story opening. "
@@ -379,8 +381,9 @@ def render(models: list[Model], result: dict, rounds: int, cpp_version: str | No
              "`Llama.generate`, 4 streams are 4 sequences of one context decoded together in one `llama_batch` "
              "per step (what llama-server's parallel slots do). Time to first token: request (or prefill) start → "
              "first token; decode: the remaining tokens over the time from first to last token. "
-             f"Medians of {rounds} rounds, the paths interleaved within each round. Load average at the end: "
-             f"{load:.2f}.", "",
+             f"Medians of {rounds} rounds, the paths interleaved within each round. llama.cpp's OpenMP threads: "
+             f"OMP_WAIT_POLICY={omp}. "
+             f"Load average at the end: {load:.2f}.", "",
              "| model | path | streams | prompt tokens | time to first token ms | decode tok/s per stream "
              "| aggregate tok/s |",
              "|---|---|---|---|---|---|---|"]
