@@ -9,6 +9,7 @@ docs/BENCHMARKS.md (between markers, so reruns replace it)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -60,6 +62,14 @@ MODELS = {
         "learn to paint.", "Once upon a time, in a small town by the sea, there lived a robot who wanted to "
         "learn to paint.", True),
 }
+
+
+# Suffix of the model names under which the bench serves the fused graphs (variant int4-fused).
+FUSED = "-fused"
+
+
+def fused(m: Model) -> Model:
+    return dataclasses.replace(m, name=m.name + FUSED)
 
 
 def free_port() -> int:
@@ -125,8 +135,15 @@ def start_server() -> tuple[subprocess.Popen, str]:
     import requests
 
     port = free_port()
-    proc = subprocess.Popen([str(HOST), "serve", "--listen", f"127.0.0.1:{port}"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The embedded default config plus each decoder's fused variant under "<name>-fused".
+    config = subprocess.run([str(HOST), "default-config"], check=True, capture_output=True, text=True).stdout
+    for m in MODELS.values():
+        config += (f'\n[[models]]\nname = "{m.name}{FUSED}"\npath = "models/prepared/{m.name}"\n'
+                   f'onnx = "onnx/model_fused.onnx"\n')
+    config_path = Path(tempfile.mkdtemp()) / "nnhost.toml"
+    config_path.write_text(config)
+    proc = subprocess.Popen([str(HOST), "serve", "--listen", f"127.0.0.1:{port}", "--config", str(config_path)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -338,6 +355,7 @@ def measure(url: str, models: list[Model], rounds: int, with_cpp: bool) -> dict:
         raw = RawOrt(m)
         cpp = LlamaCpp(m) if with_cpp else None
         stream_once(url, m)  # warm-ups
+        stream_once(url, fused(m))
         raw.run()
         if cpp:
             cpp.run()
@@ -349,6 +367,8 @@ def measure(url: str, models: list[Model], rounds: int, with_cpp: bool) -> dict:
             raw, cpp = setups[m.name]["raw"], setups[m.name]["cpp"]
             steps = [(("nnhost", 1), lambda: http_streams(url, m, 1)),
                      (("nnhost", 4), lambda: http_streams(url, m, 4)),
+                     (("fused", 1), lambda: http_streams(url, fused(m), 1)),
+                     (("fused", 4), lambda: http_streams(url, fused(m), 4)),
                      (("raw", 1), raw.run)]
             if cpp:
                 steps += [(("cpp", 1), cpp.run)]
@@ -387,10 +407,10 @@ def render(models: list[Model], result: dict, rounds: int, cpp_version: str | No
              "| model | path | streams | prompt tokens | time to first token ms | decode tok/s per stream "
              "| aggregate tok/s |",
              "|---|---|---|---|---|---|---|"]
-    names = {"nnhost": "nnhost HTTP", "raw": "raw ORT (Python loop, naive graph)", "cpp": cpp_label}
+    names = {"nnhost": "nnhost HTTP", "fused": "nnhost HTTP, fused graph (int4-fused, KV in place)", "raw": "raw ORT (Python loop, naive graph)", "cpp": cpp_label}
     for m in models:
         rows = result["rows"][m.name]
-        for key in [("nnhost", 1), ("nnhost", 4), ("raw", 1), ("cpp", 1), ("cpp", 4)]:
+        for key in [("nnhost", 1), ("nnhost", 4), ("fused", 1), ("fused", 4), ("raw", 1), ("cpp", 1), ("cpp", 4)]:
             if key in rows:
                 r = rows[key]
                 short = f" ({r['tokens']:.0f} tokens)" if r["tokens"] < NEW_TOKENS else ""
@@ -403,8 +423,8 @@ def render(models: list[Model], result: dict, rounds: int, cpp_version: str | No
                   "SmolLM2-135M, 40.0 tok/s Gemma 3 270M, first token 19 / 28 ms.", ""]
     lines += ["| model | nnhost / raw ORT decode (1 stream) | nnhost decode / llama.cpp decode (1 stream; target ≥ 1.5) "
               "| nnhost TTFT / llama.cpp TTFT (1 stream; target ≤ 1) | nnhost / llama.cpp aggregate (4 streams) "
-              "| nnhost aggregate 4 / 1 streams |",
-              "|---|---|---|---|---|---|"]
+              "| nnhost aggregate 4 / 1 streams (target ≥ 2.5) | fused / plain graph decode (1 stream) |",
+              "|---|---|---|---|---|---|---|"]
     for m in models:
         runs = result["runs"][m.name]
 
@@ -419,7 +439,8 @@ def render(models: list[Model], result: dict, rounds: int, cpp_version: str | No
                      f"{ratio(('nnhost', 1), ('cpp', 1), 'decode_tok_s', lambda v: v >= 1.5)} | "
                      f"{ratio(('nnhost', 1), ('cpp', 1), 'ttft_ms', lambda v: v <= 1)} | "
                      f"{ratio(('nnhost', 4), ('cpp', 4), 'aggregate_tok_s')} | "
-                     f"{ratio(('nnhost', 4), ('nnhost', 1), 'aggregate_tok_s')} |")
+                     f"{ratio(('nnhost', 4), ('nnhost', 1), 'aggregate_tok_s', lambda v: v >= 2.5)} | "
+                     f"{ratio(('fused', 1), ('nnhost', 1), 'decode_tok_s')} |")
     lines += ["", "Ratios are medians over the rounds of each round's ratio (the paths of a round ran back to back)."]
     for name, note in result.get("notes", {}).items():
         if note:
