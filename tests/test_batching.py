@@ -83,18 +83,21 @@ def complete(host, model, prompt, key="sk-quiet", max_tokens=32):
 @pytest.mark.parametrize("model", ["smollm2-fp32", "smollm2-fused", "gemma-fused"])
 def test_rows_joining_a_running_batch_decode_as_they_do_alone(host, model):
     alone = [complete(host, model, p) for p in PROMPTS]
-    together = [None] * len(PROMPTS)
+    for stagger in (0.2, 0.0):
+        # 0.2 s apart: later prompts join a batch that is already decoding; all at once:
+        # the prompts are prefilled together (padded to the longest), then decoded together.
+        together = [None] * len(PROMPTS)
 
-    def run(i):
-        time.sleep(0.2 * i)   # later prompts join a batch that is already decoding
-        together[i] = complete(host, model, PROMPTS[i])
+        def run(i):
+            time.sleep(stagger * i)
+            together[i] = complete(host, model, PROMPTS[i])
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(PROMPTS))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert together == alone
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(PROMPTS))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert together == alone, f"stagger {stagger} s"
     steps = [line for line in host.get("/metrics").text.splitlines()
              if line.startswith("nnhost_batch_size_sum") and f'model="{model}"' in line]
     counts = [line for line in host.get("/metrics").text.splitlines()

@@ -6,6 +6,8 @@
 //! - GroupQueryAttention graphs (ragged layout) get one pre-allocated buffer per input,
 //!   bound as both past and present, and write each new token in place.
 
+use std::sync::Arc;
+
 use anyhow::{ensure, Context, Result};
 use ort::memory::Allocator;
 use ort::value::{DynValue, Tensor};
@@ -15,9 +17,12 @@ use super::decoder_graph::{DecoderGraph, DecoderShape, KvLayout, Step};
 /// In-place buffers start with room for this many positions and double when full.
 const MIN_CAPACITY: usize = 256;
 
-/// The cache of one sequence after its prefill: `[1, kv_heads, len, head_dim]` values.
+/// The cache of one sequence after its prefill: row `row` of `[rows, kv_heads, width,
+/// head_dim]` values (sequences prefilled together share them), holding `len` tokens
+/// placed as the batch's layout places them.
 pub struct Prefilled {
-    pub values: Vec<DynValue>,
+    pub values: Arc<Vec<DynValue>>,
+    pub row: usize,
     pub len: usize,
 }
 
@@ -204,11 +209,20 @@ impl KvBatch {
                     .context("a prefilled cache has fewer layers than the batch")?;
                 let (shape, src) = value.try_extract_tensor::<f32>()?;
                 ensure!(
-                    shape.len() == 4 && shape[0] == 1 && shape[2] as usize == prefilled.len,
-                    "a prefilled cache of shape {shape:?} for {} tokens",
+                    shape.len() == 4
+                        && (prefilled.row as i64) < shape[0]
+                        && shape[2] as usize >= prefilled.len,
+                    "a prefilled cache of shape {shape:?} for row {} of {} tokens",
+                    prefilled.row,
                     prefilled.len
                 );
-                place(keep.len() + i, prefilled.len, src, prefilled.len, 0);
+                place(
+                    keep.len() + i,
+                    prefilled.len,
+                    src,
+                    shape[2] as usize,
+                    prefilled.row,
+                );
             }
             let dims = [rows, kv_heads, width, head_dim];
             values.push(match &allocator {
@@ -251,7 +265,11 @@ mod tests {
                     .into_dyn()
             })
             .collect();
-        Prefilled { values, len }
+        Prefilled {
+            values: Arc::new(values),
+            row: 0,
+            len,
+        }
     }
 
     fn data(batch: &KvBatch) -> Vec<f32> {
@@ -293,6 +311,32 @@ mod tests {
         );
         let step = batch.step_input(&[7, 8], 4);
         assert_eq!(step.mask, [1, 1, 1, 0, 1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn rows_of_a_batched_prefill_are_taken_apart() {
+        crate::providers::ort_env::init("").expect("ONNX Runtime from the project's .venv");
+        // Two prompts prefilled together, left-padded to 3: [_, a0, a1] and [b0, b1, b2].
+        let values: Vec<DynValue> = (0..2)
+            .map(|_| {
+                let data: Vec<f32> = vec![0., 1., 2., 10., 11., 12., 5., 6., 7., 15., 16., 17.];
+                Tensor::from_array(([2usize, 2, 3, 1], data))
+                    .unwrap()
+                    .into_dyn()
+            })
+            .collect();
+        let values = Arc::new(values);
+        let rows = [(1, 3), (0, 2)].map(|(row, len)| Prefilled {
+            values: values.clone(),
+            row,
+            len,
+        });
+        let mut batch = KvBatch::new(KvLayout::LeftPadded, SHAPE, 100);
+        batch.rebuild(&[], rows.into()).unwrap();
+        assert_eq!(
+            data(&batch),
+            [5., 6., 7., 15., 16., 17., 0., 1., 2., 0., 11., 12.]
+        );
     }
 
     #[test]

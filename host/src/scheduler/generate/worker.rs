@@ -7,7 +7,7 @@ use tokenizers::Tokenizer;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::admission::Admission;
-use super::decoder_graph::{DecoderGraph, Step};
+use super::decoder_graph::{DecoderGraph, KvLayout, Step, StepOutput};
 use super::kv_batch::{KvBatch, Prefilled};
 use super::sampler::Sampler;
 use super::text::{IncrementalDecoder, Matched, StopMatcher};
@@ -169,22 +169,27 @@ impl Worker {
         waiting: &mut Admission<Job>,
         rows: &[Option<Active>],
     ) -> Vec<(Active, Prefilled)> {
-        let mut joined: Vec<(Active, Prefilled)> = Vec::new();
         let live = rows.iter().flatten().count();
-        while live + joined.len() < self.max_batch {
+        let mut chosen: Vec<(Arc<str>, Job)> = Vec::new();
+        while live + chosen.len() < self.max_batch {
             let running = |tenant: &str| {
                 rows.iter()
                     .flatten()
-                    .chain(joined.iter().map(|(a, _)| a))
                     .filter(|a| &*a.tenant == tenant)
                     .count()
+                    + chosen.iter().filter(|(t, _)| &**t == tenant).count()
             };
-            let Some((_, job)) = waiting.next(running) else {
+            let Some(next) = waiting.next(running) else {
                 break;
             };
-            if let Some(entry) = self.prefill(job) {
-                joined.push(entry);
-            }
+            chosen.push(next);
+        }
+        let mut jobs: Vec<Job> = chosen.into_iter().map(|(_, job)| job).collect();
+        jobs.sort_by_key(|job| job.request.prompt.len());
+        let mut joined = Vec::new();
+        for group in prefill_groups(&jobs) {
+            let group: Vec<Job> = jobs.drain(..group).collect();
+            joined.extend(self.prefill(group));
         }
         joined
     }
@@ -215,63 +220,77 @@ impl Worker {
         }
     }
 
-    /// Runs a new generation's prompt on its own and samples its first token. None
-    /// when it is already over (cancelled, finished or failed).
-    fn prefill(&mut self, job: Job) -> Option<(Active, Prefilled)> {
-        let request = job.request;
-        let mut seq = Active {
-            tenant: request.tenant,
-            events: job.events,
-            sampler: Sampler::new(request.sampling),
-            decoder: IncrementalDecoder::default(),
-            stops: StopMatcher::new(request.stop),
-            prompt_tokens: request.prompt.len(),
-            generated: 0,
-            max_tokens: request.max_tokens,
-            cached: 0,
-            last: 0,
-            started: Instant::now(),
-        };
-        if seq.max_tokens == 0 {
-            self.finish(&mut seq, FinishReason::Length, None);
-            return None;
+    /// Runs the prompts of new generations together (padded as the cache layout
+    /// wants) and samples each one's first token. Returns those still going.
+    fn prefill(&mut self, jobs: Vec<Job>) -> Vec<(Active, Prefilled)> {
+        let started = Instant::now();
+        let mut seqs = Vec::with_capacity(jobs.len());
+        let mut prompts = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let request = job.request;
+            let mut seq = Active {
+                tenant: request.tenant,
+                events: job.events,
+                sampler: Sampler::new(request.sampling),
+                decoder: IncrementalDecoder::default(),
+                stops: StopMatcher::new(request.stop),
+                prompt_tokens: request.prompt.len(),
+                generated: 0,
+                max_tokens: request.max_tokens,
+                cached: request.prompt.len(),
+                last: 0,
+                started,
+            };
+            if seq.events.is_closed() {
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            } else if seq.max_tokens == 0 {
+                self.finish(&mut seq, FinishReason::Length, None);
+            } else {
+                seqs.push(seq);
+                prompts.push(request.prompt);
+            }
         }
-        let n = request.prompt.len();
-        let step = Step {
-            batch: 1,
-            seq: n,
-            ids: request.prompt.iter().map(|&t| t as i64).collect(),
-            mask: vec![1; n],
-            width: n,
-            positions: (0..n as i64).collect(),
-        };
+        if seqs.is_empty() {
+            return Vec::new();
+        }
+        let step = prefill_step(&prompts, self.graph.layout());
         let result = self
             .graph
-            .empty_past(1)
+            .empty_past(prompts.len())
             .and_then(|past| self.graph.run(step, past));
-        match result {
-            Ok(mut out) => {
-                tracing::debug!(model = %self.model, prompt_tokens = n,
-                    prefill_ms = seq.started.elapsed().as_secs_f64() * 1e3, "prefill");
-                seq.cached = n;
-                let vocab = out.vocab;
-                if self.accept(&mut seq, &mut out.logits[..vocab]) {
-                    Some((
-                        seq,
-                        Prefilled {
-                            values: out.present,
-                            len: n,
-                        },
-                    ))
-                } else {
-                    None
-                }
-            }
+        let out = match result {
+            Ok(out) => out,
             Err(e) => {
-                self.finish(&mut seq, FinishReason::Error, Some(format!("{e:#}")));
-                None
+                for mut seq in seqs {
+                    self.finish(&mut seq, FinishReason::Error, Some(format!("{e:#}")));
+                }
+                return Vec::new();
+            }
+        };
+        tracing::debug!(model = %self.model, sequences = seqs.len(),
+            prompt_tokens = prompts.iter().map(Vec::len).sum::<usize>(),
+            prefill_ms = started.elapsed().as_secs_f64() * 1e3, "prefill");
+        let StepOutput {
+            mut logits,
+            vocab,
+            present,
+        } = out;
+        let present = Arc::new(present);
+        let mut joined = Vec::new();
+        for (row, (mut seq, logits)) in seqs.into_iter().zip(logits.chunks_mut(vocab)).enumerate() {
+            if self.accept(&mut seq, logits) {
+                let len = seq.cached;
+                joined.push((
+                    seq,
+                    Prefilled {
+                        values: present.clone(),
+                        row,
+                        len,
+                    },
+                ));
             }
         }
+        joined
     }
 
     /// One token for every row of the batch.
@@ -357,5 +376,91 @@ impl Worker {
             provider: self.provider.clone(),
             error: error.map(InferenceError::backend),
         }));
+    }
+}
+
+/// Prompts (sorted by length) prefilled together cost their padding: a group grows
+/// while the padded tokens stay within 1.5× the real ones (+64) and under
+/// `MAX_PREFILL_TOKENS`. Returns the group sizes, in order.
+fn prefill_groups(jobs: &[Job]) -> Vec<usize> {
+    let lens: Vec<usize> = jobs.iter().map(|j| j.request.prompt.len()).collect();
+    group_sizes(&lens)
+}
+
+/// Padded tokens one prefill may hold: the plain graphs' attention scores grow with
+/// rows × longest², so long prompts go alone.
+const MAX_PREFILL_TOKENS: usize = 2048;
+
+fn group_sizes(sorted_lens: &[usize]) -> Vec<usize> {
+    let mut groups = Vec::new();
+    let (mut size, mut real) = (0usize, 0usize);
+    for &len in sorted_lens {
+        let padded = len * (size + 1);
+        if size > 0 && (padded > MAX_PREFILL_TOKENS || 2 * padded > 3 * (real + len) + 128) {
+            groups.push(size);
+            (size, real) = (0, 0);
+        }
+        size += 1;
+        real += len;
+    }
+    if size > 0 {
+        groups.push(size);
+    }
+    groups
+}
+
+/// The inputs of one prefill: every prompt padded to the longest, on the side the
+/// cache layout wants (left for concatenating graphs, right for ragged ones).
+fn prefill_step(prompts: &[Vec<u32>], layout: KvLayout) -> Step {
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let batch = prompts.len();
+    let mut ids = vec![0i64; batch * width];
+    let mut mask = vec![0i64; batch * width];
+    let mut positions = vec![0i64; batch * width];
+    for (row, prompt) in prompts.iter().enumerate() {
+        let start = match layout {
+            KvLayout::LeftPadded => width - prompt.len(),
+            KvLayout::Ragged => 0,
+        };
+        let line = row * width + start;
+        for (i, &token) in prompt.iter().enumerate() {
+            ids[line + i] = token as i64;
+            mask[line + i] = 1;
+            positions[line + i] = i as i64;
+        }
+    }
+    Step {
+        batch,
+        seq: width,
+        ids,
+        mask,
+        width,
+        positions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn similar_prompts_are_prefilled_together_and_long_ones_alone() {
+        assert_eq!(group_sizes(&[10, 12, 14, 15]), [4]);
+        assert_eq!(group_sizes(&[5, 6, 400, 2000]), [2, 1, 1]);
+        assert!(group_sizes(&[300; 10])
+            .iter()
+            .all(|&n| n * 300 <= MAX_PREFILL_TOKENS));
+    }
+
+    #[test]
+    fn prefill_padding_follows_the_layout() {
+        let prompts = [vec![7, 8], vec![1, 2, 3]];
+        let left = prefill_step(&prompts, KvLayout::LeftPadded);
+        assert_eq!(left.ids, [0, 7, 8, 1, 2, 3]);
+        assert_eq!(left.mask, [0, 1, 1, 1, 1, 1]);
+        assert_eq!(left.positions, [0, 0, 1, 0, 1, 2]);
+        let right = prefill_step(&prompts, KvLayout::Ragged);
+        assert_eq!(right.ids, [7, 8, 0, 1, 2, 3]);
+        assert_eq!(right.mask, [1, 1, 0, 1, 1, 1]);
     }
 }
