@@ -111,12 +111,16 @@ pub struct ModelConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteConfig {
-    /// Base URL, e.g. `http://triton:8000` (the host adds `/v2/models/{model}/infer`).
+    /// Base URL, `http://` or `https://`, e.g. `https://endpoint.example.com` (the host
+    /// adds `/v2/models/{model}/infer`).
     pub url: String,
     /// The model name on the remote; default: this model's name.
     pub model: Option<String>,
     /// Environment variable holding the bearer token (never the token itself).
     pub token_env: Option<String>,
+    /// PEM file with the CA certificate(s) to trust for an `https://` url, in place of
+    /// the system's roots (a private CA, a self-signed endpoint).
+    pub ca_file: Option<PathBuf>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
     #[serde(default = "default_remote_timeout")]
