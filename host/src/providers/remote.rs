@@ -200,7 +200,11 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
                 tracing::warn!(error = %e, "reading the system's CA certificates");
             }
             let (added, ignored) = roots.add_parsable_certificates(native.certs);
-            tracing::debug!(added, ignored, "system CA certificates for the remote provider");
+            tracing::debug!(
+                added,
+                ignored,
+                "system CA certificates for the remote provider"
+            );
             if roots.is_empty() {
                 tracing::warn!("no CA certificates found on the system; the remote provider trusts Mozilla's roots (webpki-roots)");
                 roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -330,7 +334,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
         let e = error("https://example.com", Some(&missing));
-        assert!(e.contains("missing.pem") && e.contains("cannot read"), "{e}");
+        assert!(
+            e.contains("missing.pem") && e.contains("cannot read"),
+            "{e}"
+        );
 
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
@@ -344,7 +351,10 @@ mod tests {
         )
         .unwrap();
         let e = error("https://example.com", Some(&garbage));
-        assert!(e.contains("garbage.pem") && e.contains("not a usable CA certificate"), "{e}");
+        assert!(
+            e.contains("garbage.pem") && e.contains("not a usable CA certificate"),
+            "{e}"
+        );
 
         let e = error("http://example.com", Some(&garbage));
         assert!(e.contains("not https://"), "{e}");
