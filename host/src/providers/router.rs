@@ -140,11 +140,6 @@ impl ProviderRouter {
         result.map(|outputs| (outputs, self.local.name().to_string()))
     }
 
-    /// Whether some batches may go to a remote provider (and block on the network).
-    pub fn has_remote(&self) -> bool {
-        self.remote.is_some()
-    }
-
     fn prefer_remote(&self, size: usize) -> bool {
         let Some(remote) = &self.remote else {
             return false;

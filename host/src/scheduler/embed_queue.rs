@@ -7,12 +7,6 @@
 //! thousands of inputs does not make a concurrent one-text request wait for all of
 //! them. Inputs of a request whose caller went away are dropped before they cost
 //! anything.
-//!
-//! When nothing is queued and no batch is running, a small request runs at once on
-//! the calling thread instead: waking the worker and being woken back costs two
-//! cross-thread hand-offs (tens of µs each on a VM), a tenth of a short text's run.
-//! One batch runs at a time either way (`Shared::running`), so the cores are never
-//! oversubscribed.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -106,8 +100,6 @@ struct Item {
 struct Shared {
     queue: Mutex<State>,
     wakeup: Condvar,
-    /// Held by whoever runs a batch (the worker, or a request on the fast path).
-    running: Mutex<()>,
 }
 
 struct State {
@@ -119,7 +111,6 @@ struct State {
 pub struct EmbedQueue {
     model: String,
     shared: Arc<Shared>,
-    runner: Arc<BatchRunner>,
     limits: BatchingConfig,
     worker: Option<std::thread::JoinHandle<()>>,
 }
@@ -139,18 +130,16 @@ impl EmbedQueue {
                 closed: false,
             }),
             wakeup: Condvar::new(),
-            running: Mutex::new(()),
-        });
-        let runner = Arc::new(BatchRunner {
-            router,
-            signature,
-            plan,
-            model: model.to_string(),
         });
         let worker = {
             let shared = shared.clone();
             let limits = limits.clone();
-            let runner = runner.clone();
+            let runner = BatchRunner {
+                router,
+                signature,
+                plan,
+                model: model.to_string(),
+            };
             std::thread::Builder::new()
                 .name(format!("embed-{model}"))
                 .spawn(move || worker_loop(&shared, &limits, &runner))?
@@ -158,7 +147,6 @@ impl EmbedQueue {
         Ok(Self {
             model: model.to_string(),
             shared,
-            runner,
             limits,
             worker: Some(worker),
         })
@@ -185,14 +173,6 @@ impl EmbedQueue {
         });
         let mut items: Vec<(usize, Sequence)> = sequences.into_iter().enumerate().collect();
         items.sort_by_key(|(_, s)| s.ids.len());
-        let items = match self.run_now(&job, items) {
-            Ok(()) => {
-                return answer.await.unwrap_or_else(|_| {
-                    Err(InferenceError::internal("the embedding batch was lost"))
-                })
-            }
-            Err(items) => items,
-        };
         {
             let mut state = self.shared.queue.lock();
             if state.queued_inputs + count > self.limits.max_queued_inputs {
@@ -218,40 +198,6 @@ impl EmbedQueue {
         answer
             .await
             .unwrap_or_else(|_| Err(InferenceError::internal("the embedding worker stopped")))
-    }
-}
-
-impl EmbedQueue {
-    /// The fast path: runs the request on this thread when it fits one batch, nothing
-    /// is queued and no batch is running. Gives the inputs back otherwise.
-    fn run_now(
-        &self,
-        job: &Arc<Job>,
-        items: Vec<(usize, Sequence)>,
-    ) -> Result<(), Vec<(usize, Sequence)>> {
-        let longest = items.last().map_or(0, |(_, s)| s.ids.len());
-        let fits = items.len() <= self.limits.max_batch_inputs
-            && longest * items.len() <= self.limits.max_batch_tokens;
-        // A remote provider may block on the network: that belongs on the worker thread.
-        if !fits || self.runner.router.has_remote() {
-            return Err(items);
-        }
-        let Some(_running) = self.shared.running.try_lock() else {
-            return Err(items);
-        };
-        if !self.shared.queue.lock().requests.is_empty() {
-            return Err(items);
-        }
-        let batch = items
-            .into_iter()
-            .map(|(index, sequence)| Item {
-                job: job.clone(),
-                index,
-                sequence,
-            })
-            .collect();
-        self.runner.run(batch);
-        Ok(())
     }
 }
 
@@ -289,7 +235,6 @@ fn worker_loop(shared: &Shared, limits: &BatchingConfig, runner: &BatchRunner) {
             batch
         };
         if !batch.is_empty() {
-            let _running = shared.running.lock();
             runner.run(batch);
         }
     }
