@@ -21,6 +21,9 @@ use crate::scheduler::generate::{
 pub struct DecoderModel {
     pub name: String,
     pub tokenizer: Arc<Tokenizer>,
+    /// Token ids below this are valid. Computed once: `get_vocab_size(true)` builds the
+    /// whole vocabulary map on every call (~60 ms for Gemma's 262k tokens).
+    vocab_size: u32,
     pub context_length: usize,
     pub chat_template: Option<String>,
     pub bos_token: Option<String>,
@@ -221,6 +224,7 @@ impl DecoderModel {
             || (chat_template.is_none() && nnhost.kind.as_deref() != Some("chat"));
         Ok(Self {
             name: config.name.clone(),
+            vocab_size: tokenizer.get_vocab_size(true) as u32,
             tokenizer,
             context_length,
             chat_template,
@@ -267,7 +271,7 @@ impl DecoderModel {
         if prompt.is_empty() {
             return Err(InferenceError::invalid("the prompt is empty").with_param("prompt"));
         }
-        let vocab = self.tokenizer.get_vocab_size(true) as u32;
+        let vocab = self.vocab_size;
         if let Some(bad) = prompt.iter().find(|&&t| t >= vocab) {
             return Err(InferenceError::invalid(format!(
                 "token id {bad} is out of the vocabulary of model {} (size {vocab})",

@@ -28,6 +28,9 @@ pub struct EmbeddingModel {
     pub tokenizer: Tokenizer,
     /// The same tokenizer, cutting at `max_tokens` (for requests that ask to truncate).
     truncating: Tokenizer,
+    /// Token ids below this are valid. Computed once: `get_vocab_size(true)` builds the
+    /// whole vocabulary map on every call.
+    vocab_size: u32,
     pub provider: Arc<CpuProvider>,
     pub router: Arc<ProviderRouter>,
     queue: EmbedQueue,
@@ -91,6 +94,7 @@ impl EmbeddingModel {
         )?;
         Ok(Self {
             name: config.name.clone(),
+            vocab_size: tokenizer.get_vocab_size(true) as u32,
             dimensions,
             max_tokens,
             max_inputs: config.max_inputs,
@@ -180,7 +184,7 @@ impl EmbeddingModel {
                 InferenceError::invalid("a token array must not be empty").with_param("input")
             );
         }
-        let vocab = tokenizer.get_vocab_size(true) as u32;
+        let vocab = self.vocab_size;
         let tokens = ids
             .into_iter()
             .map(|id| {
