@@ -17,6 +17,7 @@ impl Host for ApiState {
         if let Err(e) = self.charge(input_bytes) {
             return Ok(Err(e.into()));
         }
+        let started = std::time::Instant::now();
         let result = async {
             let loaded = self.access.get(&model)?;
             let model = loaded.embedding().ok_or_else(|| {
@@ -46,6 +47,8 @@ impl Host for ApiState {
             })
         }
         .await;
+        // Waiting for the embedding queue is not the guest's CPU time.
+        self.waited += started.elapsed();
         let result = result.and_then(|batch| self.charge(batch.data.len() * 4).map(|_| batch));
         Ok(result.map_err(Into::into))
     }

@@ -135,6 +135,26 @@ impl Host for ApiState {
 
 impl HostGenerationStream for ApiState {
     async fn next(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<Event> {
+        let started = std::time::Instant::now();
+        let event = self.next_event(stream).await;
+        // Waiting for the next token is not the guest's CPU time.
+        self.waited += started.elapsed();
+        event
+    }
+
+    async fn provider(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&stream)?.provider.clone())
+    }
+
+    async fn drop(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<()> {
+        self.delete(stream)?;
+        Ok(())
+    }
+}
+
+impl ApiState {
+    /// The next chunk of a generation, or its end (waits for the worker).
+    async fn next_event(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<Event> {
         let access = self.access.clone();
         let stream = self.table.get_mut(&stream)?;
         if let Some(end) = &stream.end {
@@ -174,14 +194,5 @@ impl HostGenerationStream for ApiState {
             }
         }
         Ok(Event::Chunk(chunk))
-    }
-
-    async fn provider(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&stream)?.provider.clone())
-    }
-
-    async fn drop(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<()> {
-        self.delete(stream)?;
-        Ok(())
     }
 }

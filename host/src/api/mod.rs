@@ -88,6 +88,9 @@ pub struct ApiState {
     /// Live handles and the most the guest may hold.
     resources: usize,
     max_resources: usize,
+    /// Time spent in inference host calls since the sandbox last looked: waiting for
+    /// the host is not the guest's CPU time.
+    pub waited: std::time::Duration,
 }
 
 impl ApiState {
@@ -99,6 +102,7 @@ impl ApiState {
             host_bytes_limit: max_host_bytes,
             resources: 0,
             max_resources,
+            waited: std::time::Duration::ZERO,
         }
     }
 

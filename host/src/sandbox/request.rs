@@ -90,11 +90,12 @@ pub async fn handle(
     store.epoch_deadline_callback(move |mut ctx| {
         let state = ctx.data_mut();
         let now = std::time::Instant::now();
-        // A deadline met long after it was due means the guest spent the time waiting
-        // in a host call (e.g. for the next generated token), not computing: only
-        // ticks of continuous wasm execution count as CPU.
-        let computing = now <= state.next_tick + EPOCH_TICK;
-        state.next_tick = now + EPOCH_TICK;
+        // Only ticks spent running wasm count as CPU: take out the time the guest
+        // waited in inference host calls (e.g. for its next generated token).
+        let since = now.saturating_duration_since(state.last_tick);
+        let computing =
+            since.saturating_sub(std::mem::take(&mut state.api.waited)) >= EPOCH_TICK / 2;
+        state.last_tick = now;
         if computing {
             state.cpu_ticks += 1;
         }
@@ -105,7 +106,7 @@ pub async fn handle(
             // A guest that keeps computing gets a quarter of a core, so a runaway loop
             // cannot crowd out other tenants.
             let pause = EPOCH_TICK * THROTTLE_SLEEP_TICKS;
-            state.next_tick += pause;
+            state.last_tick += pause;
             return Ok(UpdateDeadline::YieldCustom(
                 1,
                 Box::pin(tokio::time::sleep(pause)),

@@ -22,8 +22,8 @@ pub struct GuestState {
     pub(super) started: Instant,
     /// Epoch ticks seen while wasm was running: the request's CPU time, roughly.
     pub(super) cpu_ticks: u64,
-    /// When the next epoch deadline was due if the guest kept running wasm.
-    pub(super) next_tick: Instant,
+    /// When the epoch deadline callback last ran (or the request started).
+    pub(super) last_tick: Instant,
 }
 
 impl GuestState {
@@ -48,7 +48,7 @@ impl GuestState {
             api: ApiState::new(access, limits.max_host_bytes, limits.max_resources),
             started: Instant::now(),
             cpu_ticks: 0,
-            next_tick: Instant::now() + super::engine::EPOCH_TICK,
+            last_tick: Instant::now(),
         }
     }
 }
