@@ -284,3 +284,24 @@ def test_per_tenant_concurrency_limit_is_429(host, mallory):
     assert embed(host, "sk-alpha").status_code == 200, "other tenants are not limited"
     usage = admin(host, "GET", "/tenants/mallory").json()["usage"]
     assert usage["limit_hits"] >= 1
+
+
+def test_per_tenant_request_rate_is_429_with_retry_after(host, mallory):
+    r = admin(host, "PUT", "/tenants/mallory", json={"api_keys": ["sk-mallory"], "models": [],
+                                                    "limits": {**MALLORY_LIMITS, "max_requests_per_second": 5}})
+    assert r.status_code == 200
+    started = time.time()
+    answers = [call(host, "GET", "/ok", key=mallory) for _ in range(20)]
+    elapsed = time.time() - started
+    ok = [a for a in answers if a.status_code == 200]
+    limited = [a for a in answers if a.status_code == 429]
+    # A burst of 5, then 5 more per second of the run.
+    assert 5 <= len(ok) <= 6 + int(elapsed * 5) and len(ok) + len(limited) == 20, \
+        ([a.status_code for a in answers], elapsed)
+    assert limited, f"20 requests in {elapsed:.2f} s were all let through"
+    assert_openai_error(limited[0], 429, code="rate_limit_exceeded")
+    assert "per second" in limited[0].json()["error"]["message"]
+    assert limited[0].headers["retry-after"] == "1"
+    assert embed(host, "sk-alpha").status_code == 200, "other tenants are not limited"
+    time.sleep(1.1)
+    assert call(host, "GET", "/ok", key=mallory).status_code == 200, "the bucket refills"

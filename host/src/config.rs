@@ -300,6 +300,8 @@ pub struct TenantLimits {
     pub cpu_time_ms: u64,
     /// Requests of this tenant in flight at once; more get 429.
     pub max_concurrent_requests: usize,
+    /// Requests per second (bursts up to one second's worth); more get 429. 0 = no limit.
+    pub max_requests_per_second: f64,
     /// Request body limit for this tenant (at most the server's).
     pub max_body_bytes: Option<usize>,
     /// Bytes a guest may move through host calls in one request (inputs and results).
@@ -319,6 +321,7 @@ impl Default for TenantLimits {
             request_timeout_ms: 120_000,
             cpu_time_ms: 5_000,
             max_concurrent_requests: 256,
+            max_requests_per_second: 0.0,
             max_body_bytes: None,
             max_host_bytes: 32 * 1024 * 1024,
             max_response_bytes: 256 * 1024 * 1024,

@@ -92,6 +92,22 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
     };
     let name = tenant.name.clone();
     Usage::add(&tenant.usage.requests, 1);
+    if let Some(Err(wait)) = tenant.rate.as_ref().map(|rate| rate.try_take()) {
+        Usage::add(&tenant.usage.limit_hits, 1);
+        let mut r = responses::error(
+            429,
+            format!(
+                "Too many requests per second for this API key (limit {})",
+                tenant.settings.limits.max_requests_per_second
+            ),
+            None,
+            Some("rate_limit_exceeded"),
+        );
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        r.headers_mut()
+            .insert("retry-after", http::HeaderValue::from(seconds));
+        return (name, r);
+    }
     // The permit lives until the guest is done, streaming included.
     let Ok(permit) = tenant.concurrency.clone().try_acquire_owned() else {
         Usage::add(&tenant.usage.limit_hits, 1);

@@ -4,6 +4,7 @@
 //! the tenant it started with, so in-flight requests finish on the old component.
 
 pub mod keys;
+pub mod rate_limit;
 pub mod usage;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,8 @@ pub struct Tenant {
     /// sha256 of the component, as deployed.
     pub component_sha256: String,
     pub concurrency: Arc<Semaphore>,
+    /// Requests per second, when the tenant's limits set one.
+    pub rate: Option<rate_limit::RateLimit>,
     pub usage: Arc<Usage>,
     key_hashes: Vec<KeyHash>,
 }
@@ -109,6 +112,7 @@ impl Tenant {
             public: settings.public,
             access: ModelAccess::new(registry, &settings.models, name, usage.clone()),
             concurrency: Arc::new(Semaphore::new(l.max_concurrent_requests.max(1))),
+            rate: rate_limit::RateLimit::new(l.max_requests_per_second),
             settings,
             limits,
             guest,
