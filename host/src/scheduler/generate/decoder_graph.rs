@@ -143,14 +143,8 @@ impl DecoderGraph {
             .collect()
     }
 
-    /// Runs a step whose past and present share `cache` (tensors from an ORT allocator):
-    /// GroupQueryAttention sees the same buffer on both sides and writes the new keys
-    /// and values in place, so nothing is copied per step. Returns `batch × vocab` logits.
-    pub fn run_in_place(
-        &mut self,
-        step: Step,
-        cache: &mut [DynValue],
-    ) -> Result<(Vec<f32>, usize)> {
+    /// The step's token inputs: ids, mask and (when the graph has them) positions.
+    fn token_inputs(&self, step: Step) -> Result<Vec<(&'static str, DynValue)>> {
         let Step {
             batch,
             seq,
@@ -160,18 +154,39 @@ impl DecoderGraph {
             positions,
         } = step;
         ensure!(ids.len() == batch * seq && mask.len() == batch * width);
-        ensure!(cache.len() == self.past_names.len());
-        let mut binding = self.session.create_binding()?;
-        binding.bind_input("input_ids", &Tensor::from_array(([batch, seq], ids))?)?;
-        binding.bind_input(
-            "attention_mask",
-            &Tensor::from_array(([batch, width], mask))?,
-        )?;
+        let mut inputs = vec![
+            (
+                "input_ids",
+                Tensor::from_array(([batch, seq], ids))?.into_dyn(),
+            ),
+            (
+                "attention_mask",
+                Tensor::from_array(([batch, width], mask))?.into_dyn(),
+            ),
+        ];
         if self.has_position_ids {
-            binding.bind_input(
+            ensure!(positions.len() == batch * seq);
+            inputs.push((
                 "position_ids",
-                &Tensor::from_array(([batch, seq], positions))?,
-            )?;
+                Tensor::from_array(([batch, seq], positions))?.into_dyn(),
+            ));
+        }
+        Ok(inputs)
+    }
+
+    /// Runs a step whose past and present share `cache` (tensors from an ORT allocator):
+    /// GroupQueryAttention sees the same buffer on both sides and writes the new keys
+    /// and values in place, so nothing is copied per step. Returns `batch × vocab` logits.
+    pub fn run_in_place(
+        &mut self,
+        step: Step,
+        cache: &mut [DynValue],
+    ) -> Result<(Vec<f32>, usize)> {
+        ensure!(cache.len() == self.past_names.len());
+        let batch = step.batch;
+        let mut binding = self.session.create_binding()?;
+        for (name, tensor) in self.token_inputs(step)? {
+            binding.bind_input(name, &tensor)?;
         }
         for ((past, present), value) in self
             .past_names
@@ -197,36 +212,12 @@ impl DecoderGraph {
     }
 
     pub fn run(&mut self, step: Step, past: Vec<DynValue>) -> Result<StepOutput> {
-        let Step {
-            batch,
-            seq,
-            ids,
-            mask,
-            width,
-            positions,
-        } = step;
-        ensure!(ids.len() == batch * seq && mask.len() == batch * width);
         ensure!(past.len() == self.past_names.len());
+        let batch = step.batch;
         let mut inputs: Vec<(String, SessionInputValue<'_>)> =
             Vec::with_capacity(3 + self.past_names.len());
-        inputs.push((
-            "input_ids".into(),
-            Tensor::from_array(([batch, seq], ids))?.into_dyn().into(),
-        ));
-        inputs.push((
-            "attention_mask".into(),
-            Tensor::from_array(([batch, width], mask))?
-                .into_dyn()
-                .into(),
-        ));
-        if self.has_position_ids {
-            ensure!(positions.len() == batch * seq);
-            inputs.push((
-                "position_ids".into(),
-                Tensor::from_array(([batch, seq], positions))?
-                    .into_dyn()
-                    .into(),
-            ));
+        for (name, tensor) in self.token_inputs(step)? {
+            inputs.push((name.into(), tensor.into()));
         }
         for (name, value) in self.past_names.iter().zip(past) {
             inputs.push((name.clone(), value.into()));
