@@ -183,11 +183,13 @@ def mallory(host):
     return "sk-mallory"
 
 
-def alpha_latencies(host, seconds: float) -> list[float]:
+def alpha_latencies(host, seconds: float, while_alive: threading.Thread | None = None) -> list[float]:
+    """Tenant alpha's embedding latencies, one request after another, for at least
+    `seconds` (and as long as `while_alive` runs)."""
     s = requests.Session()
     out = []
     deadline = time.time() + seconds
-    while time.time() < deadline:
+    while time.time() < deadline or (while_alive is not None and while_alive.is_alive()):
         t = time.perf_counter()
         r = s.post(host.url + "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "a quiet neighbour"},
                    headers={"authorization": "Bearer sk-alpha"}, timeout=60)
@@ -202,20 +204,23 @@ def p99(xs: list[float]) -> float:
 
 
 ATTACKS = {
-    # route: (expected status, a fragment of the error message)
-    "/loop": (504, "CPU budget"),
-    "/alloc": (500, "guest"),
-    "/recurse": (500, "stack"),
-    "/panic": (500, "guest"),
-    "/resources": (500, "live resources"),
+    # route: (expected status, fragments of the error message: one must appear)
+    # A runaway loop ends at its CPU budget, or at its deadline when the neighbour's
+    # load keeps it in the background long enough.
+    "/loop": (504, ["CPU budget", "time limit"]),
+    "/alloc": (500, ["guest"]),
+    "/recurse": (500, ["stack"]),
+    "/panic": (500, ["guest"]),
+    "/resources": (500, ["live resources"]),
 }
 
 
 def test_hostile_guests_fail_alone(host, mallory):
+    # The baseline is taken before and after the attacks, so a drift of the shared
+    # machine does not pass for an effect of the attacks.
     baseline = alpha_latencies(host, 3)
-    report = {"baseline_p99_ms": p99(baseline) * 1e3, "baseline_p50_ms": statistics.median(baseline) * 1e3,
-              "attacks": {}}
-    for route, (status, fragment) in ATTACKS.items():
+    report = {"attacks": {}}
+    for route, (status, fragments) in ATTACKS.items():
         answers = []
 
         def attack():
@@ -225,15 +230,20 @@ def test_hostile_guests_fail_alone(host, mallory):
 
         attacker = threading.Thread(target=attack)
         attacker.start()
-        during = alpha_latencies(host, 1.5)
+        during = alpha_latencies(host, 3, while_alive=attacker)
         attacker.join()
         for r in answers:
             assert r.status_code == status, (route, r.status_code, r.text[:300])
             err = r.json()["error"]
-            assert fragment.lower() in err["message"].lower(), (route, err)
+            assert any(f.lower() in err["message"].lower() for f in fragments), (route, err)
         report["attacks"][route] = {"status": status, "message": answers[0].json()["error"]["message"][:200],
-                                    "alpha_p99_ms": p99(during) * 1e3, "alpha_requests": len(during)}
+                                    "alpha_p99_ms": p99(during) * 1e3,
+                                    "alpha_p50_ms": statistics.median(during) * 1e3, "alpha_requests": len(during)}
         assert call(host, "GET", "/ok", key=mallory).json() == {"ok": True}, "the next request gets a fresh instance"
+    baseline += alpha_latencies(host, 3)
+    report["baseline_p99_ms"] = p99(baseline) * 1e3
+    report["baseline_p50_ms"] = statistics.median(baseline) * 1e3
+    report["baseline_requests"] = len(baseline)
 
     # 1 GiB response: cut at the tenant's response limit; the connection closes.
     started = time.time()

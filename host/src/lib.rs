@@ -14,6 +14,7 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod cpu_priority;
 pub mod error;
 pub mod metrics;
 pub mod models;

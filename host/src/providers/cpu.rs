@@ -226,6 +226,7 @@ impl Provider for CpuProvider {
             .collect::<ort::Result<Vec<_>>>()
             .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
         let mut session = self.session.lock();
+        let _run = crate::cpu_priority::foreground();
         // ORT reports inputs the graph cannot take (e.g. a token id beyond the
         // vocabulary) as INVALID_ARGUMENT: the caller's fault, not the backend's.
         let outputs = session.run(values).map_err(|e| match e.code() {

@@ -11,7 +11,7 @@ use super::state::GuestState;
 use crate::config::SandboxConfig;
 
 /// How often the epoch advances; every deadline and CPU budget is counted in ticks.
-pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 pub struct Sandbox {
     engine: Engine,
@@ -56,6 +56,15 @@ impl Sandbox {
                     std::thread::sleep(EPOCH_TICK);
                 }
             })?;
+
+        // A graph starting while guests run in the background interrupts them now,
+        // not at the next tick.
+        let weak = engine.weak();
+        crate::cpu_priority::set_preempt_hook(move || {
+            if let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+            }
+        });
 
         let cache = ComponentCache::new(&config.cache_dir, &engine);
         Ok(Arc::new(Self {

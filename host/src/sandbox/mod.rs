@@ -6,6 +6,7 @@ mod cache;
 mod engine;
 mod limited_body;
 mod request;
+mod runtime;
 mod state;
 
 pub use engine::Sandbox;

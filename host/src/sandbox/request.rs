@@ -2,6 +2,7 @@
 //! CPU budget for time spent in wasm, and a longer wall-clock limit for the whole
 //! request (host calls such as a batched embedding may rightly wait).
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,9 +16,16 @@ use wasmtime_wasi_http::WasiHttpView;
 
 use super::engine::EPOCH_TICK;
 use super::state::GuestState;
+use crate::cpu_priority;
 
+/// CPU a request may use (~5 ms; the router guest needs well under 1 ms) before it
+/// becomes background: it then runs only while no graph runs (see `cpu_priority`).
+const BACKGROUND_AFTER_TICKS: u64 = 5;
+/// The longest a background guest steps aside at a time, so that it still reaches its
+/// own limits on a host that is never idle.
+const MAX_STEP_ASIDE: Duration = Duration::from_millis(100);
 /// CPU a request may use at full speed (~50 ms) before it is throttled.
-const THROTTLE_AFTER_TICKS: u64 = 10;
+const THROTTLE_AFTER_TICKS: u64 = 50;
 /// A throttled guest sleeps this many ticks for every tick it computes (a quarter of
 /// a core): ORT's intra-op threads span every core, so any CPU a runaway guest takes
 /// slows every other tenant's inference.
@@ -93,8 +101,11 @@ pub async fn handle(
         // Only ticks spent running wasm count as CPU: take out the time the guest
         // waited in inference host calls (e.g. for its next generated token).
         let since = now.saturating_duration_since(state.last_tick);
-        let computing =
-            since.saturating_sub(std::mem::take(&mut state.api.waited)) >= EPOCH_TICK / 2;
+        let stepped_aside = Duration::from_nanos(state.stepped_aside.swap(0, Ordering::Relaxed));
+        let computing = since
+            .saturating_sub(std::mem::take(&mut state.api.waited))
+            .saturating_sub(stepped_aside)
+            >= EPOCH_TICK / 2;
         state.last_tick = now;
         if computing {
             state.cpu_ticks += 1;
@@ -102,14 +113,28 @@ pub async fn handle(
         if state.cpu_ticks > budget || state.started.elapsed() > timeout {
             return Ok(UpdateDeadline::Interrupt);
         }
-        if computing && state.cpu_ticks > THROTTLE_AFTER_TICKS {
-            // A guest that keeps computing gets a quarter of a core, so a runaway loop
-            // cannot crowd out other tenants.
-            let pause = EPOCH_TICK * THROTTLE_SLEEP_TICKS;
-            state.last_tick += pause;
+        if computing && state.cpu_ticks > BACKGROUND_AFTER_TICKS && state.background.is_none() {
+            state.foreground = None;
+            state.background = Some(cpu_priority::background_guest());
+            state.demoted.store(true, Ordering::Relaxed);
+        }
+        // A guest that keeps computing gets at most a quarter of a core, so a runaway
+        // loop cannot crowd out other tenants' guests either.
+        let throttle = computing && state.cpu_ticks > THROTTLE_AFTER_TICKS;
+        if state.background.is_some() && (throttle || cpu_priority::busy()) {
+            let pause = if throttle {
+                EPOCH_TICK * THROTTLE_SLEEP_TICKS
+            } else {
+                Duration::ZERO
+            };
+            let stepped_aside = state.stepped_aside.clone();
             return Ok(UpdateDeadline::YieldCustom(
                 1,
-                Box::pin(tokio::time::sleep(pause)),
+                Box::pin(async move {
+                    tokio::time::sleep(pause).await;
+                    let waited = pause + cpu_priority::until_idle(MAX_STEP_ASIDE).await;
+                    stepped_aside.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+                }),
             ));
         }
         // Yield every tick so a guest that computes for long never holds an async worker.
@@ -135,31 +160,35 @@ pub async fn handle(
 
     // The guest runs in its own task: it may keep streaming the body after the
     // response head has gone out.
-    let task = tokio::spawn(async move {
-        let _guard = guard;
-        let run = async {
-            let started = std::time::Instant::now();
-            let proxy = pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| (true, e))?;
-            crate::metrics::metrics()
-                .guest_instantiate
-                .with_label_values(&[&tenant])
-                .observe(started.elapsed().as_secs_f64());
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
-                .await
-                .map_err(|e| (false, e))
-        };
-        match tokio::time::timeout(timeout, run).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err((true, e))) => Err(GuestFailure::Instantiate(format!("{e:#}"))),
-            Ok(Err((false, e))) => Err(classify(e, &store, timeout, memory)),
-            Err(_) => Err(GuestFailure::Timeout(timeout)),
-        }
-    });
+    let demoted = store.data().demoted.clone();
+    let task = tokio::spawn(super::runtime::run_demotable(
+        async move {
+            let _guard = guard;
+            let run = async {
+                let started = std::time::Instant::now();
+                let proxy = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| (true, e))?;
+                crate::metrics::metrics()
+                    .guest_instantiate
+                    .with_label_values(&[&tenant])
+                    .observe(started.elapsed().as_secs_f64());
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+                    .map_err(|e| (false, e))
+            };
+            match tokio::time::timeout(timeout, run).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err((true, e))) => Err(GuestFailure::Instantiate(format!("{e:#}"))),
+                Ok(Err((false, e))) => Err(classify(e, &store, timeout, memory)),
+                Err(_) => Err(GuestFailure::Timeout(timeout)),
+            }
+        },
+        demoted,
+    ));
 
     match receiver.await {
         Ok(Ok(response)) => {

@@ -1,4 +1,6 @@
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
@@ -10,6 +12,7 @@ use wasmtime_wasi_http::{
 
 use super::request::RequestLimits;
 use crate::api::{ApiState, ModelAccess};
+use crate::cpu_priority::{self, BackgroundGuest, Foreground};
 
 /// Everything one request's store holds. Made fresh per request and dropped with it.
 pub struct GuestState {
@@ -24,6 +27,14 @@ pub struct GuestState {
     pub(super) cpu_ticks: u64,
     /// When the epoch deadline callback last ran (or the request started).
     pub(super) last_tick: Instant,
+    /// Until the guest computes past its burst: background guests wait for it.
+    pub(super) foreground: Option<Foreground>,
+    /// From then on: the guest runs only while the host is otherwise idle.
+    pub(super) background: Option<BackgroundGuest>,
+    /// Tells the request's task to move the guest to the background threads.
+    pub(super) demoted: Arc<AtomicBool>,
+    /// Nanoseconds a background guest spent stepping aside (not its CPU time).
+    pub(super) stepped_aside: Arc<AtomicU64>,
 }
 
 impl GuestState {
@@ -49,6 +60,10 @@ impl GuestState {
             started: Instant::now(),
             cpu_ticks: 0,
             last_tick: Instant::now(),
+            foreground: Some(cpu_priority::foreground()),
+            background: None,
+            demoted: Arc::new(AtomicBool::new(false)),
+            stepped_aside: Arc::new(AtomicU64::new(0)),
         }
     }
 }

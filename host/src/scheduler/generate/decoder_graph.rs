@@ -198,7 +198,10 @@ impl DecoderGraph {
             binding.bind_output(present.as_str(), &mut *value)?;
         }
         binding.bind_output_to_device("logits", self.session.allocator().memory_info())?;
-        let outputs = self.session.run_binding(&binding)?;
+        let outputs = {
+            let _run = crate::cpu_priority::foreground();
+            self.session.run_binding(&binding)?
+        };
         let logits = outputs
             .get("logits")
             .context("the decoder graph has no logits output")?;
@@ -222,7 +225,10 @@ impl DecoderGraph {
         for (name, value) in self.past_names.iter().zip(past) {
             inputs.push((name.clone(), value.into()));
         }
-        let mut outputs = self.session.run(inputs)?;
+        let mut outputs = {
+            let _run = crate::cpu_priority::foreground();
+            self.session.run(inputs)?
+        };
         let logits = outputs
             .remove("logits")
             .context("the decoder graph has no logits output")?;

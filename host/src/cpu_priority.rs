@@ -1,0 +1,167 @@
+//! Requests in flight and graph runs come before guests that compute for long.
+//!
+//! ONNX Runtime's intra-op threads span every core, so any CPU a guest takes while a
+//! graph runs stalls that run (one late thread holds up each parallel operator), and
+//! a busy core delays the wake-ups along a request's path. Operating-system
+//! priorities do not fix this: measured on the 2-core machine, a competing thread at
+//! `SCHED_IDLE` raised a neighbour's embedding p99 as much as one at normal priority,
+//! and a guest that sleeps between slices keeps its scheduler credit. So the host
+//! orders the work itself: a guest that computes past a short burst becomes
+//! *background* and runs only while the host is otherwise idle — no graph running
+//! and no foreground request in flight. Work that starts while background guests
+//! exist preempts them at once (the sandbox bumps its epoch, so their next deadline
+//! check fires within microseconds).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+struct Activity {
+    /// Graph runs plus foreground requests.
+    busy: AtomicUsize,
+    background_guests: AtomicUsize,
+    idle: Notify,
+    preempt: OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+static ACTIVITY: Activity = Activity::new();
+
+/// Foreground work in progress (a graph run, or a request whose guest has not turned
+/// background); background guests wait while any exists.
+#[must_use]
+pub struct Foreground(&'static Activity);
+
+/// Held by a guest request from the moment it turns background until it ends.
+#[must_use]
+pub struct BackgroundGuest(&'static Activity);
+
+impl Activity {
+    const fn new() -> Self {
+        Self {
+            busy: AtomicUsize::new(0),
+            background_guests: AtomicUsize::new(0),
+            idle: Notify::const_new(),
+            preempt: OnceLock::new(),
+        }
+    }
+
+    fn foreground(&'static self) -> Foreground {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        if self.background_guests.load(Ordering::SeqCst) > 0 {
+            if let Some(preempt) = self.preempt.get() {
+                preempt();
+            }
+        }
+        Foreground(self)
+    }
+
+    fn busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst) > 0
+    }
+
+    fn background_guest(&'static self) -> BackgroundGuest {
+        self.background_guests.fetch_add(1, Ordering::SeqCst);
+        BackgroundGuest(self)
+    }
+
+    async fn until_idle(&self, at_most: Duration) -> Duration {
+        let started = tokio::time::Instant::now();
+        let deadline = started + at_most;
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.busy() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Drop for BackgroundGuest {
+    fn drop(&mut self) {
+        self.0.background_guests.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Installs how background guests are interrupted (the sandbox bumps its epoch).
+pub fn set_preempt_hook(hook: impl Fn() + Send + Sync + 'static) {
+    let _ = ACTIVITY.preempt.set(Box::new(hook));
+}
+
+/// Marks foreground work as started and preempts background guests.
+pub fn foreground() -> Foreground {
+    ACTIVITY.foreground()
+}
+
+pub fn busy() -> bool {
+    ACTIVITY.busy()
+}
+
+pub fn background_guest() -> BackgroundGuest {
+    ACTIVITY.background_guest()
+}
+
+/// Waits until no foreground work remains, or `at_most` (so a background guest still
+/// creeps towards its own limits on a host that is never idle). Returns the time waited.
+pub async fn until_idle(at_most: Duration) -> Duration {
+    ACTIVITY.until_idle(at_most).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn foreground_work_preempts_background_guests_which_wake_when_idle() {
+        // A private instance: other tests run graphs through the process-wide one.
+        let activity: &'static Activity = Box::leak(Box::new(Activity::new()));
+        let preempted = Arc::new(AtomicBool::new(false));
+        let flag = preempted.clone();
+        let _ = activity
+            .preempt
+            .set(Box::new(move || flag.store(true, Ordering::SeqCst)));
+
+        drop(activity.foreground());
+        assert!(
+            !preempted.load(Ordering::SeqCst),
+            "no background guest, no preemption"
+        );
+
+        let guest = activity.background_guest();
+        let run = activity.foreground();
+        assert!(preempted.load(Ordering::SeqCst));
+        let waiter = tokio::spawn(activity.until_idle(Duration::from_secs(10)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "waits while foreground work runs");
+        drop(run);
+        let waited = tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("woken when the work ends")
+            .unwrap();
+        assert!(waited >= Duration::from_millis(15));
+
+        let run = activity.foreground();
+        let waited = activity.until_idle(Duration::from_millis(30)).await;
+        assert!(waited >= Duration::from_millis(30) && waited < Duration::from_secs(1));
+        drop(run);
+        drop(guest);
+        assert!(activity.until_idle(Duration::from_secs(10)).await < Duration::from_millis(5));
+    }
+}
