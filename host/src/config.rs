@@ -176,9 +176,8 @@ fn default_max_inputs() -> usize {
 /// Every ONNX Runtime session option the seed tuned. The defaults are the ones that
 /// measured fastest on two cores (docs/BENCHMARKS.md): sequential execution with
 /// intra-op threads = cores (the seed's parallel mode with two inter-op threads runs
-/// at 0.4-0.7× of that), and no spinning: ORT's spinning workers compete with the
-/// HTTP and guest threads for the same cores, and with one core busy elsewhere
-/// spinning halved throughput (batch 1: 186 vs 373 texts/s; batch 32: 663 vs 1191).
+/// at 0.4-0.7× of that), and spinning only while the host is otherwise idle (see
+/// [`Spinning`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CpuOptions {
@@ -190,9 +189,71 @@ pub struct CpuOptions {
     pub inter_op_threads: usize,
     pub memory_arena: bool,
     pub memory_pattern: bool,
-    /// Let idle ORT worker threads spin-wait for work. Off by default: the spinning
-    /// costs CPU that the HTTP path and the guests need on small machines.
-    pub spinning: bool,
+    pub spinning: Spinning,
+}
+
+/// Whether ORT's worker threads spin-wait for the next operator instead of sleeping.
+///
+/// Measured on two cores (raw MiniLM, `nnhost bench ort`): spinning within a run
+/// takes a short text from 2.0 to 1.3 ms and batch 32 from 2001 to 2135 texts/s on a
+/// quiet machine, but with one core busy elsewhere it costs a third of the batch-32
+/// throughput (1324 → 884 texts/s) — and on a server the HTTP path and the guests are
+/// that elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "SpinningSetting")]
+pub enum Spinning {
+    /// Threads sleep between operators (`false` in the config).
+    Off,
+    /// ORT's own behaviour: threads spin, also for a while after each run (`true`).
+    Always,
+    /// Two sessions: runs spin (stopping when the run ends) while no other request
+    /// is in flight and no other graph runs, and sleep otherwise. Decoders, which keep
+    /// one session, treat this as `off`. The default.
+    WhenIdle,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SpinningSetting {
+    Flag(bool),
+    Name(String),
+}
+
+impl TryFrom<SpinningSetting> for Spinning {
+    type Error = String;
+
+    fn try_from(setting: SpinningSetting) -> Result<Self, String> {
+        match setting {
+            SpinningSetting::Flag(false) => Ok(Spinning::Off),
+            SpinningSetting::Flag(true) => Ok(Spinning::Always),
+            SpinningSetting::Name(name) => name.parse(),
+        }
+    }
+}
+
+impl std::str::FromStr for Spinning {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "off" | "false" => Ok(Spinning::Off),
+            "always" | "true" => Ok(Spinning::Always),
+            "when-idle" => Ok(Spinning::WhenIdle),
+            other => Err(format!(
+                "spinning must be off, always or when-idle (or false / true), not {other:?}"
+            )),
+        }
+    }
+}
+
+impl Spinning {
+    pub fn name(self) -> &'static str {
+        match self {
+            Spinning::Off => "off",
+            Spinning::Always => "always",
+            Spinning::WhenIdle => "when-idle",
+        }
+    }
 }
 
 impl Default for CpuOptions {
@@ -204,7 +265,7 @@ impl Default for CpuOptions {
             inter_op_threads: 1,
             memory_arena: true,
             memory_pattern: true,
-            spinning: false,
+            spinning: Spinning::WhenIdle,
         }
     }
 }
@@ -412,6 +473,23 @@ mod tests {
             ExecutionMode::Sequential
         );
         assert!(config.tenants[0].public);
+    }
+
+    #[test]
+    fn spinning_takes_names_and_the_old_booleans() {
+        let parse = |value: &str| {
+            let text = format!(
+                "[[models]]\nname = \"m\"\npath = \"p\"\n[models.cpu]\nspinning = {value}\n[[tenants]]\nname = \"a\"\ncomponent = \"x\"\n"
+            );
+            Config::parse(&text).map(|c| c.models[0].cpu.spinning)
+        };
+        assert_eq!(parse("false").unwrap(), Spinning::Off);
+        assert_eq!(parse("true").unwrap(), Spinning::Always);
+        assert_eq!(parse("\"off\"").unwrap(), Spinning::Off);
+        assert_eq!(parse("\"always\"").unwrap(), Spinning::Always);
+        assert_eq!(parse("\"when-idle\"").unwrap(), Spinning::WhenIdle);
+        assert!(parse("\"sometimes\"").is_err());
+        assert_eq!(CpuOptions::default().spinning, Spinning::WhenIdle);
     }
 
     #[test]

@@ -112,6 +112,11 @@ pub fn busy() -> bool {
     ACTIVITY.busy()
 }
 
+/// Foreground requests and graph runs in progress.
+pub fn in_flight() -> usize {
+    ACTIVITY.busy.load(Ordering::SeqCst)
+}
+
 pub fn background_guest() -> BackgroundGuest {
     ACTIVITY.background_guest()
 }

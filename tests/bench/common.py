@@ -12,8 +12,9 @@ MODEL = "all-MiniLM-L6-v2"
 SHORT = "The weather is lovely today."
 
 OPTION_SETS = [
-    ("defaults (sequential, intra = cores, no spinning)", []),
-    ("spinning on", ["--spinning", "true"]),
+    ("defaults (sequential, intra = cores, spinning when idle)", []),
+    ("spinning off", ["--spinning", "off"]),
+    ("spinning always (ORT's default)", ["--spinning", "always"]),
     ("parallel mode, inter-op 2 (the seed's choice)", ["--execution-mode", "parallel", "--inter-threads", "2"]),
     ("intra-op 1", ["--intra-threads", "1"]),
 ]

@@ -132,7 +132,7 @@ def write_report(r: dict, m: dict, b: Bench, out: Path, elapsed: float, plot_not
     w("")
     w("Server: `target/release/nnhost serve --listen 127.0.0.1:<free port>` with the embedded default config")
     w(f"(CPU provider options: {options['execution_mode']} execution, intra-op threads {options['intra_op_threads']}, "
-      f"spinning {'on' if options['spinning'] else 'off'}, optimization {options['optimization_level']}, "
+      f"spinning {options['spinning']}, optimization {options['optimization_level']}, "
       f"arena {'on' if options['memory_arena'] else 'off'}, memory pattern {'on' if options['memory_pattern'] else 'off'}).")
     w("HTTP load: `nnhost bench http` (closed loop: each of C keep-alive HTTP/1.1 connections sends its next")
     w("request when the previous answer has arrived; hyper client on one thread; non-200 answers count as errors).")

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{round3, Summary};
-use crate::config::{Config, CpuOptions, ExecutionMode, OptimizationLevel};
+use crate::config::{Config, CpuOptions, ExecutionMode, OptimizationLevel, Spinning};
 use crate::models::layout::SentenceTransformerFolder;
 use crate::providers::cpu::{default_threads, CpuProvider};
 use crate::providers::{ort_env, NamedTensors, Provider};
@@ -57,9 +57,9 @@ pub struct OrtArgs {
     /// Inter-op threads (parallel execution mode only).
     #[arg(long)]
     inter_threads: Option<usize>,
-    /// Let idle ORT threads spin: true | false
-    #[arg(long, action = clap::ArgAction::Set)]
-    spinning: Option<bool>,
+    /// Spin-wait between operators: off | always | when-idle (or false | true)
+    #[arg(long)]
+    spinning: Option<Spinning>,
     /// disable | basic | extended | layout | all
     #[arg(long, value_parser = parse_enum::<OptimizationLevel>)]
     opt_level: Option<OptimizationLevel>,
@@ -207,7 +207,7 @@ pub fn run(args: OrtArgs) -> Result<()> {
             "execution_mode": lower_debug(options.execution_mode),
             "intra_op_threads": intra,
             "inter_op_threads": options.inter_op_threads.max(1),
-            "spinning": options.spinning,
+            "spinning": options.spinning.name(),
             "optimization_level": lower_debug(options.optimization_level),
             "memory_arena": options.memory_arena,
             "memory_pattern": options.memory_pattern,

@@ -11,7 +11,7 @@ use ort::value::{DynValue, TensorElementType, ValueType};
 use parking_lot::Mutex;
 
 use super::{GraphSignature, NamedTensors, Provider, ProviderError, TensorInfo};
-use crate::config::{CpuOptions, ExecutionMode, OptimizationLevel};
+use crate::config::{CpuOptions, ExecutionMode, OptimizationLevel, Spinning};
 use crate::tensor::{DType, Tensor, TensorData};
 
 pub struct CpuProvider {
@@ -19,7 +19,20 @@ pub struct CpuProvider {
     // `Session::run` takes `&mut self`. Each model has one worker thread feeding it
     // batches, so this lock is uncontended on the embedding path.
     session: Mutex<Session>,
+    /// `spinning = "when-idle"`: the same graph with threads that spin within a run,
+    /// used while nothing else needs the cores.
+    idle_session: Option<Mutex<Session>>,
     signature: GraphSignature,
+}
+
+/// How a session's intra-op threads wait for the next operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SpinMode {
+    Sleep,
+    /// ORT's default: spin, also for a while after the run.
+    Spin,
+    /// Spin within a run, stop when it ends (`session.force_spinning_stop`).
+    SpinWithinRun,
 }
 
 /// `cpu-x86_64`, `cpu-aarch64`: the label says which machine code really ran.
@@ -36,12 +49,23 @@ pub fn default_threads() -> usize {
 
 impl CpuProvider {
     pub fn load(model: &Path, options: &CpuOptions) -> Result<Self> {
-        let session = build_session(model, options)
-            .with_context(|| format!("loading {} into ONNX Runtime", model.display()))?;
+        let load = |spin| {
+            build_session(model, options, spin)
+                .with_context(|| format!("loading {} into ONNX Runtime", model.display()))
+        };
+        let (session, idle_session) = match options.spinning {
+            Spinning::Off => (load(SpinMode::Sleep)?, None),
+            Spinning::Always => (load(SpinMode::Spin)?, None),
+            Spinning::WhenIdle => (
+                load(SpinMode::Sleep)?,
+                Some(Mutex::new(load(SpinMode::SpinWithinRun)?)),
+            ),
+        };
         let signature = signature(&session)?;
         Ok(Self {
             name: label(),
             session: Mutex::new(session),
+            idle_session,
             signature,
         })
     }
@@ -53,7 +77,7 @@ impl CpuProvider {
 
 // ort's builder error carries the whole builder; it is converted right away.
 #[allow(clippy::result_large_err)]
-pub(crate) fn build_session(model: &Path, options: &CpuOptions) -> Result<Session> {
+pub(crate) fn build_session(model: &Path, options: &CpuOptions, spin: SpinMode) -> Result<Session> {
     let level = match options.optimization_level {
         OptimizationLevel::Disable => GraphOptimizationLevel::Disable,
         OptimizationLevel::Basic => GraphOptimizationLevel::Level1,
@@ -77,8 +101,12 @@ pub(crate) fn build_session(model: &Path, options: &CpuOptions) -> Result<Sessio
         .and_then(|b| b.with_intra_threads(intra))
         .and_then(|b| b.with_inter_threads(options.inter_op_threads.max(1)))
         .and_then(|b| b.with_memory_pattern(options.memory_pattern))
-        .and_then(|b| b.with_intra_op_spinning(options.spinning))
-        .and_then(|b| b.with_inter_op_spinning(options.spinning))
+        .and_then(|b| b.with_intra_op_spinning(spin != SpinMode::Sleep))
+        .and_then(|b| b.with_inter_op_spinning(spin != SpinMode::Sleep))
+        .and_then(|b| match spin {
+            SpinMode::SpinWithinRun => b.with_config_entry("session.force_spinning_stop", "1"),
+            _ => Ok(b),
+        })
         .map_err(ort::Error::<()>::from)?
         .commit_from_file(model)?;
     Ok(session)
@@ -225,7 +253,13 @@ impl Provider for CpuProvider {
             .map(|(name, tensor)| Ok((name, to_ort(tensor)?)))
             .collect::<ort::Result<Vec<_>>>()
             .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
-        let mut session = self.session.lock();
+        // Spinning threads only pay when no other request or graph needs the cores
+        // (the one in flight is the request this run serves).
+        let session = match &self.idle_session {
+            Some(idle) if crate::cpu_priority::in_flight() <= 1 => idle,
+            _ => &self.session,
+        };
+        let mut session = session.lock();
         let _run = crate::cpu_priority::foreground();
         // ORT reports inputs the graph cannot take (e.g. a token id beyond the
         // vocabulary) as INVALID_ARGUMENT: the caller's fault, not the backend's.

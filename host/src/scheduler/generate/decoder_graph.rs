@@ -9,7 +9,7 @@ use anyhow::{bail, ensure, Context, Result};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 
-use crate::config::CpuOptions;
+use crate::config::{CpuOptions, Spinning};
 use crate::providers::cpu;
 
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +64,12 @@ pub struct DecoderGraph {
 
 impl DecoderGraph {
     pub fn load(path: &Path, options: &CpuOptions, shape: DecoderShape) -> Result<Self> {
-        let session = cpu::build_session(path, options)
+        // One session per decoder: `when-idle` (two sessions) is for embedding models.
+        let spin = match options.spinning {
+            Spinning::Always => cpu::SpinMode::Spin,
+            Spinning::Off | Spinning::WhenIdle => cpu::SpinMode::Sleep,
+        };
+        let session = cpu::build_session(path, options, spin)
             .with_context(|| format!("loading {}", path.display()))?;
         let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         for required in ["input_ids", "attention_mask"] {
