@@ -194,9 +194,9 @@ pub struct CpuOptions {
 
 /// Whether ORT's worker threads spin-wait for the next operator instead of sleeping.
 ///
-/// Measured on two cores (raw MiniLM, `nnhost bench ort`): spinning within a run
-/// takes a short text from 2.0 to 1.3 ms and batch 32 from 2001 to 2135 texts/s on a
-/// quiet machine, but with one core busy elsewhere it costs a third of the batch-32
+/// Measured on two cores: spinning within a run takes a short MiniLM text from 2.0
+/// to 1.3 ms (raw) and one SmolLM2 stream from ~110 to ~148 tokens/s on a quiet
+/// machine, but with one core busy elsewhere it costs a third of MiniLM's batch-32
 /// throughput (1324 → 884 texts/s) — and on a server the HTTP path and the guests are
 /// that elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -206,9 +206,9 @@ pub enum Spinning {
     Off,
     /// ORT's own behaviour: threads spin, also for a while after each run (`true`).
     Always,
-    /// Two sessions: runs spin (stopping when the run ends) while no other request
-    /// is in flight and no other graph runs, and sleep otherwise. Decoders, which keep
-    /// one session, treat this as `off`. The default.
+    /// Two sessions of the graph: runs spin (stopping when the run ends) while no
+    /// other request is in flight and no other graph runs, and sleep otherwise. Costs
+    /// a second copy of the weights. The default.
     WhenIdle,
 }
 

@@ -55,6 +55,9 @@ pub struct StepOutput {
 
 pub struct DecoderGraph {
     session: Session,
+    /// `spinning = "when-idle"`: the same graph with threads that spin within a step,
+    /// used while this decoder's generations are all the host has to do.
+    idle_session: Option<Session>,
     shape: DecoderShape,
     layout: KvLayout,
     has_position_ids: bool,
@@ -64,13 +67,18 @@ pub struct DecoderGraph {
 
 impl DecoderGraph {
     pub fn load(path: &Path, options: &CpuOptions, shape: DecoderShape) -> Result<Self> {
-        // One session per decoder: `when-idle` (two sessions) is for embedding models.
-        let spin = match options.spinning {
-            Spinning::Always => cpu::SpinMode::Spin,
-            Spinning::Off | Spinning::WhenIdle => cpu::SpinMode::Sleep,
+        let load = |spin| {
+            cpu::build_session(path, options, spin)
+                .with_context(|| format!("loading {}", path.display()))
         };
-        let session = cpu::build_session(path, options, spin)
-            .with_context(|| format!("loading {}", path.display()))?;
+        let (session, idle_session) = match options.spinning {
+            Spinning::Off => (load(cpu::SpinMode::Sleep)?, None),
+            Spinning::Always => (load(cpu::SpinMode::Spin)?, None),
+            Spinning::WhenIdle => (
+                load(cpu::SpinMode::Sleep)?,
+                Some(load(cpu::SpinMode::SpinWithinRun)?),
+            ),
+        };
         let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         for required in ["input_ids", "attention_mask"] {
             if !inputs.contains(&required) {
@@ -117,6 +125,7 @@ impl DecoderGraph {
         };
         Ok(Self {
             session,
+            idle_session,
             shape,
             layout,
             has_position_ids,
@@ -189,23 +198,21 @@ impl DecoderGraph {
     ) -> Result<(Vec<f32>, usize)> {
         ensure!(cache.len() == self.past_names.len());
         let batch = step.batch;
-        let mut binding = self.session.create_binding()?;
-        for (name, tensor) in self.token_inputs(step)? {
+        let inputs = self.token_inputs(step)?;
+        let (past_names, present_names) = (&self.past_names, &self.present_names);
+        let session = session_for(&mut self.session, &mut self.idle_session, batch);
+        let mut binding = session.create_binding()?;
+        for (name, tensor) in inputs {
             binding.bind_input(name, &tensor)?;
         }
-        for ((past, present), value) in self
-            .past_names
-            .iter()
-            .zip(&self.present_names)
-            .zip(cache.iter_mut())
-        {
+        for ((past, present), value) in past_names.iter().zip(present_names).zip(cache.iter_mut()) {
             binding.bind_input(past.as_str(), &*value)?;
             binding.bind_output(present.as_str(), &mut *value)?;
         }
-        binding.bind_output_to_device("logits", self.session.allocator().memory_info())?;
+        binding.bind_output_to_device("logits", session.allocator().memory_info())?;
         let outputs = {
             let _run = crate::cpu_priority::foreground();
-            self.session.run_binding(&binding)?
+            session.run_binding(&binding)?
         };
         let logits = outputs
             .get("logits")
@@ -230,9 +237,10 @@ impl DecoderGraph {
         for (name, value) in self.past_names.iter().zip(past) {
             inputs.push((name.clone(), value.into()));
         }
+        let session = session_for(&mut self.session, &mut self.idle_session, batch);
         let mut outputs = {
             let _run = crate::cpu_priority::foreground();
-            self.session.run(inputs)?
+            session.run(inputs)?
         };
         let logits = outputs
             .remove("logits")
@@ -261,5 +269,18 @@ impl DecoderGraph {
             vocab,
             present,
         })
+    }
+}
+
+/// The session for a step of `rows` generations: the spinning one while every request
+/// in flight is one of them and no other graph runs.
+fn session_for<'a>(
+    session: &'a mut Session,
+    idle_session: &'a mut Option<Session>,
+    rows: usize,
+) -> &'a mut Session {
+    match idle_session {
+        Some(idle) if crate::cpu_priority::in_flight() <= rows => idle,
+        _ => session,
     }
 }
