@@ -12,15 +12,19 @@
 //! exist preempts them at once (the sandbox bumps its epoch, so their next deadline
 //! check fires within microseconds).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 struct Activity {
     /// Graph runs plus foreground requests.
     busy: AtomicUsize,
+    /// Foreground requests in flight.
+    requests: AtomicUsize,
+    /// When a request last started while another foreground one was in flight.
+    last_overlap_ms: AtomicU64,
     background_guests: AtomicUsize,
     idle: Notify,
     preempt: OnceLock<Box<dyn Fn() + Send + Sync>>,
@@ -31,16 +35,31 @@ static ACTIVITY: Activity = Activity::new();
 /// Foreground work in progress (a graph run, or a request whose guest has not turned
 /// background); background guests wait while any exists.
 #[must_use]
-pub struct Foreground(&'static Activity);
+pub struct Foreground {
+    activity: &'static Activity,
+    request: bool,
+}
 
 /// Held by a guest request from the moment it turns background until it ends.
 #[must_use]
 pub struct BackgroundGuest(&'static Activity);
 
+/// How long after two requests overlapped the host counts as contended: a flood of
+/// requests, or a second client, keeps threads from spinning.
+const QUIET_AFTER_MS: u64 = 20;
+
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    // +QUIET_AFTER_MS: a host that has just started has seen no overlap.
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + QUIET_AFTER_MS
+}
+
 impl Activity {
     const fn new() -> Self {
         Self {
             busy: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+            last_overlap_ms: AtomicU64::new(0),
             background_guests: AtomicUsize::new(0),
             idle: Notify::const_new(),
             preempt: OnceLock::new(),
@@ -54,7 +73,25 @@ impl Activity {
                 preempt();
             }
         }
-        Foreground(self)
+        Foreground {
+            activity: self,
+            request: false,
+        }
+    }
+
+    fn foreground_request(&'static self) -> Foreground {
+        if self.requests.fetch_add(1, Ordering::SeqCst) > 0 {
+            self.last_overlap_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        let mut foreground = self.foreground();
+        foreground.request = true;
+        foreground
+    }
+
+    fn quiet(&self, own: usize) -> bool {
+        self.busy.load(Ordering::SeqCst) <= own
+            && now_ms().saturating_sub(self.last_overlap_ms.load(Ordering::Relaxed))
+                >= QUIET_AFTER_MS
     }
 
     fn busy(&self) -> bool {
@@ -86,8 +123,11 @@ impl Activity {
 
 impl Drop for Foreground {
     fn drop(&mut self) {
-        if self.0.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
+        if self.request {
+            self.activity.requests.fetch_sub(1, Ordering::SeqCst);
+        }
+        if self.activity.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.activity.idle.notify_waiters();
         }
     }
 }
@@ -112,9 +152,16 @@ pub fn busy() -> bool {
     ACTIVITY.busy()
 }
 
-/// Foreground requests and graph runs in progress.
-pub fn in_flight() -> usize {
-    ACTIVITY.busy.load(Ordering::SeqCst)
+/// A guest request that has not (yet) computed past its burst.
+pub fn foreground_request() -> Foreground {
+    ACTIVITY.foreground_request()
+}
+
+/// Whether spinning threads would take CPU from nobody: no foreground work but `own`
+/// units (the requests a graph run serves) and no two requests overlapping lately.
+/// A run that spins while anything else wants the cores slows both (docs/PROVIDERS.md).
+pub fn quiet(own: usize) -> bool {
+    ACTIVITY.quiet(own)
 }
 
 pub fn background_guest() -> BackgroundGuest {
@@ -168,5 +215,18 @@ mod tests {
         drop(run);
         drop(guest);
         assert!(activity.until_idle(Duration::from_secs(10)).await < Duration::from_millis(5));
+    }
+
+    #[test]
+    fn overlapping_requests_make_the_host_contended_for_a_while() {
+        let activity: &'static Activity = Box::leak(Box::new(Activity::new()));
+        let first = activity.foreground_request();
+        assert!(activity.quiet(1), "one request alone is quiet");
+        assert!(!activity.quiet(0));
+        drop(first);
+        let a = activity.foreground_request();
+        let b = activity.foreground_request();
+        assert!(!activity.quiet(2), "two requests overlapped just now");
+        drop((a, b));
     }
 }

@@ -256,7 +256,7 @@ impl Provider for CpuProvider {
         // Spinning threads only pay when no other request or graph needs the cores
         // (the one in flight is the request this run serves).
         let session = match &self.idle_session {
-            Some(idle) if crate::cpu_priority::in_flight() <= 1 => idle,
+            Some(idle) if crate::cpu_priority::quiet(1) => idle,
             _ => &self.session,
         };
         let mut session = session.lock();

@@ -60,7 +60,7 @@ impl GuestState {
             started: Instant::now(),
             cpu_ticks: 0,
             last_tick: Instant::now(),
-            foreground: Some(cpu_priority::foreground()),
+            foreground: Some(cpu_priority::foreground_request()),
             background: None,
             demoted: Arc::new(AtomicBool::new(false)),
             stepped_aside: Arc::new(AtomicU64::new(0)),

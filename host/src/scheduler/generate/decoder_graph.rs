@@ -273,14 +273,14 @@ impl DecoderGraph {
 }
 
 /// The session for a step of `rows` generations: the spinning one while every request
-/// in flight is one of them and no other graph runs.
+/// in flight is one of them, no other graph runs and no other requests came lately.
 fn session_for<'a>(
     session: &'a mut Session,
     idle_session: &'a mut Option<Session>,
     rows: usize,
 ) -> &'a mut Session {
     match idle_session {
-        Some(idle) if crate::cpu_priority::in_flight() <= rows => idle,
+        Some(idle) if crate::cpu_priority::quiet(rows) => idle,
         _ => session,
     }
 }
