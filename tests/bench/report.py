@@ -261,7 +261,7 @@ def write_report(r: dict, m: dict, b: Bench, out: Path, elapsed: float, plot_not
     # --- summary computed from the tables above
     nm = r["no_model"]
     c32 = r["conc"].get(32)
-    par = OPTION_SETS[2][0]
+    par = next(name for name, _ in OPTION_SETS if name.startswith("parallel mode"))
     w("## Reading the numbers")
     w("")
     w(f"- One short text: HTTP p50 is {f(ws['p50'])} ms against {f(rs['p50'])} ms for the bare `run` "
