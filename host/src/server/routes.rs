@@ -93,36 +93,20 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
     let name = tenant.name.clone();
     Usage::add(&tenant.usage.requests, 1);
     if let Some(Err(wait)) = tenant.rate.as_ref().map(|rate| rate.try_take()) {
-        Usage::add(&tenant.usage.limit_hits, 1);
-        let mut r = responses::error(
-            429,
-            format!(
-                "Too many requests per second for this API key (limit {})",
-                tenant.settings.limits.max_requests_per_second
-            ),
-            None,
-            Some("rate_limit_exceeded"),
+        let message = format!(
+            "Too many requests per second for this API key (limit {})",
+            tenant.settings.limits.max_requests_per_second
         );
         let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-        r.headers_mut()
-            .insert("retry-after", http::HeaderValue::from(seconds));
-        return (name, r);
+        return (name, limit_hit(&tenant, message, seconds));
     }
     // The permit lives until the guest is done, streaming included.
     let Ok(permit) = tenant.concurrency.clone().try_acquire_owned() else {
-        Usage::add(&tenant.usage.limit_hits, 1);
-        let mut r = responses::error(
-            429,
-            format!(
-                "Too many concurrent requests for this API key (limit {})",
-                tenant.settings.limits.max_concurrent_requests
-            ),
-            None,
-            Some("rate_limit_exceeded"),
+        let message = format!(
+            "Too many concurrent requests for this API key (limit {})",
+            tenant.settings.limits.max_concurrent_requests
         );
-        r.headers_mut()
-            .insert("retry-after", http::HeaderValue::from_static("1"));
-        return (name, r);
+        return (name, limit_hit(&tenant, message, 1));
     };
     let limit = tenant
         .settings
@@ -264,6 +248,16 @@ async fn to_guest(
             responses::error(failure.http_status(), failure.to_string(), None, Some(code))
         }
     }
+}
+
+/// A tenant's rate or concurrency limit: 429 `rate_limit_exceeded` with `retry-after`,
+/// counted as a limit hit.
+fn limit_hit(tenant: &Tenant, message: String, retry_after_seconds: u64) -> HttpResponse {
+    Usage::add(&tenant.usage.limit_hits, 1);
+    let mut r = responses::error(429, message, None, Some("rate_limit_exceeded"));
+    r.headers_mut()
+        .insert("retry-after", http::HeaderValue::from(retry_after_seconds));
+    r
 }
 
 fn too_large(limit: usize) -> HttpResponse {
