@@ -26,6 +26,8 @@ struct Activity {
     /// When a request last started while another foreground one was in flight.
     last_overlap_ms: AtomicU64,
     background_guests: AtomicUsize,
+    /// Foreground work started so far: tells a gap in the work from idleness.
+    starts: AtomicU64,
     idle: Notify,
     preempt: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -48,6 +50,9 @@ pub struct BackgroundGuest(&'static Activity);
 /// requests, or a second client, keeps threads from spinning.
 const QUIET_AFTER_MS: u64 = 20;
 
+/// How long the host must have been idle before background guests run again.
+const IDLE_GRACE: Duration = Duration::from_millis(2);
+
 fn now_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     // +QUIET_AFTER_MS: a host that has just started has seen no overlap.
@@ -61,12 +66,14 @@ impl Activity {
             requests: AtomicUsize::new(0),
             last_overlap_ms: AtomicU64::new(0),
             background_guests: AtomicUsize::new(0),
+            starts: AtomicU64::new(0),
             idle: Notify::const_new(),
             preempt: OnceLock::new(),
         }
     }
 
     fn foreground(&'static self) -> Foreground {
+        self.starts.fetch_add(1, Ordering::SeqCst);
         self.busy.fetch_add(1, Ordering::SeqCst);
         if self.background_guests.load(Ordering::SeqCst) > 0 {
             if let Some(preempt) = self.preempt.get() {
@@ -111,7 +118,17 @@ impl Activity {
             tokio::pin!(notified);
             notified.as_mut().enable();
             if !self.busy() {
-                break;
+                // Idle, or only a gap between one client's requests: a guest that ran
+                // in every such gap would be preempted again a few hundred
+                // microseconds later, and each switch delays that next request.
+                let starts = self.starts.load(Ordering::SeqCst);
+                tokio::time::sleep(IDLE_GRACE.min(deadline - tokio::time::Instant::now())).await;
+                if (!self.busy() && self.starts.load(Ordering::SeqCst) == starts)
+                    || tokio::time::Instant::now() >= deadline
+                {
+                    break;
+                }
+                continue;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 break;

@@ -26,6 +26,9 @@ const BACKGROUND_AFTER_TICKS: u64 = 5;
 /// foreground work it should have waited for (at 100 ms, a neighbour's p99 during a
 /// runaway loop was 5.1–6.0 ms against 3.8–4.3 ms at 1 s).
 const MAX_STEP_ASIDE: Duration = Duration::from_millis(1000);
+/// Ticks a background guest then computes before it steps aside again: enough for a
+/// short request held back only by its tenant's probation to finish in one slice.
+const FORCED_SLICE_TICKS: u64 = 5;
 /// CPU a request may use at full speed (~50 ms) before it is throttled.
 const THROTTLE_AFTER_TICKS: u64 = 50;
 /// A throttled guest sleeps this many ticks for every tick it computes (a quarter of
@@ -70,6 +73,11 @@ pub enum GuestFailure {
 }
 
 impl GuestFailure {
+    /// Whether the guest misbehaved (rather than answering with an HTTP error of its own).
+    pub fn is_misbehaviour(&self) -> bool {
+        !matches!(self, GuestFailure::Http(_))
+    }
+
     pub fn http_status(&self) -> u16 {
         match self {
             GuestFailure::Timeout(_) | GuestFailure::CpuBudget(_) => 504,
@@ -109,6 +117,9 @@ pub async fn handle(
             .saturating_sub(stepped_aside)
             >= EPOCH_TICK / 2;
         state.last_tick = now;
+        if stepped_aside >= MAX_STEP_ASIDE {
+            state.forced_slice_ticks = FORCED_SLICE_TICKS;
+        }
         if computing {
             state.cpu_ticks += 1;
         }
@@ -123,7 +134,9 @@ pub async fn handle(
         // A guest that keeps computing gets at most a quarter of a core, so a runaway
         // loop cannot crowd out other tenants' guests either.
         let throttle = computing && state.cpu_ticks > THROTTLE_AFTER_TICKS;
-        if state.background.is_some() && (throttle || cpu_priority::busy()) {
+        if state.forced_slice_ticks > 0 {
+            state.forced_slice_ticks -= 1;
+        } else if state.background.is_some() && (throttle || cpu_priority::busy()) {
             let pause = if throttle {
                 EPOCH_TICK * THROTTLE_SLEEP_TICKS
             } else {
@@ -163,10 +176,17 @@ pub async fn handle(
     // The guest runs in its own task: it may keep streaming the body after the
     // response head has gone out.
     let demoted = store.data().demoted.clone();
+    let starts_background = store.data().background.is_some();
+    let stepped_aside = store.data().stepped_aside.clone();
     let task = tokio::spawn(super::runtime::run_demotable(
         async move {
             let _guard = guard;
             let run = async {
+                if starts_background {
+                    // Not even instantiation runs before the host is idle.
+                    let waited = cpu_priority::until_idle(MAX_STEP_ASIDE).await;
+                    stepped_aside.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+                }
                 let started = std::time::Instant::now();
                 let proxy = pre
                     .instantiate_async(&mut store)

@@ -35,10 +35,14 @@ pub struct GuestState {
     pub(super) demoted: Arc<AtomicBool>,
     /// Nanoseconds a background guest spent stepping aside (not its CPU time).
     pub(super) stepped_aside: Arc<AtomicU64>,
+    /// Ticks left of the slice a background guest gets after stepping aside for long.
+    pub(super) forced_slice_ticks: u64,
 }
 
 impl GuestState {
-    pub fn new(access: ModelAccess, limits: &RequestLimits) -> Self {
+    /// `background`: the request starts as a background guest (its tenant is on
+    /// probation, see `Tenant::new_state`).
+    pub fn new(access: ModelAccess, limits: &RequestLimits, background: bool) -> Self {
         // No environment, no arguments, no preopened directories, no sockets: a guest
         // sees nothing of the host but the imports we give it.
         let wasi = WasiCtx::builder().build();
@@ -60,10 +64,11 @@ impl GuestState {
             started: Instant::now(),
             cpu_ticks: 0,
             last_tick: Instant::now(),
-            foreground: Some(cpu_priority::foreground_request()),
-            background: None,
-            demoted: Arc::new(AtomicBool::new(false)),
+            foreground: (!background).then(cpu_priority::foreground_request),
+            background: background.then(cpu_priority::background_guest),
+            demoted: Arc::new(AtomicBool::new(background)),
             stepped_aside: Arc::new(AtomicU64::new(0)),
+            forced_slice_ticks: 0,
         }
     }
 }

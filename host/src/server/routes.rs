@@ -233,6 +233,9 @@ async fn to_guest(
     {
         Ok(response) => response,
         Err(failure) => {
+            if failure.is_misbehaviour() {
+                tenant.usage.guest_failed();
+            }
             let code = match failure.http_status() {
                 504 => "timeout",
                 503 => "guest_unavailable",

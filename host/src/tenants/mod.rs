@@ -24,6 +24,12 @@ use crate::sandbox::{GuestState, RequestLimits, Sandbox};
 use keys::KeyHash;
 use usage::Usage;
 
+/// How long after its guest last misbehaved (trapped, ran out of time or memory) a
+/// tenant's requests start in the background: they run only while no other tenant's
+/// work is in flight. A hostile guest's first request gets its short foreground burst;
+/// the ones after it cannot take CPU from well-behaved tenants even for that long.
+const PROBATION: Duration = Duration::from_secs(1);
+
 pub struct Tenant {
     pub name: String,
     pub public: bool,
@@ -124,7 +130,8 @@ impl Tenant {
 
     /// Fresh per-request state for this tenant's guest.
     pub fn new_state(&self) -> GuestState {
-        GuestState::new(self.access.clone(), &self.limits)
+        let on_probation = self.usage.guest_failed_within(PROBATION);
+        GuestState::new(self.access.clone(), &self.limits, on_probation)
     }
 
     pub fn to_json(&self) -> serde_json::Value {
