@@ -318,6 +318,20 @@ def test_hostile_guests_fail_alone(host, mallory):
     assert embed(host, "sk-alpha").status_code == 200
 
 
+def test_a_misbehaving_guest_puts_its_tenant_on_probation_and_it_is_still_served(host, mallory):
+    assert admin(host, "GET", "/tenants/mallory").json()["on_probation"] in (True, False)
+    assert call(host, "GET", "/panic", key=mallory).status_code == 500
+    assert admin(host, "GET", "/tenants/mallory").json()["on_probation"] is True
+    # On a quiet host a tenant on probation is served at once (background = when idle).
+    started = time.time()
+    assert call(host, "GET", "/ok", key=mallory).json() == {"ok": True}
+    assert time.time() - started < 0.5
+    assert embed(host, "sk-alpha").status_code == 200
+    assert admin(host, "GET", "/tenants/alpha").json()["on_probation"] is False
+    time.sleep(1.1)
+    assert admin(host, "GET", "/tenants/mallory").json()["on_probation"] is False
+
+
 def test_guests_see_no_files_env_or_network(host, mallory):
     files = call(host, "GET", "/read-file", key=mallory).json()
     assert str(files["read_file"]).startswith("error") and str(files["read_dir"]).startswith("error"), files

@@ -144,6 +144,8 @@ impl Tenant {
             "component_sha256": self.component_sha256,
             "in_flight": self.settings.limits.max_concurrent_requests.max(1) - self.concurrency.available_permits(),
             "usage": self.usage.to_json(),
+            // Its guest misbehaved within the last second: its requests run in the background.
+            "on_probation": self.usage.guest_failed_within(PROBATION),
         })
     }
 }
