@@ -25,9 +25,11 @@ use keys::KeyHash;
 use usage::Usage;
 
 /// How long after its guest last misbehaved (trapped, ran out of time or memory) a
-/// tenant's requests start in the background: they run only while no other tenant's
-/// work is in flight. A hostile guest's first request gets its short foreground burst;
-/// the ones after it cannot take CPU from well-behaved tenants even for that long.
+/// tenant's requests start in the background: they run only while no other work is in
+/// flight. A hostile guest's first request gets its short foreground burst; the ones
+/// after it cannot take CPU from well-behaved tenants even for that long. Public
+/// tenants are exempt: their guest is the operator's, their callers anonymous, and one
+/// caller's bad request must not slow every other caller for a second.
 const PROBATION: Duration = Duration::from_secs(1);
 
 pub struct Tenant {
@@ -130,8 +132,11 @@ impl Tenant {
 
     /// Fresh per-request state for this tenant's guest.
     pub fn new_state(&self) -> GuestState {
-        let on_probation = self.usage.guest_failed_within(PROBATION);
-        GuestState::new(self.access.clone(), &self.limits, on_probation)
+        GuestState::new(self.access.clone(), &self.limits, self.on_probation())
+    }
+
+    fn on_probation(&self) -> bool {
+        !self.public && self.usage.guest_failed_within(PROBATION)
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -145,7 +150,7 @@ impl Tenant {
             "in_flight": self.settings.limits.max_concurrent_requests.max(1) - self.concurrency.available_permits(),
             "usage": self.usage.to_json(),
             // Its guest misbehaved within the last second: its requests run in the background.
-            "on_probation": self.usage.guest_failed_within(PROBATION),
+            "on_probation": self.on_probation(),
         })
     }
 }
