@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::cache::ComponentCache;
@@ -12,6 +12,10 @@ use crate::config::SandboxConfig;
 
 /// How often the epoch advances; every deadline and CPU budget is counted in ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+const KEEP_RESIDENT_BYTES: usize = 2 << 20;
+const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
+const MAX_UNUSED_WARM_SLOTS: u32 = 32;
 
 pub struct Sandbox {
     engine: Engine,
@@ -29,7 +33,17 @@ impl Sandbox {
             .total_memories(config.max_instances * 2)
             .total_tables(config.max_instances * 4)
             .total_stacks(config.max_instances)
-            .max_memory_size(max_memory_bytes);
+            .max_memory_size(max_memory_bytes)
+            // A finished request's memory is reset by zeroing only the pages it touched
+            // (found with Linux's PAGEMAP_SCAN), up to this much, instead of `madvise`:
+            // no page faults when the tenant's next request reuses the slot, and no TLB
+            // shoot-down interrupting the cores that run inference.
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES)
+            .pagemap_scan(Enabled::Auto)
+            // Slots kept warm for reuse bound what stays resident:
+            // at most this many × KEEP_RESIDENT_BYTES beyond the slots in use.
+            .max_unused_warm_slots(MAX_UNUSED_WARM_SLOTS);
         let mut wasm = Config::new();
         wasm.epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
