@@ -234,7 +234,7 @@ async fn to_guest(
         Ok(response) => response,
         Err(failure) => {
             if failure.is_misbehaviour() {
-                tenant.usage.guest_failed();
+                tenant.usage.conduct.failure();
             }
             let code = match failure.http_status() {
                 504 => "timeout",

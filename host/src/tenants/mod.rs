@@ -3,6 +3,7 @@
 //! be added, replaced and removed while the host runs: a request holds the `Arc` of
 //! the tenant it started with, so in-flight requests finish on the old component.
 
+pub mod conduct;
 pub mod keys;
 pub mod rate_limit;
 pub mod usage;
@@ -23,14 +24,6 @@ use crate::models::Registry;
 use crate::sandbox::{GuestState, RequestLimits, Sandbox};
 use keys::KeyHash;
 use usage::Usage;
-
-/// How long after its guest last misbehaved (trapped, ran out of time or memory) a
-/// tenant's requests start in the background: they run only while no other work is in
-/// flight. A hostile guest's first request gets its short foreground burst; the ones
-/// after it cannot take CPU from well-behaved tenants even for that long. Public
-/// tenants are exempt: their guest is the operator's, their callers anonymous, and one
-/// caller's bad request must not slow every other caller for a second.
-const PROBATION: Duration = Duration::from_secs(1);
 
 pub struct Tenant {
     pub name: String,
@@ -132,11 +125,21 @@ impl Tenant {
 
     /// Fresh per-request state for this tenant's guest.
     pub fn new_state(&self) -> GuestState {
-        GuestState::new(self.access.clone(), &self.limits, self.on_probation())
+        let on_probation = self.on_probation();
+        self.usage.conduct.request();
+        GuestState::new(self.access.clone(), &self.limits, on_probation)
     }
 
+    /// A tenant on probation starts its requests in the background: they run only
+    /// while no other work is in flight. It is on probation while its guest misbehaves
+    /// (traps, runs out of time, memory or CPU) in at least half of its requests of the
+    /// last 1–2 s: a hostile guest's first request gets its short foreground burst, the
+    /// ones after it cannot take CPU from well-behaved tenants even for that long, and
+    /// a busy tenant's rare failure does not slow its other requests. Public tenants are
+    /// exempt: their guest is the operator's, their callers anonymous, and one caller's
+    /// bad requests must not slow every other caller.
     fn on_probation(&self) -> bool {
-        !self.public && self.usage.guest_failed_within(PROBATION)
+        !self.public && self.usage.conduct.misbehaving()
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -149,7 +152,7 @@ impl Tenant {
             "component_sha256": self.component_sha256,
             "in_flight": self.settings.limits.max_concurrent_requests.max(1) - self.concurrency.available_permits(),
             "usage": self.usage.to_json(),
-            // Its guest misbehaved within the last second: its requests run in the background.
+            // Its guest misbehaves in most recent requests: they run in the background.
             "on_probation": self.on_probation(),
         })
     }
