@@ -27,7 +27,7 @@ pub struct CpuProvider {
 
 /// How a session's intra-op threads wait for the next operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SpinMode {
+enum SpinMode {
     Sleep,
     /// ORT's default: spin, also for a while after the run.
     Spin,
@@ -49,23 +49,13 @@ pub fn default_threads() -> usize {
 
 impl CpuProvider {
     pub fn load(model: &Path, options: &CpuOptions) -> Result<Self> {
-        let load = |spin| {
-            build_session(model, options, spin)
-                .with_context(|| format!("loading {} into ONNX Runtime", model.display()))
-        };
-        let (session, idle_session) = match options.spinning {
-            Spinning::Off => (load(SpinMode::Sleep)?, None),
-            Spinning::Always => (load(SpinMode::Spin)?, None),
-            Spinning::WhenIdle => (
-                load(SpinMode::Sleep)?,
-                Some(Mutex::new(load(SpinMode::SpinWithinRun)?)),
-            ),
-        };
+        let (session, idle_session) = build_sessions(model, options)
+            .with_context(|| format!("loading {} into ONNX Runtime", model.display()))?;
         let signature = signature(&session)?;
         Ok(Self {
             name: label(),
             session: Mutex::new(session),
-            idle_session,
+            idle_session: idle_session.map(Mutex::new),
             signature,
         })
     }
@@ -75,9 +65,25 @@ impl CpuProvider {
     }
 }
 
+/// The sessions `options.spinning` asks for: the one every run may use, and for
+/// `when-idle` a second one whose threads spin within a run, for a quiet host.
+pub(crate) fn build_sessions(
+    model: &Path,
+    options: &CpuOptions,
+) -> Result<(Session, Option<Session>)> {
+    Ok(match options.spinning {
+        Spinning::Off => (build_session(model, options, SpinMode::Sleep)?, None),
+        Spinning::Always => (build_session(model, options, SpinMode::Spin)?, None),
+        Spinning::WhenIdle => (
+            build_session(model, options, SpinMode::Sleep)?,
+            Some(build_session(model, options, SpinMode::SpinWithinRun)?),
+        ),
+    })
+}
+
 // ort's builder error carries the whole builder; it is converted right away.
 #[allow(clippy::result_large_err)]
-pub(crate) fn build_session(model: &Path, options: &CpuOptions, spin: SpinMode) -> Result<Session> {
+fn build_session(model: &Path, options: &CpuOptions, spin: SpinMode) -> Result<Session> {
     let level = match options.optimization_level {
         OptimizationLevel::Disable => GraphOptimizationLevel::Disable,
         OptimizationLevel::Basic => GraphOptimizationLevel::Level1,

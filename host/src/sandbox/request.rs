@@ -2,7 +2,7 @@
 //! CPU budget for time spent in wasm, and a longer wall-clock limit for the whole
 //! request (host calls such as a batched embedding may rightly wait).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -145,11 +145,7 @@ pub async fn handle(
             let stepped_aside = state.stepped_aside.clone();
             return Ok(UpdateDeadline::YieldCustom(
                 1,
-                Box::pin(async move {
-                    tokio::time::sleep(pause).await;
-                    let waited = pause + cpu_priority::until_idle(MAX_STEP_ASIDE).await;
-                    stepped_aside.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
-                }),
+                Box::pin(async move { step_aside(pause, &stepped_aside).await }),
             ));
         }
         // Yield every tick so a guest that computes for long never holds an async worker.
@@ -184,8 +180,7 @@ pub async fn handle(
             let run = async {
                 if starts_background {
                     // Not even instantiation runs before the host is idle.
-                    let waited = cpu_priority::until_idle(MAX_STEP_ASIDE).await;
-                    stepped_aside.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+                    step_aside(Duration::ZERO, &stepped_aside).await;
                 }
                 let started = std::time::Instant::now();
                 let proxy = pre
@@ -226,6 +221,14 @@ pub async fn handle(
             Err(join) => Err(GuestFailure::Trap(format!("guest task: {join}"))),
         },
     }
+}
+
+/// A background guest's pause: `pause`, then until the host is idle (at most
+/// `MAX_STEP_ASIDE`), recorded in `stepped_aside` so that it does not count as CPU.
+async fn step_aside(pause: Duration, stepped_aside: &AtomicU64) {
+    tokio::time::sleep(pause).await;
+    let waited = pause + cpu_priority::until_idle(MAX_STEP_ASIDE).await;
+    stepped_aside.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
 }
 
 /// A short message for the client; the full error (with the guest's backtrace) goes

@@ -9,7 +9,7 @@ use anyhow::{bail, ensure, Context, Result};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 
-use crate::config::{CpuOptions, Spinning};
+use crate::config::CpuOptions;
 use crate::providers::cpu;
 
 #[derive(Debug, Clone, Copy)]
@@ -67,18 +67,8 @@ pub struct DecoderGraph {
 
 impl DecoderGraph {
     pub fn load(path: &Path, options: &CpuOptions, shape: DecoderShape) -> Result<Self> {
-        let load = |spin| {
-            cpu::build_session(path, options, spin)
-                .with_context(|| format!("loading {}", path.display()))
-        };
-        let (session, idle_session) = match options.spinning {
-            Spinning::Off => (load(cpu::SpinMode::Sleep)?, None),
-            Spinning::Always => (load(cpu::SpinMode::Spin)?, None),
-            Spinning::WhenIdle => (
-                load(cpu::SpinMode::Sleep)?,
-                Some(load(cpu::SpinMode::SpinWithinRun)?),
-            ),
-        };
+        let (session, idle_session) = cpu::build_sessions(path, options)
+            .with_context(|| format!("loading {}", path.display()))?;
         let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         for required in ["input_ids", "attention_mask"] {
             if !inputs.contains(&required) {
