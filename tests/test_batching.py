@@ -36,6 +36,12 @@ path = "{gemma}"
 onnx = "onnx/model_fused.onnx"
 
 [[models]]
+name = "smollm2-fp32-whole-prefill"
+path = "{smollm}"
+onnx = "onnx/model_fp32.onnx"
+batching = {{ prefill_chunk_tokens = 0 }}
+
+[[models]]
 name = "smollm2-one-at-a-time"
 path = "{smollm}"
 batching = {{ max_batch_sequences = 1 }}
@@ -144,6 +150,55 @@ def test_in_place_cache_grows_past_its_first_capacity(host):
     result["short"] = complete(host, model, short_prompt)
     t.join()
     assert result == {"long": alone, "short": short_alone}
+
+
+STORY = ("In the year 1852, the town of Millbrook was a quiet place where farmers brought their "
+         "grain to the mill by the river. ")
+
+
+def test_a_long_prompt_prefilled_in_chunks_reads_as_in_one_piece(host):
+    """Prompts over 128 tokens are prefilled 128 at a time, each chunk attending to the
+    cache of the ones before: the same text as one prefill (fp32), and a model that
+    saw the whole prompt continues its repetition (both cache layouts)."""
+    prompt = STORY * 30   # ~900 tokens: 8 chunks
+    chunked = complete(host, "smollm2-fp32", prompt, max_tokens=24)
+    whole = complete(host, "smollm2-fp32-whole-prefill", prompt, max_tokens=24)
+    assert chunked == whole
+    for model in ("smollm2-fused", "gemma-fused", "smollm2-fp32"):
+        text = complete(host, model, prompt, max_tokens=16).strip()
+        assert len(text) >= 20 and text[:40] in STORY * 2, (model, text)
+
+
+def test_a_long_prompt_joining_does_not_stall_running_streams(host):
+    """While a ~1400-token prompt is prefilled, a running stream keeps getting tokens:
+    its longest gap is a chunk's worth, not the whole prefill (which held it ~2 s)."""
+    model = "smollm2-fused"
+    gaps: list[float] = []
+    long_took: list[float] = []
+
+    def stream():
+        r = requests.post(host.url + "/v1/completions", stream=True, timeout=300,
+                          headers={"authorization": "Bearer sk-quiet"},
+                          json={"model": model, "prompt": "Once upon a time, in a small village,",
+                                "max_tokens": 400, "temperature": 0, "stream": True})
+        assert r.status_code == 200, r.text
+        last = None
+        for line in r.iter_lines():
+            if line.startswith(b"data:"):
+                now = time.monotonic()
+                if last is not None:
+                    gaps.append(now - last)
+                last = now
+
+    t = threading.Thread(target=stream)
+    t.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    complete(host, model, STORY * 45, max_tokens=1)
+    long_took.append(time.monotonic() - started)
+    t.join()
+    assert len(gaps) > 100
+    assert max(gaps) < 0.4 * long_took[0], (max(gaps), long_took[0])
 
 
 def test_waiting_for_tokens_is_not_guest_cpu_time(host):

@@ -302,6 +302,9 @@ pub struct BatchingConfig {
     /// Decoders: generations decoded together in one batch (continuous batching);
     /// the others wait for a place.
     pub max_batch_sequences: usize,
+    /// Decoders: longer prompts are prefilled in chunks of this many tokens, each
+    /// followed by a decode step of the running generations (0 = in one piece).
+    pub prefill_chunk_tokens: usize,
 }
 
 impl Default for BatchingConfig {
@@ -312,6 +315,7 @@ impl Default for BatchingConfig {
             max_queued_inputs: 16_384,
             max_generations: 64,
             max_batch_sequences: 8,
+            prefill_chunk_tokens: 128,
         }
     }
 }

@@ -218,6 +218,7 @@ impl DecoderModel {
                 context_length,
                 max_generations: config.batching.max_generations,
                 max_batch: config.batching.max_batch_sequences,
+                prefill_chunk: config.batching.prefill_chunk_tokens,
             },
         )?;
         let base_model = nnhost.base_model

@@ -46,11 +46,37 @@ pub struct Step {
 }
 
 pub struct StepOutput {
-    /// `batch × vocab`: the logits of each row's last position.
-    pub logits: Vec<f32>,
-    pub vocab: usize,
+    pub logits: Logits,
     /// The new cache, one value per `past` input, in the same order.
     pub present: Vec<DynValue>,
+}
+
+/// `batch × vocab`: the logits of each row's last position. A decode step's stay in
+/// ORT's output buffer (copying them out was 4 MB per step for four Gemma streams).
+pub struct Logits {
+    buffer: LogitsBuffer,
+    pub vocab: usize,
+}
+
+enum LogitsBuffer {
+    Ort(DynValue),
+    /// Picked out of a graph output that holds every position (a prefill).
+    Owned(Vec<f32>),
+}
+
+impl Logits {
+    /// One `vocab`-long slice per row (the sampler may modify them).
+    pub fn rows_mut(&mut self) -> std::slice::ChunksExactMut<'_, f32> {
+        let data = match &mut self.buffer {
+            LogitsBuffer::Owned(data) => data.as_mut_slice(),
+            // Checked to be a float tensor of `batch × vocab` when it was made.
+            LogitsBuffer::Ort(value) => value
+                .try_extract_tensor_mut::<f32>()
+                .map(|(_, data)| data)
+                .unwrap_or_default(),
+        };
+        data.chunks_exact_mut(self.vocab)
+    }
 }
 
 pub struct DecoderGraph {
@@ -181,11 +207,7 @@ impl DecoderGraph {
     /// Runs a step whose past and present share `cache` (tensors from an ORT allocator):
     /// GroupQueryAttention sees the same buffer on both sides and writes the new keys
     /// and values in place, so nothing is copied per step. Returns `batch × vocab` logits.
-    pub fn run_in_place(
-        &mut self,
-        step: Step,
-        cache: &mut [DynValue],
-    ) -> Result<(Vec<f32>, usize)> {
+    pub fn run_in_place(&mut self, step: Step, cache: &mut [DynValue]) -> Result<Logits> {
         ensure!(cache.len() == self.past_names.len());
         let batch = step.batch;
         let inputs = self.token_inputs(step)?;
@@ -200,12 +222,12 @@ impl DecoderGraph {
             binding.bind_output(present.as_str(), &mut *value)?;
         }
         binding.bind_output_to_device("logits", session.allocator().memory_info())?;
-        let outputs = {
+        let mut outputs = {
             let _run = crate::cpu_priority::foreground();
             session.run_binding(&binding)?
         };
         let logits = outputs
-            .get("logits")
+            .remove("logits")
             .context("the decoder graph has no logits output")?;
         let (shape, data) = logits.try_extract_tensor::<f32>()?;
         let vocab = *shape.last().context("logits without dimensions")? as usize;
@@ -213,7 +235,10 @@ impl DecoderGraph {
             vocab > 0 && data.len() == batch * vocab,
             "logits of shape {shape:?}"
         );
-        Ok((data.to_vec(), vocab))
+        Ok(Logits {
+            buffer: LogitsBuffer::Ort(logits),
+            vocab,
+        })
     }
 
     pub fn run(&mut self, step: Step, past: Vec<DynValue>) -> Result<StepOutput> {
@@ -238,13 +263,22 @@ impl DecoderGraph {
         let (shape, data) = logits.try_extract_tensor::<f32>()?;
         let vocab = *shape.last().context("logits without dimensions")? as usize;
         ensure!(vocab > 0 && data.len() % vocab == 0, "malformed logits");
-        // Graphs that return every position: keep each row's last one.
         let per_row = data.len() / vocab / batch.max(1);
-        let mut last = Vec::with_capacity(batch * vocab);
-        for row in 0..batch {
-            let start = (row * per_row + per_row - 1) * vocab;
-            last.extend_from_slice(&data[start..start + vocab]);
-        }
+        ensure!(
+            per_row * vocab * batch == data.len(),
+            "logits of shape {shape:?}"
+        );
+        let buffer = if per_row == 1 {
+            LogitsBuffer::Ort(logits)
+        } else {
+            // Graphs that return every position: keep each row's last one.
+            let mut last = Vec::with_capacity(batch * vocab);
+            for row in 0..batch {
+                let start = (row * per_row + per_row - 1) * vocab;
+                last.extend_from_slice(&data[start..start + vocab]);
+            }
+            LogitsBuffer::Owned(last)
+        };
         let present = self
             .present_names
             .iter()
@@ -255,8 +289,7 @@ impl DecoderGraph {
             })
             .collect::<Result<_>>()?;
         Ok(StepOutput {
-            logits: last,
-            vocab,
+            logits: Logits { buffer, vocab },
             present,
         })
     }

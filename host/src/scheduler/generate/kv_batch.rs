@@ -12,7 +12,7 @@ use anyhow::{ensure, Context, Result};
 use ort::memory::Allocator;
 use ort::value::{DynValue, Tensor};
 
-use super::decoder_graph::{DecoderGraph, DecoderShape, KvLayout, Step};
+use super::decoder_graph::{DecoderGraph, DecoderShape, KvLayout, Logits, Step};
 
 /// In-place buffers start with room for this many positions and double when full.
 const MIN_CAPACITY: usize = 256;
@@ -54,12 +54,12 @@ impl KvBatch {
     }
 
     /// One decode step: feeds `last[row]` to every row and returns `rows × vocab` logits.
-    pub fn step(&mut self, graph: &mut DecoderGraph, last: &[u32]) -> Result<(Vec<f32>, usize)> {
+    pub fn step(&mut self, graph: &mut DecoderGraph, last: &[u32]) -> Result<Logits> {
         let Some(max_positions) = self.in_place else {
             let (step, past) = self.decode_step(last);
             let out = graph.run(step, past)?;
             self.advance(out.present)?;
-            return Ok((out.logits, out.vocab));
+            return Ok(out.logits);
         };
         let needed = self.lens.iter().copied().max().unwrap_or(0) + 1;
         if needed > self.width {

@@ -1,8 +1,10 @@
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ort::value::DynValue;
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -31,11 +33,22 @@ pub struct GeneratorLimits {
     pub max_generations: usize,
     /// Generations decoded together in one batch; the rest wait for a place.
     pub max_batch: usize,
+    /// Longer prompts are prefilled in chunks of this many tokens (0 = in one piece).
+    pub prefill_chunk: usize,
 }
 
 struct Job {
     request: GenerateRequest,
     events: UnboundedSender<GenEvent>,
+}
+
+/// A long prompt being prefilled a chunk per decode step.
+struct Chunking {
+    seq: Active,
+    prompt: Vec<u32>,
+    /// Prompt tokens already in `past`.
+    done: usize,
+    past: Vec<DynValue>,
 }
 
 /// A generation in the decode batch.
@@ -73,6 +86,11 @@ impl Generator {
             stop_ids,
             context_length: limits.context_length,
             max_batch: limits.max_batch.max(1),
+            chunking: VecDeque::new(),
+            prefill_chunk: match limits.prefill_chunk {
+                0 => usize::MAX,
+                n => n,
+            },
             provider,
             model: model.to_string(),
         };
@@ -121,6 +139,13 @@ struct Worker {
     stop_ids: Vec<u32>,
     context_length: usize,
     max_batch: usize,
+    /// Prompts longer than this are prefilled in chunks of this many tokens, each
+    /// followed by a decode step of the running generations: in one piece, a
+    /// 1500-token prompt joining a SmolLM2 stream stalled it for 2 s, in chunks of
+    /// 128 for at most 170 ms (docs/BENCHMARKS.md). `usize::MAX`: never.
+    prefill_chunk: usize,
+    /// Long prompts being prefilled, oldest first; one chunk of the first per step.
+    chunking: VecDeque<Chunking>,
     provider: String,
     model: String,
 }
@@ -131,7 +156,8 @@ impl Worker {
         // Row r of the KV batch; None once that generation is over (dropped at the next rebuild).
         let mut rows: Vec<Option<Active>> = Vec::new();
         loop {
-            let idle = rows.iter().all(Option::is_none) && waiting.is_empty();
+            let idle =
+                rows.iter().all(Option::is_none) && waiting.is_empty() && self.chunking.is_empty();
             if idle {
                 if !rows.is_empty() {
                     rows.clear();
@@ -153,7 +179,8 @@ impl Worker {
                 open
             });
             self.cancel_abandoned(&mut rows);
-            let joined = self.admit(&mut waiting, &rows);
+            let mut joined = self.admit(&mut waiting, &rows);
+            joined.extend(self.prefill_chunk());
             if !joined.is_empty() || rows.iter().any(Option::is_none) {
                 self.regroup(&mut rows, joined);
             }
@@ -169,12 +196,13 @@ impl Worker {
         waiting: &mut Admission<Job>,
         rows: &[Option<Active>],
     ) -> Vec<(Active, Prefilled)> {
-        let live = rows.iter().flatten().count();
+        let live = rows.iter().flatten().count() + self.chunking.len();
         let mut chosen: Vec<(Arc<str>, Job)> = Vec::new();
         while live + chosen.len() < self.max_batch {
             let running = |tenant: &str| {
                 rows.iter()
                     .flatten()
+                    .chain(self.chunking.iter().map(|c| &c.seq))
                     .filter(|a| &*a.tenant == tenant)
                     .count()
                     + chosen.iter().filter(|(t, _)| &**t == tenant).count()
@@ -184,7 +212,21 @@ impl Worker {
             };
             chosen.push(next);
         }
-        let mut jobs: Vec<Job> = chosen.into_iter().map(|(_, job)| job).collect();
+        let (long, mut jobs): (Vec<Job>, Vec<Job>) = chosen
+            .into_iter()
+            .map(|(_, job)| job)
+            .partition(|job| job.request.prompt.len() > self.prefill_chunk);
+        for job in long {
+            let prompt = job.request.prompt.clone();
+            if let Some(seq) = self.activate(job, Instant::now()) {
+                self.chunking.push_back(Chunking {
+                    seq,
+                    prompt,
+                    done: 0,
+                    past: Vec::new(),
+                });
+            }
+        }
         jobs.sort_by_key(|job| job.request.prompt.len());
         let mut joined = Vec::new();
         for group in prefill_groups(&jobs) {
@@ -207,6 +249,12 @@ impl Worker {
     }
 
     fn cancel_abandoned(&mut self, rows: &mut [Option<Active>]) {
+        let before = self.chunking.len();
+        self.chunking.retain(|c| !c.seq.events.is_closed());
+        for _ in self.chunking.len()..before {
+            tracing::info!(model = %self.model, "generation cancelled during its prefill: the client went away");
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
         for row in rows.iter_mut() {
             if row.as_ref().is_some_and(|seq| seq.events.is_closed()) {
                 let seq = row.take().expect("checked");
@@ -227,27 +275,10 @@ impl Worker {
         let mut seqs = Vec::with_capacity(jobs.len());
         let mut prompts = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let request = job.request;
-            let mut seq = Active {
-                tenant: request.tenant,
-                events: job.events,
-                sampler: Sampler::new(request.sampling),
-                decoder: IncrementalDecoder::default(),
-                stops: StopMatcher::new(request.stop),
-                prompt_tokens: request.prompt.len(),
-                generated: 0,
-                max_tokens: request.max_tokens,
-                cached: request.prompt.len(),
-                last: 0,
-                started,
-            };
-            if seq.events.is_closed() {
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            } else if seq.max_tokens == 0 {
-                self.finish(&mut seq, FinishReason::Length, None);
-            } else {
+            let prompt = job.request.prompt.clone();
+            if let Some(seq) = self.activate(job, started) {
                 seqs.push(seq);
-                prompts.push(request.prompt);
+                prompts.push(prompt);
             }
         }
         if seqs.is_empty() {
@@ -272,12 +303,11 @@ impl Worker {
             prefill_ms = started.elapsed().as_secs_f64() * 1e3, "prefill");
         let StepOutput {
             mut logits,
-            vocab,
             present,
         } = out;
         let present = Arc::new(present);
         let mut joined = Vec::new();
-        for (row, (mut seq, logits)) in seqs.into_iter().zip(logits.chunks_mut(vocab)).enumerate() {
+        for (row, (mut seq, logits)) in seqs.into_iter().zip(logits.rows_mut()).enumerate() {
             if self.accept(&mut seq, logits) {
                 let len = seq.cached;
                 joined.push((
@@ -293,6 +323,88 @@ impl Worker {
         joined
     }
 
+    /// A job's generation, or None when it needs no graph run (its client went away,
+    /// or it asked for no tokens).
+    fn activate(&mut self, job: Job, started: Instant) -> Option<Active> {
+        let request = job.request;
+        let mut seq = Active {
+            tenant: request.tenant,
+            events: job.events,
+            sampler: Sampler::new(request.sampling),
+            decoder: IncrementalDecoder::default(),
+            stops: StopMatcher::new(request.stop),
+            prompt_tokens: request.prompt.len(),
+            generated: 0,
+            max_tokens: request.max_tokens,
+            cached: request.prompt.len(),
+            last: 0,
+            started,
+        };
+        if seq.events.is_closed() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            None
+        } else if seq.max_tokens == 0 {
+            self.finish(&mut seq, FinishReason::Length, None);
+            None
+        } else {
+            Some(seq)
+        }
+    }
+
+    /// Runs the next chunk of the oldest long prompt; after its last chunk, samples
+    /// the first token and returns the generation ready to join the batch.
+    fn prefill_chunk(&mut self) -> Option<(Active, Prefilled)> {
+        let mut chunking = self.chunking.pop_front()?;
+        let started = Instant::now();
+        let end = chunking
+            .done
+            .saturating_add(self.prefill_chunk)
+            .min(chunking.prompt.len());
+        let step = chunk_step(&chunking.prompt, chunking.done, end);
+        let past = if chunking.done == 0 {
+            self.graph.empty_past(1)
+        } else {
+            Ok(std::mem::take(&mut chunking.past))
+        };
+        let out = match past.and_then(|past| self.graph.run(step, past)) {
+            Ok(out) => out,
+            Err(e) => {
+                self.finish(
+                    &mut chunking.seq,
+                    FinishReason::Error,
+                    Some(format!("{e:#}")),
+                );
+                return None;
+            }
+        };
+        tracing::debug!(model = %self.model, from = chunking.done, to = end,
+            prompt_tokens = chunking.prompt.len(),
+            chunk_ms = started.elapsed().as_secs_f64() * 1e3, "prefill chunk");
+        chunking.done = end;
+        if end < chunking.prompt.len() {
+            chunking.past = out.present;
+            self.chunking.push_front(chunking);
+            return None;
+        }
+        let StepOutput {
+            mut logits,
+            present,
+        } = out;
+        let mut seq = chunking.seq;
+        let first = logits.rows_mut().next()?;
+        self.accept(&mut seq, first).then(|| {
+            let len = seq.cached;
+            (
+                seq,
+                Prefilled {
+                    values: Arc::new(present),
+                    row: 0,
+                    len,
+                },
+            )
+        })
+    }
+
     /// One token for every row of the batch.
     fn decode(&mut self, rows: &mut Vec<Option<Active>>) {
         let last: Vec<u32> = rows
@@ -304,8 +416,8 @@ impl Worker {
             .with_label_values(&[&self.model, &self.provider])
             .observe(rows.len() as f64);
         match self.batch.step(&mut self.graph, &last) {
-            Ok((mut logits, vocab)) => {
-                for (row, logits) in rows.iter_mut().zip(logits.chunks_mut(vocab)) {
+            Ok(mut logits) => {
+                for (row, logits) in rows.iter_mut().zip(logits.rows_mut()) {
                     if let Some(seq) = row {
                         seq.cached += 1;
                         if !self.accept(seq, logits) {
@@ -439,9 +551,32 @@ fn prefill_step(prompts: &[Vec<u32>], layout: KvLayout) -> Step {
     }
 }
 
+/// The inputs of one chunk of a prompt prefilled alone: tokens `from..to`, attending
+/// to the `from` already cached (one row, so no padding in either layout).
+fn chunk_step(prompt: &[u32], from: usize, to: usize) -> Step {
+    Step {
+        batch: 1,
+        seq: to - from,
+        ids: prompt[from..to].iter().map(|&t| t as i64).collect(),
+        mask: vec![1; to],
+        width: to,
+        positions: (from as i64..to as i64).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_attends_to_the_cached_prefix() {
+        let prompt: Vec<u32> = (10..20).collect();
+        let step = chunk_step(&prompt, 4, 7);
+        assert_eq!((step.batch, step.seq, step.width), (1, 3, 7));
+        assert_eq!(step.ids, [14, 15, 16]);
+        assert_eq!(step.mask, [1; 7]);
+        assert_eq!(step.positions, [4, 5, 6]);
+    }
 
     #[test]
     fn similar_prompts_are_prefilled_together_and_long_ones_alone() {
