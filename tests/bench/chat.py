@@ -66,6 +66,10 @@ MODELS = {
 
 # Suffix of the model names under which the bench serves the fused graphs (variant int4-fused).
 FUSED = "-fused"
+# Suffix of the model names served with prefill_chunk_tokens = 0 (a prompt prefilled in one piece).
+WHOLE = "-whole-prefill"
+LONG_PROMPT = ("In the year 1852, the town of Millbrook was a quiet place where farmers brought their grain "
+               "to the mill by the river. ") * 55  # ~1500 tokens
 
 
 def fused(m: Model) -> Model:
@@ -131,6 +135,39 @@ def http_streams(url: str, model: Model, streams: int) -> dict:
             "prompt_tokens": results[0]["prompt_tokens"]}
 
 
+def long_prompt_joins(url: str, model_name: str) -> dict:
+    """One stream decoding; 0.5 s in, a ~1500-token prompt arrives (one token asked). The
+    stream's gaps between tokens while that prompt is prefilled, and the prompt's latency."""
+    import requests
+
+    gaps: list[float] = []
+
+    def stream() -> None:
+        body = {"model": model_name, "prompt": "Once upon a time, in a small village,", "temperature": 0,
+                "max_tokens": 2 * NEW_TOKENS + 256, "stream": True}
+        with requests.post(url + "/v1/completions", json=body, stream=True, timeout=300) as r:
+            r.raise_for_status()
+            last = None
+            for line in r.iter_lines(decode_unicode=True):
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    now = time.perf_counter()
+                    if last is not None:
+                        gaps.append(now - last)
+                    last = now
+
+    t = threading.Thread(target=stream)
+    t.start()
+    time.sleep(0.5)
+    started = time.perf_counter()
+    r = requests.post(url + "/v1/completions", timeout=300,
+                      json={"model": model_name, "prompt": LONG_PROMPT, "max_tokens": 1, "temperature": 0})
+    r.raise_for_status()
+    took = time.perf_counter() - started
+    t.join()
+    return {"prompt_tokens": r.json()["usage"]["prompt_tokens"], "long_ms": took * 1e3,
+            "gap_p50_ms": float(np.median(gaps)) * 1e3, "gap_max_ms": max(gaps) * 1e3}
+
+
 def start_server() -> tuple[subprocess.Popen, str]:
     import requests
 
@@ -140,6 +177,8 @@ def start_server() -> tuple[subprocess.Popen, str]:
     for m in MODELS.values():
         config += (f'\n[[models]]\nname = "{m.name}{FUSED}"\npath = "models/prepared/{m.name}"\n'
                    f'onnx = "onnx/model_fused.onnx"\n')
+        config += (f'\n[[models]]\nname = "{m.name}{WHOLE}"\npath = "models/prepared/{m.name}"\n'
+                   f'batching = {{ prefill_chunk_tokens = 0 }}\n')
     config_path = Path(tempfile.mkdtemp()) / "nnhost.toml"
     config_path.write_text(config)
     proc = subprocess.Popen([str(HOST), "serve", "--listen", f"127.0.0.1:{port}", "--config", str(config_path)],
@@ -382,7 +421,15 @@ def measure(url: str, models: list[Model], rounds: int, with_cpp: bool) -> dict:
                 f"{k[0]}×{k[1]} {v[-1]['decode_tok_s']:.1f} tok/s {v[-1]['ttft_ms']:.0f} ms"
                 for k, v in runs[m.name].items()), file=sys.stderr, flush=True)
     notes = {m.name: getattr(setups[m.name]["cpp"], "multi_error", None) for m in models if with_cpp}
-    return {"rows": {name: {k: median_row(v) for k, v in per.items()} for name, per in runs.items()}, "runs": runs,
+    joins = {}
+    for m in models:
+        for variant in ("", WHOLE):
+            long_prompt_joins(url, m.name + variant)  # warm-up
+            joins[(m.name, variant)] = median_row([long_prompt_joins(url, m.name + variant) for _ in range(2)])
+        print(f"long prompt joining {m.name}: {joins[(m.name, '')]} vs in one piece {joins[(m.name, WHOLE)]}",
+              file=sys.stderr, flush=True)
+    return {"joins": joins,
+            "rows": {name: {k: median_row(v) for k, v in per.items()} for name, per in runs.items()}, "runs": runs,
             "gguf": {m.name: setups[m.name]["cpp"].gguf for m in models if with_cpp}, "notes": notes}
 
 
@@ -441,7 +488,19 @@ def render(models: list[Model], result: dict, rounds: int, cpp_version: str | No
                      f"{ratio(('nnhost', 4), ('cpp', 4), 'aggregate_tok_s')} | "
                      f"{ratio(('nnhost', 4), ('nnhost', 1), 'aggregate_tok_s', lambda v: v >= 2.5)} | "
                      f"{ratio(('fused', 1), ('nnhost', 1), 'decode_tok_s')} |")
-    lines += ["", "Ratios are medians over the rounds of each round's ratio (the paths of a round ran back to back)."]
+    lines += ["", "Ratios are medians over the rounds of each round's ratio (the paths of a round ran back to back).",
+              "", "**A long prompt joining a running stream** (`batching.prefill_chunk_tokens`): one stream decodes; "
+              "0.5 s in, a prompt of ~1500 tokens arrives (/v1/completions, one token asked). The stream's gaps between "
+              "tokens meanwhile, and the long prompt's latency; median of 2 runs after a warm-up, default (chunks of "
+              "128 tokens, a decode step of the running stream after each) against the same model with "
+              "`prefill_chunk_tokens = 0` (in one piece).", "",
+              "| model | prefill | prompt tokens | long prompt latency ms | stream gap p50 ms | stream gap max ms |",
+              "|---|---|---|---|---|---|"]
+    for m in models:
+        for variant, label in (("", "chunks of 128"), (WHOLE, "one piece")):
+            j = result["joins"][(m.name, variant)]
+            lines.append(f"| {m.name} | {label} | {j['prompt_tokens']:.0f} | {j['long_ms']:.0f} | "
+                         f"{j['gap_p50_ms']:.1f} | {j['gap_max_ms']:.0f} |")
     for name, note in result.get("notes", {}).items():
         if note:
             lines += ["", f"llama.cpp 4 streams were not run for {name} ({note})."]
