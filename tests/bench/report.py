@@ -287,4 +287,13 @@ def write_report(r: dict, m: dict, b: Bench, out: Path, elapsed: float, plot_not
     w("```")
     w("")
     w("Both tools print one JSON object (`--help` lists every flag; `--latencies-out FILE` writes each sample).")
-    out.write_text("\n".join(lines) + "\n")
+    out.write_text("\n".join(lines) + "\n" + other_sections(out))
+
+
+def other_sections(out: Path) -> str:
+    """The sections the other bench scripts (chat.py, tenants.py) wrote between their markers:
+    kept when this script alone reruns, so the page never loses them."""
+    if not out.exists():
+        return ""
+    blocks = re.finditer(r"<!-- ([a-z]+)-bench:begin -->.*?<!-- \1-bench:end -->", out.read_text(), flags=re.S)
+    return "".join("\n" + b.group(0) + "\n" for b in blocks)
