@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
@@ -184,11 +185,15 @@ def test_generations_run_together_and_never_block_embeddings(server):
     assert results == {0: 200, 1: 200, 2: 200}
 
 
+def cancelled_generations(server) -> float:
+    text = server.get("/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("nnhost_generations_total") and 'finish_reason="cancelled"' in line)
+
+
 def test_a_disconnected_stream_stops_its_generation(server):
     def cancelled() -> float:
-        text = server.get("/metrics").text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("nnhost_generations_total") and 'finish_reason="cancelled"' in line)
+        return cancelled_generations(server)
 
     before = cancelled()
     r = server.session.post(server.url + "/v1/chat/completions", timeout=120, stream=True, json={
@@ -202,3 +207,26 @@ def test_a_disconnected_stream_stops_its_generation(server):
         time.sleep(0.2)
     assert cancelled() > before
 
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_gone_during_a_long_prefill_stops_it_there(server, stream):
+    """The client hangs up while its ~1500-token prompt is being prefilled (before any
+    token, so no write can fail): the guest is stopped with the connection, and the
+    generation is dropped between two prefill chunks instead of running to the end."""
+    prompt = ("In the year 1852, the town of Millbrook was a quiet place where farmers brought "
+              "their grain to the mill by the river. ") * 55
+    body = json.dumps({"model": CHAT, "prompt": prompt, "max_tokens": 500, "stream": stream}).encode()
+    before = cancelled_generations(server)
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: nnhost\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        time.sleep(0.3)
+    started = time.time()
+    while time.time() < started + 10 and cancelled_generations(server) <= before:
+        time.sleep(0.05)
+    assert cancelled_generations(server) > before
+    # Dropped mid-prefill: well before the whole prompt (~1.5-2.5 s) and 500 tokens were through.
+    assert time.time() - started < 1.0
+    assert "cancelled during its prefill" in server.log_text()

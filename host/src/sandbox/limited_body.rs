@@ -1,5 +1,6 @@
 //! Caps the bytes a guest may write as its response: past the cap the body ends with
-//! an error and the connection is closed, so a guest cannot stream without end.
+//! an error and the connection is closed, so a guest cannot stream without end. A body
+//! dropped before its end (the client went away) stops the guest still writing it.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,17 +10,43 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-pub fn limit(body: HyperOutgoingBody, max: u64) -> HyperOutgoingBody {
+pub fn limit(body: HyperOutgoingBody, max: u64, guest: AbortOnDrop) -> HyperOutgoingBody {
     Limited {
         inner: body,
         remaining: max,
+        guest,
     }
     .boxed_unsync()
+}
+
+/// Aborts a guest's task when dropped, unless disarmed first.
+pub struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl AbortOnDrop {
+    pub fn new(task: tokio::task::AbortHandle) -> Self {
+        Self(Some(task))
+    }
+
+    pub fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 struct Limited {
     inner: HyperOutgoingBody,
     remaining: u64,
+    /// Armed until the body ends: a streaming guest waiting on a generation learns
+    /// of a departed client only when it writes its next token, and that may be a
+    /// long prefill away.
+    guest: AbortOnDrop,
 }
 
 impl Body for Limited {
@@ -51,6 +78,10 @@ impl Body for Limited {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
+            Poll::Ready(None) => {
+                self.guest.disarm();
+                Poll::Ready(None)
+            }
             other => other,
         }
     }
@@ -61,5 +92,14 @@ impl Body for Limited {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        // hyper need not poll a body past the end it announced.
+        if self.inner.is_end_stream() {
+            self.guest.disarm();
+        }
     }
 }

@@ -15,6 +15,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
 use super::engine::EPOCH_TICK;
+use super::limited_body::AbortOnDrop;
 use super::state::GuestState;
 use crate::cpu_priority;
 
@@ -207,9 +208,18 @@ pub async fn handle(
         demoted,
     ));
 
+    // The guest works only for a client that is still there: hyper drops this future
+    // (before the response head) or the response body (after it) when the connection
+    // closes, and either stops the guest, whose store holds its pending inference:
+    // queued inputs and generations are then dropped before they cost more.
+    let abandoned = AbortOnDrop::new(task.abort_handle());
     match receiver.await {
         Ok(Ok(response)) => {
-            Ok(response.map(|body| super::limited_body::limit(body, max_response_bytes)))
+            let mut abandoned = Some(abandoned);
+            Ok(response.map(|body| {
+                let guest = abandoned.take().expect("one body");
+                super::limited_body::limit(body, max_response_bytes, guest)
+            }))
         }
         Ok(Err(code)) => Err(GuestFailure::Http(code)),
         Err(_) => match task.await {

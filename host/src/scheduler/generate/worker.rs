@@ -253,6 +253,10 @@ impl Worker {
         self.chunking.retain(|c| !c.seq.events.is_closed());
         for _ in self.chunking.len()..before {
             tracing::info!(model = %self.model, "generation cancelled during its prefill: the client went away");
+            crate::metrics::metrics()
+                .generations
+                .with_label_values(&[&self.model, "cancelled"])
+                .inc();
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
         for row in rows.iter_mut() {
