@@ -32,6 +32,11 @@ impl<J> Admission<J> {
         self.waiting.is_empty()
     }
 
+    /// Every waiting job, oldest first.
+    pub fn into_items(self) -> impl Iterator<Item = J> {
+        self.waiting.into_iter().map(|(_, job)| job)
+    }
+
     /// Keeps only the jobs for which `keep` is true (e.g. drops cancelled ones).
     pub fn retain(&mut self, mut keep: impl FnMut(&J) -> bool) {
         self.waiting.retain(|(_, job)| keep(job));

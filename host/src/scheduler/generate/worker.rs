@@ -18,7 +18,11 @@ use crate::error::{ErrorCode, InferenceError};
 
 /// Handle to a decoder model's generation worker.
 pub struct Generator {
-    jobs: mpsc::Sender<Job>,
+    /// None once dropping: the worker sees its inbox close, ends the generations it
+    /// holds and returns.
+    jobs: Option<mpsc::Sender<Job>>,
+    /// Joined on drop, so no graph step is running when ONNX Runtime is torn down at exit.
+    worker: Option<std::thread::JoinHandle<()>>,
     /// Generations queued or running; past `max_generations` new ones are refused
     /// (busy) instead of queueing without bound.
     in_flight: Arc<AtomicUsize>,
@@ -94,11 +98,12 @@ impl Generator {
             provider,
             model: model.to_string(),
         };
-        std::thread::Builder::new()
+        let worker = std::thread::Builder::new()
             .name(format!("generate-{model}"))
             .spawn(move || worker.run(inbox))?;
         Ok(Self {
-            jobs,
+            jobs: Some(jobs),
+            worker: Some(worker),
             in_flight,
             max_generations: limits.max_generations.max(1),
         })
@@ -122,9 +127,20 @@ impl Generator {
         }
         let (events, receiver) = unbounded_channel();
         self.jobs
+            .as_ref()
+            .expect("set until dropped")
             .send(Job { request, events })
             .map_err(|_| InferenceError::internal("the generation worker stopped"))?;
         Ok(receiver)
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
     }
 }
 
@@ -168,8 +184,15 @@ impl Worker {
                     Err(_) => return,
                 }
             }
-            while let Ok(job) = inbox.try_recv() {
-                waiting.push(job.request.tenant.clone(), job);
+            loop {
+                match inbox.try_recv() {
+                    Ok(job) => waiting.push(job.request.tenant.clone(), job),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        self.shut_down(rows, waiting);
+                        return;
+                    }
+                }
             }
             waiting.retain(|job| {
                 let open = !job.events.is_closed();
@@ -187,6 +210,26 @@ impl Worker {
             if !rows.is_empty() {
                 self.decode(&mut rows);
             }
+        }
+    }
+
+    /// The server is stopping (its requests in flight have had their grace period):
+    /// whatever is left ends with an error instead of a step cut short at exit.
+    fn shut_down(&mut self, rows: Vec<Option<Active>>, waiting: Admission<Job>) {
+        let error = Some("the server is shutting down".to_string());
+        let chunking: Vec<Active> = self.chunking.drain(..).map(|c| c.seq).collect();
+        for mut seq in rows.into_iter().flatten().chain(chunking) {
+            self.finish(&mut seq, FinishReason::Error, error.clone());
+        }
+        for job in waiting.into_items() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            let _ = job.events.send(GenEvent::Done(GenerationEnd {
+                finish_reason: FinishReason::Error,
+                prompt_tokens: job.request.prompt.len(),
+                completion_tokens: 0,
+                provider: self.provider.clone(),
+                error: error.clone().map(InferenceError::backend),
+            }));
         }
     }
 
