@@ -28,6 +28,10 @@ impl<J> Admission<J> {
         self.waiting.push_back((tenant, job));
     }
 
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }

@@ -194,13 +194,11 @@ impl Worker {
                     }
                 }
             }
-            waiting.retain(|job| {
-                let open = !job.events.is_closed();
-                if !open {
-                    self.in_flight.fetch_sub(1, Ordering::AcqRel);
-                }
-                open
-            });
+            let before = waiting.len();
+            waiting.retain(|job| !job.events.is_closed());
+            for _ in waiting.len()..before {
+                self.cancelled("before its prefill", 0);
+            }
             self.cancel_abandoned(&mut rows);
             let mut joined = self.admit(&mut waiting, &rows);
             joined.extend(self.prefill_chunk());
@@ -295,24 +293,24 @@ impl Worker {
         let before = self.chunking.len();
         self.chunking.retain(|c| !c.seq.events.is_closed());
         for _ in self.chunking.len()..before {
-            tracing::info!(model = %self.model, "generation cancelled during its prefill: the client went away");
-            crate::metrics::metrics()
-                .generations
-                .with_label_values(&[&self.model, "cancelled"])
-                .inc();
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.cancelled("during its prefill", 0);
         }
         for row in rows.iter_mut() {
             if row.as_ref().is_some_and(|seq| seq.events.is_closed()) {
                 let seq = row.take().expect("checked");
-                tracing::info!(model = %self.model, generated = seq.generated, "generation cancelled: the client went away");
-                crate::metrics::metrics()
-                    .generations
-                    .with_label_values(&[&self.model, "cancelled"])
-                    .inc();
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                self.cancelled("while decoding", seq.generated);
             }
         }
+    }
+
+    /// A generation whose client went away (its events receiver is gone), at any stage.
+    fn cancelled(&self, stage: &str, generated: usize) {
+        tracing::info!(model = %self.model, generated, "generation cancelled {stage}: the client went away");
+        crate::metrics::metrics()
+            .generations
+            .with_label_values(&[&self.model, "cancelled"])
+            .inc();
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Runs the prompts of new generations together (padded as the cache layout
@@ -388,7 +386,7 @@ impl Worker {
             started,
         };
         if seq.events.is_closed() {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.cancelled("before its prefill", 0);
             None
         } else if seq.max_tokens == 0 {
             self.finish(&mut seq, FinishReason::Length, None);
