@@ -6,6 +6,7 @@
 mod admission;
 mod decoder_graph;
 mod kv_batch;
+mod prefill;
 pub mod sampler;
 pub mod text;
 mod worker;

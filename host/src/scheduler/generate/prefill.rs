@@ -1,0 +1,108 @@
+//! A prefill's graph inputs: which prompts run together (their padding is the cost),
+//! how they are padded for the cache layout, and the chunks of a long prompt.
+
+use super::decoder_graph::{KvLayout, Step};
+
+/// Padded tokens one prefill may hold: the plain graphs' attention scores grow with
+/// rows × longest², so long prompts go alone.
+const MAX_PREFILL_TOKENS: usize = 2048;
+
+/// Prompts (sorted by length) prefilled together cost their padding: a group grows
+/// while the padded tokens stay within 1.5× the real ones (+64) and under
+/// `MAX_PREFILL_TOKENS`. Returns the group sizes, in order.
+pub fn group_sizes(sorted_lens: &[usize]) -> Vec<usize> {
+    let mut groups = Vec::new();
+    let (mut size, mut real) = (0usize, 0usize);
+    for &len in sorted_lens {
+        let padded = len * (size + 1);
+        if size > 0 && (padded > MAX_PREFILL_TOKENS || 2 * padded > 3 * (real + len) + 128) {
+            groups.push(size);
+            (size, real) = (0, 0);
+        }
+        size += 1;
+        real += len;
+    }
+    if size > 0 {
+        groups.push(size);
+    }
+    groups
+}
+
+/// The inputs of one prefill: every prompt padded to the longest, on the side the
+/// cache layout wants (left for concatenating graphs, right for ragged ones).
+pub fn prefill_step(prompts: &[Vec<u32>], layout: KvLayout) -> Step {
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let batch = prompts.len();
+    let mut ids = vec![0i64; batch * width];
+    let mut mask = vec![0i64; batch * width];
+    let mut positions = vec![0i64; batch * width];
+    for (row, prompt) in prompts.iter().enumerate() {
+        let start = match layout {
+            KvLayout::LeftPadded => width - prompt.len(),
+            KvLayout::Ragged => 0,
+        };
+        let line = row * width + start;
+        for (i, &token) in prompt.iter().enumerate() {
+            ids[line + i] = token as i64;
+            mask[line + i] = 1;
+            positions[line + i] = i as i64;
+        }
+    }
+    Step {
+        batch,
+        seq: width,
+        ids,
+        mask,
+        width,
+        positions,
+    }
+}
+
+/// The inputs of one chunk of a prompt prefilled alone: tokens `from..to`, attending
+/// to the `from` already cached (one row, so no padding in either layout).
+pub fn chunk_step(prompt: &[u32], from: usize, to: usize) -> Step {
+    Step {
+        batch: 1,
+        seq: to - from,
+        ids: prompt[from..to].iter().map(|&t| t as i64).collect(),
+        mask: vec![1; to],
+        width: to,
+        positions: (from as i64..to as i64).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_attends_to_the_cached_prefix() {
+        let prompt: Vec<u32> = (10..20).collect();
+        let step = chunk_step(&prompt, 4, 7);
+        assert_eq!((step.batch, step.seq, step.width), (1, 3, 7));
+        assert_eq!(step.ids, [14, 15, 16]);
+        assert_eq!(step.mask, [1; 7]);
+        assert_eq!(step.positions, [4, 5, 6]);
+    }
+
+    #[test]
+    fn similar_prompts_are_prefilled_together_and_long_ones_alone() {
+        assert_eq!(group_sizes(&[10, 12, 14, 15]), [4]);
+        assert_eq!(group_sizes(&[5, 6, 400, 2000]), [2, 1, 1]);
+        assert!(group_sizes(&[300; 10])
+            .iter()
+            .all(|&n| n * 300 <= MAX_PREFILL_TOKENS));
+    }
+
+    #[test]
+    fn prefill_padding_follows_the_layout() {
+        let prompts = [vec![7, 8], vec![1, 2, 3]];
+        let left = prefill_step(&prompts, KvLayout::LeftPadded);
+        assert_eq!(left.ids, [0, 7, 8, 1, 2, 3]);
+        assert_eq!(left.mask, [0, 1, 1, 1, 1, 1]);
+        assert_eq!(left.positions, [0, 0, 1, 0, 1, 2]);
+        let right = prefill_step(&prompts, KvLayout::Ragged);
+        assert_eq!(right.ids, [7, 8, 0, 1, 2, 3]);
+        assert_eq!(right.mask, [1, 1, 0, 1, 1, 1]);
+    }
+}
