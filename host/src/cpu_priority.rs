@@ -21,6 +21,8 @@ use tokio::sync::Notify;
 struct Activity {
     /// Graph runs plus foreground requests.
     busy: AtomicUsize,
+    /// Graph runs.
+    graphs: AtomicUsize,
     /// Foreground requests in flight.
     requests: AtomicUsize,
     /// When a request last started while another foreground one was in flight.
@@ -40,6 +42,7 @@ static ACTIVITY: Activity = Activity::new();
 pub struct Foreground {
     activity: &'static Activity,
     request: bool,
+    graph: bool,
 }
 
 /// Held by a guest request from the moment it turns background until it ends.
@@ -63,6 +66,7 @@ impl Activity {
     const fn new() -> Self {
         Self {
             busy: AtomicUsize::new(0),
+            graphs: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             last_overlap_ms: AtomicU64::new(0),
             background_guests: AtomicUsize::new(0),
@@ -70,6 +74,13 @@ impl Activity {
             idle: Notify::const_new(),
             preempt: OnceLock::new(),
         }
+    }
+
+    fn graph_run(&'static self) -> Foreground {
+        self.graphs.fetch_add(1, Ordering::SeqCst);
+        let mut run = self.foreground();
+        run.graph = true;
+        run
     }
 
     fn foreground(&'static self) -> Foreground {
@@ -83,6 +94,7 @@ impl Activity {
         Foreground {
             activity: self,
             request: false,
+            graph: false,
         }
     }
 
@@ -143,6 +155,9 @@ impl Drop for Foreground {
         if self.request {
             self.activity.requests.fetch_sub(1, Ordering::SeqCst);
         }
+        if self.graph {
+            self.activity.graphs.fetch_sub(1, Ordering::SeqCst);
+        }
         if self.activity.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.activity.idle.notify_waiters();
         }
@@ -160,9 +175,14 @@ pub fn set_preempt_hook(hook: impl Fn() + Send + Sync + 'static) {
     let _ = ACTIVITY.preempt.set(Box::new(hook));
 }
 
-/// Marks foreground work as started and preempts background guests.
-pub fn foreground() -> Foreground {
-    ACTIVITY.foreground()
+/// Marks a graph run as started and preempts background guests.
+pub fn graph_run() -> Foreground {
+    ACTIVITY.graph_run()
+}
+
+/// Whether any graph is running now.
+pub fn graph_running() -> bool {
+    ACTIVITY.graphs.load(Ordering::SeqCst) > 0
 }
 
 pub fn busy() -> bool {

@@ -223,7 +223,7 @@ impl DecoderGraph {
         }
         binding.bind_output_to_device("logits", session.allocator().memory_info())?;
         let mut outputs = {
-            let _run = crate::cpu_priority::foreground();
+            let _run = crate::cpu_priority::graph_run();
             session.run_binding(&binding)?
         };
         let logits = outputs
@@ -254,7 +254,7 @@ impl DecoderGraph {
         }
         let session = session_for(&mut self.session, &mut self.idle_session, batch);
         let mut outputs = {
-            let _run = crate::cpu_priority::foreground();
+            let _run = crate::cpu_priority::graph_run();
             session.run(inputs)?
         };
         let logits = outputs
