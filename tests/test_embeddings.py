@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import time
 
 import numpy as np
 import pytest
@@ -183,3 +185,35 @@ def test_hf_layout_with_cls_pooling(server):
     assert np.max(np.abs(got - cls)) <= 1e-4
     mean = vectors(embed(server, SENTENCES[1]))[0]
     assert np.max(np.abs(got - mean)) > 1e-2, "CLS pooling must differ from mean pooling"
+
+
+def dropped_inputs(server) -> float:
+    text = server.get("/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("nnhost_embedding_inputs_dropped_total") and f'model="{MODEL}"' in line)
+
+
+def test_a_client_gone_drops_its_queued_inputs(server):
+    """A client that closes its connection while its inputs wait in the queue: the guest
+    is stopped with the connection and the inputs not yet run are dropped, so the queue
+    is free again long before the request's whole work (~several seconds) would be done."""
+    text = ("The committee reviewed the quarterly figures, discussed the new warehouse in the "
+            "harbour district and agreed to publish a summary for the shareholders next week. ") * 3
+    inputs = [f"{i}. {text}" for i in range(2000)]
+    body = json.dumps({"model": MODEL, "input": inputs}).encode()
+    before = dropped_inputs(server)
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: nnhost\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        time.sleep(0.5)
+    deadline = time.time() + 5
+    while time.time() < deadline and dropped_inputs(server) <= before:
+        time.sleep(0.05)
+    dropped = dropped_inputs(server) - before
+    # At most a few batches ran before the hang-up was seen; the rest never did.
+    assert 1000 <= dropped < 2000, dropped
+    metrics = server.get("/metrics").text
+    assert f'nnhost_queue_depth{{model="{MODEL}"}} 0' in metrics
+    # The queue serves the next client at once.
+    assert len(vectors(embed(server, SENTENCES))) == 3

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub provider_latency: HistogramVec,
     pub batch_size: HistogramVec,
     pub queue_depth: IntGaugeVec,
+    pub inputs_dropped: IntCounterVec,
     pub fallbacks: IntCounterVec,
     pub breaker_open: IntGaugeVec,
     pub tokens: IntCounterVec,
@@ -118,6 +119,12 @@ pub fn metrics() -> &'static Metrics {
                 "tokens_total",
                 "Tokens processed by tenant, model and kind (prompt or completion)",
                 &["tenant", "model", "kind"],
+            ),
+            inputs_dropped: counter(
+                &r,
+                "embedding_inputs_dropped_total",
+                "Queued embedding inputs dropped unrun because their client went away",
+                &["model"],
             ),
             generations: counter(
                 &r,

@@ -227,7 +227,14 @@ fn worker_loop(shared: &Shared, limits: &BatchingConfig, runner: &BatchRunner) {
                 }
                 return;
             }
-            let batch = take_batch(&mut state, limits);
+            let (batch, dropped) = take_batch(&mut state, limits);
+            if dropped > 0 {
+                tracing::debug!(dropped, "dropped the queued inputs of departed clients");
+                metrics()
+                    .inputs_dropped
+                    .with_label_values(&[&runner.model])
+                    .inc_by(dropped as u64);
+            }
             metrics()
                 .queue_depth
                 .with_label_values(&[&runner.model])
@@ -241,12 +248,14 @@ fn worker_loop(shared: &Shared, limits: &BatchingConfig, runner: &BatchRunner) {
 }
 
 /// Takes inputs round-robin across queued requests until the next one would break
-/// the input or padded-token budget. Always takes at least one input.
-fn take_batch(state: &mut State, limits: &BatchingConfig) -> Vec<Item> {
+/// the input or padded-token budget. Always takes at least one input. Also returns
+/// how many queued inputs it dropped because their request's caller went away.
+fn take_batch(state: &mut State, limits: &BatchingConfig) -> (Vec<Item>, usize) {
     let mut batch = Vec::new();
     let mut longest = 0usize;
     let before: usize = state.requests.iter().map(|q| q.items.len()).sum();
     state.requests.retain(|q| !q.job.cancelled());
+    let dropped = before - state.requests.iter().map(|q| q.items.len()).sum::<usize>();
     'fill: loop {
         let mut took = false;
         // One input per tenant per pass, from that tenant's oldest request: a tenant's
@@ -283,7 +292,7 @@ fn take_batch(state: &mut State, limits: &BatchingConfig) -> Vec<Item> {
     state.requests.retain(|q| !q.items.is_empty());
     let after: usize = state.requests.iter().map(|q| q.items.len()).sum();
     state.queued_inputs -= before - after;
-    batch
+    (batch, dropped)
 }
 
 struct BatchRunner {
@@ -485,7 +494,7 @@ mod tests {
             max_queued_inputs: 1000,
             ..Default::default()
         };
-        let batch = take_batch(&mut s, &limits);
+        let (batch, _) = take_batch(&mut s, &limits);
         assert_eq!(batch.len(), 8);
         assert!(batch.iter().any(|i| Arc::ptr_eq(&i.job, &single)));
         // Within one tenant, requests are served in arrival order.
@@ -503,7 +512,7 @@ mod tests {
             max_queued_inputs: 1000,
             ..Default::default()
         };
-        let batch = take_batch(&mut s, &limits);
+        let (batch, _) = take_batch(&mut s, &limits);
         assert_eq!(batch.len(), 8);
         assert!(
             batch.iter().any(|i| Arc::ptr_eq(&i.job, &small)),
@@ -522,8 +531,8 @@ mod tests {
             max_queued_inputs: 1000,
             ..Default::default()
         };
-        assert_eq!(take_batch(&mut s, &limits).len(), 3); // 4 × 100 padded would exceed 100... 3 × 10 fits
-        assert_eq!(take_batch(&mut s, &limits).len(), 1); // an input alone may exceed the budget
+        assert_eq!(take_batch(&mut s, &limits).0.len(), 3); // 4 × 100 padded would exceed 100... 3 × 10 fits
+        assert_eq!(take_batch(&mut s, &limits).0.len(), 1); // an input alone may exceed the budget
         assert_eq!(s.queued_inputs, 0);
     }
 
@@ -534,8 +543,9 @@ mod tests {
         let (b, _rx) = job();
         let mut s = state(vec![(a, vec![3, 3]), (b.clone(), vec![3])]);
         let limits = BatchingConfig::default();
-        let batch = take_batch(&mut s, &limits);
+        let (batch, dropped) = take_batch(&mut s, &limits);
         assert_eq!(batch.len(), 1);
+        assert_eq!(dropped, 2);
         assert!(Arc::ptr_eq(&batch[0].job, &b));
         assert_eq!(s.queued_inputs, 0);
     }
