@@ -117,7 +117,8 @@ def decoder_meta(manifest: Manifest, facts: dict) -> dict:
                      "int4-fused": "onnx/model_fused.onnx"},
         # What the host serves unless its config names a file. Not int4-fused: equally accurate on
         # average, but its int8-quantized activations flip different near-ties (SmolLM2's answer to
-        # "What is the capital of France?" starts "L'" instead of "The"), so it stays opt-in for now.
+        # "What is the capital of France?" starts "L'" instead of "The"; the plain graph wins that tie
+        # by 0.006 logits, see docs/PROVIDERS.md), so it stays opt-in for now.
         "default_variant": "int4",
         "logits": "last",   # logits output is [batch, 1, vocab]: the last input position only
         "kv_cache": {"layers": s.num_layers, "kv_heads": s.num_kv_heads, "head_dim": s.head_dim,
