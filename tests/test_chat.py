@@ -132,7 +132,7 @@ def test_completions_stream(server):
 
 
 @pytest.mark.parametrize("extra,param", [
-    ({"n": 2}, "n"),
+    ({"n": 17}, "n"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
     ({"logprobs": True}, "logprobs"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
@@ -160,7 +160,7 @@ def test_sdk_maps_errors_to_exceptions(client):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=QUESTION)
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model=CHAT, messages=QUESTION, n=3)
+        client.chat.completions.create(model=CHAT, messages=QUESTION, n=17)
 
 
 def test_generations_run_together_and_never_block_embeddings(server):

@@ -131,6 +131,43 @@ def test_completions_streamed_and_not(client):
         == [choice.finish_reason]
 
 
+def test_n_choices_and_several_prompts(client):
+    """`n` choices and a list of prompts are generations of their own, decoded together."""
+    greedy = client.chat.completions.create(model=CHAT, messages=QUESTION, temperature=0, max_tokens=8, n=3)
+    assert [c.index for c in greedy.choices] == [0, 1, 2]
+    assert len({c.message.content for c in greedy.choices}) == 1 and greedy.choices[0].message.content
+    one = client.chat.completions.create(model=CHAT, messages=QUESTION, temperature=0, max_tokens=8)
+    # The prompt counts once; the completions of all choices add up.
+    assert greedy.usage.prompt_tokens == one.usage.prompt_tokens
+    assert 3 <= greedy.usage.completion_tokens <= 3 * 8
+    assert greedy.usage.total_tokens == greedy.usage.prompt_tokens + greedy.usage.completion_tokens
+
+    sampled = client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "Tell me a story."}],
+                                             temperature=1, seed=11, max_tokens=20, n=3)
+    assert len({c.message.content for c in sampled.choices}) > 1, "each choice samples with its own seed"
+
+    texts: dict[int, str] = {}
+    finished = []
+    for chunk in client.chat.completions.create(model=CHAT, messages=QUESTION, temperature=0, max_tokens=8, n=2,
+                                                stream=True):
+        for c in chunk.choices:
+            texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
+            if c.finish_reason:
+                finished.append(c.index)
+    assert sorted(finished) == [0, 1]
+    assert texts[0] == texts[1] and texts[0]
+
+    several = client.completions.create(model="gemma-3-270m", prompt=["1, 2, 3, 4,", "Monday, Tuesday,"],
+                                        temperature=0, max_tokens=4)
+    assert [c.index for c in several.choices] == [0, 1]
+    assert several.choices[0].text.startswith(" 5") and "Wednesday" not in several.choices[0].text
+    assert several.choices[1].text != several.choices[0].text
+
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model=CHAT, prompt=["a"] * 5, n=4)
+    assert e.value.param == "n" and "20 choices" in e.value.message
+
+
 # --- errors → exception types ---
 
 def test_400_is_bad_request_error(client):

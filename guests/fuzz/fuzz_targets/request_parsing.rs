@@ -64,8 +64,11 @@ fuzz_target!(|body: &[u8]| {
     match completions::parse_request(body) {
         Ok(req) => {
             assert!(!req.model.is_empty());
-            if let Prompt::Tokens(t) = &req.prompt {
-                assert!(!t.is_empty());
+            assert!(!req.prompts.is_empty());
+            for prompt in &req.prompts {
+                if let Prompt::Tokens(t) = prompt {
+                    assert!(!t.is_empty());
+                }
             }
             // /v1/completions defaults max_tokens to 16.
             assert!(req.sampling.max_tokens.is_some());

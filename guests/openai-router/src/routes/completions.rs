@@ -18,7 +18,8 @@ const EXAMPLE: &str = r#"{"model": "...", "prompt": "Once upon a time"}"#;
 #[derive(Debug, Clone)]
 pub struct CompletionRequest {
     pub model: String,
-    pub prompt: Prompt,
+    /// One or more prompts; each gets `n` choices.
+    pub prompts: Vec<Prompt>,
     pub sampling: Sampling,
 }
 
@@ -38,20 +39,20 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
             ),
         ));
     }
-    generate::run(host, Flavor::Text, &info, req.prompt, &req.sampling, true)
+    generate::run(host, Flavor::Text, &info, req.prompts, &req.sampling, true)
 }
 
 pub fn parse_request(body: &[u8]) -> Result<CompletionRequest, ApiError> {
     let mut f = Fields::new(parse_object(body, EXAMPLE)?);
     let model = f.required_string("model")?;
-    let prompt = match f.take("prompt") {
+    let prompts = match f.take("prompt") {
         None => {
             return Err(ApiError::invalid(
                 "prompt",
                 "Missing required parameter: 'prompt'.",
             ))
         }
-        Some(v) => parse_prompt(v)?,
+        Some(v) => parse_prompts(v)?,
     };
     let sampling = sampling::parse(&mut f, Endpoint::Completions)?;
 
@@ -84,19 +85,19 @@ pub fn parse_request(body: &[u8]) -> Result<CompletionRequest, ApiError> {
     f.finish()?;
     Ok(CompletionRequest {
         model,
-        prompt,
+        prompts,
         sampling,
     })
 }
 
 const PROMPT_SHAPES: &str =
-    "a string, an array of one string, an array of token ids, or an array of one token-id array";
+    "a string, an array of strings, an array of token ids, or an array of token-id arrays";
 
-/// `prompt`: one text or one token sequence, in any of OpenAI's spellings.
-pub fn parse_prompt(v: Value) -> Result<Prompt, ApiError> {
+/// `prompt`: one or more texts or token sequences, in any of OpenAI's spellings.
+pub fn parse_prompts(v: Value) -> Result<Vec<Prompt>, ApiError> {
     let invalid = |msg: String| ApiError::invalid("prompt", msg);
     let items = match v {
-        Value::String(s) => return Ok(Prompt::Text(s)),
+        Value::String(s) => return Ok(vec![Prompt::Text(s)]),
         Value::Array(items) => items,
         other => {
             return Err(invalid(format!(
@@ -105,41 +106,36 @@ pub fn parse_prompt(v: Value) -> Result<Prompt, ApiError> {
             )))
         }
     };
-    let several = |n: usize| {
-        unsupported_value(
-            "prompt",
-            format!("'prompt' holds {n} prompts; this server completes one prompt per request."),
-        )
-    };
-    match items.first() {
-        None => Err(invalid("'prompt' cannot be an empty array.".into())),
-        Some(Value::String(_)) | Some(Value::Array(_)) if items.len() > 1 => {
-            Err(several(items.len()))
-        }
-        Some(Value::String(s)) => Ok(Prompt::Text(s.clone())),
-        Some(Value::Array(seq)) => {
-            if seq.is_empty() {
-                return Err(invalid("'prompt[0]' cannot be an empty array.".into()));
-            }
-            let tokens = seq
-                .iter()
-                .enumerate()
-                .map(|(j, t)| token_id(t, "prompt", &format!("prompt[0][{j}]")))
-                .collect::<Result<Vec<u32>, _>>()?;
-            Ok(Prompt::Tokens(tokens))
-        }
-        Some(Value::Number(_)) => {
-            let tokens = items
-                .iter()
-                .enumerate()
-                .map(|(i, t)| token_id(t, "prompt", &format!("prompt[{i}]")))
-                .collect::<Result<Vec<u32>, _>>()?;
-            Ok(Prompt::Tokens(tokens))
-        }
-        Some(other) => Err(invalid(format!(
-            "Invalid type for 'prompt[0]': expected a string, a token id or an array of token \
-             ids, but got {} instead. 'prompt' must be {PROMPT_SHAPES}.",
-            crate::routes::json::type_name(other)
-        ))),
+    if items.is_empty() {
+        return Err(invalid("'prompt' cannot be an empty array.".into()));
     }
+    if items[0].is_number() {
+        let tokens = items
+            .iter()
+            .enumerate()
+            .map(|(i, t)| token_id(t, "prompt", &format!("prompt[{i}]")))
+            .collect::<Result<Vec<u32>, _>>()?;
+        return Ok(vec![Prompt::Tokens(tokens)]);
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(s) => Ok(Prompt::Text(s)),
+            Value::Array(seq) if seq.is_empty() => {
+                Err(invalid(format!("'prompt[{i}]' cannot be an empty array.")))
+            }
+            Value::Array(seq) => seq
+                .iter()
+                .enumerate()
+                .map(|(j, t)| token_id(t, "prompt", &format!("prompt[{i}][{j}]")))
+                .collect::<Result<Vec<u32>, _>>()
+                .map(Prompt::Tokens),
+            other => Err(invalid(format!(
+                "Invalid type for 'prompt[{i}]': expected a string or an array of token ids, \
+                 but got {} instead. 'prompt' must be {PROMPT_SHAPES}.",
+                crate::routes::json::type_name(&other)
+            ))),
+        })
+        .collect()
 }

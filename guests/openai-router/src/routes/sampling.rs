@@ -2,7 +2,7 @@
 //! sampling, stop sequences, streaming, `n`, `user`, `logit_bias`. Parsed once
 //! into [`Sampling`], which becomes the WIT `generate-options`.
 
-use super::json::{bad_value, unsupported, unsupported_value, wrong_type, Fields};
+use super::json::{bad_value, unsupported, wrong_type, Fields};
 use crate::errors::ApiError;
 use crate::host::GenerateOptions;
 use serde_json::Value;
@@ -17,6 +17,11 @@ pub enum Endpoint {
 /// OpenAI's default `max_tokens` for `/v1/completions` (chat has none: the
 /// context is the limit).
 pub const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
+
+/// The most choices one request may ask for (`n`, times the prompts of a
+/// completions request): each is a generation of its own, and a model runs a
+/// bounded number of them at once for all tenants together.
+pub const MAX_CHOICES: u32 = 16;
 
 /// The most stop sequences OpenAI accepts.
 pub const MAX_STOP: usize = 4;
@@ -36,16 +41,21 @@ pub struct Sampling {
     pub stream: bool,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
+    /// Choices per prompt.
+    pub n: u32,
 }
 
 impl Sampling {
-    pub fn options(&self, add_special_tokens: bool) -> GenerateOptions {
+    /// The options of choice `choice` of a prompt: with a seed, each choice gets
+    /// its own (seed + choice), so that `n` sampled choices differ but stay
+    /// reproducible.
+    pub fn options(&self, add_special_tokens: bool, choice: u32) -> GenerateOptions {
         GenerateOptions {
             max_tokens: self.max_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
             top_k: self.top_k,
-            seed: self.seed,
+            seed: self.seed.map(|s| s.wrapping_add(u64::from(choice))),
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
             stop: self.stop.clone(),
@@ -120,15 +130,7 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         Some(other) => return Err(wrong_type("stream_options", "an object", &other)),
     };
 
-    match f.integer("n", 1, i128::from(u64::MAX))? {
-        None | Some(1) => {}
-        Some(n) => {
-            return Err(unsupported_value(
-                "n",
-                format!("'n' is {n}; this server returns one choice per request ('n': 1). Send {n} requests (with different seeds) instead."),
-            ))
-        }
-    }
+    let n = f.integer("n", 1, i128::from(MAX_CHOICES))?.unwrap_or(1) as u32;
     // `user` identifies the end user to OpenAI for abuse monitoring; nothing to do here.
     f.string("user")?;
     match f.take("logit_bias") {
@@ -152,6 +154,7 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         stop,
         stream,
         include_usage,
+        n,
     })
 }
 

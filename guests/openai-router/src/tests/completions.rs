@@ -69,8 +69,17 @@ fn invalid_prompts_and_fields() {
         ),
         (json!({"prompt": 5}), "prompt", "got a number"),
         (json!({"prompt": []}), "prompt", "cannot be an empty array"),
-        (json!({"prompt": ["a", "b"]}), "prompt", "holds 2 prompts"),
-        (json!({"prompt": [[1], [2]]}), "prompt", "holds 2 prompts"),
+        (json!({"prompt": ["a", 5]}), "prompt", "'prompt[1]'"),
+        (
+            json!({"prompt": [[1], []]}),
+            "prompt",
+            "'prompt[1]' cannot be an empty array",
+        ),
+        (
+            json!({"prompt": ["a", "b", "c"], "n": 6}),
+            "n",
+            "18 choices",
+        ),
         (
             json!({"prompt": [[]]}),
             "prompt",
@@ -126,7 +135,7 @@ fn invalid_prompts_and_fields() {
             "max_completion_tokens",
             "Unrecognized",
         ),
-        (json!({"prompt": "x", "n": 4}), "n", "'n' is 4"),
+        (json!({"prompt": "x", "n": 17}), "n", "maximum of 16"),
         (
             json!({"prompt": "x", "stream_options": {}}),
             "stream_options",

@@ -36,7 +36,7 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
         host,
         Flavor::Chat,
         &info,
-        Prompt::Text(prompt),
+        vec![Prompt::Text(prompt)],
         &req.sampling,
         false,
     )

@@ -10,7 +10,7 @@
 
 pub mod sse;
 
-use super::sampling::Sampling;
+use super::sampling::{Sampling, MAX_CHOICES};
 use crate::errors::ApiError;
 use crate::host::{
     ErrorCode, Event, FinishReason, GenerationEnd, GenerationStream, Host, HostError, ModelInfo,
@@ -53,13 +53,26 @@ pub struct Meta {
     pub model: String,
 }
 
-/// Starts the generation and shapes its output. Errors before anything is sent
-/// (too many tokens, host refusal) are ordinary error responses.
+/// One choice of the response: its generation and its place in `choices`.
+pub struct Choice {
+    pub index: u32,
+    /// Choice 0 of each prompt counts that prompt's tokens in `usage` (OpenAI
+    /// counts a prompt once however many choices it has).
+    pub counts_prompt: bool,
+    pub stream: Box<dyn GenerationStream>,
+}
+
+/// Starts a generation for each choice (`sampling.n` per prompt, in OpenAI's
+/// order: prompt by prompt) and shapes their output. The host decodes them
+/// together (continuous batching), so `n` choices cost far less than `n`
+/// requests one after another. Errors before anything is sent (too many tokens,
+/// host refusal) are ordinary error responses; choices already started are then
+/// dropped, which cancels them.
 pub fn run(
     host: &dyn Host,
     flavor: Flavor,
     info: &ModelInfo,
-    prompt: Prompt,
+    prompts: Vec<Prompt>,
     sampling: &Sampling,
     add_special_tokens: bool,
 ) -> Result<Reply, ApiError> {
@@ -77,10 +90,32 @@ pub fn run(
             .code("context_length_exceeded"));
         }
     }
-    let options = sampling.options(add_special_tokens);
-    let stream = host
-        .generate(&info.id, &prompt, &options)
-        .map_err(|e| host_error(e, flavor))?;
+    let total = prompts.len() as u64 * u64::from(sampling.n);
+    if total > u64::from(MAX_CHOICES) {
+        return Err(ApiError::invalid(
+            "n",
+            format!(
+                "{} prompts × 'n' {} = {total} choices; this server returns at most \
+                 {MAX_CHOICES} choices per request.",
+                prompts.len(),
+                sampling.n
+            ),
+        ));
+    }
+    let mut choices = Vec::with_capacity(total as usize);
+    for (p, prompt) in prompts.iter().enumerate() {
+        for j in 0..sampling.n {
+            let options = sampling.options(add_special_tokens, j);
+            let stream = host
+                .generate(&info.id, prompt, &options)
+                .map_err(|e| host_error(e, flavor, prompts.len() > 1, p))?;
+            choices.push(Choice {
+                index: choices.len() as u32,
+                counts_prompt: j == 0,
+                stream,
+            });
+        }
+    }
     let meta = Meta {
         id: new_id(flavor.id_prefix(), host),
         created: host.unix_time(),
@@ -90,24 +125,29 @@ pub fn run(
         Ok(Reply::Stream(sse::response(
             flavor,
             meta,
-            stream,
+            choices,
             sampling.include_usage,
         )))
     } else {
-        collect(flavor, &meta, stream).map(Reply::Full)
+        collect(flavor, &meta, choices).map(Reply::Full)
     }
 }
 
 /// A host error from `generate`: context-length errors point at the route's
-/// prompt field (the host only knows "prompt"), not-found at `model`.
-pub fn host_error(e: HostError, flavor: Flavor) -> ApiError {
+/// prompt field (the host only knows "prompt"; of several prompts, the one that
+/// failed), not-found at `model`.
+pub fn host_error(e: HostError, flavor: Flavor, several: bool, prompt: usize) -> ApiError {
     let code = e.code;
     let mut out = ApiError::from(e);
     match code {
         ErrorCode::ContextLengthExceeded
             if matches!(out.param.as_deref(), None | Some("prompt" | "input")) =>
         {
-            out.param = Some(flavor.prompt_param().to_string());
+            out.param = Some(if several {
+                format!("{}[{prompt}]", flavor.prompt_param())
+            } else {
+                flavor.prompt_param().to_string()
+            });
         }
         ErrorCode::NotFound if out.param.is_none() => out.param = Some("model".to_string()),
         _ => {}
@@ -145,11 +185,23 @@ pub fn finish_reason(end: &GenerationEnd) -> Result<&'static str, ApiError> {
 }
 
 /// OpenAI's `usage` object.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct UsageJson {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u64,
+}
+
+impl UsageJson {
+    /// Adds one choice's usage; its prompt only if `counts_prompt`.
+    pub fn add(&mut self, u: Usage, counts_prompt: bool) {
+        if counts_prompt {
+            self.prompt_tokens += u.prompt_tokens;
+            self.total_tokens += u64::from(u.prompt_tokens);
+        }
+        self.completion_tokens += u.completion_tokens;
+        self.total_tokens += u64::from(u.completion_tokens);
+    }
 }
 
 impl From<Usage> for UsageJson {
@@ -173,30 +225,40 @@ pub fn drain(mut stream: Box<dyn GenerationStream>) -> (String, GenerationEnd) {
     }
 }
 
-/// The non-streaming response: one `chat.completion` or `text_completion`.
-pub fn collect(
-    flavor: Flavor,
-    meta: &Meta,
-    stream: Box<dyn GenerationStream>,
-) -> Result<Response, ApiError> {
-    let (text, end) = drain(stream);
-    let finish_reason = finish_reason(&end)?;
-    let usage = UsageJson::from(end.usage);
+/// The non-streaming response: one `chat.completion` or `text_completion`
+/// holding every choice. The choices' generations run together on the host;
+/// they are read one after another.
+pub fn collect(flavor: Flavor, meta: &Meta, choices: Vec<Choice>) -> Result<Response, ApiError> {
+    let provider = choices
+        .first()
+        .map(|c| c.stream.provider())
+        .unwrap_or_default();
+    let mut done = Vec::with_capacity(choices.len());
+    let mut usage = UsageJson::default();
+    for choice in choices {
+        let (text, end) = drain(choice.stream);
+        let finish_reason = finish_reason(&end)?;
+        usage.add(end.usage, choice.counts_prompt);
+        done.push((choice.index, text, finish_reason));
+    }
     let body = match flavor {
         Flavor::Chat => serde_json::to_vec(&ChatCompletion {
             id: &meta.id,
             object: "chat.completion",
             created: meta.created,
             model: &meta.model,
-            choices: [ChatChoice {
-                index: 0,
-                message: AssistantMessage {
-                    role: "assistant",
-                    content: &text,
-                },
-                logprobs: None,
-                finish_reason,
-            }],
+            choices: done
+                .iter()
+                .map(|(index, text, finish_reason)| ChatChoice {
+                    index: *index,
+                    message: AssistantMessage {
+                        role: "assistant",
+                        content: text,
+                    },
+                    logprobs: None,
+                    finish_reason,
+                })
+                .collect(),
             usage,
             system_fingerprint: None,
         }),
@@ -205,17 +267,20 @@ pub fn collect(
             object: "text_completion",
             created: meta.created,
             model: &meta.model,
-            choices: &[TextChoice {
-                text: &text,
-                index: 0,
-                logprobs: None,
-                finish_reason: Some(finish_reason),
-            }],
+            choices: &done
+                .iter()
+                .map(|(index, text, finish_reason)| TextChoice {
+                    text,
+                    index: *index,
+                    logprobs: None,
+                    finish_reason: Some(*finish_reason),
+                })
+                .collect::<Vec<_>>(),
             usage: Some(Some(usage)),
         }),
     }
     .map_err(|e| ApiError::server(e.to_string()))?;
-    Ok(Response::json(200, body).with_header("x-nnhost-provider", &end.provider))
+    Ok(Response::json(200, body).with_header("x-nnhost-provider", &provider))
 }
 
 #[derive(Serialize)]
@@ -224,7 +289,7 @@ struct ChatCompletion<'a> {
     object: &'static str,
     created: u64,
     model: &'a str,
-    choices: [ChatChoice<'a>; 1],
+    choices: Vec<ChatChoice<'a>>,
     usage: UsageJson,
     system_fingerprint: Option<&'static str>,
 }

@@ -6,36 +6,43 @@
 //! `stream_options.include_usage` a chunk with `"choices":[]` and `usage` (every
 //! earlier chunk then carries `"usage":null`), and `data: [DONE]`. A generation
 //! that fails sends `data: {"error":{…}}` and `data: [DONE]` instead of the last
-//! chunks. All chunks share one id and `created`.
+//! chunks. All chunks share one id and `created`. With several choices (`n`, or
+//! several prompts) each chunk carries one choice's `index`: the role chunks of
+//! all choices first, then their text interleaved as it comes, each choice's
+//! finish chunk when it ends, and one usage chunk for all of them.
 //!
 //! If the client goes away, the next write fails, the body returns and drops the
-//! generation stream, which cancels the generation on the host.
+//! generation streams, which cancels the generations on the host.
 
-use super::{finish_reason, Flavor, Meta, TextChoice, TextCompletion, UsageJson};
-use crate::host::{Event, GenerationStream};
+use super::{finish_reason, Choice, Flavor, Meta, TextChoice, TextCompletion, UsageJson};
+use crate::host::Event;
 use crate::http::{BodySink, Disconnected, StreamBody, StreamingResponse};
 use serde::Serialize;
 
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
-/// The streaming response for a started generation.
+/// The streaming response for started generations (one per choice).
 pub fn response(
     flavor: Flavor,
     meta: Meta,
-    stream: Box<dyn GenerationStream>,
+    choices: Vec<Choice>,
     include_usage: bool,
 ) -> StreamingResponse {
+    let provider = choices
+        .first()
+        .map(|c| c.stream.provider())
+        .unwrap_or_default();
     StreamingResponse {
         status: 200,
         headers: vec![
             ("content-type".into(), "text/event-stream".into()),
             ("cache-control".into(), "no-cache".into()),
-            ("x-nnhost-provider".into(), stream.provider()),
+            ("x-nnhost-provider".into(), provider),
         ],
         body: Box::new(SseBody {
             flavor,
             meta,
-            stream,
+            choices,
             include_usage,
         }),
     }
@@ -44,7 +51,7 @@ pub fn response(
 struct SseBody {
     flavor: Flavor,
     meta: Meta,
-    stream: Box<dyn GenerationStream>,
+    choices: Vec<Choice>,
     include_usage: bool,
 }
 
@@ -58,44 +65,66 @@ enum Piece<'a> {
 
 impl StreamBody for SseBody {
     fn write_to(self: Box<Self>, sink: &mut dyn BodySink) {
-        // Disconnected: nothing more to do; returning drops (cancels) the stream.
+        // Disconnected: nothing more to do; returning drops (cancels) the streams.
         let _ = self.run(sink);
     }
 }
 
 impl SseBody {
+    /// Several choices are read in turn, one chunk of each: they decode together
+    /// on the host, so each `next` finds its chunk about ready.
     fn run(self, sink: &mut dyn BodySink) -> Result<(), Disconnected> {
         let SseBody {
             flavor,
             meta,
-            mut stream,
+            choices,
             include_usage,
         } = self;
         // With include_usage every chunk but the last says `"usage":null`.
         let usage_null = include_usage.then_some(None);
-        let send = |sink: &mut dyn BodySink, piece: Piece| {
-            sink.write(&frame(&chunk(flavor, &meta, Some(piece), usage_null)))
+        let send = |sink: &mut dyn BodySink, index: u32, piece: Piece| {
+            sink.write(&frame(&chunk(
+                flavor,
+                &meta,
+                Some((index, piece)),
+                usage_null,
+            )))
         };
         if flavor == Flavor::Chat {
-            send(sink, Piece::Role)?;
-        }
-        let end = loop {
-            match stream.next() {
-                Event::Chunk(c) if c.text.is_empty() => {}
-                Event::Chunk(c) => send(sink, Piece::Text(&c.text))?,
-                Event::Done(end) => break end,
+            for choice in &choices {
+                send(sink, choice.index, Piece::Role)?;
             }
-        };
-        drop(stream);
-        match finish_reason(&end) {
-            Ok(reason) => {
-                send(sink, Piece::Finish(reason))?;
-                if include_usage {
-                    let usage = Some(Some(UsageJson::from(end.usage)));
-                    sink.write(&frame(&chunk(flavor, &meta, None, usage)))?;
+        }
+        let mut usage = UsageJson::default();
+        let mut running: Vec<Choice> = choices;
+        while !running.is_empty() {
+            let mut still = Vec::with_capacity(running.len());
+            for mut choice in running {
+                match choice.stream.next() {
+                    Event::Chunk(c) if c.text.is_empty() => still.push(choice),
+                    Event::Chunk(c) => {
+                        send(sink, choice.index, Piece::Text(&c.text))?;
+                        still.push(choice);
+                    }
+                    Event::Done(end) => {
+                        let index = choice.index;
+                        usage.add(end.usage, choice.counts_prompt);
+                        drop(choice);
+                        match finish_reason(&end) {
+                            Ok(reason) => send(sink, index, Piece::Finish(reason))?,
+                            Err(e) => {
+                                // The other choices are dropped (cancelled) on return.
+                                sink.write(&frame(&e.to_json()))?;
+                                return sink.write(DONE);
+                            }
+                        }
+                    }
                 }
             }
-            Err(e) => sink.write(&frame(&e.to_json()))?,
+            running = still;
+        }
+        if include_usage {
+            sink.write(&frame(&chunk(flavor, &meta, None, Some(Some(usage)))))?;
         }
         sink.write(DONE)
     }
@@ -115,12 +144,12 @@ pub fn frame(json: &[u8]) -> Vec<u8> {
 fn chunk(
     flavor: Flavor,
     meta: &Meta,
-    choice: Option<Piece>,
+    choice: Option<(u32, Piece)>,
     usage: Option<Option<UsageJson>>,
 ) -> Vec<u8> {
     let json = match flavor {
         Flavor::Chat => {
-            let choice = choice.map(|piece| {
+            let choice = choice.map(|(index, piece)| {
                 let (delta, finish_reason) = match piece {
                     Piece::Role => (
                         Delta {
@@ -145,7 +174,7 @@ fn chunk(
                     ),
                 };
                 ChatChunkChoice {
-                    index: 0,
+                    index,
                     delta,
                     logprobs: None,
                     finish_reason,
@@ -162,7 +191,7 @@ fn chunk(
             })
         }
         Flavor::Text => {
-            let choice = choice.map(|piece| {
+            let choice = choice.map(|(index, piece)| {
                 let (text, finish_reason) = match piece {
                     Piece::Text(t) => (t, None),
                     Piece::Finish(r) => ("", Some(r)),
@@ -170,7 +199,7 @@ fn chunk(
                 };
                 TextChoice {
                     text,
-                    index: 0,
+                    index,
                     logprobs: None,
                     finish_reason,
                 }
