@@ -168,6 +168,46 @@ def test_n_choices_and_several_prompts(client):
     assert e.value.param == "n" and "20 choices" in e.value.message
 
 
+def test_logprobs_chat_and_completions(client):
+    """Log probabilities of the model's own distribution: greedy picks the most likely
+    token, the alternatives are sorted and their probabilities sum to at most 1."""
+    r = client.chat.completions.create(model=CHAT, messages=QUESTION, temperature=0, max_tokens=8,
+                                       logprobs=True, top_logprobs=3)
+    choice = r.choices[0]
+    content = choice.logprobs.content
+    assert len(content) == r.usage.completion_tokens - (choice.finish_reason == "stop")
+    assert "".join(t.token for t in content) == choice.message.content
+    for t in content:
+        assert t.logprob <= 0 and len(t.top_logprobs) == 3
+        assert t.token == t.top_logprobs[0].token and abs(t.logprob - t.top_logprobs[0].logprob) < 1e-5
+        assert [a.logprob for a in t.top_logprobs] == sorted((a.logprob for a in t.top_logprobs), reverse=True)
+        assert sum(math.exp(a.logprob) for a in t.top_logprobs) <= 1 + 1e-4
+        assert bytes(t.bytes) == t.token.encode()
+
+    streamed = []
+    for chunk in client.chat.completions.create(model=CHAT, messages=QUESTION, temperature=0, max_tokens=8,
+                                                logprobs=True, stream=True):
+        if chunk.choices and chunk.choices[0].logprobs:
+            streamed += chunk.choices[0].logprobs.content
+    assert [t.token for t in streamed] == [t.token for t in content]
+    assert all(t.top_logprobs == [] for t in streamed)
+
+    plain = client.chat.completions.create(model=CHAT, messages=QUESTION, temperature=0, max_tokens=2)
+    assert plain.choices[0].logprobs is None
+
+    done = client.completions.create(model=CHAT, prompt="1, 2, 3, 4,", temperature=0, max_tokens=4, logprobs=2)
+    lp = done.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 4
+    assert "".join(lp.tokens) == done.choices[0].text
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(4)]
+    assert all(len(top) <= 2 and max(top.values()) == pytest.approx(p, abs=1e-5)
+               for top, p in zip(lp.top_logprobs, lp.token_logprobs))
+
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=CHAT, messages=QUESTION, top_logprobs=2)
+    assert e.value.param == "top_logprobs"
+
+
 # --- errors → exception types ---
 
 def test_400_is_bad_request_error(client):

@@ -4,7 +4,10 @@
 use crate::bindings::nnhost::inference::{embeddings, generation, models, types};
 
 pub use embeddings::{EmbedInput, EmbedOptions, EmbeddingBatch};
-pub use generation::{Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Prompt, Usage};
+pub use generation::{
+    Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Logprob, Prompt, TokenLogprobs,
+    Usage,
+};
 pub use models::{ModelInfo, ModelKind};
 pub use types::{Error as HostError, ErrorCode};
 

@@ -2,8 +2,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use wasmtime::component::Resource;
 
 use super::nnhost::inference::generation::{
-    Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Host, HostGenerationStream, Prompt,
-    Usage,
+    Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Host, HostGenerationStream,
+    Logprob, Prompt, TokenLogprobs, Usage,
 };
 use super::{ApiState, WitError};
 use crate::error::InferenceError;
@@ -44,6 +44,21 @@ impl GenerationStream {
         self.end = Some(end.clone());
         end
     }
+}
+
+fn logprobs_to_wit(logprobs: Vec<generate::TokenLogprobs>) -> Vec<TokenLogprobs> {
+    let one = |t: generate::TokenLogprob| Logprob {
+        token: t.token,
+        text: t.text,
+        logprob: t.logprob,
+    };
+    logprobs
+        .into_iter()
+        .map(|t| TokenLogprobs {
+            chosen: one(t.chosen),
+            top: t.top.into_iter().map(one).collect(),
+        })
+        .collect()
 }
 
 fn end_to_wit(end: generate::GenerationEnd) -> GenerationEnd {
@@ -89,6 +104,9 @@ impl ApiState {
             presence_penalty: options.presence_penalty,
             frequency_penalty: options.frequency_penalty,
             seed: options.seed,
+            logprobs: options
+                .logprobs
+                .map(|k| k.min(generate::sampler::MAX_TOP_LOGPROBS)),
         };
         let stop = options.stop;
         let tenant = self.access.tenant.clone();
@@ -162,7 +180,15 @@ impl ApiState {
         }
         let first = stream.events.recv().await;
         let mut chunk = match first {
-            Some(GenEvent::Chunk { text, tokens }) => Chunk { text, tokens },
+            Some(GenEvent::Chunk {
+                text,
+                tokens,
+                logprobs,
+            }) => Chunk {
+                text,
+                tokens,
+                logprobs: logprobs_to_wit(logprobs),
+            },
             Some(GenEvent::Done(end)) => {
                 return Ok(Event::Done(stream.finish(&access, end_to_wit(end))))
             }
@@ -183,9 +209,14 @@ impl ApiState {
         // Coalesce what is already waiting: fewer host calls and SSE events under load.
         while let Ok(event) = stream.events.try_recv() {
             match event {
-                GenEvent::Chunk { text, tokens } => {
+                GenEvent::Chunk {
+                    text,
+                    tokens,
+                    logprobs,
+                } => {
                     chunk.text.push_str(&text);
                     chunk.tokens.extend(tokens);
+                    chunk.logprobs.extend(logprobs_to_wit(logprobs));
                 }
                 GenEvent::Done(end) => {
                     stream.finish(&access, end_to_wit(end));

@@ -81,7 +81,6 @@ pub fn parse_request(body: &[u8]) -> Result<CompletionRequest, ApiError> {
             ))
         }
     }
-    f.reject_unless("logprobs", |_| false, "is not supported.")?;
     f.finish()?;
     Ok(CompletionRequest {
         model,

@@ -23,6 +23,11 @@ pub const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
 /// bounded number of them at once for all tenants together.
 pub const MAX_CHOICES: u32 = 16;
 
+/// The most alternatives per token: chat's `top_logprobs`, completions' `logprobs`
+/// (OpenAI's limits).
+pub const MAX_TOP_LOGPROBS_CHAT: u32 = 20;
+pub const MAX_LOGPROBS_COMPLETIONS: u32 = 5;
+
 /// The most stop sequences OpenAI accepts.
 pub const MAX_STOP: usize = 4;
 
@@ -43,6 +48,9 @@ pub struct Sampling {
     pub include_usage: bool,
     /// Choices per prompt.
     pub n: u32,
+    /// Log probabilities with this many alternatives per token (chat's
+    /// `logprobs` + `top_logprobs`, completions' `logprobs`).
+    pub logprobs: Option<u32>,
 }
 
 impl Sampling {
@@ -60,6 +68,7 @@ impl Sampling {
             frequency_penalty: self.frequency_penalty,
             stop: self.stop.clone(),
             add_special_tokens,
+            logprobs: self.logprobs,
         }
     }
 }
@@ -131,6 +140,25 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
     };
 
     let n = f.integer("n", 1, i128::from(MAX_CHOICES))?.unwrap_or(1) as u32;
+    let logprobs = match endpoint {
+        Endpoint::Chat => {
+            let wanted = f.bool("logprobs")?.unwrap_or(false);
+            let top = f.integer("top_logprobs", 0, i128::from(MAX_TOP_LOGPROBS_CHAT))?;
+            match (wanted, top) {
+                (false, Some(_)) => {
+                    return Err(ApiError::invalid(
+                        "top_logprobs",
+                        "'top_logprobs' needs 'logprobs' to be true.",
+                    ))
+                }
+                (false, None) => None,
+                (true, top) => Some(top.unwrap_or(0) as u32),
+            }
+        }
+        Endpoint::Completions => f
+            .integer("logprobs", 0, i128::from(MAX_LOGPROBS_COMPLETIONS))?
+            .map(|k| k as u32),
+    };
     // `user` identifies the end user to OpenAI for abuse monitoring; nothing to do here.
     f.string("user")?;
     match f.take("logit_bias") {
@@ -155,6 +183,7 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         stream,
         include_usage,
         n,
+        logprobs,
     })
 }
 

@@ -157,9 +157,12 @@ fn invalid_fields_name_their_param() {
         (json!({"n": 17}), "n", "maximum of 16"),
         (json!({"n": 0}), "n", "minimum of 1"),
         (json!({"user": 5}), "user", "expected a string"),
-        (json!({"logprobs": true}), "logprobs", "not supported"),
         (json!({"logprobs": 1}), "logprobs", "expected a boolean"),
-        (json!({"top_logprobs": 2}), "top_logprobs", "not supported"),
+        (
+            json!({"top_logprobs": 2}),
+            "top_logprobs",
+            "needs 'logprobs'",
+        ),
         (
             json!({"tools": [{"type": "function"}]}),
             "tools",

@@ -121,9 +121,9 @@ fn invalid_prompts_and_fields() {
             "minimum of 1",
         ),
         (
-            json!({"prompt": "x", "logprobs": 0}),
+            json!({"prompt": "x", "logprobs": 6}),
             "logprobs",
-            "not supported",
+            "maximum of 5",
         ),
         (
             json!({"prompt": "x", "max_tokens": 0}),

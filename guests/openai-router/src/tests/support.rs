@@ -12,6 +12,25 @@ pub(super) fn text(t: &str) -> Event {
     Event::Chunk(Chunk {
         text: t.into(),
         tokens: vec![1],
+        logprobs: vec![],
+    })
+}
+
+/// A chunk of one token `id` whose text is `t` (held back when `shown` is empty),
+/// with its log probability and one alternative.
+pub(super) fn token(id: u32, t: &str, shown: &str, logprob: f32) -> Event {
+    let one = |token: u32, text: &str, logprob: f32| Logprob {
+        token,
+        text: text.into(),
+        logprob,
+    };
+    Event::Chunk(Chunk {
+        text: shown.into(),
+        tokens: vec![id],
+        logprobs: vec![TokenLogprobs {
+            chosen: one(id, t, logprob),
+            top: vec![one(id, t, logprob), one(99, "x", -3.5)],
+        }],
     })
 }
 

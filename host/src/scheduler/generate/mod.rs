@@ -42,8 +42,28 @@ pub struct GenerationEnd {
     pub error: Option<InferenceError>,
 }
 
+/// A token with its log probability and its text (decoded alone).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub text: String,
+    pub logprob: f32,
+}
+
+/// One generated token's log probability and the step's most likely tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    pub chosen: TokenLogprob,
+    pub top: Vec<TokenLogprob>,
+}
+
 #[derive(Debug)]
 pub enum GenEvent {
-    Chunk { text: String, tokens: Vec<u32> },
+    Chunk {
+        text: String,
+        tokens: Vec<u32>,
+        /// One per token when the request asked for log probabilities.
+        logprobs: Vec<TokenLogprobs>,
+    },
     Done(GenerationEnd),
 }

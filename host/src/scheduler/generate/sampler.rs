@@ -12,6 +12,20 @@ pub struct SamplingParams {
     pub presence_penalty: f32,
     pub frequency_penalty: f32,
     pub seed: Option<u64>,
+    /// Report log probabilities with this many alternatives (see [`Logprobs`]).
+    pub logprobs: Option<u32>,
+}
+
+/// The most alternatives a step reports (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: u32 = 20;
+
+/// A step's log probabilities under the model's own distribution (its logits as
+/// made, before penalties and temperature): the chosen token's and the `k` most
+/// likely tokens', most likely first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logprobs {
+    pub chosen: (u32, f32),
+    pub top: Vec<(u32, f32)>,
 }
 
 pub struct Sampler {
@@ -31,8 +45,35 @@ impl Sampler {
         }
     }
 
-    /// Picks a token and remembers it for the penalties. `logits` may be modified.
-    pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
+    /// Picks a token and remembers it for the penalties; with the step's log
+    /// probabilities when they were asked for. `logits` may be modified.
+    pub fn sample(&mut self, logits: &mut [f32]) -> (u32, Option<Logprobs>) {
+        let measured = self
+            .params
+            .logprobs
+            .map(|k| log_normalizer_and_top(logits, k.min(MAX_TOP_LOGPROBS) as usize));
+        let token = self.pick(logits);
+        let logprobs = measured.map(|(normalizer, top)| {
+            // The penalties lowered the logits of tokens generated before this step.
+            let p = &self.params;
+            let before = self.counts.get(&token).map_or(0, |c| c - 1);
+            let penalty = if before > 0 {
+                p.presence_penalty + p.frequency_penalty * before as f32
+            } else {
+                0.0
+            };
+            let raw = logits
+                .get(token as usize)
+                .map_or(f32::NEG_INFINITY, |l| l + penalty);
+            Logprobs {
+                chosen: (token, raw - normalizer),
+                top,
+            }
+        });
+        (token, logprobs)
+    }
+
+    fn pick(&mut self, logits: &mut [f32]) -> u32 {
         let p = &self.params;
         if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
             for (&token, &count) in &self.counts {
@@ -107,6 +148,40 @@ impl Sampler {
     }
 }
 
+/// `log Σ exp(logits)` and the `k` largest logits as log probabilities (most likely
+/// first). One pass for the maximum, one for the sum, one keeping the top `k`.
+fn log_normalizer_and_top(logits: &[f32], k: usize) -> (f32, Vec<(u32, f32)>) {
+    let max = logits
+        .iter()
+        .copied()
+        .filter(|l| l.is_finite())
+        .fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return (0.0, Vec::new());
+    }
+    let sum: f64 = logits
+        .iter()
+        .filter(|l| l.is_finite())
+        .map(|&l| f64::from((l - max).exp()))
+        .sum();
+    let normalizer = max + sum.ln() as f32;
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    if k > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if !l.is_finite() || (top.len() == k && l <= top[k - 1].1) {
+                continue;
+            }
+            let at = top.partition_point(|&(_, t)| t >= l);
+            top.insert(at, (i as u32, l));
+            top.truncate(k);
+        }
+    }
+    for entry in &mut top {
+        entry.1 -= normalizer;
+    }
+    (normalizer, top)
+}
+
 /// The first index of the largest value (NaNs never win; 0 when nothing beats -inf).
 /// Two passes the compiler vectorizes, where one pass with a running index does not:
 /// for Gemma's 262,144-entry vocabulary that is ~0.03 ms a row instead of ~0.25.
@@ -144,7 +219,32 @@ mod tests {
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             seed: Some(seed),
+            logprobs: None,
         }
+    }
+
+    #[test]
+    fn logprobs_are_the_models_own_distribution() {
+        let mut s = Sampler::new(SamplingParams {
+            logprobs: Some(2),
+            presence_penalty: 1.5,
+            ..params(0.0, 1)
+        });
+        let logits = [1.0f32, 3.0, 2.0, f32::NEG_INFINITY];
+        let z = logits[..3].iter().map(|l| l.exp()).sum::<f32>().ln();
+        let (token, lp) = s.sample(&mut logits.clone());
+        let lp = lp.unwrap();
+        assert_eq!(token, 1);
+        assert!((lp.chosen.1 - (3.0 - z)).abs() < 1e-5, "{lp:?}");
+        assert_eq!(lp.top.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 2]);
+        assert!((lp.top[1].1 - (2.0 - z)).abs() < 1e-5);
+        // The presence penalty now picks token 2, but the log probability reported for
+        // token 1 or 2 stays the model's, penalty undone.
+        let (token, lp) = s.sample(&mut logits.clone());
+        assert_eq!(token, 2);
+        assert!((lp.unwrap().chosen.1 - (2.0 - z)).abs() < 1e-5);
+        let (_, lp) = Sampler::new(params(0.0, 1)).sample(&mut logits.clone());
+        assert!(lp.is_none());
     }
 
     #[test]
@@ -170,7 +270,7 @@ mod tests {
     #[test]
     fn temperature_zero_is_greedy() {
         let mut s = Sampler::new(params(0.0, 1));
-        assert_eq!(s.sample(&mut [0.1, 3.0, 2.0]), 1);
+        assert_eq!(s.sample(&mut [0.1, 3.0, 2.0]).0, 1);
     }
 
     #[test]
@@ -179,7 +279,7 @@ mod tests {
         let run = |seed| {
             let mut s = Sampler::new(params(0.8, seed));
             (0..20)
-                .map(|_| s.sample(&mut logits.clone()))
+                .map(|_| s.sample(&mut logits.clone()).0)
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
@@ -193,7 +293,7 @@ mod tests {
             ..params(1.0, 3)
         });
         for _ in 0..20 {
-            assert_eq!(s.sample(&mut [0.0, 1.0, 5.0, 4.9]), 2);
+            assert_eq!(s.sample(&mut [0.0, 1.0, 5.0, 4.9]).0, 2);
         }
         let mut s = Sampler::new(SamplingParams {
             top_p: 0.5,
@@ -201,7 +301,7 @@ mod tests {
         });
         for _ in 0..20 {
             // token 0 holds ~88% of the mass: the 0.5 nucleus is token 0 alone.
-            assert_eq!(s.sample(&mut [4.0, 2.0, 0.0, 0.0]), 0);
+            assert_eq!(s.sample(&mut [4.0, 2.0, 0.0, 0.0]).0, 0);
         }
     }
 
@@ -211,7 +311,7 @@ mod tests {
             frequency_penalty: 2.0,
             ..params(0.0, 1)
         });
-        assert_eq!(s.sample(&mut [1.0, 0.5]), 0);
-        assert_eq!(s.sample(&mut [1.0, 0.5]), 1);
+        assert_eq!(s.sample(&mut [1.0, 0.5]).0, 0);
+        assert_eq!(s.sample(&mut [1.0, 0.5]).0, 1);
     }
 }

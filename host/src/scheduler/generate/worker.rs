@@ -14,7 +14,7 @@ use super::kv_batch::{KvBatch, Prefilled};
 use super::prefill::{chunk_step, group_sizes, prefill_step};
 use super::sampler::Sampler;
 use super::text::{IncrementalDecoder, Matched, StopMatcher};
-use super::{FinishReason, GenEvent, GenerateRequest, GenerationEnd};
+use super::{FinishReason, GenEvent, GenerateRequest, GenerationEnd, TokenLogprob, TokenLogprobs};
 use crate::error::{ErrorCode, InferenceError};
 
 /// Handle to a decoder model's generation worker.
@@ -486,7 +486,7 @@ impl Worker {
 
     /// Samples the next token from `logits` and emits its text; false when finished.
     fn accept(&mut self, seq: &mut Active, logits: &mut [f32]) -> bool {
-        let token = seq.sampler.sample(logits);
+        let (token, logprobs) = seq.sampler.sample(logits);
         seq.generated += 1;
         seq.last = token;
         if self.stop_ids.contains(&token) {
@@ -498,9 +498,23 @@ impl Worker {
             Matched::Continue(t) => (t, false),
             Matched::Stop(t) => (t, true),
         };
+        let logprobs = logprobs
+            .map(|lp| {
+                let entry = |(token, logprob): (u32, f32)| TokenLogprob {
+                    token,
+                    text: self.tokenizer.decode(&[token], false).unwrap_or_default(),
+                    logprob,
+                };
+                vec![TokenLogprobs {
+                    chosen: entry(lp.chosen),
+                    top: lp.top.into_iter().map(entry).collect(),
+                }]
+            })
+            .unwrap_or_default();
         let _ = seq.events.send(GenEvent::Chunk {
             text: emit,
             tokens: vec![token],
+            logprobs,
         });
         if stopped {
             self.finish(seq, FinishReason::Stop, None);
@@ -521,6 +535,7 @@ impl Worker {
                 let _ = seq.events.send(GenEvent::Chunk {
                     text: held,
                     tokens: Vec::new(),
+                    logprobs: Vec::new(),
                 });
             }
         }

@@ -1,7 +1,7 @@
 //! Parsing and validating a `/v1/chat/completions` request body (everything that
 //! needs no model info). Fields this server does not implement are rejected with
 //! `unsupported_parameter` unless they are absent, `null` or their no-op value
-//! (`"tools": []`, `"logprobs": false`, `"response_format": {"type": "text"}`...).
+//! (`"tools": []`, `"response_format": {"type": "text"}`...).
 
 use crate::errors::ApiError;
 use crate::routes::json::{
@@ -75,14 +75,6 @@ fn reject_unsupported(f: &mut Fields) -> Result<(), ApiError> {
     let is_none_str = |v: &Value| v == "none";
     let no_tools = "is not supported: this server does not implement tool or function calling.";
 
-    match f.take("logprobs") {
-        None | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true)) => {
-            return Err(unsupported("logprobs", "'logprobs' is not supported."))
-        }
-        Some(other) => return Err(wrong_type("logprobs", "a boolean", &other)),
-    }
-    f.reject_unless("top_logprobs", |_| false, "is not supported.")?;
     for name in ["tools", "functions"] {
         match f.take(name) {
             None => {}

@@ -8,13 +8,14 @@
 //! partial text is returned. `error` becomes a 500-class OpenAI error (a JSON
 //! error response, or an SSE `error` event when streaming).
 
+pub mod logprobs;
 pub mod sse;
 
 use super::sampling::{Sampling, MAX_CHOICES};
 use crate::errors::ApiError;
 use crate::host::{
     ErrorCode, Event, FinishReason, GenerationEnd, GenerationStream, Host, HostError, ModelInfo,
-    Prompt, Usage,
+    Prompt, TokenLogprobs, Usage,
 };
 use crate::http::{Reply, Response};
 use serde::Serialize;
@@ -127,9 +128,10 @@ pub fn run(
             meta,
             choices,
             sampling.include_usage,
+            sampling.logprobs.is_some(),
         )))
     } else {
-        collect(flavor, &meta, choices).map(Reply::Full)
+        collect(flavor, &meta, choices, sampling.logprobs.is_some()).map(Reply::Full)
     }
 }
 
@@ -214,13 +216,31 @@ impl From<Usage> for UsageJson {
     }
 }
 
-/// Runs the generation to its end; the text of all chunks and how it ended.
-pub fn drain(mut stream: Box<dyn GenerationStream>) -> (String, GenerationEnd) {
+/// A generation run to its end: its text, its tokens' log probabilities (when
+/// asked for) and how it ended.
+pub struct Drained {
+    pub text: String,
+    pub logprobs: Vec<TokenLogprobs>,
+    pub end: GenerationEnd,
+}
+
+/// Runs the generation to its end.
+pub fn drain(mut stream: Box<dyn GenerationStream>) -> Drained {
     let mut text = String::new();
+    let mut logprobs = Vec::new();
     loop {
         match stream.next() {
-            Event::Chunk(c) => text.push_str(&c.text),
-            Event::Done(end) => return (text, end),
+            Event::Chunk(c) => {
+                text.push_str(&c.text);
+                logprobs.extend(c.logprobs);
+            }
+            Event::Done(end) => {
+                return Drained {
+                    text,
+                    logprobs,
+                    end,
+                }
+            }
         }
     }
 }
@@ -228,7 +248,12 @@ pub fn drain(mut stream: Box<dyn GenerationStream>) -> (String, GenerationEnd) {
 /// The non-streaming response: one `chat.completion` or `text_completion`
 /// holding every choice. The choices' generations run together on the host;
 /// they are read one after another.
-pub fn collect(flavor: Flavor, meta: &Meta, choices: Vec<Choice>) -> Result<Response, ApiError> {
+pub fn collect(
+    flavor: Flavor,
+    meta: &Meta,
+    choices: Vec<Choice>,
+    with_logprobs: bool,
+) -> Result<Response, ApiError> {
     let provider = choices
         .first()
         .map(|c| c.stream.provider())
@@ -236,10 +261,14 @@ pub fn collect(flavor: Flavor, meta: &Meta, choices: Vec<Choice>) -> Result<Resp
     let mut done = Vec::with_capacity(choices.len());
     let mut usage = UsageJson::default();
     for choice in choices {
-        let (text, end) = drain(choice.stream);
-        let finish_reason = finish_reason(&end)?;
-        usage.add(end.usage, choice.counts_prompt);
-        done.push((choice.index, text, finish_reason));
+        let drained = drain(choice.stream);
+        let finish_reason = finish_reason(&drained.end)?;
+        usage.add(drained.end.usage, choice.counts_prompt);
+        let lp = with_logprobs.then(|| match flavor {
+            Flavor::Chat => logprobs::chat(&drained.logprobs),
+            Flavor::Text => logprobs::completions(&drained.logprobs, 0),
+        });
+        done.push((choice.index, drained.text, finish_reason, lp));
     }
     let body = match flavor {
         Flavor::Chat => serde_json::to_vec(&ChatCompletion {
@@ -249,13 +278,13 @@ pub fn collect(flavor: Flavor, meta: &Meta, choices: Vec<Choice>) -> Result<Resp
             model: &meta.model,
             choices: done
                 .iter()
-                .map(|(index, text, finish_reason)| ChatChoice {
+                .map(|(index, text, finish_reason, lp)| ChatChoice {
                     index: *index,
                     message: AssistantMessage {
                         role: "assistant",
                         content: text,
                     },
-                    logprobs: None,
+                    logprobs: lp.as_ref(),
                     finish_reason,
                 })
                 .collect(),
@@ -269,10 +298,10 @@ pub fn collect(flavor: Flavor, meta: &Meta, choices: Vec<Choice>) -> Result<Resp
             model: &meta.model,
             choices: &done
                 .iter()
-                .map(|(index, text, finish_reason)| TextChoice {
+                .map(|(index, text, finish_reason, lp)| TextChoice {
                     text,
                     index: *index,
-                    logprobs: None,
+                    logprobs: lp.as_ref(),
                     finish_reason: Some(*finish_reason),
                 })
                 .collect::<Vec<_>>(),
@@ -298,7 +327,7 @@ struct ChatCompletion<'a> {
 struct ChatChoice<'a> {
     index: u32,
     message: AssistantMessage<'a>,
-    logprobs: Option<()>,
+    logprobs: Option<&'a serde_json::Value>,
     finish_reason: &'static str,
 }
 
@@ -325,6 +354,6 @@ pub(crate) struct TextCompletion<'a> {
 pub(crate) struct TextChoice<'a> {
     pub text: &'a str,
     pub index: u32,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<&'a serde_json::Value>,
     pub finish_reason: Option<&'static str>,
 }

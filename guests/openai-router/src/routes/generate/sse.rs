@@ -14,10 +14,11 @@
 //! If the client goes away, the next write fails, the body returns and drops the
 //! generation streams, which cancels the generations on the host.
 
-use super::{finish_reason, Choice, Flavor, Meta, TextChoice, TextCompletion, UsageJson};
-use crate::host::Event;
+use super::{finish_reason, logprobs, Choice, Flavor, Meta, TextChoice, TextCompletion, UsageJson};
+use crate::host::{Event, TokenLogprobs};
 use crate::http::{BodySink, Disconnected, StreamBody, StreamingResponse};
 use serde::Serialize;
+use serde_json::Value;
 
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
@@ -27,6 +28,7 @@ pub fn response(
     meta: Meta,
     choices: Vec<Choice>,
     include_usage: bool,
+    with_logprobs: bool,
 ) -> StreamingResponse {
     let provider = choices
         .first()
@@ -44,6 +46,7 @@ pub fn response(
             meta,
             choices,
             include_usage,
+            with_logprobs,
         }),
     }
 }
@@ -53,6 +56,16 @@ struct SseBody {
     meta: Meta,
     choices: Vec<Choice>,
     include_usage: bool,
+    with_logprobs: bool,
+}
+
+/// A choice being streamed: log probabilities of tokens whose text is still held
+/// back wait for the next chunk that has text (or the finish chunk).
+struct Running {
+    choice: Choice,
+    pending: Vec<TokenLogprobs>,
+    /// Characters of token text sent so far (completions' `text_offset`).
+    offset: usize,
 }
 
 /// What one chunk's choice carries, before it is shaped for the flavor.
@@ -79,39 +92,70 @@ impl SseBody {
             meta,
             choices,
             include_usage,
+            with_logprobs,
         } = self;
         // With include_usage every chunk but the last says `"usage":null`.
         let usage_null = include_usage.then_some(None);
-        let send = |sink: &mut dyn BodySink, index: u32, piece: Piece| {
+        let send = |sink: &mut dyn BodySink, index: u32, piece: Piece, lp: Option<Value>| {
             sink.write(&frame(&chunk(
                 flavor,
                 &meta,
-                Some((index, piece)),
+                Some((index, piece, lp)),
                 usage_null,
             )))
         };
+        // The log probabilities a chunk carries: what is pending, in its flavor's shape.
+        let take = |r: &mut Running| -> Option<Value> {
+            if !with_logprobs {
+                return None;
+            }
+            let entries = std::mem::take(&mut r.pending);
+            Some(match flavor {
+                Flavor::Chat => logprobs::chat(&entries),
+                Flavor::Text => {
+                    let lp = logprobs::completions(&entries, r.offset);
+                    r.offset += logprobs::chars(&entries);
+                    lp
+                }
+            })
+        };
         if flavor == Flavor::Chat {
             for choice in &choices {
-                send(sink, choice.index, Piece::Role)?;
+                send(sink, choice.index, Piece::Role, None)?;
             }
         }
         let mut usage = UsageJson::default();
-        let mut running: Vec<Choice> = choices;
+        let mut running: Vec<Running> = choices
+            .into_iter()
+            .map(|choice| Running {
+                choice,
+                pending: Vec::new(),
+                offset: 0,
+            })
+            .collect();
         while !running.is_empty() {
             let mut still = Vec::with_capacity(running.len());
-            for mut choice in running {
-                match choice.stream.next() {
-                    Event::Chunk(c) if c.text.is_empty() => still.push(choice),
+            for mut r in running {
+                match r.choice.stream.next() {
                     Event::Chunk(c) => {
-                        send(sink, choice.index, Piece::Text(&c.text))?;
-                        still.push(choice);
+                        r.pending.extend(c.logprobs);
+                        if !c.text.is_empty() {
+                            let lp = take(&mut r);
+                            send(sink, r.choice.index, Piece::Text(&c.text), lp)?;
+                        }
+                        still.push(r);
                     }
                     Event::Done(end) => {
-                        let index = choice.index;
-                        usage.add(end.usage, choice.counts_prompt);
-                        drop(choice);
+                        let index = r.choice.index;
+                        usage.add(end.usage, r.choice.counts_prompt);
+                        let lp = if r.pending.is_empty() {
+                            None
+                        } else {
+                            take(&mut r)
+                        };
+                        drop(r);
                         match finish_reason(&end) {
-                            Ok(reason) => send(sink, index, Piece::Finish(reason))?,
+                            Ok(reason) => send(sink, index, Piece::Finish(reason), lp)?,
                             Err(e) => {
                                 // The other choices are dropped (cancelled) on return.
                                 sink.write(&frame(&e.to_json()))?;
@@ -144,12 +188,12 @@ pub fn frame(json: &[u8]) -> Vec<u8> {
 fn chunk(
     flavor: Flavor,
     meta: &Meta,
-    choice: Option<(u32, Piece)>,
+    choice: Option<(u32, Piece, Option<Value>)>,
     usage: Option<Option<UsageJson>>,
 ) -> Vec<u8> {
     let json = match flavor {
         Flavor::Chat => {
-            let choice = choice.map(|(index, piece)| {
+            let choice = choice.map(|(index, piece, logprobs)| {
                 let (delta, finish_reason) = match piece {
                     Piece::Role => (
                         Delta {
@@ -176,7 +220,7 @@ fn chunk(
                 ChatChunkChoice {
                     index,
                     delta,
-                    logprobs: None,
+                    logprobs,
                     finish_reason,
                 }
             });
@@ -191,19 +235,22 @@ fn chunk(
             })
         }
         Flavor::Text => {
-            let choice = choice.map(|(index, piece)| {
+            let parts = choice.map(|(index, piece, logprobs)| {
                 let (text, finish_reason) = match piece {
                     Piece::Text(t) => (t, None),
                     Piece::Finish(r) => ("", Some(r)),
                     Piece::Role => ("", None),
                 };
-                TextChoice {
-                    text,
-                    index,
-                    logprobs: None,
-                    finish_reason,
-                }
+                (index, text, finish_reason, logprobs)
             });
+            let choice = parts
+                .as_ref()
+                .map(|(index, text, finish_reason, logprobs)| TextChoice {
+                    text,
+                    index: *index,
+                    logprobs: logprobs.as_ref(),
+                    finish_reason: *finish_reason,
+                });
             serde_json::to_vec(&TextCompletion {
                 id: &meta.id,
                 object: "text_completion",
@@ -214,7 +261,7 @@ fn chunk(
             })
         }
     };
-    // Serializing these structs cannot fail (string keys, no maps, no floats).
+    // Serializing these cannot fail (string keys; a non-finite float becomes null).
     json.unwrap_or_default()
 }
 
@@ -234,7 +281,7 @@ struct ChatChunk<'a> {
 struct ChatChunkChoice<'a> {
     index: u32,
     delta: Delta<'a>,
-    logprobs: Option<()>,
+    logprobs: Option<Value>,
     finish_reason: Option<&'static str>,
 }
 
