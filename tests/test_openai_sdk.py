@@ -208,6 +208,30 @@ def test_logprobs_chat_and_completions(client):
     assert e.value.param == "top_logprobs"
 
 
+def test_logit_bias_bans_and_forces_tokens(client):
+    first = client.chat.completions.create(model=CHAT, messages=QUESTION, temperature=0, max_tokens=1,
+                                           logprobs=True)
+    banned = first.choices[0].logprobs.content[0]
+    tokens = client.chat.completions.create(model=CHAT, messages=QUESTION, temperature=0, max_tokens=1,
+                                            logprobs=True, top_logprobs=1,
+                                            logit_bias={str(top_id(banned.token)): -100})
+    assert tokens.choices[0].logprobs.content[0].token != banned.token
+    # The reported log probabilities stay the model's own: the banned token is still the most likely.
+    assert tokens.choices[0].logprobs.content[0].top_logprobs[0].token == banned.token
+
+    forced = client.completions.create(model=CHAT, prompt="The sky is", temperature=0, max_tokens=3,
+                                       logit_bias={str(top_id(" green")): 100})
+    assert forced.choices[0].text == " green" * 3
+
+
+def top_id(text: str) -> int:
+    """The id of a one-token text, through the tokenizer of the served model."""
+    from tokenizers import Tokenizer
+    ids = Tokenizer.from_file(str(SMOLLM / "tokenizer.json")).encode(text, add_special_tokens=False).ids
+    assert len(ids) == 1, ids
+    return ids[0]
+
+
 # --- errors → exception types ---
 
 def test_400_is_bad_request_error(client):

@@ -93,6 +93,13 @@ impl ApiState {
             Prompt::Text(text) => decoder.encode_prompt(&text, options.add_special_tokens)?,
             Prompt::Tokens(tokens) => tokens,
         };
+        let vocab = decoder.vocab_size();
+        if let Some((bad, _)) = options.logit_bias.iter().find(|(t, _)| *t >= vocab) {
+            return Err(InferenceError::invalid(format!(
+                "logit_bias names token id {bad}, out of the vocabulary of model {model} (size {vocab})"
+            ))
+            .with_param("logit_bias"));
+        }
         let sampling = SamplingParams {
             temperature: options.temperature.max(0.0),
             top_p: if options.top_p > 0.0 && options.top_p <= 1.0 {
@@ -107,6 +114,12 @@ impl ApiState {
             logprobs: options
                 .logprobs
                 .map(|k| k.min(generate::sampler::MAX_TOP_LOGPROBS)),
+            logit_bias: options
+                .logit_bias
+                .into_iter()
+                .filter(|(_, b)| b.is_finite())
+                .map(|(t, b)| (t, b.clamp(-100.0, 100.0)))
+                .collect(),
         };
         let stop = options.stop;
         let tenant = self.access.tenant.clone();

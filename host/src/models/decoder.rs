@@ -262,6 +262,11 @@ impl DecoderModel {
         Ok(ids)
     }
 
+    /// Token ids below this are valid.
+    pub fn vocab_size(&self) -> u32 {
+        self.vocab_size
+    }
+
     /// Checks limits and starts generating. `max_tokens` None means "up to the context".
     pub fn generate(
         &self,

@@ -2,7 +2,7 @@
 //! sampling, stop sequences, streaming, `n`, `user`, `logit_bias`. Parsed once
 //! into [`Sampling`], which becomes the WIT `generate-options`.
 
-use super::json::{bad_value, unsupported, wrong_type, Fields};
+use super::json::{bad_value, wrong_type, Fields};
 use crate::errors::ApiError;
 use crate::host::GenerateOptions;
 use serde_json::Value;
@@ -51,6 +51,8 @@ pub struct Sampling {
     /// Log probabilities with this many alternatives per token (chat's
     /// `logprobs` + `top_logprobs`, completions' `logprobs`).
     pub logprobs: Option<u32>,
+    /// Token id → bias added to its logit.
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Sampling {
@@ -69,6 +71,7 @@ impl Sampling {
             stop: self.stop.clone(),
             add_special_tokens,
             logprobs: self.logprobs,
+            logit_bias: self.logit_bias.clone(),
         }
     }
 }
@@ -161,14 +164,7 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
     };
     // `user` identifies the end user to OpenAI for abuse monitoring; nothing to do here.
     f.string("user")?;
-    match f.take("logit_bias") {
-        None => {}
-        Some(Value::Object(m)) if m.is_empty() => {}
-        Some(Value::Object(_)) => {
-            return Err(unsupported("logit_bias", "'logit_bias' is not supported."))
-        }
-        Some(other) => return Err(wrong_type("logit_bias", "an object", &other)),
-    }
+    let logit_bias = parse_logit_bias(f.take("logit_bias"))?;
 
     Ok(Sampling {
         max_tokens,
@@ -184,7 +180,46 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         include_usage,
         n,
         logprobs,
+        logit_bias,
     })
+}
+
+/// The most entries `logit_bias` may hold (OpenAI's limit).
+pub const MAX_LOGIT_BIAS: usize = 300;
+
+/// `logit_bias`: `{"token id": bias}`, ids as decimal strings, biases -100..100.
+/// Ids beyond the vocabulary are the host's to refuse.
+fn parse_logit_bias(v: Option<Value>) -> Result<Vec<(u32, f32)>, ApiError> {
+    let map = match v {
+        None => return Ok(Vec::new()),
+        Some(Value::Object(m)) => m,
+        Some(other) => return Err(wrong_type("logit_bias", "an object", &other)),
+    };
+    if map.len() > MAX_LOGIT_BIAS {
+        return Err(bad_value(
+            "logit_bias",
+            format!(
+                "it has {} entries; at most {MAX_LOGIT_BIAS} are allowed.",
+                map.len()
+            ),
+        ));
+    }
+    map.into_iter()
+        .map(|(key, value)| {
+            let path = format!("logit_bias.{key}");
+            let id: u32 = key.parse().map_err(|_| {
+                bad_value("logit_bias", format!("the key {key:?} is not a token id."))
+            })?;
+            let bias = match &value {
+                Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+                other => return Err(wrong_type(&path, "a number", other)),
+            };
+            if !(-100.0..=100.0).contains(&bias) {
+                return Err(bad_value(&path, format!("{bias} is outside -100..100.")));
+            }
+            Ok((id, bias as f32))
+        })
+        .collect()
 }
 
 /// `stop`: a string or an array of at most [`MAX_STOP`] strings, none empty.

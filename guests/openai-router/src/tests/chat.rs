@@ -211,9 +211,19 @@ fn invalid_fields_name_their_param() {
             "expected an object",
         ),
         (
-            json!({"logit_bias": {"50256": -100}}),
+            json!({"logit_bias": {"x": -100}}),
             "logit_bias",
-            "not supported",
+            "not a token id",
+        ),
+        (
+            json!({"logit_bias": {"5": 101}}),
+            "logit_bias.5",
+            "outside -100..100",
+        ),
+        (
+            json!({"logit_bias": {"5": "1"}}),
+            "logit_bias.5",
+            "expected a number",
         ),
         (
             json!({"logit_bias": []}),

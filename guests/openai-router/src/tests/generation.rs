@@ -622,3 +622,16 @@ fn logprobs_fields_are_checked() {
     assert_error(&r, 400, Some("logprobs"), "integer");
     assert!(h.gen_calls.borrow().is_empty());
 }
+
+#[test]
+fn logit_bias_goes_to_the_host() {
+    let h = gen_fake();
+    let (r, v) = chat(
+        &h,
+        json!({"model": "smol", "messages": hi(), "logit_bias": {"42": -100, "7": 2.5}}),
+    );
+    assert_eq!(r.status, 200, "{v}");
+    let mut bias = h.gen_calls.borrow()[0].2.logit_bias.clone();
+    bias.sort_by_key(|b| b.0);
+    assert_eq!(bias, [(7, 2.5), (42, -100.0)]);
+}

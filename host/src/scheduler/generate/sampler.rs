@@ -14,6 +14,8 @@ pub struct SamplingParams {
     pub seed: Option<u64>,
     /// Report log probabilities with this many alternatives (see [`Logprobs`]).
     pub logprobs: Option<u32>,
+    /// Added to these tokens' logits before anything else (OpenAI's `logit_bias`).
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 /// The most alternatives a step reports (OpenAI's limit).
@@ -54,14 +56,20 @@ impl Sampler {
             .map(|k| log_normalizer_and_top(logits, k.min(MAX_TOP_LOGPROBS) as usize));
         let token = self.pick(logits);
         let logprobs = measured.map(|(normalizer, top)| {
-            // The penalties lowered the logits of tokens generated before this step.
+            // The bias and the penalties moved the logit; the model's own is reported.
             let p = &self.params;
             let before = self.counts.get(&token).map_or(0, |c| c - 1);
-            let penalty = if before > 0 {
+            let mut penalty = if before > 0 {
                 p.presence_penalty + p.frequency_penalty * before as f32
             } else {
                 0.0
             };
+            penalty -= p
+                .logit_bias
+                .iter()
+                .filter(|(t, _)| *t == token)
+                .map(|(_, b)| b)
+                .sum::<f32>();
             let raw = logits
                 .get(token as usize)
                 .map_or(f32::NEG_INFINITY, |l| l + penalty);
@@ -75,6 +83,11 @@ impl Sampler {
 
     fn pick(&mut self, logits: &mut [f32]) -> u32 {
         let p = &self.params;
+        for &(token, bias) in &p.logit_bias {
+            if let Some(l) = logits.get_mut(token as usize) {
+                *l += bias;
+            }
+        }
         if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
             for (&token, &count) in &self.counts {
                 if let Some(l) = logits.get_mut(token as usize) {
@@ -220,7 +233,28 @@ mod tests {
             frequency_penalty: 0.0,
             seed: Some(seed),
             logprobs: None,
+            logit_bias: Vec::new(),
         }
+    }
+
+    #[test]
+    fn logit_bias_bans_and_forces_tokens() {
+        let logits = [1.0f32, 3.0, 2.0];
+        let mut s = Sampler::new(SamplingParams {
+            logit_bias: vec![(1, -100.0)],
+            ..params(0.0, 1)
+        });
+        assert_eq!(s.sample(&mut logits.clone()).0, 2);
+        let mut s = Sampler::new(SamplingParams {
+            logit_bias: vec![(0, 100.0)],
+            logprobs: Some(0),
+            ..params(0.9, 5)
+        });
+        let (token, lp) = s.sample(&mut logits.clone());
+        assert_eq!(token, 0);
+        // Reported under the model's own distribution, bias undone.
+        let z = logits.iter().map(|l| l.exp()).sum::<f32>().ln();
+        assert!((lp.unwrap().chosen.1 - (1.0 - z)).abs() < 1e-5);
     }
 
     #[test]
