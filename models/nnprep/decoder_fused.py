@@ -3,7 +3,7 @@
 The same model as decoder.py (same weights, same initializer names for the int4 quantizer), built
 from com.microsoft GroupQueryAttention (rotary inside, from cos/sin cache initializers),
 SimplifiedLayerNormalization / SkipSimplifiedLayerNormalization (RMSNorm + residual add) and, after
-quantize.quantize_int4, MatMulNBits -- the operators onnxruntime-genai's model builder emits.
+quantize.quantize_weights, MatMulNBits -- the operators onnxruntime-genai's model builder emits.
 
 Graph I/O (no position_ids: GroupQueryAttention derives rotary positions from seqlens_k):
   inputs  input_ids                   int64   [batch_size, sequence_length]

@@ -97,7 +97,7 @@ def open_gguf(manifest: Manifest, src: Path, log: Callable[[str], None]) -> GGUF
 
 def convert(manifest: Manifest, src: Path, dst: Path, log: Callable[[str], None]) -> dict:
     """Write both ONNX variants into `dst`; returns facts (spec, the open GGUF) for the layout step."""
-    from .quantize import quantize_int4
+    from .quantize import quantize_weights
 
     opts = manifest.decoder
     g = open_gguf(manifest, src, log)
@@ -115,11 +115,15 @@ def convert(manifest: Manifest, src: Path, dst: Path, log: Callable[[str], None]
 
     t = time.monotonic()
     model = build_decoder_onnx(s, weights, untie_lm_head=opts.lm_head_bits != 0)
-    model = quantize_int4(model, embedding=opts.int4_embedding, lm_head_bits=opts.lm_head_bits)
+    model = quantize_weights(model, embedding=opts.int4_embedding, lm_head_bits=opts.lm_head_bits,
+                             weight_bits=opts.weight_bits)
     _save(model, dst / INT4_PATH)
     del model
-    what = (f"int4 MatMuls, LM head {f'{opts.lm_head_bits}-bit' if opts.lm_head_bits else 'float32'}, "
-            f"embedding {'int4' if opts.int4_embedding else 'float32'}")
+    if opts.weight_bits == 8:
+        what = f"8-bit MatMuls and LM head, embedding {'8-bit' if opts.int4_embedding else 'float32'}"
+    else:
+        what = (f"int4 MatMuls, LM head {f'{opts.lm_head_bits}-bit' if opts.lm_head_bits else 'float32'}, "
+                f"embedding {'int4' if opts.int4_embedding else 'float32'}")
     log(f"wrote {INT4_PATH} ({(dst / INT4_PATH).stat().st_size / 1e6:.0f} MB; {what}) "
         f"in {time.monotonic() - t:.1f}s")
 
@@ -127,7 +131,8 @@ def convert(manifest: Manifest, src: Path, dst: Path, log: Callable[[str], None]
     model = build_fused_decoder_onnx(s, weights, max_positions=context_length(manifest, s),
                                      untie_lm_head=opts.lm_head_bits != 0)
     del weights
-    model = quantize_int4(model, embedding=opts.int4_embedding, lm_head_bits=opts.lm_head_bits)
+    model = quantize_weights(model, embedding=opts.int4_embedding, lm_head_bits=opts.lm_head_bits,
+                             weight_bits=opts.weight_bits)
     _save(model, dst / FUSED_PATH)
     log(f"wrote {FUSED_PATH} ({(dst / FUSED_PATH).stat().st_size / 1e6:.0f} MB; fused graph, {what}) "
         f"in {time.monotonic() - t:.1f}s")

@@ -83,6 +83,8 @@ class DecoderOptions:
     stop: tuple[str, ...] = ()         # stop strings (special tokens) besides the EOS token
     lm_head_bits: int = 8              # LM head in the int4 variant: 8 or 4 (MatMulNBits), 0 = float32
     int4_embedding: bool = True        # quantize the embedding table (GatherBlockQuantized) in the int4 variant
+    weight_bits: int = 4               # the quantized variants' weights: 4 (int4 + block offsets) or 8 (symmetric,
+                                       # head and embedding too; for GGUFs of mostly 5- to 8-bit tensors)
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,10 @@ def parse_manifest(text: str, file: Path | None = None) -> Manifest:
             stop=tuple(d.get("stop", ())),
             lm_head_bits=int(d.get("lm_head_bits", 8)),
             int4_embedding=bool(d.get("int4_embedding", True)),
+            weight_bits=int(d.get("weight_bits", 4)),
         )
+        if decoder.weight_bits not in (4, 8):
+            raise PrepError(f"{dw}: weight_bits must be 4 or 8")
         if decoder.lm_head_bits not in (0, 4, 8):
             raise PrepError(f"{dw}: lm_head_bits must be 0 (float32), 4 or 8")
         if decoder.chat_template not in CHAT_TEMPLATES:

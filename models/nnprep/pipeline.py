@@ -79,6 +79,8 @@ def recipe(manifest: Manifest) -> str:
     }
     if manifest.decoder is not None:   # (absent for embeddings, so their recipes did not change)
         data["decoder"] = dataclasses.asdict(manifest.decoder)
+        if data["decoder"]["weight_bits"] == 4:   # absent at its default, so int4 recipes did not change
+            del data["decoder"]["weight_bits"]
         data["generate"] = [dataclasses.asdict(c) for c in manifest.generate_checks]
         data["decoder_graphs"] = DECODER_GRAPHS
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

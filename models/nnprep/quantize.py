@@ -1,4 +1,6 @@
-"""Weight-only int4 quantization of a decoder graph (com.microsoft MatMulNBits, block 32, accuracy_level 4).
+"""Weight-only quantization of a decoder graph (com.microsoft MatMulNBits, block 32, accuracy_level 4):
+int4 with block offsets (below), or, for models whose GGUF holds mostly 5- to 8-bit tensors, symmetric
+8-bit (`weight_bits = 8`, at the end of this docstring).
 
 Why not plain round-to-nearest with integer zero points (ORT's MatMulNBitsQuantizer default): the GGUF
 weights are already 4/5-bit block-quantized; re-quantizing them onto ORT's grid (which must contain 0
@@ -16,6 +18,13 @@ Decode is ~20 % slower than plain RTN (SmolLM2 ~180 vs ~220 tok/s, quiet machine
 The LM head is the most sensitive matrix: it gets 8-bit MatMulNBits (asymmetric, uint8 zero points)
 by default. The embedding table becomes GatherBlockQuantized (int4, block 32) via ORT's quantizer.
 Activation x activation MatMuls (attention) have no constant weight and stay float32.
+
+weight_bits = 8: every weight, the LM head and the embedding table as symmetric 8-bit blocks of 32
+(scale = max |w| / 127, MatMulNBits' and GatherBlockQuantized's default zero point 128). That
+reproduces GGUF Q8_0 blocks exactly (ggml's d is max |w| / 127) and others to half a step of 255 levels.
+Gemma 3 270M's GGUF (Q4_K_M: mostly Q5_0, Q6_K and Q8_0 tensors) lost much in 4 bits; teacher-forced
+against fp32 (400 tokens): int4 top-1 agreement 0.665, mean KL 0.444; 8-bit 0.970, 0.0046, and a
+decode step as fast (8.8-9.2 ms both: the symmetric 8-bit kernel needs no offset MatMuls).
 """
 from __future__ import annotations
 
@@ -60,8 +69,23 @@ def pack_q8(w_t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return q, scale.reshape(-1), zp.reshape(-1)
 
 
-def quantize_int4(model: onnx.ModelProto, *, embedding: bool = True, lm_head_bits: int = 8) -> onnx.ModelProto:
-    """Rewrite every MatMul with a constant [K, N] weight (K % 32 == 0); lm_head_bits 4, 8 or 0 (= float32)."""
+def pack_q8_symmetric(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[R, C] rows of blocks of 32 along C -> (uint8 [R, C/32, 32] = q + 128, scales [R, C/32]) with
+    w ≈ scale * q, scale = max |w| / 127 per block: exact for GGUF Q8_0 blocks."""
+    R, C = w.shape
+    b = w.reshape(R, C // BLOCK, BLOCK)
+    scale = (np.abs(b).max(-1) / np.float32(127)).astype(np.float32)
+    scale[scale == 0] = 1.0
+    q = np.clip(np.rint(b / scale[..., None]), -127, 127).astype(np.int16) + 128
+    return q.astype(np.uint8), scale
+
+
+def quantize_weights(model: onnx.ModelProto, *, embedding: bool = True, lm_head_bits: int = 8,
+                     weight_bits: int = 4) -> onnx.ModelProto:
+    """Rewrite every MatMul with a constant [K, N] weight (K % 32 == 0). weight_bits 4: int4 with offsets,
+    lm_head_bits 4, 8 or 0 (= float32) for the head; weight_bits 8: symmetric 8-bit, head included."""
+    if weight_bits not in (4, 8):
+        raise ValueError(f"weight_bits must be 4 or 8, not {weight_bits}")
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     nodes, drop, extra, block_sums = [], set(), [], {}
@@ -76,7 +100,7 @@ def quantize_int4(model: onnx.ModelProto, *, embedding: bool = True, lm_head_bit
             nodes.append(n)
             continue
         is_head = weight == LM_HEAD
-        bits = lm_head_bits if is_head else 4
+        bits = lm_head_bits if is_head and weight_bits == 4 else weight_bits
         if bits == 0:
             nodes.append(n)
             continue
@@ -85,6 +109,11 @@ def quantize_int4(model: onnx.ModelProto, *, embedding: bool = True, lm_head_bit
         x = n.input[0]
         drop.add(weight)
         attrs = dict(K=K, N=N, bits=bits, block_size=BLOCK, accuracy_level=ACCURACY_LEVEL)
+        if weight_bits == 8:
+            q, s = pack_q8_symmetric(np.ascontiguousarray(w.T))
+            nodes.append(helper.make_node("MatMulNBits", [x, add(q, weight + "_Q8"), add(s.reshape(-1), weight + "_scales")],
+                                          list(n.output), name=n.name + "_Q8", domain="com.microsoft", **attrs))
+            continue
         if bits == 8:
             q, s, zp = pack_q8(w)
             nodes.append(helper.make_node("MatMulNBits", [x, add(q, weight + "_Q8"), add(s, weight + "_scales"),
@@ -114,6 +143,8 @@ def quantize_int4(model: onnx.ModelProto, *, embedding: bool = True, lm_head_bit
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
 
+    if embedding and weight_bits == 8:
+        return _quantize_embedding_q8(model)
     if embedding:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -125,4 +156,26 @@ def quantize_int4(model: onnx.ModelProto, *, embedding: bool = True, lm_head_bit
                                   nodes_to_include=gathers, quant_axes=(("Gather", 1),))
         qz.process()
         model = qz.model.model
+    return model
+
+
+def _quantize_embedding_q8(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The embedding table's Gather -> 8-bit symmetric GatherBlockQuantized (blocks of 32 along the row)."""
+    g = model.graph
+    table = next((t for t in g.initializer if t.name == EMBEDDING), None)
+    gathers = [n for n in g.node if n.op_type == "Gather" and n.input[0] == EMBEDDING]
+    if table is None or not gathers or table.dims[1] % BLOCK:
+        return model
+    rows, cols = table.dims
+    q, scales = pack_q8_symmetric(numpy_helper.to_array(table))
+    for n in gathers:
+        n.op_type, n.domain = "GatherBlockQuantized", "com.microsoft"
+        n.input[:] = [EMBEDDING + "_Q8", n.input[1], EMBEDDING + "_scales"]
+        del n.attribute[:]
+        n.attribute.extend([helper.make_attribute("bits", 8), helper.make_attribute("block_size", BLOCK),
+                            helper.make_attribute("gather_axis", 0), helper.make_attribute("quantize_axis", 1)])
+    kept = [t for t in g.initializer if t.name != EMBEDDING]
+    del g.initializer[:]
+    g.initializer.extend(kept + [numpy_helper.from_array(q.reshape(rows, cols), EMBEDDING + "_Q8"),
+                                 numpy_helper.from_array(scales, EMBEDDING + "_scales")])
     return model

@@ -209,7 +209,7 @@ def verify_decoder(folder: Path, manifest: Manifest, layout: dict, log=print) ->
     cos = float(np.dot(q[0], full[0]) / (np.linalg.norm(q[0]) * np.linalg.norm(full[0])))
     if cos < INT4_MIN_COSINE:
         raise PrepError(f"int4 logits have cosine {cos:.4f} with fp32 (< {INT4_MIN_COSINE})")
-    log(f"int4 vs fp32 logits cosine {cos:.4f}")
+    log(f"quantized (int4 or 8-bit) vs fp32 logits cosine {cos:.4f}")
 
     fused = RaggedDecoder.from_folder(folder, FUSED_PATH)
     facts = verify_fused(fused, ids, q, log)

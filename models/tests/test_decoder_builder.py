@@ -22,7 +22,7 @@ class Tiny:
         self.spec = self.g.spec
         model = build_decoder_onnx(self.spec, self.g.weights(), untie_lm_head=quantized)
         if quantized:
-            model = quantize.quantize_int4(model, embedding=False, lm_head_bits=8)
+            model = quantize.quantize_weights(model, embedding=False, lm_head_bits=8)
         onnx.save_model(model, str(tmp / f"{arch}.onnx"))
         self.model, self.sess = model, ort_session(tmp / f"{arch}.onnx")
         self.meta, self.W = load_gguf(self.path)

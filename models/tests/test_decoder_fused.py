@@ -33,7 +33,7 @@ class Tiny:
         self.spec = s = g.spec
         self.model = build_fused_decoder_onnx(s, g.weights(), max_positions=MAX_POSITIONS, untie_lm_head=quantized)
         if quantized:
-            self.model = quantize.quantize_int4(self.model, embedding=False, lm_head_bits=8)
+            self.model = quantize.quantize_weights(self.model, embedding=False, lm_head_bits=8)
         self.dec = RaggedDecoder(_session(self.model), s.num_layers, s.num_kv_heads, s.head_dim)
         self.meta, self.W = load_gguf(path)
 

@@ -197,10 +197,9 @@ def test_int4_quality(model):
     nll = lambda p: float(np.exp(-p[np.arange(len(ids) - 1), ids[1:]].mean()))  # noqa: E731
     print(f"\n{model.name} int4 vs fp32 over {len(ids)} positions: top-1 agreement {agree:.3f}, "
           f"mean KL {kl:.4f}, mean logits cosine {cos:.4f}, perplexity {nll(pr):.2f} -> {nll(pq):.2f}")
-    if model.name.startswith("smollm2"):   # Q4_1 GGUF: the int4 packing is exact, the 8-bit head nearly
-        assert agree >= 0.9 and kl <= 0.03 and cos >= 0.99
-    else:                                  # Q5_0/Q6_K/Q8_0 GGUF weights lose in 4 bits
-        assert agree >= 0.7 and kl <= 0.25 and cos >= 0.95
+    # SmolLM2 (Q4_1 GGUF): the int4 packing is exact, the 8-bit head nearly (0.973, KL 0.006).
+    # Gemma (mostly Q5_0/Q6_K/Q8_0): 8-bit weights (0.987, KL 0.002; in int4 it was 0.84, KL 0.12).
+    assert agree >= 0.9 and kl <= 0.03 and cos >= 0.99
     # the fused graph (same int4 weights, GroupQueryAttention etc.) is as close to fp32 as the naive one
     f = _teacher_forced(model.fused, ids)
     pf = lsm(f)
@@ -209,23 +208,35 @@ def test_int4_quality(model):
     kl_f = float((np.exp(pr) * (pr - pf)).sum(-1).mean())
     print(f"{model.name} fused int4 vs fp32: top-1 agreement {agree_f:.3f}, mean KL {kl_f:.4f}, perplexity "
           f"{nll(pf):.2f}; fused vs naive int4 top-1 agreement {same:.3f}")
-    # measured: SmolLM2 0.973 (= naive), Gemma 0.80 vs naive 0.84 (KL 0.125 vs 0.122): int8 activation noise
+    # measured: SmolLM2 0.973 (= naive), Gemma 0.987 (= naive); int8 activation noise may move either
     assert agree_f >= agree - 0.08 and kl_f <= 1.5 * kl + 0.01 and same >= 0.9
 
 
+def near_tie(dec, prompt: list[int], out: list[int], margin: float = 0.1) -> int:
+    """The first step of the greedy continuation `out` at which `dec`'s two most likely tokens are
+    within `margin` logits (len(out) if none): where a rounding difference may rightly change course."""
+    for i in range(len(out)):
+        logits = dec.run(prompt + out[:i])[0][0]
+        top2 = np.sort(logits)[-2:]
+        if top2[1] - top2[0] < margin:
+            return i
+    return len(out)
+
+
 def test_fused_greedy_agrees_with_naive_and_passes_generate_checks(model):
-    """Greedy continuations of the fused int4 graph vs the naive int4 graph (printed agreement), and the
-    manifest's [[verify.generate]] facts with the fused variant."""
+    """Greedy continuations of the fused and the naive quantized graphs follow fp32's until fp32 itself
+    nearly ties (or for 8 tokens), and the manifest's [[verify.generate]] facts hold for the fused variant."""
     stop = set(model.meta["stop_token_ids"])
     prompt = model.chat_ids("Write a short story about a robot.") if model.name.startswith("smollm2") else \
         model.tok.encode("Once upon a time, in a small village by the sea,").ids
-    naive, fused = model.int4.greedy(prompt, 32, stop), model.fused.greedy(prompt, 32, stop)
-    n = min(len(naive), len(fused))
-    same = sum(a == b for a, b in zip(naive, fused)) / n
-    prefix = next((i for i, (a, b) in enumerate(zip(naive, fused)) if a != b), n)
-    print(f"\n{model.name}: fused vs naive int4 greedy, {n} tokens: positional agreement {same:.2f}, "
-          f"identical prefix {prefix}")
-    assert prefix >= 8
+    reference = model.fp32.greedy(prompt, 32, stop)
+    tie = near_tie(model.fp32, prompt, reference)
+    for name, dec in (("naive", model.int4), ("fused", model.fused)):
+        out = dec.greedy(prompt, 32, stop)
+        prefix = next((i for i, (a, b) in enumerate(zip(out, reference)) if a != b), min(len(out), len(reference)))
+        print(f"\n{model.name}: {name} vs fp32 greedy: identical prefix {prefix} of {len(reference)} "
+              f"(fp32's first near-tie at {tie})")
+        assert prefix >= min(8, tie), (name, prefix, tie)
     for c in model.manifest.generate_checks:
         ids = model.chat_ids(c.prompt) if c.chat else model.tok.encode(c.prompt).ids
         answer = model.tok.decode(model.fused.greedy(ids, c.max_new_tokens, stop), skip_special_tokens=True)
