@@ -75,8 +75,10 @@ component = "{ROUTER_WASM}"
 """
     server = Server(config, tmp_path)
     try:
+        # The stop tokens (<|endoftext|> 0, <|im_end|> 2) banned: the first generation must still be
+        # running when the second request comes (a sampled early stop once freed the slot first).
         body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Tell a long story."}],
-                "max_tokens": 400, "stream": True}
+                "max_tokens": 400, "stream": True, "logit_bias": {"0": -100, "2": -100}}
         first = requests.post(server.url + "/v1/chat/completions", json=body, stream=True, timeout=60)
         assert first.status_code == 200
         next(first.iter_lines())
