@@ -2,6 +2,7 @@
 exits within the grace period."""
 from __future__ import annotations
 
+import json
 import re
 import signal
 import threading
@@ -140,3 +141,46 @@ def test_a_generation_outliving_the_grace_period_ends_cleanly(tmp_path):
     assert "grace period over" in log
     assert "GetElementType" not in log and "decode batch failed" not in log, log[-2000:]
     assert "generation finished" in log and "reason=Error" in log, log[-2000:]
+
+
+def test_a_generation_reaching_the_time_limit_returns_its_text(tmp_path):
+    """A generation still running near the tenant's request time limit ends as `max_tokens`
+    would (finish_reason "length", the text so far, its usage) a little before the limit,
+    instead of the request being cut off with a 504 and the text lost."""
+    config = f"""
+[[models]]
+name = "smollm2-135m-instruct"
+path = "{SMOLLM}"
+
+[[tenants]]
+name = "default"
+public = true
+component = "{ROUTER_WASM}"
+[tenants.limits]
+request_timeout_ms = 3000
+"""
+    server = Server(config, tmp_path)
+    try:
+        body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Tell a long story."}],
+                "max_tokens": 4000, "temperature": 0, "logit_bias": {"0": -100, "2": -100}}
+        started = time.time()
+        r = requests.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+        elapsed = time.time() - started
+        assert r.status_code == 200, r.text
+        done = r.json()
+        assert done["choices"][0]["finish_reason"] == "length"
+        assert 10 < done["usage"]["completion_tokens"] < 4000
+        assert len(done["choices"][0]["message"]["content"]) > 20
+        assert elapsed < 3.0, elapsed
+
+        r = requests.post(server.url + "/v1/chat/completions", json={**body, "stream": True}, stream=True, timeout=30)
+        events = [line[6:] for line in r.iter_lines(decode_unicode=True) if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        last = json.loads(events[-2])
+        assert last["choices"][0]["finish_reason"] == "length", last
+        text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1]
+                       if json.loads(e)["choices"])
+        assert len(text) > 20
+        assert "generation cancelled" in server.log_text()
+    finally:
+        server.stop()

@@ -16,11 +16,44 @@ pub struct GenerationStream {
     provider: String,
     events: UnboundedReceiver<GenEvent>,
     end: Option<GenerationEnd>,
+    prompt_tokens: usize,
+    /// Tokens passed to the guest so far (the usage of a generation cut at the deadline).
+    completion_tokens: usize,
 }
 
 impl GenerationStream {
+    /// Ends the generation at the request's deadline, as `max_tokens` would: the worker
+    /// sees the closed channel and drops it (counting it as cancelled); the guest gets
+    /// `cancelled` with the usage so far and can still answer with the text it has.
+    fn cut_at_deadline(&mut self, access: &super::ModelAccess) -> GenerationEnd {
+        self.events.close();
+        let end = GenerationEnd {
+            finish_reason: FinishReason::Cancelled,
+            usage: Usage {
+                prompt_tokens: self.prompt_tokens as u32,
+                completion_tokens: self.completion_tokens as u32,
+            },
+            provider: self.provider.clone(),
+            error: None,
+        };
+        self.count_usage(access, &end);
+        self.end = Some(end.clone());
+        end
+    }
+
     /// Remembers the end and counts the usage for the tenant, once.
     fn finish(&mut self, access: &super::ModelAccess, end: GenerationEnd) -> GenerationEnd {
+        self.count_usage(access, &end);
+        let reason = format!("{:?}", end.finish_reason).to_lowercase();
+        crate::metrics::metrics()
+            .generations
+            .with_label_values(&[&self.model, &reason])
+            .inc();
+        self.end = Some(end.clone());
+        end
+    }
+
+    fn count_usage(&self, access: &super::ModelAccess, end: &GenerationEnd) {
         let tenant = &*access.tenant;
         crate::tenants::usage::Usage::add(
             &access.usage.prompt_tokens,
@@ -37,12 +70,6 @@ impl GenerationStream {
         m.tokens
             .with_label_values(&[tenant, &self.model, "completion"])
             .inc_by(end.usage.completion_tokens as u64);
-        let reason = format!("{:?}", end.finish_reason).to_lowercase();
-        m.generations
-            .with_label_values(&[&self.model, &reason])
-            .inc();
-        self.end = Some(end.clone());
-        end
     }
 }
 
@@ -123,6 +150,7 @@ impl ApiState {
         };
         let stop = options.stop;
         let tenant = self.access.tenant.clone();
+        let prompt_tokens = prompt.len();
         let events = decoder.generate(
             prompt,
             options.max_tokens.map(|n| n as usize),
@@ -139,6 +167,8 @@ impl ApiState {
             provider: decoder.provider.clone(),
             events,
             end: None,
+            prompt_tokens,
+            completion_tokens: 0,
         })
     }
 }
@@ -187,11 +217,18 @@ impl ApiState {
     /// The next chunk of a generation, or its end (waits for the worker).
     async fn next_event(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<Event> {
         let access = self.access.clone();
+        let deadline = self.generation_deadline;
         let stream = self.table.get_mut(&stream)?;
         if let Some(end) = &stream.end {
             return Ok(Event::Done(end.clone()));
         }
-        let first = stream.events.recv().await;
+        let first = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, stream.events.recv()).await {
+                Ok(event) => event,
+                Err(_) => return Ok(Event::Done(stream.cut_at_deadline(&access))),
+            },
+            None => stream.events.recv().await,
+        };
         let mut chunk = match first {
             Some(GenEvent::Chunk {
                 text,
@@ -219,6 +256,7 @@ impl ApiState {
                 return Ok(Event::Done(end));
             }
         };
+        stream.completion_tokens += chunk.tokens.len();
         // Coalesce what is already waiting: fewer host calls and SSE events under load.
         while let Ok(event) = stream.events.try_recv() {
             match event {
@@ -228,6 +266,7 @@ impl ApiState {
                     logprobs,
                 } => {
                     chunk.text.push_str(&text);
+                    stream.completion_tokens += tokens.len();
                     chunk.tokens.extend(tokens);
                     chunk.logprobs.extend(logprobs_to_wit(logprobs));
                 }

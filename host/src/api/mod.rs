@@ -91,6 +91,10 @@ pub struct ApiState {
     /// Time spent in inference host calls since the sandbox last looked: waiting for
     /// the host is not the guest's CPU time.
     pub waited: std::time::Duration,
+    /// When a generation the guest waits on is ended as if by `max_tokens`: shortly
+    /// before the request's time limit, so the guest can still answer with the text
+    /// so far instead of being cut off (see `generation::next_event`).
+    pub generation_deadline: Option<tokio::time::Instant>,
 }
 
 impl ApiState {
@@ -103,6 +107,7 @@ impl ApiState {
             resources: 0,
             max_resources,
             waited: std::time::Duration::ZERO,
+            generation_deadline: None,
         }
     }
 

@@ -99,6 +99,10 @@ pub async fn handle(
 ) -> Result<hyper::Response<HyperOutgoingBody>, GuestFailure> {
     let pre = pre.clone();
     let tenant = state.api.access.tenant.clone();
+    let mut state = state;
+    // Generations end a little before the time limit, leaving the guest time to answer.
+    let margin = (limits.timeout / 10).min(Duration::from_secs(2));
+    state.api.generation_deadline = Some(tokio::time::Instant::now() + limits.timeout - margin);
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|s| &mut s.limits);
     let budget = limits.cpu_ticks();

@@ -306,7 +306,7 @@ impl Worker {
 
     /// A generation whose client went away (its events receiver is gone), at any stage.
     fn cancelled(&self, stage: &str, generated: usize) {
-        tracing::info!(model = %self.model, generated, "generation cancelled {stage}: the client went away");
+        tracing::info!(model = %self.model, generated, "generation cancelled {stage}: its stream was dropped (the client went away, or the request's time ran out)");
         crate::metrics::metrics()
             .generations
             .with_label_values(&[&self.model, "cancelled"])
