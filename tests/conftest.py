@@ -2,6 +2,7 @@
 HTTP to it. `just test` builds the host, the guests and the models first."""
 from __future__ import annotations
 
+import json as json_module
 import os
 import shutil
 import socket
@@ -69,6 +70,15 @@ class Server:
 
     def post(self, path: str, json=None, **kw) -> requests.Response:
         return self.session.post(self.url + path, json=json, timeout=120, **kw)
+
+    def post_then_hang_up(self, path: str, body: dict, after: float) -> None:
+        """POSTs `body` on a raw socket and closes the connection `after` seconds later,
+        without reading anything: a client that goes away mid-request."""
+        data = json_module.dumps(body).encode()
+        with socket.create_connection(("127.0.0.1", self.port)) as s:
+            s.sendall(b"POST %s HTTP/1.1\r\nHost: nnhost\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % (path.encode(), len(data)) + data)
+            time.sleep(after)
 
     def stop(self) -> None:
         if self.proc.poll() is not None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
@@ -216,13 +215,9 @@ def test_a_client_gone_during_a_long_prefill_stops_it_there(server, stream):
     generation is dropped between two prefill chunks instead of running to the end."""
     prompt = ("In the year 1852, the town of Millbrook was a quiet place where farmers brought "
               "their grain to the mill by the river. ") * 55
-    body = json.dumps({"model": CHAT, "prompt": prompt, "max_tokens": 500, "stream": stream}).encode()
     before = cancelled_generations(server)
-    host, port = server.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port))) as s:
-        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: nnhost\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        time.sleep(0.3)
+    server.post_then_hang_up("/v1/completions", {"model": CHAT, "prompt": prompt, "max_tokens": 500,
+                                                 "stream": stream}, after=0.3)
     started = time.time()
     while time.time() < started + 10 and cancelled_generations(server) <= before:
         time.sleep(0.05)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import time
 
 import numpy as np
@@ -200,13 +199,8 @@ def test_a_client_gone_drops_its_queued_inputs(server):
     text = ("The committee reviewed the quarterly figures, discussed the new warehouse in the "
             "harbour district and agreed to publish a summary for the shareholders next week. ") * 3
     inputs = [f"{i}. {text}" for i in range(2000)]
-    body = json.dumps({"model": MODEL, "input": inputs}).encode()
     before = dropped_inputs(server)
-    host, port = server.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port))) as s:
-        s.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: nnhost\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        time.sleep(0.5)
+    server.post_then_hang_up("/v1/embeddings", {"model": MODEL, "input": inputs}, after=0.5)
     deadline = time.time() + 5
     while time.time() < deadline and dropped_inputs(server) <= before:
         time.sleep(0.05)

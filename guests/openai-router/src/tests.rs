@@ -2,8 +2,10 @@
 //! (chat, completions, templates, streaming) are in the `tests/` submodules.
 
 mod chat;
+mod choices;
 mod completions;
 mod generation;
+mod logprobs;
 mod support;
 mod template;
 

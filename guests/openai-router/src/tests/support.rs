@@ -141,3 +141,17 @@ pub(super) fn complete(h: &Fake, body: Value) -> (Response, Value) {
 pub(super) fn hi() -> Value {
     json!([{"role": "user", "content": "Hi"}])
 }
+
+/// The `data:` payloads of an SSE body, checking the framing on the way.
+pub(super) fn sse_data(body: &[u8]) -> Vec<String> {
+    let text = std::str::from_utf8(body).unwrap();
+    assert!(text.ends_with("\n\n"), "{text:?}");
+    text[..text.len() - 2]
+        .split("\n\n")
+        .map(|event| {
+            let data = event.strip_prefix("data: ").expect("data: prefix");
+            assert!(!data.contains('\n'), "{event:?}");
+            data.to_string()
+        })
+        .collect()
+}

@@ -1,0 +1,111 @@
+//! Log probabilities (chat's and completions' shapes, streamed and not) and
+//! `logit_bias`: what the router asks of the host and how it renders the answer.
+
+use super::support::{chat, complete, done, gen_fake, hi, post, sse_data, token};
+use super::*;
+
+fn logprob_script() -> Vec<Event> {
+    vec![
+        token(5, "Hel", "Hel", -0.25),
+        // Held back (it might start a stop sequence), then released with the next.
+        token(6, "l", "", -1.0),
+        token(7, "o!", "lo!", -0.5),
+        done(FinishReason::Stop, None),
+    ]
+}
+
+#[test]
+fn chat_logprobs_per_token_with_bytes_and_alternatives() {
+    let mut h = gen_fake();
+    h.script = logprob_script();
+    let (r, v) = chat(
+        &h,
+        json!({"model": "smol", "messages": hi(), "logprobs": true, "top_logprobs": 2}),
+    );
+    assert_eq!(r.status, 200, "{v}");
+    assert_eq!(h.gen_calls.borrow()[0].2.logprobs, Some(2));
+    let lp = &v["choices"][0]["logprobs"];
+    assert_eq!(lp["refusal"], Value::Null);
+    let content = lp["content"].as_array().unwrap();
+    let tokens: Vec<_> = content
+        .iter()
+        .map(|c| c["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(tokens, ["Hel", "l", "o!"]);
+    assert_eq!(content[0]["logprob"], -0.25);
+    assert_eq!(content[0]["bytes"], json!([72, 101, 108]));
+    assert_eq!(
+        content[2]["top_logprobs"],
+        json!([{"token": "o!", "logprob": -0.5, "bytes": [111, 33]},
+               {"token": "x", "logprob": -3.5, "bytes": [120]}])
+    );
+    // Without the flag: no log probabilities asked for, `logprobs: null`.
+    let (_, v) = chat(&h, json!({"model": "smol", "messages": hi()}));
+    assert_eq!(v["choices"][0]["logprobs"], Value::Null);
+    assert_eq!(h.gen_calls.borrow()[1].2.logprobs, None);
+}
+
+#[test]
+fn completions_logprobs_stream_with_continuing_offsets() {
+    let mut h = gen_fake();
+    h.script = logprob_script();
+    let r = post(
+        &h,
+        "/v1/completions",
+        &json!({"model": "base", "prompt": "x", "logprobs": 1, "stream": true}),
+    );
+    let data = sse_data(&r.body);
+    let lps: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap()["choices"][0]["logprobs"].clone())
+        .collect();
+    assert_eq!(lps.len(), 3, "{lps:?}"); // "Hel", "lo!" (with the held-back "l"), finish
+    assert_eq!(lps[0]["tokens"], json!(["Hel"]));
+    assert_eq!(lps[0]["text_offset"], json!([0]));
+    assert_eq!(lps[1]["tokens"], json!(["l", "o!"]));
+    assert_eq!(lps[1]["token_logprobs"], json!([-1.0, -0.5]));
+    assert_eq!(lps[1]["text_offset"], json!([3, 4]));
+    assert_eq!(lps[1]["top_logprobs"][1], json!({"o!": -0.5, "x": -3.5}));
+    assert_eq!(lps[2], Value::Null);
+
+    let (_, v) = complete(&h, json!({"model": "base", "prompt": "x", "logprobs": 0}));
+    let lp = &v["choices"][0]["logprobs"];
+    assert_eq!(lp["tokens"], json!(["Hel", "l", "o!"]));
+    assert_eq!(lp["text_offset"], json!([0, 3, 4]));
+}
+
+#[test]
+fn logprobs_fields_are_checked() {
+    let h = gen_fake();
+    let r = chat(
+        &h,
+        json!({"model": "smol", "messages": hi(), "top_logprobs": 2}),
+    );
+    assert_error(&r, 400, Some("top_logprobs"), "needs 'logprobs' to be true");
+    let r = chat(
+        &h,
+        json!({"model": "smol", "messages": hi(), "logprobs": true, "top_logprobs": 21}),
+    );
+    assert_error(&r, 400, Some("top_logprobs"), "maximum of 20");
+    let r = complete(&h, json!({"model": "base", "prompt": "x", "logprobs": 6}));
+    assert_error(&r, 400, Some("logprobs"), "maximum of 5");
+    let r = complete(
+        &h,
+        json!({"model": "base", "prompt": "x", "logprobs": true}),
+    );
+    assert_error(&r, 400, Some("logprobs"), "integer");
+    assert!(h.gen_calls.borrow().is_empty());
+}
+
+#[test]
+fn logit_bias_goes_to_the_host() {
+    let h = gen_fake();
+    let (r, v) = chat(
+        &h,
+        json!({"model": "smol", "messages": hi(), "logit_bias": {"42": -100, "7": 2.5}}),
+    );
+    assert_eq!(r.status, 200, "{v}");
+    let mut bias = h.gen_calls.borrow()[0].2.logit_bias.clone();
+    bias.sort_by_key(|b| b.0);
+    assert_eq!(bias, [(7, 2.5), (42, -100.0)]);
+}
