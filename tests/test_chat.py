@@ -132,7 +132,7 @@ def test_completions_stream(server):
 
 @pytest.mark.parametrize("extra,param", [
     ({"n": 17}, "n"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+    ({"tools": [{"type": "function", "function": {"name": "f b"}}]}, "tools[0].function.name"),
     ({"top_logprobs": 21, "logprobs": True}, "top_logprobs"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
     ({"temperature": 3}, "temperature"),

@@ -5,8 +5,8 @@ use crate::bindings::nnhost::inference::{embeddings, generation, models, types};
 
 pub use embeddings::{EmbedInput, EmbedOptions, EmbeddingBatch};
 pub use generation::{
-    Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Logprob, Prompt, TokenLogprobs,
-    Usage,
+    Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Logprob, OutputFormat, Prompt,
+    TokenLogprobs, Usage,
 };
 pub use models::{ModelInfo, ModelKind};
 pub use types::{Error as HostError, ErrorCode};

@@ -8,6 +8,7 @@ mod generation;
 mod logprobs;
 mod support;
 mod template;
+mod tools;
 
 use crate::errors::ApiError;
 use crate::host::*;

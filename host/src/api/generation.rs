@@ -3,10 +3,11 @@ use wasmtime::component::Resource;
 
 use super::nnhost::inference::generation::{
     Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Host, HostGenerationStream,
-    Logprob, Prompt, TokenLogprobs, Usage,
+    Logprob, OutputFormat, Prompt, TokenLogprobs, Usage,
 };
 use super::{ApiState, WitError};
 use crate::error::InferenceError;
+use crate::scheduler::generate::constraint::Schema;
 use crate::scheduler::generate::{self, GenEvent, GenerateRequest, SamplingParams};
 
 /// A guest's handle on a running generation. Dropping it drops the receiver, which
@@ -88,6 +89,17 @@ fn logprobs_to_wit(logprobs: Vec<generate::TokenLogprobs>) -> Vec<TokenLogprobs>
         .collect()
 }
 
+/// A JSON Schema as the guest passed it (JSON text).
+fn parse_schema(text: &str) -> Result<Schema, InferenceError> {
+    let invalid = |message: String| {
+        InferenceError::invalid(format!("Invalid schema for response_format: {message}"))
+            .with_param("response_format")
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| invalid(format!("not JSON ({e})")))?;
+    Schema::compile(&value).map_err(|e| invalid(e.to_string()))
+}
+
 fn end_to_wit(end: generate::GenerationEnd) -> GenerationEnd {
     GenerationEnd {
         finish_reason: match end.finish_reason {
@@ -148,6 +160,15 @@ impl ApiState {
                 .map(|(t, b)| (t, b.clamp(-100.0, 100.0)))
                 .collect(),
         };
+        let schema = match options.format {
+            OutputFormat::Text => None,
+            OutputFormat::JsonObject => Some(Schema::any_object()),
+            OutputFormat::JsonSchema(text) => Some(parse_schema(&text)?),
+        };
+        let constraint = match schema {
+            Some(schema) => Some(decoder.json_constraint(std::sync::Arc::new(schema))?),
+            None => None,
+        };
         let stop = options.stop;
         let tenant = self.access.tenant.clone();
         let prompt_tokens = prompt.len();
@@ -160,6 +181,7 @@ impl ApiState {
                 max_tokens,
                 sampling,
                 stop,
+                constraint,
             },
         )?;
         Ok(GenerationStream {

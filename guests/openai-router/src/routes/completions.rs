@@ -39,7 +39,15 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
             ),
         ));
     }
-    generate::run(host, Flavor::Text, &info, req.prompts, &req.sampling, true)
+    generate::run(
+        host,
+        Flavor::Text,
+        &info,
+        req.prompts,
+        &req.sampling,
+        true,
+        false,
+    )
 }
 
 pub fn parse_request(body: &[u8]) -> Result<CompletionRequest, ApiError> {

@@ -225,3 +225,20 @@ impl Fields {
         }
     }
 }
+
+/// OpenAI's names (a function, a response format): 1 to 64 of `[a-zA-Z0-9_-]`.
+pub fn check_name(path: &str, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad_value(
+            path,
+            format!("'{name}': a name is 1 to 64 letters, digits, '_' or '-'."),
+        ))
+    }
+}

@@ -4,7 +4,7 @@
 
 use super::json::{bad_value, wrong_type, Fields};
 use crate::errors::ApiError;
-use crate::host::GenerateOptions;
+use crate::host::{GenerateOptions, OutputFormat};
 use serde_json::Value;
 
 /// Which API the fields belong to (their defaults and names differ a little).
@@ -53,6 +53,19 @@ pub struct Sampling {
     pub logprobs: Option<u32>,
     /// Token id → bias added to its logit.
     pub logit_bias: Vec<(u32, f32)>,
+    /// Chat's `response_format`: the JSON forms make the host constrain the output.
+    pub format: ResponseFormat,
+}
+
+/// Chat's `response_format`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum ResponseFormat {
+    #[default]
+    Text,
+    /// One JSON object.
+    JsonObject,
+    /// One JSON object that this JSON Schema (JSON text) accepts.
+    JsonSchema(String),
 }
 
 impl Sampling {
@@ -72,6 +85,11 @@ impl Sampling {
             add_special_tokens,
             logprobs: self.logprobs,
             logit_bias: self.logit_bias.clone(),
+            format: match &self.format {
+                ResponseFormat::Text => OutputFormat::Text,
+                ResponseFormat::JsonObject => OutputFormat::JsonObject,
+                ResponseFormat::JsonSchema(schema) => OutputFormat::JsonSchema(schema.clone()),
+            },
         }
     }
 }
@@ -181,6 +199,7 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         n,
         logprobs,
         logit_bias,
+        format: ResponseFormat::Text,
     })
 }
 

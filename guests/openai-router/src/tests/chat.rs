@@ -165,14 +165,14 @@ fn invalid_fields_name_their_param() {
         ),
         (
             json!({"tools": [{"type": "function"}]}),
-            "tools",
-            "tool or function calling",
+            "tools[0].function",
+            "Missing required parameter",
         ),
         (json!({"tools": {}}), "tools", "expected an array"),
         (
             json!({"tool_choice": "auto"}),
             "tool_choice",
-            "not supported",
+            "only allowed when 'tools'",
         ),
         (json!({"functions": [{}]}), "functions", "not supported"),
         (
@@ -186,14 +186,35 @@ fn invalid_fields_name_their_param() {
             "expected a boolean",
         ),
         (
+            // JSON mode needs the word in the messages (OpenAI's rule); hi() lacks it.
             json!({"response_format": {"type": "json_object"}}),
-            "response_format",
-            "'json_object' is not supported",
+            "messages",
+            "must contain the word 'json'",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema"}}),
+            "response_format.json_schema",
+            "Missing required parameter",
         ),
         (
             json!({"response_format": {"type": "json_schema", "json_schema": {}}}),
-            "response_format",
-            "'json_schema'",
+            "response_format.json_schema.name",
+            "Missing required parameter",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "a b"}}}),
+            "response_format.json_schema.name",
+            "'a b'",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": []}}}),
+            "response_format.json_schema.schema",
+            "expected an object",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "extra": 1}}}),
+            "response_format.json_schema.extra",
+            "Unrecognized",
         ),
         (
             json!({"response_format": {"type": "yaml"}}),
@@ -276,7 +297,7 @@ fn invalid_fields_name_their_param() {
         assert_error(&r, 400, Some(param), fragment);
     }
     assert!(h.gen_calls.borrow().is_empty());
-    let r = chat(&h, with(json!({"tools": [{"type": "function"}]})));
+    let r = chat(&h, with(json!({"functions": [{"name": "f"}]})));
     assert_eq!(r.1["error"]["code"], "unsupported_parameter");
     let r = chat(&h, with(json!({"foo": 1})));
     assert_eq!(r.1["error"]["code"], "unknown_parameter");
@@ -309,14 +330,14 @@ fn invalid_messages() {
             "expected a string",
         ),
         (
-            json!([{"role": "user", "content": "x"}, {"role": "tool", "content": "4", "tool_call_id": "c"}]),
-            "messages[1].role",
-            "tool and function messages are not supported",
+            json!([{"role": "user", "content": "x"}, {"role": "tool", "content": "4"}]),
+            "messages[1].tool_call_id",
+            "Missing required parameter",
         ),
         (
             json!([{"role": "function", "content": "x", "name": "f"}]),
             "messages[0].role",
-            "not supported",
+            "deprecated",
         ),
         (
             json!([{"role": "user"}]),
@@ -370,13 +391,13 @@ fn invalid_messages() {
         ),
         (
             json!([{"role": "assistant", "content": "x", "tool_calls": [{"id": "c"}]}]),
-            "messages[0].tool_calls",
-            "tool calling",
+            "messages[0].tool_calls[0].function",
+            "expected an object",
         ),
         (
             json!([{"role": "assistant", "content": "x", "function_call": {"name": "f"}}]),
             "messages[0].function_call",
-            "tool calling",
+            "use 'tool_calls'",
         ),
         (
             json!([{"role": "assistant", "content": "x", "refusal": "no"}]),

@@ -294,7 +294,7 @@ fn stream_head_first_then_events_as_they_come() {
     assert_eq!(
         *h.log.borrow(),
         [
-            r#"write {"content":"","role":"assistant"}"#,
+            r#"write {"role":"assistant","content":""}"#,
             "next",
             r#"write {"content":"Hel"}"#,
             "next",
@@ -321,7 +321,7 @@ fn client_gone_cancels_generation() {
     assert_eq!(
         *h.log.borrow(),
         [
-            r#"write {"content":"","role":"assistant"}"#,
+            r#"write {"role":"assistant","content":""}"#,
             "next",
             "write failed",
             "drop",

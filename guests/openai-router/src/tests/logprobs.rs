@@ -1,5 +1,6 @@
 //! Log probabilities (chat's and completions' shapes, streamed and not) and
-//! `logit_bias`: what the router asks of the host and how it renders the answer.
+//! `logit_bias` and JSON mode: what the router asks of the host and how it renders
+//! the answer.
 
 use super::support::{chat, complete, done, gen_fake, hi, post, sse_data, token};
 use super::*;
@@ -108,4 +109,46 @@ fn logit_bias_goes_to_the_host() {
     let mut bias = h.gen_calls.borrow()[0].2.logit_bias.clone();
     bias.sort_by_key(|b| b.0);
     assert_eq!(bias, [(7, 2.5), (42, -100.0)]);
+}
+
+#[test]
+fn json_mode_goes_to_the_host() {
+    let h = gen_fake();
+    let ask = json!([{"role": "user", "content": "Answer in JSON: name and age."}]);
+    let (r, v) = chat(
+        &h,
+        json!({"model": "smol", "messages": ask, "response_format": {"type": "json_object"}, "n": 2}),
+    );
+    assert_eq!(r.status, 200, "{v}");
+    let calls = h.gen_calls.borrow();
+    assert_eq!(calls.len(), 2);
+    assert!(calls
+        .iter()
+        .all(|c| matches!(c.2.format, OutputFormat::JsonObject)));
+    drop(calls);
+    let (r, v) = chat(
+        &h,
+        json!({"model": "smol", "messages": hi(), "response_format": {"type": "text"}}),
+    );
+    assert_eq!(r.status, 200, "{v}");
+    assert!(matches!(
+        h.gen_calls.borrow()[2].2.format,
+        OutputFormat::Text
+    ));
+    // A schema goes to the host as JSON text, its properties in their order.
+    let schema = json!({"type": "object", "properties": {"b": {"type": "integer"}, "a": {}}});
+    let (r, v) = chat(
+        &h,
+        json!({"model": "smol", "messages": hi(), "response_format":
+            {"type": "json_schema", "json_schema": {"name": "pair", "strict": true, "schema": schema}}}),
+    );
+    assert_eq!(r.status, 200, "{v}");
+    let format = h.gen_calls.borrow()[3].2.format.clone();
+    match &format {
+        OutputFormat::JsonSchema(text) => assert_eq!(
+            text,
+            r#"{"type":"object","properties":{"b":{"type":"integer"},"a":{}}}"#
+        ),
+        other => panic!("{other:?}"),
+    }
 }

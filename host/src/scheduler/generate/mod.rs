@@ -4,6 +4,7 @@
 //! async worker.
 
 mod admission;
+pub mod constraint;
 mod decoder_graph;
 mod kv_batch;
 mod prefill;
@@ -24,6 +25,8 @@ pub struct GenerateRequest {
     pub max_tokens: usize,
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
+    /// JSON mode: the output is one JSON object, and ends with it.
+    pub constraint: Option<constraint::JsonConstraint>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

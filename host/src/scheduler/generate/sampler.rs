@@ -1,8 +1,16 @@
-//! Choosing the next token from logits: penalties, temperature, top-k, top-p, and a
-//! seeded generator so that `seed` makes sampling reproducible.
+//! Choosing the next token from logits: penalties, temperature, top-k, top-p, a
+//! seeded generator so that `seed` makes sampling reproducible, and an optional
+//! constraint on which tokens may come next (JSON mode).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+use super::constraint::JsonConstraint;
+
+/// Candidates a constraint may turn down before every token of the vocabulary is
+/// checked: the likely tokens are almost always allowed, and checking 262,144 tokens
+/// costs a few milliseconds.
+const MAX_REJECTIONS: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct SamplingParams {
@@ -35,6 +43,7 @@ pub struct Sampler {
     rng: StdRng,
     /// Occurrences of each generated token, for the OpenAI penalties.
     counts: std::collections::HashMap<u32, u32>,
+    constraint: Option<JsonConstraint>,
 }
 
 impl Sampler {
@@ -44,7 +53,19 @@ impl Sampler {
             params,
             rng: StdRng::seed_from_u64(seed),
             counts: Default::default(),
+            constraint: None,
         }
+    }
+
+    /// Only tokens the constraint allows are picked.
+    pub fn with_constraint(mut self, constraint: Option<JsonConstraint>) -> Self {
+        self.constraint = constraint;
+        self
+    }
+
+    /// The constraint's output is complete: the generation should end.
+    pub fn output_complete(&self) -> bool {
+        self.constraint.as_ref().is_some_and(|c| c.is_complete())
     }
 
     /// Picks a token and remembers it for the penalties; with the step's log
@@ -95,70 +116,141 @@ impl Sampler {
                 }
             }
         }
-        let token = if p.temperature <= 0.0 {
-            argmax(logits)
-        } else {
-            self.draw(logits)
+        let token = match &mut self.constraint {
+            None if p.temperature <= 0.0 => argmax(logits),
+            None => draw(p, &mut self.rng, logits, |_| true).unwrap_or_else(|| argmax(logits)),
+            Some(constraint) => {
+                let token = pick_allowed(p, &mut self.rng, logits, constraint);
+                constraint.advance(token);
+                token
+            }
         };
         *self.counts.entry(token).or_default() += 1;
         token
     }
+}
 
-    fn draw(&mut self, logits: &[f32]) -> u32 {
-        let p = &self.params;
-        let mut candidates: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.is_finite())
-            .map(|(i, &l)| (i as u32, l / p.temperature))
-            .collect();
-        if candidates.is_empty() {
-            return argmax(logits);
-        }
-        let k = if p.top_k == 0 {
-            candidates.len()
-        } else {
-            (p.top_k as usize).min(candidates.len())
-        };
-        if k < candidates.len() {
-            candidates.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
-            candidates.truncate(k);
-        }
-        candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
-        let max = candidates[0].1;
-        let mut total = 0.0f64;
-        let mut probs: Vec<f64> = candidates
-            .iter()
-            .map(|(_, l)| {
-                let e = ((l - max) as f64).exp();
-                total += e;
-                e
-            })
-            .collect();
-        probs.iter_mut().for_each(|x| *x /= total);
-        if p.top_p < 1.0 {
-            let mut cumulative = 0.0;
-            let mut keep = probs.len();
-            for (i, prob) in probs.iter().enumerate() {
-                cumulative += prob;
-                if cumulative >= p.top_p as f64 {
-                    keep = i + 1;
-                    break;
-                }
+/// The token `p` picks among those `constraint` allows. The likely candidates are
+/// tried first; only when [`MAX_REJECTIONS`] of them are turned down is every token
+/// checked. (Should no token be allowed, which a vocabulary with all 256 bytes
+/// rules out, the unconstrained pick is returned.)
+fn pick_allowed(
+    p: &SamplingParams,
+    rng: &mut StdRng,
+    logits: &mut [f32],
+    constraint: &JsonConstraint,
+) -> u32 {
+    let allowed = |t: u32| constraint.allows(t);
+    if p.temperature <= 0.0 {
+        for _ in 0..MAX_REJECTIONS {
+            let token = argmax(logits);
+            if logits
+                .get(token as usize)
+                .is_none_or(|l| *l == f32::NEG_INFINITY)
+            {
+                break;
             }
-            probs.truncate(keep);
-            let kept: f64 = probs.iter().sum();
-            probs.iter_mut().for_each(|x| *x /= kept);
+            if allowed(token) {
+                return token;
+            }
+            logits[token as usize] = f32::NEG_INFINITY;
         }
-        let mut r: f64 = self.rng.random();
+    } else if let Some(token) = draw(p, rng, logits, allowed) {
+        return token;
+    }
+    let fallback = argmax(logits);
+    if !constraint.mask(logits) {
+        return fallback;
+    }
+    if p.temperature <= 0.0 {
+        argmax(logits)
+    } else {
+        draw(p, rng, logits, |_| true).unwrap_or_else(|| argmax(logits))
+    }
+}
+
+/// Samples from the temperature-scaled, top-k and top-p truncated distribution;
+/// a drawn token that `allowed` turns down has its probability removed and another
+/// is drawn, up to [`MAX_REJECTIONS`] times (None then, or when nothing is finite).
+fn draw(
+    p: &SamplingParams,
+    rng: &mut StdRng,
+    logits: &[f32],
+    allowed: impl Fn(u32) -> bool,
+) -> Option<u32> {
+    let mut candidates: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.is_finite())
+        .map(|(i, &l)| (i as u32, l / p.temperature))
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    let k = if p.top_k == 0 {
+        candidates.len()
+    } else {
+        (p.top_k as usize).min(candidates.len())
+    };
+    if k < candidates.len() {
+        candidates.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
+        candidates.truncate(k);
+    }
+    candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+    let max = candidates[0].1;
+    let mut total = 0.0f64;
+    let mut probs: Vec<f64> = candidates
+        .iter()
+        .map(|(_, l)| {
+            let e = ((l - max) as f64).exp();
+            total += e;
+            e
+        })
+        .collect();
+    probs.iter_mut().for_each(|x| *x /= total);
+    if p.top_p < 1.0 {
+        let mut cumulative = 0.0;
+        let mut keep = probs.len();
+        for (i, prob) in probs.iter().enumerate() {
+            cumulative += prob;
+            if cumulative >= p.top_p as f64 {
+                keep = i + 1;
+                break;
+            }
+        }
+        probs.truncate(keep);
+        let kept: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|x| *x /= kept);
+    }
+    let mut mass = 1.0f64;
+    for _ in 0..MAX_REJECTIONS {
+        let mut r = rng.random::<f64>() * mass;
+        let mut at = probs.len() - 1;
         for (i, prob) in probs.iter().enumerate() {
             if r < *prob {
-                return candidates[i].0;
+                at = i;
+                break;
             }
             r -= prob;
         }
-        candidates[probs.len() - 1].0
+        // Rounding can leave `r` past the end: take the last token still possible.
+        while probs[at] == 0.0 && at > 0 {
+            at -= 1;
+        }
+        if probs[at] == 0.0 {
+            return None;
+        }
+        let token = candidates[at].0;
+        if allowed(token) {
+            return Some(token);
+        }
+        mass -= probs[at];
+        probs[at] = 0.0;
+        if mass <= 1e-12 {
+            return None;
+        }
     }
+    None
 }
 
 /// `log Σ exp(logits)` and the `k` largest logits as log probabilities (most likely
@@ -223,6 +315,8 @@ pub fn argmax(logits: &[f32]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scheduler::generate::constraint::{Schema, TokenBytes};
+    use std::sync::Arc;
 
     fn params(temperature: f32, seed: u64) -> SamplingParams {
         SamplingParams {
@@ -336,6 +430,70 @@ mod tests {
         for _ in 0..20 {
             // token 0 holds ~88% of the mass: the 0.5 nucleus is token 0 alone.
             assert_eq!(s.sample(&mut [4.0, 2.0, 0.0, 0.0]).0, 0);
+        }
+    }
+
+    /// `{`, `}`, `"a"`, `:`, `1`, `x`, and a special token.
+    fn json_sampler(temperature: f32, seed: u64) -> Sampler {
+        let pieces = ["{", "}", "\"a\"", ":", "1", "x"];
+        let vocab = TokenBytes::from_tokens(
+            pieces
+                .iter()
+                .map(|p| Some(p.as_bytes().to_vec()))
+                .chain([None]),
+        );
+        Sampler::new(params(temperature, seed)).with_constraint(Some(JsonConstraint::new(
+            Arc::new(vocab),
+            Arc::new(Schema::any_object()),
+        )))
+    }
+
+    fn generate(sampler: &mut Sampler, logits: &[f32]) -> String {
+        let pieces = ["{", "}", "\"a\"", ":", "1", "x", "<eos>"];
+        let mut text = String::new();
+        for _ in 0..50 {
+            text += pieces[sampler.sample(&mut logits.to_vec()).0 as usize];
+            if sampler.output_complete() {
+                return text;
+            }
+        }
+        panic!("no complete object in 50 tokens: {text}");
+    }
+
+    #[test]
+    fn json_mode_picks_only_tokens_that_continue_an_object() {
+        // The model wants `x` and the special token; the constraint does not let it.
+        let logits = [0.1f32, 0.5, 0.4, 0.3, 0.2, 9.0, 10.0];
+        assert_eq!(generate(&mut json_sampler(0.0, 1), &logits), "{}");
+        let greedy_key = [0.1f32, 0.0, 0.6, 0.3, 0.2, 9.0, 10.0];
+        let mut s = json_sampler(0.0, 1);
+        assert_eq!(s.sample(&mut greedy_key.to_vec()).0, 0);
+        assert_eq!(s.sample(&mut greedy_key.to_vec()).0, 2);
+        assert_eq!(s.sample(&mut greedy_key.to_vec()).0, 3);
+        assert!(!s.output_complete());
+        for seed in 0..200 {
+            let text = generate(
+                &mut json_sampler(1.0, seed),
+                &[1.0, 0.5, 1.0, 1.0, 1.0, 5.0, 5.0],
+            );
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert!(v.is_object(), "{text}");
+        }
+    }
+
+    #[test]
+    fn json_mode_checks_every_token_when_the_likely_ones_are_all_refused() {
+        // 100 tokens the constraint refuses outrank the one it allows.
+        let vocab = Arc::new(TokenBytes::from_tokens(
+            std::iter::repeat_n(Some(b"x".to_vec()), 100).chain([Some(b"{".to_vec())]),
+        ));
+        let mut logits: Vec<f32> = (0..101).map(|i| 20.0 - i as f32 * 0.1).collect();
+        logits[100] = -5.0;
+        for temperature in [0.0, 1.0] {
+            let mut s = Sampler::new(params(temperature, 4)).with_constraint(Some(
+                JsonConstraint::new(vocab.clone(), Arc::new(Schema::any_object())),
+            ));
+            assert_eq!(s.sample(&mut logits.clone()).0, 100);
         }
     }
 

@@ -376,7 +376,7 @@ impl Worker {
         let mut seq = Active {
             tenant: request.tenant,
             events: job.events,
-            sampler: Sampler::new(request.sampling),
+            sampler: Sampler::new(request.sampling).with_constraint(request.constraint),
             decoder: IncrementalDecoder::default(),
             stops: StopMatcher::new(request.stop),
             prompt_tokens: request.prompt.len(),
@@ -520,6 +520,12 @@ impl Worker {
             self.finish(seq, FinishReason::Stop, None);
             return false;
         }
+        if seq.sampler.output_complete() {
+            // Text held back for a stop sequence is output after all: it was no stop.
+            send_held_text(seq);
+            self.finish(seq, FinishReason::Stop, None);
+            return false;
+        }
         if seq.generated >= seq.max_tokens || seq.cached + 1 >= self.context_length {
             self.finish(seq, FinishReason::Length, None);
             return false;
@@ -530,14 +536,7 @@ impl Worker {
     fn finish(&self, seq: &mut Active, reason: FinishReason, error: Option<String>) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         if reason != FinishReason::Stop {
-            let held = seq.stops.flush();
-            if !held.is_empty() {
-                let _ = seq.events.send(GenEvent::Chunk {
-                    text: held,
-                    tokens: Vec::new(),
-                    logprobs: Vec::new(),
-                });
-            }
+            send_held_text(seq);
         }
         let elapsed = seq.started.elapsed().as_secs_f64();
         tracing::info!(model = %self.model, tenant = %seq.tenant, ?reason, prompt_tokens = seq.prompt_tokens, completion_tokens = seq.generated,
@@ -549,6 +548,18 @@ impl Worker {
             provider: self.provider.clone(),
             error: error.map(InferenceError::backend),
         }));
+    }
+}
+
+/// Sends the text a possible stop sequence held back.
+fn send_held_text(seq: &mut Active) {
+    let held = seq.stops.flush();
+    if !held.is_empty() {
+        let _ = seq.events.send(GenEvent::Chunk {
+            text: held,
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+        });
     }
 }
 

@@ -1,13 +1,15 @@
 //! Parsing and validating a `/v1/chat/completions` request body (everything that
 //! needs no model info). Fields this server does not implement are rejected with
 //! `unsupported_parameter` unless they are absent, `null` or their no-op value
-//! (`"tools": []`, `"response_format": {"type": "text"}`...).
+//! (`"tools": []`, `"response_format": {"type": "text"}`...). `response_format`
+//! `json_object` and `json_schema` are JSON mode (the host constrains the output).
 
+use super::tools::{self, Tools};
 use crate::errors::ApiError;
 use crate::routes::json::{
-    bad_value, parse_object, unsupported, unsupported_value, wrong_type, Fields,
+    bad_value, check_name, parse_object, unsupported, unsupported_value, wrong_type, Fields,
 };
-use crate::routes::sampling::{self, Endpoint, Sampling};
+use crate::routes::sampling::{self, Endpoint, ResponseFormat, Sampling};
 use serde_json::Value;
 
 const EXAMPLE: &str = r#"{"model": "...", "messages": [{"role": "user", "content": "Hello!"}]}"#;
@@ -44,6 +46,8 @@ pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
     pub sampling: Sampling,
+    /// Tools the model may call (None: none, or `tool_choice` `none`).
+    pub tools: Option<Tools>,
 }
 
 pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
@@ -58,67 +62,46 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
         }
         Some(v) => parse_messages(v)?,
     };
-    let sampling = sampling::parse(&mut f, Endpoint::Chat)?;
-    reject_unsupported(&mut f)?;
+    let mut sampling = sampling::parse(&mut f, Endpoint::Chat)?;
+    let tools = tools::parse(&mut f)?;
+    sampling.format = parse_chat_only_fields(&mut f)?;
     f.finish()?;
+    if tools.is_some() && sampling.format != ResponseFormat::Text {
+        return Err(ApiError::invalid(
+            "response_format",
+            "'response_format' cannot be combined with 'tools': with tools the answer's form is the tool calls'.",
+        ));
+    }
+    if sampling.format == ResponseFormat::JsonObject && !mentions_json(&messages) {
+        // OpenAI's rule: a model not told to write JSON may fill the output with whitespace.
+        return Err(ApiError::invalid(
+            "messages",
+            "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
+        ));
+    }
     Ok(ChatRequest {
         model,
         messages,
         sampling,
+        tools,
     })
 }
 
-/// The chat-only fields: accepted as no-ops, or rejected as unsupported.
-fn reject_unsupported(f: &mut Fields) -> Result<(), ApiError> {
+fn mentions_json(messages: &[Message]) -> bool {
+    messages
+        .iter()
+        .any(|m| m.content.to_ascii_lowercase().contains("json"))
+}
+
+/// The chat-only fields: accepted as no-ops, or rejected as unsupported. Returns
+/// the `response_format`.
+fn parse_chat_only_fields(f: &mut Fields) -> Result<ResponseFormat, ApiError> {
     let is_false = |v: &Value| v == &Value::Bool(false);
-    let is_empty_array = |v: &Value| v.as_array().is_some_and(Vec::is_empty);
-    let is_none_str = |v: &Value| v == "none";
-    let no_tools = "is not supported: this server does not implement tool or function calling.";
-
-    for name in ["tools", "functions"] {
-        match f.take(name) {
-            None => {}
-            Some(v) if is_empty_array(&v) => {}
-            Some(Value::Array(_)) => return Err(unsupported(name, format!("'{name}' {no_tools}"))),
-            Some(other) => return Err(wrong_type(name, "an array", &other)),
-        }
-    }
-    f.reject_unless("tool_choice", is_none_str, no_tools)?;
-    f.reject_unless("function_call", is_none_str, no_tools)?;
-    // Without tools there is nothing to call in parallel: any boolean is a no-op.
-    f.bool("parallel_tool_calls")?;
-
-    match f.take("response_format") {
-        None => {}
-        Some(Value::Object(m)) => {
-            let mut rf = Fields::nested(m, "response_format");
-            match rf.string("type")?.as_deref() {
-                Some("text") => {}
-                Some(t @ ("json_object" | "json_schema")) => {
-                    return Err(unsupported_value(
-                        "response_format",
-                        format!(
-                            "'response_format' of type '{t}' is not supported; only 'text' is."
-                        ),
-                    ))
-                }
-                Some(t) => {
-                    return Err(bad_value(
-                        "response_format.type",
-                        format!("'{t}'. Supported values are: 'text'."),
-                    ))
-                }
-                None => {
-                    return Err(ApiError::invalid(
-                        "response_format.type",
-                        "Missing required parameter: 'response_format.type'.",
-                    ))
-                }
-            }
-            rf.finish()?;
-        }
+    let format = match f.take("response_format") {
+        None => ResponseFormat::Text,
+        Some(Value::Object(m)) => parse_response_format(Fields::nested(m, "response_format"))?,
         Some(other) => return Err(wrong_type("response_format", "an object", &other)),
-    }
+    };
 
     let stored = "is not supported: this server does not store completions.";
     f.reject_unless("store", is_false, stored)?;
@@ -149,10 +132,72 @@ fn reject_unsupported(f: &mut Fields) -> Result<(), ApiError> {
     // Like `user`: identifiers and cache hints for OpenAI's side, nothing to do here.
     f.string("safety_identifier")?;
     f.string("prompt_cache_key")?;
-    Ok(())
+    Ok(format)
 }
 
-/// `messages`: a non-empty array of message objects.
+/// `{"type": "text"}`, `{"type": "json_object"}` or `{"type": "json_schema",
+/// "json_schema": {"name", "schema", "strict", "description"}}`. The schema goes to
+/// the host as JSON text; the host says what in it cannot be enforced.
+fn parse_response_format(mut rf: Fields) -> Result<ResponseFormat, ApiError> {
+    let format = match rf.string("type")?.as_deref() {
+        Some("text") => ResponseFormat::Text,
+        Some("json_object") => ResponseFormat::JsonObject,
+        Some("json_schema") => {
+            let spec = match rf.take("json_schema") {
+                Some(Value::Object(m)) => m,
+                None => {
+                    return Err(ApiError::invalid(
+                        "response_format.json_schema",
+                        "Missing required parameter: 'response_format.json_schema'.",
+                    ))
+                }
+                Some(other) => {
+                    return Err(wrong_type(
+                        "response_format.json_schema",
+                        "an object",
+                        &other,
+                    ))
+                }
+            };
+            let mut spec = Fields::nested(spec, "response_format.json_schema");
+            let name = spec.required_string("name")?;
+            check_name("response_format.json_schema.name", &name)?;
+            spec.string("description")?;
+            spec.bool("strict")?;
+            let schema = match spec.take("schema") {
+                // No schema: any object.
+                None => r#"{"type": "object"}"#.to_string(),
+                Some(schema @ Value::Object(_)) => schema.to_string(),
+                Some(other) => {
+                    return Err(wrong_type(
+                        "response_format.json_schema.schema",
+                        "an object",
+                        &other,
+                    ))
+                }
+            };
+            spec.finish()?;
+            ResponseFormat::JsonSchema(schema)
+        }
+        Some(t) => {
+            return Err(bad_value(
+                "response_format.type",
+                format!("'{t}'. Supported values are: 'text', 'json_object' and 'json_schema'."),
+            ))
+        }
+        None => {
+            return Err(ApiError::invalid(
+                "response_format.type",
+                "Missing required parameter: 'response_format.type'.",
+            ))
+        }
+    };
+    rf.finish()?;
+    Ok(format)
+}
+
+/// `messages`: a non-empty array of message objects. Earlier tool calls and their
+/// results become text the model reads ([`tools`]).
 pub fn parse_messages(v: Value) -> Result<Vec<Message>, ApiError> {
     let items = match v {
         Value::Array(items) => items,
@@ -164,14 +209,20 @@ pub fn parse_messages(v: Value) -> Result<Vec<Message>, ApiError> {
             "'messages' must contain at least one message.",
         ));
     }
+    // Call id → function name, from the assistant turns so far.
+    let mut called: Vec<(String, String)> = Vec::new();
     items
         .into_iter()
         .enumerate()
-        .map(|(i, item)| parse_message(item, &format!("messages[{i}]")))
+        .map(|(i, item)| parse_message(item, &format!("messages[{i}]"), &mut called))
         .collect()
 }
 
-fn parse_message(v: Value, path: &str) -> Result<Message, ApiError> {
+fn parse_message(
+    v: Value,
+    path: &str,
+    called: &mut Vec<(String, String)>,
+) -> Result<Message, ApiError> {
     let map = match v {
         Value::Object(m) => m,
         other => return Err(wrong_type(path, "a message object", &other)),
@@ -182,12 +233,12 @@ fn parse_message(v: Value, path: &str) -> Result<Message, ApiError> {
         Some("system" | "developer") => Role::System,
         Some("user") => Role::User,
         Some("assistant") => Role::Assistant,
-        Some(r @ ("tool" | "function")) => {
+        Some("tool") => return parse_tool_result(f, called),
+        Some("function") => {
             return Err(unsupported(
                 &role_path,
                 format!(
-                    "'{role_path}' is '{r}': tool and function messages are not supported \
-                     (this server does not implement tool calling)."
+                    "'{role_path}' is 'function' (deprecated): use 'tool' messages with 'tools'."
                 ),
             ))
         }
@@ -195,7 +246,7 @@ fn parse_message(v: Value, path: &str) -> Result<Message, ApiError> {
             return Err(bad_value(
                 &role_path,
                 format!(
-                    "'{r}'. Supported values are: 'system', 'developer', 'user' and 'assistant'."
+                    "'{r}'. Supported values are: 'system', 'developer', 'user', 'assistant' and 'tool'."
                 ),
             ))
         }
@@ -206,8 +257,21 @@ fn parse_message(v: Value, path: &str) -> Result<Message, ApiError> {
             ))
         }
     };
+    let calls = match f.take("tool_calls") {
+        Some(v) if role == Role::Assistant => parse_tool_calls(v, &f.path("tool_calls"))?,
+        Some(Value::Null) | None => Vec::new(),
+        Some(_) => {
+            let p = f.path("tool_calls");
+            return Err(ApiError::invalid(
+                &p,
+                format!("'{p}' is only allowed in assistant messages."),
+            ));
+        }
+    };
     let content_path = f.path("content");
     let content = match f.take("content") {
+        // An assistant turn that only called tools has no content.
+        None | Some(Value::Null) if !calls.is_empty() => String::new(),
         None => {
             return Err(ApiError::invalid(
                 &content_path,
@@ -217,22 +281,95 @@ fn parse_message(v: Value, path: &str) -> Result<Message, ApiError> {
         Some(v) => parse_content(v, &content_path)?,
     };
     let name = f.string("name")?;
-    let no_tools = "is not supported: this server does not implement tool calling.";
     f.reject_unless(
-        "tool_calls",
-        |v| v.as_array().is_some_and(Vec::is_empty),
-        no_tools,
+        "function_call",
+        |_| false,
+        "is not supported: use 'tool_calls'.",
     )?;
-    f.reject_unless("function_call", |_| false, no_tools)?;
-    f.reject_unless("tool_call_id", |_| false, no_tools)?;
     f.reject_unless("refusal", |_| false, "is not supported.")?;
     f.reject_unless("audio", |_| false, "is not supported.")?;
     f.finish()?;
+    let content = if calls.is_empty() {
+        content
+    } else {
+        let text = tools::calls_as_text(
+            &calls
+                .iter()
+                .map(|(_, name, args)| (name.clone(), args.clone()))
+                .collect::<Vec<_>>(),
+        );
+        called.extend(calls.into_iter().map(|(id, name, _)| (id, name)));
+        text
+    };
     Ok(Message {
         role,
         content,
         name,
     })
+}
+
+/// A `tool` message: a call's result, read by the model as a user turn.
+fn parse_tool_result(mut f: Fields, called: &[(String, String)]) -> Result<Message, ApiError> {
+    let id = f.required_string("tool_call_id")?;
+    let content_path = f.path("content");
+    let content = match f.take("content") {
+        Some(v) => parse_content(v, &content_path)?,
+        None => {
+            return Err(ApiError::invalid(
+                &content_path,
+                format!("Missing required parameter: '{content_path}'."),
+            ))
+        }
+    };
+    f.string("name")?;
+    f.finish()?;
+    let name = called
+        .iter()
+        .rev()
+        .find(|(call, _)| *call == id)
+        .map(|(_, name)| name.as_str());
+    Ok(Message {
+        role: Role::User,
+        content: tools::result_as_text(name, &id, &content),
+        name: None,
+    })
+}
+
+/// An assistant message's `tool_calls`: (id, function name, arguments text).
+fn parse_tool_calls(v: Value, path: &str) -> Result<Vec<(String, String, String)>, ApiError> {
+    let items = match v {
+        Value::Array(items) => items,
+        other => return Err(wrong_type(path, "an array", &other)),
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let path = format!("{path}[{i}]");
+            let Value::Object(m) = item else {
+                return Err(wrong_type(&path, "a tool call object", &item));
+            };
+            let mut c = Fields::nested(m, &path);
+            let id = c.required_string("id")?;
+            c.string("type")?;
+            let function = match c.take("function") {
+                Some(Value::Object(m)) => m,
+                other => {
+                    return Err(wrong_type(
+                        &c.path("function"),
+                        "an object",
+                        &other.unwrap_or(Value::Null),
+                    ))
+                }
+            };
+            c.finish()?;
+            let mut f = Fields::nested(function, &format!("{path}.function"));
+            let name = f.required_string("name")?;
+            let arguments = f.string("arguments")?.unwrap_or_else(|| "{}".into());
+            f.finish()?;
+            Ok((id, name, arguments))
+        })
+        .collect()
 }
 
 /// A string, or an array of `{"type": "text", "text": "..."}` parts (joined with

@@ -18,6 +18,7 @@ use crate::host::{
     Prompt, TokenLogprobs, Usage,
 };
 use crate::http::{Reply, Response};
+use crate::routes::chat::tools::{self, ShapedAnswer, ToolCall};
 use serde::Serialize;
 
 /// Which OpenAI object family the output takes.
@@ -64,7 +65,8 @@ pub struct Choice {
 }
 
 /// Starts a generation for each choice (`sampling.n` per prompt, in OpenAI's
-/// order: prompt by prompt) and shapes their output. The host decodes them
+/// order: prompt by prompt) and shapes their output (with `tool_calls`, chat
+/// answers are read as [`tools`](crate::routes::chat::tools) answers). The host decodes them
 /// together (continuous batching), so `n` choices cost far less than `n`
 /// requests one after another. Errors before anything is sent (too many tokens,
 /// host refusal) are ordinary error responses; choices already started are then
@@ -76,6 +78,7 @@ pub fn run(
     prompts: Vec<Prompt>,
     sampling: &Sampling,
     add_special_tokens: bool,
+    tool_calls: bool,
 ) -> Result<Reply, ApiError> {
     if let Some(max) = sampling.max_tokens {
         if info.context_length != 0 && max >= info.context_length {
@@ -129,9 +132,17 @@ pub fn run(
             choices,
             sampling.include_usage,
             sampling.logprobs.is_some(),
+            tool_calls,
         )))
     } else {
-        collect(flavor, &meta, choices, sampling.logprobs.is_some()).map(Reply::Full)
+        collect(
+            flavor,
+            &meta,
+            choices,
+            sampling.logprobs.is_some(),
+            tool_calls,
+        )
+        .map(Reply::Full)
     }
 }
 
@@ -253,6 +264,7 @@ pub fn collect(
     meta: &Meta,
     choices: Vec<Choice>,
     with_logprobs: bool,
+    tool_calls: bool,
 ) -> Result<Response, ApiError> {
     let provider = choices
         .first()
@@ -268,7 +280,12 @@ pub fn collect(
             Flavor::Chat => logprobs::chat(&drained.logprobs),
             Flavor::Text => logprobs::completions(&drained.logprobs, 0),
         });
-        done.push((choice.index, drained.text, finish_reason, lp));
+        let answer = if tool_calls {
+            tools::shape_answer(drained.text, finish_reason, &meta.id, choice.index, false)
+        } else {
+            ShapedAnswer::text(drained.text, finish_reason)
+        };
+        done.push((choice.index, answer, lp));
     }
     let body = match flavor {
         Flavor::Chat => serde_json::to_vec(&ChatCompletion {
@@ -278,14 +295,16 @@ pub fn collect(
             model: &meta.model,
             choices: done
                 .iter()
-                .map(|(index, text, finish_reason, lp)| ChatChoice {
+                .map(|(index, answer, lp)| ChatChoice {
                     index: *index,
                     message: AssistantMessage {
                         role: "assistant",
-                        content: text,
+                        content: answer.content.as_deref(),
+                        tool_calls: (!answer.tool_calls.is_empty())
+                            .then_some(answer.tool_calls.as_slice()),
                     },
                     logprobs: lp.as_ref(),
-                    finish_reason,
+                    finish_reason: answer.finish_reason,
                 })
                 .collect(),
             usage,
@@ -298,11 +317,11 @@ pub fn collect(
             model: &meta.model,
             choices: &done
                 .iter()
-                .map(|(index, text, finish_reason, lp)| TextChoice {
-                    text,
+                .map(|(index, answer, lp)| TextChoice {
+                    text: answer.content.as_deref().unwrap_or_default(),
                     index: *index,
                     logprobs: lp.as_ref(),
-                    finish_reason: Some(*finish_reason),
+                    finish_reason: Some(answer.finish_reason),
                 })
                 .collect::<Vec<_>>(),
             usage: Some(Some(usage)),
@@ -334,7 +353,10 @@ struct ChatChoice<'a> {
 #[derive(Serialize)]
 struct AssistantMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    /// `null` when the answer is tool calls.
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<&'a [ToolCall]>,
 }
 
 /// A `text_completion` object: the whole response, or one streamed chunk.

@@ -9,7 +9,9 @@
 //! chunks. All chunks share one id and `created`. With several choices (`n`, or
 //! several prompts) each chunk carries one choice's `index`: the role chunks of
 //! all choices first, then their text interleaved as it comes, each choice's
-//! finish chunk when it ends, and one usage chunk for all of them.
+//! finish chunk when it ends, and one usage chunk for all of them. With tools, a
+//! choice's answer is read once complete: its text or its `tool_calls` come in one
+//! chunk before the finish chunk.
 //!
 //! If the client goes away, the next write fails, the body returns and drops the
 //! generation streams, which cancels the generations on the host.
@@ -17,6 +19,7 @@
 use super::{finish_reason, logprobs, Choice, Flavor, Meta, TextChoice, TextCompletion, UsageJson};
 use crate::host::{Event, TokenLogprobs};
 use crate::http::{BodySink, Disconnected, StreamBody, StreamingResponse};
+use crate::routes::chat::tools::{self, ToolCall};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -29,6 +32,7 @@ pub fn response(
     choices: Vec<Choice>,
     include_usage: bool,
     with_logprobs: bool,
+    tool_calls: bool,
 ) -> StreamingResponse {
     let provider = choices
         .first()
@@ -47,6 +51,7 @@ pub fn response(
             choices,
             include_usage,
             with_logprobs,
+            tool_calls,
         }),
     }
 }
@@ -57,6 +62,9 @@ struct SseBody {
     choices: Vec<Choice>,
     include_usage: bool,
     with_logprobs: bool,
+    /// Answers are read as tool calls or text once complete, so their text is held
+    /// until the end and sent as one piece.
+    tool_calls: bool,
 }
 
 /// A choice being streamed: log probabilities of tokens whose text is still held
@@ -66,6 +74,8 @@ struct Running {
     pending: Vec<TokenLogprobs>,
     /// Characters of token text sent so far (completions' `text_offset`).
     offset: usize,
+    /// With tools: the answer so far.
+    held: String,
 }
 
 /// What one chunk's choice carries, before it is shaped for the flavor.
@@ -73,6 +83,8 @@ enum Piece<'a> {
     /// Chat only: the assistant role, empty content.
     Role,
     Text(&'a str),
+    /// Chat with tools: the answer's calls.
+    ToolCalls(&'a [ToolCall]),
     Finish(&'static str),
 }
 
@@ -93,6 +105,7 @@ impl SseBody {
             choices,
             include_usage,
             with_logprobs,
+            tool_calls,
         } = self;
         // With include_usage every chunk but the last says `"usage":null`.
         let usage_null = include_usage.then_some(None);
@@ -131,6 +144,7 @@ impl SseBody {
                 choice,
                 pending: Vec::new(),
                 offset: 0,
+                held: String::new(),
             })
             .collect();
         while !running.is_empty() {
@@ -139,7 +153,9 @@ impl SseBody {
                 match r.choice.stream.next() {
                     Event::Chunk(c) => {
                         r.pending.extend(c.logprobs);
-                        if !c.text.is_empty() {
+                        if tool_calls {
+                            r.held.push_str(&c.text);
+                        } else if !c.text.is_empty() {
                             let lp = take(&mut r);
                             send(sink, r.choice.index, Piece::Text(&c.text), lp)?;
                         }
@@ -153,8 +169,21 @@ impl SseBody {
                         } else {
                             take(&mut r)
                         };
+                        let held = std::mem::take(&mut r.held);
                         drop(r);
                         match finish_reason(&end) {
+                            Ok(reason) if tool_calls => {
+                                let answer =
+                                    tools::shape_answer(held, reason, &meta.id, index, true);
+                                match answer.content.as_deref() {
+                                    Some("") | None => {}
+                                    Some(text) => send(sink, index, Piece::Text(text), lp.clone())?,
+                                }
+                                if !answer.tool_calls.is_empty() {
+                                    send(sink, index, Piece::ToolCalls(&answer.tool_calls), lp)?;
+                                }
+                                send(sink, index, Piece::Finish(answer.finish_reason), None)?
+                            }
                             Ok(reason) => send(sink, index, Piece::Finish(reason), lp)?,
                             Err(e) => {
                                 // The other choices are dropped (cancelled) on return.
@@ -199,6 +228,7 @@ fn chunk(
                         Delta {
                             role: Some("assistant"),
                             content: Some(""),
+                            tool_calls: None,
                         },
                         None,
                     ),
@@ -206,6 +236,15 @@ fn chunk(
                         Delta {
                             role: None,
                             content: Some(t),
+                            tool_calls: None,
+                        },
+                        None,
+                    ),
+                    Piece::ToolCalls(calls) => (
+                        Delta {
+                            role: None,
+                            content: None,
+                            tool_calls: Some(calls),
                         },
                         None,
                     ),
@@ -213,6 +252,7 @@ fn chunk(
                         Delta {
                             role: None,
                             content: None,
+                            tool_calls: None,
                         },
                         Some(r),
                     ),
@@ -239,7 +279,7 @@ fn chunk(
                 let (text, finish_reason) = match piece {
                     Piece::Text(t) => (t, None),
                     Piece::Finish(r) => ("", Some(r)),
-                    Piece::Role => ("", None),
+                    Piece::Role | Piece::ToolCalls(_) => ("", None),
                 };
                 (index, text, finish_reason, logprobs)
             });
@@ -291,4 +331,6 @@ struct Delta<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<&'a [ToolCall]>,
 }

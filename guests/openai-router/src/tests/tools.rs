@@ -1,0 +1,254 @@
+//! Tool calling: the instructions and answer schema the router sends, how answers
+//! become `tool_calls` (buffered and streamed), earlier calls and results in the
+//! prompt, and the request errors.
+
+use super::support::{chat, done, gen_fake, post, sse_data, text};
+use super::*;
+
+fn weather_tools() -> Value {
+    json!([
+        {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}},
+        {"type": "function", "function": {"name": "get_time",
+            "parameters": {"type": "object", "properties": {"city": {"$ref": "#/$defs/City"}},
+                           "$defs": {"City": {"type": "string"}}}}}
+    ])
+}
+
+fn ask(extra: Value) -> Value {
+    let mut body = json!({"model": "smol", "tools": weather_tools(),
+        "messages": [{"role": "user", "content": "Weather in Paris?"}]});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    body
+}
+
+fn sent_schema(h: &Fake, call: usize) -> Value {
+    match &h.gen_calls.borrow()[call].2.format {
+        OutputFormat::JsonSchema(s) => serde_json::from_str(s).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn sent_prompt(h: &Fake, call: usize) -> String {
+    match &h.gen_calls.borrow()[call].1 {
+        Prompt::Text(t) => t.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn tools_become_instructions_and_an_answer_schema() {
+    let h = gen_fake();
+    let (r, v) = chat(&h, ask(json!({})));
+    assert_eq!(r.status, 200, "{v}");
+    let prompt = sent_prompt(&h, 0);
+    assert!(
+        prompt.starts_with("<|im_start|>system\nYou can call these tools"),
+        "{prompt}"
+    );
+    assert!(prompt.contains(r#""name":"get_weather","description":"Weather in a city""#));
+    assert!(
+        prompt.contains(r#"{"response": "<your answer>"}"#),
+        "auto offers answering"
+    );
+    let schema = sent_schema(&h, 0);
+    let calls = &schema["anyOf"][0]["properties"]["tool_calls"];
+    assert_eq!(calls["maxItems"], 8);
+    assert_eq!(
+        calls["items"]["anyOf"][0]["properties"]["name"]["const"],
+        "get_weather"
+    );
+    // A tool's own definitions move to the root, its references follow them.
+    assert_eq!(
+        calls["items"]["anyOf"][1]["properties"]["arguments"]["properties"]["city"]["$ref"],
+        "#/$defs/get_time.City"
+    );
+    assert_eq!(schema["$defs"]["get_time.City"]["type"], "string");
+    assert_eq!(
+        schema["anyOf"][1]["properties"]["response"]["type"],
+        "string"
+    );
+
+    // A named function: only it, called once, and no answering instead.
+    let (r, _) = chat(
+        &h,
+        ask(json!({"tool_choice": {"type": "function", "function": {"name": "get_time"}}})),
+    );
+    assert_eq!(r.status, 200);
+    let schema = sent_schema(&h, 1);
+    let calls = &schema["properties"]["tool_calls"];
+    assert_eq!(calls["maxItems"], 1);
+    assert_eq!(calls["items"]["properties"]["name"]["const"], "get_time");
+    assert!(!sent_prompt(&h, 1).contains("get_weather"));
+    // `none`: as if there were no tools.
+    let (r, _) = chat(&h, ask(json!({"tool_choice": "none"})));
+    assert_eq!(r.status, 200);
+    assert!(matches!(
+        h.gen_calls.borrow()[2].2.format,
+        OutputFormat::Text
+    ));
+    assert!(!sent_prompt(&h, 2).contains("tools"));
+}
+
+#[test]
+fn answers_become_tool_calls_or_content() {
+    let calls = r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}},
+                                   {"name": "get_weather", "arguments": {"city": "Paris"}},
+                                   {"name": "get_time", "arguments": {"city": "Oslo"}}]}"#;
+    let mut h = gen_fake();
+    h.script = vec![text(calls), done(FinishReason::Stop, None)];
+    let (r, v) = chat(&h, ask(json!({"tool_choice": "required"})));
+    assert_eq!(r.status, 200, "{v}");
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(choice["message"]["content"], Value::Null);
+    let out = choice["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(out.len(), 2, "the repeated call is one: {v}");
+    assert_eq!(out[0]["type"], "function");
+    assert_eq!(out[0]["function"]["name"], "get_weather");
+    assert_eq!(out[0]["function"]["arguments"], r#"{"city":"Paris"}"#);
+    assert!(out[0]["id"].as_str().unwrap().starts_with("call_"));
+    assert_ne!(out[0]["id"], out[1]["id"]);
+    assert!(out[0].get("index").is_none());
+
+    h.script = vec![
+        text(r#"{"response": "It is sunny."}"#),
+        done(FinishReason::Stop, None),
+    ];
+    let (_, v) = chat(&h, ask(json!({})));
+    assert_eq!(v["choices"][0]["message"]["content"], "It is sunny.");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert!(v["choices"][0]["message"].get("tool_calls").is_none());
+
+    // Cut short by max_tokens: the text as it is.
+    h.script = vec![
+        text(r#"{"tool_calls": [{"na"#),
+        done(FinishReason::Length, None),
+    ];
+    let (_, v) = chat(&h, ask(json!({})));
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        r#"{"tool_calls": [{"na"#
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+}
+
+#[test]
+fn streamed_answers_send_their_calls_in_one_delta() {
+    let mut h = gen_fake();
+    h.script = vec![
+        text(r#"{"tool_calls": [{"name": "get_weather", "#),
+        text(r#""arguments": {"city": "Paris"}}]}"#),
+        done(FinishReason::Stop, None),
+    ];
+    let r = post(
+        &h,
+        "/v1/chat/completions",
+        &ask(json!({"stream": true, "tool_choice": "required"})),
+    );
+    let events = sse_data(&r.body);
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    assert_eq!(chunks.len(), 3, "role, calls, finish: {chunks:?}");
+    let delta = &chunks[1]["choices"][0]["delta"];
+    assert_eq!(delta["tool_calls"][0]["index"], 0);
+    assert_eq!(delta["tool_calls"][0]["function"]["name"], "get_weather");
+    assert_eq!(
+        delta["tool_calls"][0]["function"]["arguments"],
+        r#"{"city":"Paris"}"#
+    );
+    assert_eq!(chunks[2]["choices"][0]["finish_reason"], "tool_calls");
+}
+
+#[test]
+fn earlier_calls_and_results_are_text_the_model_reads() {
+    let h = gen_fake();
+    let (r, v) = chat(
+        &h,
+        ask(json!({"messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "18 C, sunny"}
+        ]})),
+    );
+    assert_eq!(r.status, 200, "{v}");
+    let prompt = sent_prompt(&h, 0);
+    assert!(
+        prompt.starts_with("<|im_start|>system\nBe brief.\n\nYou can call"),
+        "{prompt}"
+    );
+    assert!(prompt.contains(
+        "<|im_start|>assistant\n{\"tool_calls\":[{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}]}<|im_end|>"
+    ), "{prompt}");
+    assert!(prompt.contains(
+        "<|im_start|>user\nResult of the tool call call_1 (get_weather):\n18 C, sunny<|im_end|>"
+    ), "{prompt}");
+}
+
+#[test]
+fn tool_request_errors_name_their_param() {
+    let h = gen_fake();
+    for (extra, param, says) in [
+        (
+            json!({"tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+            "tool_choice",
+            "not in 'tools'",
+        ),
+        (
+            json!({"tool_choice": "sometimes"}),
+            "tool_choice",
+            "'sometimes'",
+        ),
+        (
+            json!({"response_format": {"type": "json_object"}, "messages": [{"role": "user", "content": "json"}]}),
+            "response_format",
+            "cannot be combined",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "a b"}}]}),
+            "tools[0].function.name",
+            "'a b'",
+        ),
+        (
+            json!({"tools": [{"type": "custom"}]}),
+            "tools[0].type",
+            "only 'function'",
+        ),
+        (json!({"tools": {}}), "tools", "expected an array"),
+        (
+            json!({"tools": [], "tool_choice": "required"}),
+            "tool_choice",
+            "only allowed when 'tools'",
+        ),
+        (
+            json!({"functions": [{"name": "f"}]}),
+            "functions",
+            "use 'tools'",
+        ),
+        (
+            json!({"messages": [{"role": "tool", "content": "x"}]}),
+            "messages[0].tool_call_id",
+            "Missing required parameter",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}),
+            "messages[0].tool_calls",
+            "only allowed in assistant messages",
+        ),
+        (
+            json!({"messages": [{"role": "function", "content": "x", "name": "f"}]}),
+            "messages[0].role",
+            "deprecated",
+        ),
+    ] {
+        let r = chat(&h, ask(extra.clone()));
+        assert_error(&r, 400, Some(param), says);
+    }
+}

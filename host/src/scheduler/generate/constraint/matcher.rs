@@ -1,0 +1,542 @@
+//! Walks a compiled [`Schema`] byte by byte: whether some bytes can still continue
+//! into a value the schema accepts, and when that value is complete. Alternatives
+//! (`anyOf`, `enum`, type lists) are followed side by side as threads, each a stack
+//! of frames, until the bytes tell them apart.
+
+use super::json_prefix::{
+    string_step, Escape, JsonPrefix, Number, StringStep, WhitespaceRun, MAX_DEPTH,
+};
+use super::schema::{Node, Schema};
+
+/// Most alternatives followed at once (the rest are dropped: the output stays valid,
+/// only less of the schema's choice is left to the model).
+const MAX_THREADS: usize = 16;
+/// Most alternatives tried for one byte of one thread: a reference that only refers
+/// to itself would otherwise never start, and alternatives of alternatives (a
+/// schema can nest them through `$defs`) would multiply without end.
+const FORK_BUDGET: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ObjectAt {
+    /// After `{` or `,`: the next key (or `}` for an object without properties).
+    Open,
+    /// Inside the next key, at this byte.
+    Key(u16),
+    Colon,
+    /// After a property's value: `,` or `}`.
+    AfterValue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArrayAt {
+    /// After `[`: an item or `]`.
+    Open,
+    /// After `,`: an item.
+    Item,
+    /// After an item: `,` or `]`.
+    AfterItem,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Frame {
+    /// A value of this node is next.
+    Value(u32),
+    Object {
+        node: u32,
+        /// Properties written (or being written).
+        next: u16,
+        at: ObjectAt,
+    },
+    Array {
+        node: u32,
+        count: u32,
+        at: ArrayAt,
+    },
+    Str {
+        node: u32,
+        escape: Escape,
+        chars: u32,
+    },
+    Num {
+        number: Number,
+        integer: bool,
+    },
+    Literal {
+        node: u32,
+        at: u16,
+    },
+    Any(JsonPrefix),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Thread {
+    stack: Vec<Frame>,
+    whitespace: WhitespaceRun,
+}
+
+/// Where the output is in the schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matcher {
+    threads: Vec<Thread>,
+}
+
+impl Matcher {
+    pub fn new(schema: &Schema) -> Self {
+        Matcher {
+            threads: vec![Thread {
+                stack: vec![Frame::Value(schema.root as u32)],
+                whitespace: WhitespaceRun::default(),
+            }],
+        }
+    }
+
+    /// The value is complete (a thread has closed the root).
+    pub fn is_complete(&self) -> bool {
+        self.threads.iter().any(|t| t.stack.is_empty())
+    }
+
+    /// The state after `bytes`, if they can continue a value the schema accepts.
+    pub fn after(&self, schema: &Schema, bytes: &[u8]) -> Option<Matcher> {
+        let mut threads = self.threads.clone();
+        for &b in bytes {
+            let mut next = Vec::with_capacity(threads.len());
+            for thread in threads {
+                let mut budget = FORK_BUDGET;
+                thread.step(schema, b, &mut next, &mut budget);
+            }
+            next.truncate(MAX_THREADS);
+            if next.is_empty() {
+                return None;
+            }
+            threads = next;
+        }
+        Some(Matcher { threads })
+    }
+}
+
+impl Thread {
+    /// Feeds `b`; the threads it leads to go to `out` (none: `b` cannot come next).
+    fn step(mut self, schema: &Schema, b: u8, out: &mut Vec<Thread>, budget: &mut usize) {
+        loop {
+            let Some(&top) = self.stack.last() else {
+                // The value is complete: only whitespace may follow.
+                if self.whitespace(b) == Some(true) {
+                    out.push(self);
+                }
+                return;
+            };
+            let structural = matches!(
+                top,
+                Frame::Value(_)
+                    | Frame::Object {
+                        at: ObjectAt::Open | ObjectAt::Colon | ObjectAt::AfterValue,
+                        ..
+                    }
+                    | Frame::Array { .. }
+            );
+            if structural {
+                match self.whitespace(b) {
+                    Some(true) => return out.push(self),
+                    None => return,
+                    Some(false) => {}
+                }
+            }
+            let refeed = match top {
+                Frame::Value(node) => {
+                    return self.start_value(schema, node as usize, b, out, budget);
+                }
+                Frame::Object { node, next, at } => self.object_byte(schema, node, next, at, b),
+                Frame::Array { node, count, at } => self.array_byte(schema, node, count, at, b),
+                Frame::Str {
+                    node,
+                    escape,
+                    chars,
+                } => self.string_byte(schema, node, escape, chars, b),
+                Frame::Num { number, integer } => match number.next(b) {
+                    Some(next) if !integer || next.is_integer() => {
+                        self.replace_top(Frame::Num {
+                            number: next,
+                            integer,
+                        });
+                        Some(false)
+                    }
+                    _ if number.may_end() => {
+                        self.stack.pop();
+                        Some(true)
+                    }
+                    _ => None,
+                },
+                Frame::Literal { node, at } => {
+                    let Node::Literal(bytes) = &schema.nodes[node as usize] else {
+                        unreachable!("a literal frame is on a literal node")
+                    };
+                    if bytes.get(at as usize) != Some(&b) {
+                        None
+                    } else if at as usize + 1 == bytes.len() {
+                        self.stack.pop();
+                        Some(false)
+                    } else {
+                        self.replace_top(Frame::Literal { node, at: at + 1 });
+                        Some(false)
+                    }
+                }
+                Frame::Any(mut prefix) => {
+                    let before = prefix;
+                    if prefix.feed_byte(b) {
+                        if prefix.is_complete() {
+                            self.stack.pop();
+                        } else {
+                            self.replace_top(Frame::Any(prefix));
+                        }
+                        Some(false)
+                    } else if before.may_end_here() {
+                        self.stack.pop();
+                        Some(true)
+                    } else {
+                        None
+                    }
+                }
+            };
+            match refeed {
+                None => return,
+                Some(false) => return out.push(self),
+                // A number ended at `b`: its container reads `b`.
+                Some(true) => continue,
+            }
+        }
+    }
+
+    /// Whitespace outside strings: Some(true) taken, None refused, Some(false) not
+    /// whitespace.
+    fn whitespace(&mut self, b: u8) -> Option<bool> {
+        self.whitespace.take(b)
+    }
+
+    fn replace_top(&mut self, frame: Frame) {
+        *self.stack.last_mut().expect("a frame to replace") = frame;
+    }
+
+    fn push(&mut self, frame: Frame) -> bool {
+        if self.stack.len() >= MAX_DEPTH as usize {
+            return false;
+        }
+        self.stack.push(frame);
+        true
+    }
+
+    /// The first byte of a value of `node` (the top frame is its `Value`).
+    fn start_value(
+        mut self,
+        schema: &Schema,
+        node: usize,
+        b: u8,
+        out: &mut Vec<Thread>,
+        budget: &mut usize,
+    ) {
+        let frame = match &schema.nodes[node] {
+            Node::OneOf(alternatives) => {
+                for &alternative in alternatives {
+                    if *budget == 0 {
+                        break;
+                    }
+                    *budget -= 1;
+                    let mut thread = self.clone();
+                    thread.replace_top(Frame::Value(alternative as u32));
+                    thread.step(schema, b, out, budget);
+                }
+                return;
+            }
+            Node::Any { object_only } => {
+                let mut prefix = if *object_only {
+                    JsonPrefix::new()
+                } else {
+                    JsonPrefix::any_value()
+                };
+                if !prefix.feed_byte(b) {
+                    return;
+                }
+                Frame::Any(prefix)
+            }
+            Node::Object { .. } if b == b'{' => Frame::Object {
+                node: node as u32,
+                next: 0,
+                at: ObjectAt::Open,
+            },
+            Node::Array { .. } if b == b'[' => Frame::Array {
+                node: node as u32,
+                count: 0,
+                at: ArrayAt::Open,
+            },
+            Node::String { .. } if b == b'"' => Frame::Str {
+                node: node as u32,
+                escape: Escape::None,
+                chars: 0,
+            },
+            Node::Number { integer } => match Number::start(b) {
+                Some(number) => Frame::Num {
+                    number,
+                    integer: *integer,
+                },
+                None => return,
+            },
+            Node::Literal(bytes) if bytes.first() == Some(&b) => Frame::Literal {
+                node: node as u32,
+                at: 1,
+            },
+            _ => return,
+        };
+        let done = matches!(frame, Frame::Any(p) if p.is_complete())
+            || matches!(frame, Frame::Literal { node, .. } if matches!(&schema.nodes[node as usize], Node::Literal(l) if l.len() == 1));
+        if done {
+            self.stack.pop();
+        } else {
+            self.replace_top(frame);
+        }
+        out.push(self);
+    }
+
+    /// Some(false): `b` taken; None: refused.
+    fn object_byte(
+        &mut self,
+        schema: &Schema,
+        node: u32,
+        next: u16,
+        at: ObjectAt,
+        b: u8,
+    ) -> Option<bool> {
+        let Node::Object { props } = &schema.nodes[node as usize] else {
+            unreachable!("an object frame is on an object node")
+        };
+        let set = |thread: &mut Thread, next: u16, at: ObjectAt| {
+            thread.replace_top(Frame::Object { node, next, at })
+        };
+        match at {
+            ObjectAt::Open if props.is_empty() && b == b'}' => {
+                self.stack.pop();
+            }
+            ObjectAt::Open | ObjectAt::Key(_) => {
+                let at_byte = if let ObjectAt::Key(i) = at { i } else { 0 };
+                let key = &props.get(next as usize)?.0;
+                if key.get(at_byte as usize) != Some(&b) {
+                    return None;
+                }
+                let at = if at_byte as usize + 1 == key.len() {
+                    ObjectAt::Colon
+                } else {
+                    ObjectAt::Key(at_byte + 1)
+                };
+                set(self, next, at);
+            }
+            ObjectAt::Colon if b == b':' => {
+                set(self, next + 1, ObjectAt::AfterValue);
+                if !self.push(Frame::Value(props[next as usize].1 as u32)) {
+                    return None;
+                }
+            }
+            ObjectAt::AfterValue if b == b',' && (next as usize) < props.len() => {
+                set(self, next, ObjectAt::Open);
+            }
+            ObjectAt::AfterValue if b == b'}' && next as usize == props.len() => {
+                self.stack.pop();
+            }
+            _ => return None,
+        }
+        Some(false)
+    }
+
+    fn array_byte(
+        &mut self,
+        schema: &Schema,
+        node: u32,
+        count: u32,
+        at: ArrayAt,
+        b: u8,
+    ) -> Option<bool> {
+        let Node::Array { items, min, max } = &schema.nodes[node as usize] else {
+            unreachable!("an array frame is on an array node")
+        };
+        match (at, b) {
+            (ArrayAt::Open | ArrayAt::AfterItem, b']') if count >= *min => {
+                self.stack.pop();
+                Some(false)
+            }
+            (ArrayAt::AfterItem, b',') if max.is_none_or(|max| count < max) => {
+                self.replace_top(Frame::Array {
+                    node,
+                    count,
+                    at: ArrayAt::Item,
+                });
+                Some(false)
+            }
+            (ArrayAt::Open | ArrayAt::Item, _) if max.is_none_or(|max| count < max) => {
+                self.replace_top(Frame::Array {
+                    node,
+                    count: count + 1,
+                    at: ArrayAt::AfterItem,
+                });
+                // The item's first byte: read by the item's frame.
+                self.push(Frame::Value(*items as u32)).then_some(true)
+            }
+            _ => None,
+        }
+    }
+
+    fn string_byte(
+        &mut self,
+        schema: &Schema,
+        node: u32,
+        escape: Escape,
+        chars: u32,
+        b: u8,
+    ) -> Option<bool> {
+        let Node::String { min, max } = &schema.nodes[node as usize] else {
+            unreachable!("a string frame is on a string node")
+        };
+        let (escape, chars) = match string_step(escape, b)? {
+            StringStep::Close if chars >= *min => {
+                self.stack.pop();
+                return Some(false);
+            }
+            StringStep::Close => return None,
+            StringStep::NewChar(_) if max.is_some_and(|max| chars >= max) => return None,
+            StringStep::NewChar(escape) => (escape, chars + 1),
+            StringStep::SameChar(escape) => (escape, chars),
+        };
+        self.replace_top(Frame::Str {
+            node,
+            escape,
+            chars,
+        });
+        Some(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn matcher(schema: serde_json::Value) -> (Schema, Matcher) {
+        let schema = Schema::compile(&schema).unwrap();
+        let m = Matcher::new(&schema);
+        (schema, m)
+    }
+
+    fn accepts(schema: &Schema, m: &Matcher, text: &str) -> Option<bool> {
+        m.after(schema, text.as_bytes()).map(|m| m.is_complete())
+    }
+
+    fn person() -> serde_json::Value {
+        json!({"type": "object", "properties": {
+            "name": {"type": "string", "maxLength": 5},
+            "age": {"type": "integer"},
+            "score": {"type": "number"},
+            "tags": {"type": "array", "items": {"enum": ["a", "b", 3]}, "maxItems": 2},
+            "pet": {"anyOf": [{"type": "null"}, {"type": "object", "properties": {"kind": {"const": "cat"}}}]},
+            "ok": {"type": "boolean"},
+            "extra": {}
+        }})
+    }
+
+    #[test]
+    fn a_schema_writes_every_property_in_order_with_its_type() {
+        let (s, m) = matcher(person());
+        let good = r#"{"name": "Ada", "age": 36, "score": -1.5e2, "tags": ["a", 3], "pet": {"kind": "cat"}, "ok": true, "extra": [1, {"x": null}]}"#;
+        assert_eq!(accepts(&s, &m, good), Some(true));
+        let pretty = "{\n  \"name\": \"Bo\",\n  \"age\": 0,\n  \"score\": 2,\n  \"tags\": [],\n  \"pet\": null,\n  \"ok\": false,\n  \"extra\": 7\n}\n";
+        assert_eq!(accepts(&s, &m, pretty), Some(true));
+        for prefix in [
+            "{",
+            "{\"na",
+            "{\"name\": \"Ad",
+            "{\"name\": \"Ada\", \"age\": 3",
+            "{\"name\": \"Ada\", \"age\": 36, \"score\": -1.",
+        ] {
+            assert_eq!(accepts(&s, &m, prefix), Some(false), "{prefix}");
+        }
+        for bad in [
+            "[",                                   // not an object
+            "{\"age\"",                            // properties out of order
+            "{\"name\": 5",                        // wrong type
+            "{\"name\": \"Adaaaa",                 // beyond maxLength
+            "{\"name\": \"Ada\"}",                 // a property missing
+            "{\"name\": \"Ada\", \"age\": 3.5",    // an integer with a fraction
+            "{\"name\": \"Ada\", \"age\": 36, \"score\": 1, \"tags\": [\"c\"", // not in the enum
+            "{\"name\": \"Ada\", \"age\": 36, \"score\": 1, \"tags\": [3, 3, 3", // beyond maxItems
+            "{\"name\": \"Ada\", \"age\": 36, \"score\": 1, \"tags\": [], \"pet\": {\"kind\": \"dog\"", // not the const
+            "{\"name\": \"Ada\", \"age\": 36, \"score\": 1, \"tags\": [], \"pet\": 1", // neither alternative
+            "{\"name\": \"Ada\", \"age\": 36, \"score\": 1, \"tags\": [], \"pet\": null, \"ok\": 1",
+            "{\"name\": \"Ada\", \"age\": 36, \"score\": 1, \"tags\": [], \"pet\": null, \"ok\": true, \"extra\": 1, \"more\"",
+        ] {
+            assert_eq!(accepts(&s, &m, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers_end_where_their_container_goes_on() {
+        let (s, m) = matcher(json!({"type": "object", "properties": {
+            "n": {"type": "number"}, "list": {"type": "array", "items": {"type": "integer"}}, "any": true}}));
+        assert_eq!(
+            accepts(&s, &m, r#"{"n":10,"list":[1,-20,300],"any":-4}"#),
+            Some(true)
+        );
+        assert_eq!(
+            accepts(&s, &m, r#"{"n":1 ,"list":[1 ],"any":4 }"#),
+            Some(true)
+        );
+        assert_eq!(accepts(&s, &m, r#"{"n":01"#), None);
+    }
+
+    #[test]
+    fn recursive_schemas_and_minimums() {
+        let (s, m) = matcher(json!({
+            "$defs": {"Node": {"type": "object", "properties": {
+                "v": {"type": "integer"},
+                "kids": {"type": "array", "items": {"$ref": "#/$defs/Node"}}}}},
+            "$ref": "#/$defs/Node"}));
+        assert_eq!(
+            accepts(
+                &s,
+                &m,
+                r#"{"v":1,"kids":[{"v":2,"kids":[]},{"v":3,"kids":[{"v":4,"kids":[]}]}]}"#
+            ),
+            Some(true)
+        );
+        let (s, m) = matcher(json!({"type": "object", "properties": {
+            "s": {"type": "string", "minLength": 2}, "a": {"type": "array", "minItems": 1}}}));
+        assert_eq!(accepts(&s, &m, r#"{"s":"é"#), Some(false));
+        assert_eq!(accepts(&s, &m, r#"{"s":"é""#), None);
+        assert_eq!(accepts(&s, &m, r#"{"s":"\u00e9x","a":[]"#), None);
+        assert_eq!(accepts(&s, &m, r#"{"s":"\u00e9x","a":[{}]}"#), Some(true));
+    }
+
+    #[test]
+    fn alternatives_of_alternatives_stay_bounded() {
+        // 40 levels of two alternatives each: 2^40 paths to the same string.
+        let mut defs = serde_json::Map::new();
+        for i in 0..40 {
+            let next = json!({"$ref": format!("#/$defs/A{}", i + 1)});
+            defs.insert(format!("A{i}"), json!({"anyOf": [next, next]}));
+        }
+        defs.insert("A40".into(), json!({"type": "string"}));
+        let (s, m) = matcher(json!({"$defs": defs, "type": "object",
+            "properties": {"x": {"$ref": "#/$defs/A0"}}}));
+        let started = std::time::Instant::now();
+        // The budget cuts the search short: the value cannot start, but quickly.
+        let _ = accepts(&s, &m, r#"{"x": "a"}"#);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // A self-reference never starts a value.
+        let (s, m) = matcher(json!({"$defs": {"L": {"anyOf": [{"$ref": "#/$defs/L"}]}},
+            "type": "object", "properties": {"x": {"$ref": "#/$defs/L"}}}));
+        assert_eq!(accepts(&s, &m, r#"{"x": 1"#), None);
+    }
+
+    #[test]
+    fn any_object_is_json_mode() {
+        let s = Schema::any_object();
+        let m = Matcher::new(&s);
+        assert_eq!(accepts(&s, &m, "{\"a\": [1, 2]}\n"), Some(true));
+        assert_eq!(accepts(&s, &m, "[1]"), None);
+        assert_eq!(accepts(&s, &m, "{} x"), None);
+    }
+}

@@ -1,0 +1,131 @@
+"""JSON mode and structured outputs (`response_format` `json_object` and `json_schema`)
+end to end: the guest passes the format to the host, whose sampler only picks tokens
+that keep the output a prefix of one accepted JSON object and ends the generation when
+the object is complete."""
+from __future__ import annotations
+
+import json
+from typing import Literal, Optional
+
+import openai
+import pytest
+from pydantic import BaseModel
+
+from test_chat import CHAT, sse_events
+from test_embeddings import assert_openai_error
+
+PARIS = [{"role": "user", "content": "Describe the city of Paris in JSON with keys name, country, population."}]
+JSON_MODE = {"type": "json_object"}
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_json_mode_answers_with_one_object_where_the_model_alone_does_not(client):
+    free = client.chat.completions.create(model=CHAT, messages=PARIS, temperature=0, max_tokens=120)
+    # Left alone, the model wraps its JSON in a Markdown fence and keeps talking.
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(free.choices[0].message.content)
+
+    r = client.chat.completions.create(model=CHAT, messages=PARIS, temperature=0, max_tokens=120,
+                                       response_format=JSON_MODE)
+    choice = r.choices[0]
+    assert choice.finish_reason == "stop", choice
+    value = json.loads(choice.message.content)
+    assert isinstance(value, dict) and value.get("name") == "Paris", value
+    # The generation ended with the object: no stop token was needed after it.
+    assert r.usage.completion_tokens < 40, r.usage
+
+
+def test_sampled_choices_are_all_objects(client):
+    r = client.chat.completions.create(model=CHAT, messages=PARIS, temperature=1.0, seed=11, n=8,
+                                       max_tokens=200, response_format=JSON_MODE)
+    assert len(r.choices) == 8
+    stopped = [c for c in r.choices if c.finish_reason == "stop"]
+    assert len(stopped) >= 4, [c.finish_reason for c in r.choices]
+    for c in stopped:
+        assert isinstance(json.loads(c.message.content), dict), c.message.content
+    for c in r.choices:
+        assert c.message.content.lstrip().startswith("{"), c.message.content
+
+
+def test_streamed_json_mode_is_the_same_object(server):
+    body = {"model": CHAT, "messages": PARIS, "temperature": 0, "max_tokens": 120,
+            "response_format": JSON_MODE}
+    whole = server.post("/v1/chat/completions", body).json()["choices"][0]["message"]["content"]
+    r = server.session.post(server.url + "/v1/chat/completions", json={**body, "stream": True},
+                            stream=True, timeout=120)
+    events = sse_events(r)
+    assert events[-1] == "[DONE]"
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e["choices"])
+    assert text == whole and isinstance(json.loads(text), dict)
+    assert events[-2]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_json_mode_needs_the_word_json_in_the_messages(server):
+    r = server.post("/v1/chat/completions", {
+        "model": CHAT, "messages": [{"role": "user", "content": "Describe Paris."}],
+        "response_format": JSON_MODE})
+    err = assert_openai_error(r, 400)
+    assert err["param"] == "messages" and "json" in err["message"], err
+
+
+class City(BaseModel):
+    name: str
+    country: str
+    population: int
+    capital: bool
+
+
+class Lunch(BaseModel):
+    title: str
+    day: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+    attendees: list[str]
+    location: Optional[City]
+
+
+@pytest.mark.parametrize("model,prompt", [
+    (City, "Describe the city of Paris."),
+    # Nested model ($defs / $ref), Optional (anyOf with null), Literal (enum), list.
+    (Lunch, "Alice and Bob meet for lunch in Paris on Friday."),
+])
+def test_structured_outputs_through_the_sdks_parse(client, model, prompt):
+    r = client.chat.completions.parse(model=CHAT, messages=[{"role": "user", "content": prompt}],
+                                      response_format=model, temperature=0, max_tokens=300)
+    choice = r.choices[0]
+    assert choice.finish_reason == "stop", choice
+    assert isinstance(choice.message.parsed, model), choice.message.content
+    # Every property is written, in the schema's order.
+    assert list(json.loads(choice.message.content)) == list(model.model_fields)
+
+
+def test_schema_constrains_values_the_model_would_not_choose(client):
+    schema = {"type": "object", "additionalProperties": False, "required": ["answer", "confidence", "tags"],
+              "properties": {"answer": {"enum": ["yes", "no"]},
+                             "confidence": {"type": "integer"},
+                             "tags": {"type": "array", "items": {"type": "string", "maxLength": 8},
+                                      "minItems": 1, "maxItems": 2}}}
+    r = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "Is Paris in France? Explain at length."}],
+        temperature=1.0, seed=5, n=4, max_tokens=120,
+        response_format={"type": "json_schema", "json_schema": {"name": "verdict", "strict": True, "schema": schema}})
+    for c in r.choices:
+        assert c.finish_reason == "stop", c
+        v = json.loads(c.message.content)
+        assert v["answer"] in ("yes", "no") and isinstance(v["confidence"], int), v
+        assert 1 <= len(v["tags"]) <= 2 and all(len(t) <= 8 for t in v["tags"]), v
+
+
+@pytest.mark.parametrize("schema,says", [
+    ({"type": "object", "properties": {"zip": {"type": "string", "pattern": "^[0-9]{5}$"}}}, "'pattern'"),
+    ({"type": "array", "items": {"type": "string"}}, "root must be an object"),
+    ({"type": "object", "properties": {"a": {"$ref": "#/$defs/Missing"}}}, "names nothing"),
+])
+def test_schemas_the_host_cannot_enforce_are_400(server, schema, says):
+    r = server.post("/v1/chat/completions", {
+        "model": CHAT, "messages": PARIS,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}})
+    err = assert_openai_error(r, 400)
+    assert err["param"] == "response_format" and says in err["message"], err

@@ -1,0 +1,108 @@
+"""Tool calling end to end through the official `openai` SDK: the guest describes the
+tools to the model and asks the host for a JSON answer shaped by their parameter
+schemas; the answer comes back as OpenAI `tool_calls` (buffered and streamed), and a
+second turn with the tool's result is answered."""
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from test_chat import CHAT
+from test_embeddings import assert_openai_error
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"], "additionalProperties": False}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "description": "The current time in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+ASK = [{"role": "user", "content": "What is the weather like in Paris today?"}]
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def check_weather_call(call):
+    assert call.type == "function" and call.id.startswith("call_"), call
+    assert call.function.name == "get_weather", call
+    args = json.loads(call.function.arguments)
+    assert list(args) == ["city", "unit"] and isinstance(args["city"], str), args
+    assert args["unit"] in ("celsius", "fahrenheit"), args
+
+
+def test_a_required_call_follows_the_tools_schema(client):
+    r = client.chat.completions.create(model=CHAT, messages=ASK, tools=[WEATHER, TIME], tool_choice="required",
+                                       temperature=0, max_tokens=200)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    assert choice.message.content is None
+    check_weather_call(choice.message.tool_calls[0])
+    assert json.loads(choice.message.tool_calls[0].function.arguments)["city"] == "Paris"
+
+
+def test_a_named_function_is_called_once(client):
+    r = client.chat.completions.create(
+        model=CHAT, messages=ASK, tools=[WEATHER, TIME], temperature=0, max_tokens=200,
+        tool_choice={"type": "function", "function": {"name": "get_time"}})
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    assert [c.function.name for c in choice.message.tool_calls] == ["get_time"]
+
+
+def test_streamed_calls_arrive_as_deltas_the_sdk_accumulates(client):
+    stream = client.chat.completions.create(model=CHAT, messages=ASK, tools=[WEATHER], tool_choice="required",
+                                            temperature=0, max_tokens=200, stream=True)
+    calls, finish = {}, None
+    for event in stream:
+        for choice in event.choices:
+            for d in choice.delta.tool_calls or []:
+                entry = calls.setdefault(d.index, {"id": d.id, "name": "", "arguments": ""})
+                entry["name"] += d.function.name or ""
+                entry["arguments"] += d.function.arguments or ""
+            finish = choice.finish_reason or finish
+    assert finish == "tool_calls"
+    assert calls[0]["name"] == "get_weather" and calls[0]["id"].startswith("call_")
+    assert json.loads(calls[0]["arguments"])["city"] == "Paris"
+
+
+def test_the_tools_result_is_answered_in_a_second_turn(client):
+    first = client.chat.completions.create(model=CHAT, messages=ASK, tools=[WEATHER], tool_choice="required",
+                                           temperature=0, max_tokens=200)
+    message = first.choices[0].message
+    call = message.tool_calls[0]
+    history = ASK + [message, {"role": "tool", "tool_call_id": call.id,
+                               "content": json.dumps({"temperature": 18, "sky": "sunny"})}]
+    second = client.chat.completions.create(model=CHAT, messages=history, tools=[WEATHER], temperature=0,
+                                            max_tokens=200)
+    choice = second.choices[0]
+    # `auto`: the model may answer or call again; either way a well-formed answer.
+    if choice.finish_reason == "tool_calls":
+        check_weather_call(choice.message.tool_calls[0])
+    else:
+        assert choice.finish_reason == "stop" and choice.message.content, choice
+        assert "sunny" in choice.message.content.lower() or "18" in choice.message.content, choice
+
+
+def test_parallel_tool_calls_false_allows_one_call(client):
+    r = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "Weather and time in Paris, Oslo and Rome?"}],
+        tools=[WEATHER, TIME], tool_choice="required", parallel_tool_calls=False, temperature=0, max_tokens=200)
+    assert r.choices[0].finish_reason == "tool_calls"
+    assert len(r.choices[0].message.tool_calls) == 1
+
+
+def test_bad_tool_requests_are_400(server):
+    r = server.post("/v1/chat/completions", {"model": CHAT, "messages": ASK, "tools": [WEATHER],
+                                             "tool_choice": {"type": "function", "function": {"name": "nope"}}})
+    assert assert_openai_error(r, 400)["param"] == "tool_choice"
+    r = server.post("/v1/chat/completions", {"model": CHAT, "messages": ASK, "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
+            "n": {"type": "number", "minimum": 0}}}}}]})
+    err = assert_openai_error(r, 400)
+    assert err["param"] == "tools" and "'minimum'" in err["message"], err
