@@ -166,6 +166,7 @@ pub fn route_label(path: &str) -> &'static str {
         "/v1/embeddings",
         "/v1/chat/completions",
         "/v1/completions",
+        "/v1/responses",
         "/v1/models",
         "/v2/health",
         "/v2/models",
@@ -190,6 +191,7 @@ mod tests {
     #[test]
     fn routes_are_bounded() {
         assert_eq!(route_label("/v1/models/abc"), "/v1/models");
+        assert_eq!(route_label("/v1/responses"), "/v1/responses");
         assert_eq!(route_label("/v2/models/m/infer"), "/v2/models");
         assert_eq!(route_label("/v1/embeddingsX"), "other");
         assert_eq!(route_label("/random/path"), "other");

@@ -61,6 +61,7 @@ pub fn dispatch(
             .map(Reply::from),
         Route::ChatCompletions => read_body().and_then(|body| routes::chat::handle(host, &body)),
         Route::Completions => read_body().and_then(|body| routes::completions::handle(host, &body)),
+        Route::Responses => read_body().and_then(|body| routes::responses::handle(host, &body)),
     };
     result.unwrap_or_else(|e| e.into_response().into())
 }

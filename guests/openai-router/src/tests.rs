@@ -6,6 +6,7 @@ mod choices;
 mod completions;
 mod generation;
 mod logprobs;
+mod responses;
 mod support;
 mod template;
 mod tools;

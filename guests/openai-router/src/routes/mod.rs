@@ -10,6 +10,7 @@ pub mod embeddings;
 pub mod generate;
 pub mod json;
 pub mod models;
+pub mod responses;
 pub mod root;
 pub mod sampling;
 
@@ -27,6 +28,8 @@ pub enum Route<'a> {
     ChatCompletions,
     /// `POST /v1/completions`
     Completions,
+    /// `POST /v1/responses`
+    Responses,
 }
 
 impl<'a> Route<'a> {
@@ -38,6 +41,7 @@ impl<'a> Route<'a> {
             "/v1/embeddings" => Some(Route::Embeddings),
             "/v1/chat/completions" => Some(Route::ChatCompletions),
             "/v1/completions" => Some(Route::Completions),
+            "/v1/responses" => Some(Route::Responses),
             _ => path.strip_prefix("/v1/models/").map(Route::Model),
         }
     }
@@ -46,7 +50,9 @@ impl<'a> Route<'a> {
     pub fn method(&self) -> &'static str {
         match self {
             Route::Root | Route::Models | Route::Model(_) => "GET",
-            Route::Embeddings | Route::ChatCompletions | Route::Completions => "POST",
+            Route::Embeddings | Route::ChatCompletions | Route::Completions | Route::Responses => {
+                "POST"
+            }
         }
     }
 }

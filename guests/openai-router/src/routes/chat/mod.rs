@@ -11,15 +11,56 @@ pub mod tools;
 use super::generate::{self, Flavor};
 use super::sampling::ResponseFormat;
 use crate::errors::ApiError;
-use crate::host::{Host, ModelKind, Prompt};
+use crate::host::{Host, ModelInfo, ModelKind, Prompt};
 use crate::http::Reply;
+use crate::routes::sampling::Sampling;
 use request::{Message, Role};
+use tools::Tools;
 
 pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
     let req = request::parse_request(body)?;
+    let tools = req.tools.is_some();
+    let chat = prepare(
+        host,
+        &req.model,
+        req.messages,
+        req.sampling,
+        req.tools.as_ref(),
+        "/v1/chat/completions",
+    )?;
+    generate::run(
+        host,
+        Flavor::Chat,
+        &chat.info,
+        vec![Prompt::Text(chat.prompt)],
+        &chat.sampling,
+        false,
+        tools,
+    )
+    .map_err(|e| tools_error(e, tools, "tools"))
+}
+
+/// A chat request ready to generate: its model and the rendered prompt.
+pub struct Prepared {
+    pub info: ModelInfo,
+    pub prompt: String,
+    pub sampling: Sampling,
+}
+
+/// Checks that `model` is a chat model, folds the tools (if any) into the
+/// conversation and the output format, and renders the chat template. `route`
+/// names the endpoint in errors.
+pub fn prepare(
+    host: &dyn Host,
+    model: &str,
+    mut messages: Vec<Message>,
+    mut sampling: Sampling,
+    tools: Option<&Tools>,
+    route: &str,
+) -> Result<Prepared, ApiError> {
     let info = host
-        .get_model(&req.model)
-        .ok_or_else(|| ApiError::model_not_found(&req.model))?;
+        .get_model(model)
+        .ok_or_else(|| ApiError::model_not_found(model))?;
     match info.kind {
         ModelKind::Chat => {}
         ModelKind::Completion => return Err(template::no_template(&info)),
@@ -28,38 +69,33 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
                 "model",
                 format!(
                     "The model '{}' is not a chat model (kind: {}); it cannot be used with \
-                     /v1/chat/completions.",
+                     {route}.",
                     info.id,
                     crate::routes::models::kind_name(other)
                 ),
             ))
         }
     }
-    let mut messages = req.messages;
-    let mut sampling = req.sampling;
-    if let Some(tools) = &req.tools {
+    if let Some(tools) = tools {
         add_instructions(&mut messages, tools.instructions());
         sampling.format = ResponseFormat::JsonSchema(tools.schema().to_string());
     }
     let prompt = template::render_prompt(&info, &messages)?;
-    let tools = req.tools.is_some();
-    generate::run(
-        host,
-        Flavor::Chat,
-        &info,
-        vec![Prompt::Text(prompt)],
-        &sampling,
-        false,
-        tools,
-    )
-    .map_err(|mut e| {
-        // With tools the schema the host judged is made of the tools' parameters.
-        if tools && e.param.as_deref() == Some("response_format") {
-            e.param = Some("tools".into());
-            e.message = e.message.replace("response_format", "tools");
-        }
-        e
+    Ok(Prepared {
+        info,
+        prompt,
+        sampling,
     })
+}
+
+/// With tools, the schema the host judged is made of the tools' parameters: its
+/// errors are about `param` (the route's tools field).
+pub fn tools_error(mut e: ApiError, tools: bool, param: &str) -> ApiError {
+    if tools && e.param.as_deref() == Some("response_format") {
+        e.param = Some(param.into());
+        e.message = e.message.replace("response_format", param);
+    }
+    e
 }
 
 /// The tools' description goes into the system message (one is added if the

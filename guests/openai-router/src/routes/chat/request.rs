@@ -375,6 +375,14 @@ fn parse_tool_calls(v: Value, path: &str) -> Result<Vec<(String, String, String)
 /// A string, or an array of `{"type": "text", "text": "..."}` parts (joined with
 /// `\n`, as vLLM does for text-only templates).
 fn parse_content(v: Value, path: &str) -> Result<String, ApiError> {
+    parse_content_text(v, path, &["text"])
+}
+
+/// [`parse_content`] with the text part types of an API (`/v1/responses` calls
+/// them `input_text` and `output_text`); other parts (images, files, audio) are
+/// unsupported. Parts the API itself returned may carry `annotations` and
+/// `logprobs`, which say nothing to the model.
+pub fn parse_content_text(v: Value, path: &str, text_types: &[&str]) -> Result<String, ApiError> {
     let parts = match v {
         Value::String(s) => return Ok(s),
         Value::Array(parts) => parts,
@@ -402,14 +410,15 @@ fn parse_content(v: Value, path: &str) -> Result<String, ApiError> {
         let mut p = Fields::nested(map, &part_path);
         let type_path = p.path("type");
         match p.string("type")?.as_deref() {
-            Some("text") => {}
+            Some(t) if text_types.contains(&t) => {}
             Some(t) => {
+                let expected = text_types.join("', '");
                 return Err(unsupported_value(
                     &type_path,
                     format!(
-                        "'{type_path}' is '{t}'; only text content parts ('type': 'text') are supported."
+                        "'{type_path}' is '{t}'; only text content parts ('type': '{expected}') are supported."
                     ),
-                ))
+                ));
             }
             None => {
                 return Err(ApiError::invalid(
@@ -425,6 +434,10 @@ fn parse_content(v: Value, path: &str) -> Result<String, ApiError> {
                 format!("Missing required parameter: '{text_path}'."),
             )
         })?;
+        if text_types != ["text"] {
+            p.take("annotations");
+            p.take("logprobs");
+        }
         p.finish()?;
         texts.push(text);
     }

@@ -112,52 +112,26 @@ pub fn parse(f: &mut Fields) -> Result<Option<Tools>, ApiError> {
             let name = function.required_string("name")?;
             function.finish()?;
             c.finish()?;
-            if !tools.iter().any(|t| t.name == name) {
-                return Err(ApiError::invalid(
-                    "tool_choice",
-                    format!("'tool_choice' names the function '{name}', which is not in 'tools'."),
-                ));
-            }
             Some(ToolChoice::Named(name))
         }
         Some(other) => return Err(wrong_type("tool_choice", "a string or an object", &other)),
     };
     let parallel = f.bool("parallel_tool_calls")?.unwrap_or(true);
     match choice {
-        Some(_) if tools.is_empty() => Err(ApiError::invalid(
-            "tool_choice",
-            "'tool_choice' is only allowed when 'tools' are specified.",
-        )),
-        Some(choice) => Ok(Some(Tools {
-            tools,
-            choice,
-            parallel,
-        })),
+        Some(choice) => {
+            check_choice(&choice, &tools)?;
+            Ok(Some(Tools {
+                tools,
+                choice,
+                parallel,
+            }))
+        }
         None => Ok(None),
     }
 }
 
 fn parse_tool(v: Value, path: &str) -> Result<Tool, ApiError> {
-    let Value::Object(map) = v else {
-        return Err(wrong_type(path, "a tool object", &v));
-    };
-    let mut t = Fields::nested(map, path);
-    match t.string("type")?.as_deref() {
-        Some("function") => {}
-        Some(other) => {
-            return Err(unsupported_value(
-                &t.path("type"),
-                format!("'{other}': only 'function' tools are supported."),
-            ))
-        }
-        None => {
-            let p = t.path("type");
-            return Err(ApiError::invalid(
-                &p,
-                format!("Missing required parameter: '{p}'."),
-            ));
-        }
-    }
+    let mut t = function_tool(v, path)?;
     let function_path = t.path("function");
     let function = match t.take("function") {
         Some(Value::Object(m)) => m,
@@ -171,6 +145,37 @@ fn parse_tool(v: Value, path: &str) -> Result<Tool, ApiError> {
     };
     t.finish()?;
     let mut f = Fields::nested(function, &function_path);
+    let tool = function_fields(&mut f)?;
+    f.finish()?;
+    Ok(tool)
+}
+
+/// A tool object whose `type` is `function` (the only kind served), its other
+/// fields still to read.
+pub fn function_tool(v: Value, path: &str) -> Result<Fields, ApiError> {
+    let Value::Object(map) = v else {
+        return Err(wrong_type(path, "a tool object", &v));
+    };
+    let mut t = Fields::nested(map, path);
+    match t.string("type")?.as_deref() {
+        Some("function") => Ok(t),
+        Some(other) => Err(unsupported_value(
+            &t.path("type"),
+            format!("'{other}': only 'function' tools are supported."),
+        )),
+        None => {
+            let p = t.path("type");
+            Err(ApiError::invalid(
+                &p,
+                format!("Missing required parameter: '{p}'."),
+            ))
+        }
+    }
+}
+
+/// A function's `name`, `description`, `parameters` (default: an object without
+/// properties) and `strict` (the schema is enforced either way).
+pub fn function_fields(f: &mut Fields) -> Result<Tool, ApiError> {
     let name = f.required_string("name")?;
     check_name(&f.path("name"), &name)?;
     let description = f.string("description")?;
@@ -180,12 +185,30 @@ fn parse_tool(v: Value, path: &str) -> Result<Tool, ApiError> {
         Some(other) => return Err(wrong_type(&f.path("parameters"), "an object", &other)),
     };
     f.bool("strict")?;
-    f.finish()?;
     Ok(Tool {
         name,
         description,
         parameters,
     })
+}
+
+/// A `tool_choice` must come with tools, and a named function must be one of them.
+pub fn check_choice(choice: &ToolChoice, tools: &[Tool]) -> Result<(), ApiError> {
+    if tools.is_empty() {
+        return Err(ApiError::invalid(
+            "tool_choice",
+            "'tool_choice' is only allowed when 'tools' are specified.",
+        ));
+    }
+    match choice {
+        ToolChoice::Named(name) if !tools.iter().any(|t| &t.name == name) => {
+            Err(ApiError::invalid(
+                "tool_choice",
+                format!("'tool_choice' names the function '{name}', which is not in 'tools'."),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 impl Tools {
@@ -397,7 +420,7 @@ pub fn shape_answer(
         .flatten();
     match answer {
         Some(Answer::Calls(calls)) => {
-            let random = response_id.rsplit('-').next().unwrap_or(response_id);
+            let random = response_id.rsplit(['-', '_']).next().unwrap_or(response_id);
             ShapedAnswer {
                 content: None,
                 tool_calls: calls

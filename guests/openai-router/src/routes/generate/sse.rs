@@ -40,11 +40,7 @@ pub fn response(
         .unwrap_or_default();
     StreamingResponse {
         status: 200,
-        headers: vec![
-            ("content-type".into(), "text/event-stream".into()),
-            ("cache-control".into(), "no-cache".into()),
-            ("x-nnhost-provider".into(), provider),
-        ],
+        headers: headers(provider),
         body: Box::new(SseBody {
             flavor,
             meta,
@@ -201,6 +197,15 @@ impl SseBody {
         }
         sink.write(DONE)
     }
+}
+
+/// The head of an event stream: its type, no caching, and the provider.
+pub fn headers(provider: String) -> Vec<(String, String)> {
+    vec![
+        ("content-type".into(), "text/event-stream".into()),
+        ("cache-control".into(), "no-cache".into()),
+        ("x-nnhost-provider".into(), provider),
+    ]
 }
 
 /// `data: {json}\n\n`

@@ -1,0 +1,404 @@
+//! Parsing a `/v1/responses` request into what the chat path understands: the
+//! conversation (`instructions` and `input` items as chat messages, earlier
+//! function calls and their outputs as text the model reads), the sampling fields,
+//! `text.format` and the (flat) function tools.
+
+use crate::errors::ApiError;
+use crate::routes::chat::request::{parse_content_text, Message, Role};
+use crate::routes::chat::tools::{self, Tool, ToolChoice, Tools};
+use crate::routes::json::{
+    bad_value, check_name, parse_object, unsupported_value, wrong_type, Fields,
+};
+use crate::routes::sampling::{ResponseFormat, Sampling};
+use serde_json::{json, Value};
+
+const EXAMPLE: &str = r#"{"model": "...", "input": "Hello!"}"#;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponsesRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    pub sampling: Sampling,
+    pub tools: Option<Tools>,
+    /// Echoed in the response object as the request gave them.
+    pub echo: Echo,
+}
+
+/// Request fields the response object repeats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Echo {
+    pub instructions: Value,
+    pub max_output_tokens: Value,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub tools: Value,
+    pub tool_choice: Value,
+    pub parallel_tool_calls: bool,
+    pub text_format: Value,
+    pub metadata: Value,
+    pub user: Value,
+}
+
+pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
+    let mut f = Fields::new(parse_object(body, EXAMPLE)?);
+    let model = f.required_string("model")?;
+    let instructions = f.string("instructions")?;
+    let mut messages = Vec::new();
+    if let Some(text) = &instructions {
+        messages.push(Message {
+            role: Role::System,
+            content: text.clone(),
+            name: None,
+        });
+    }
+    match f.take("input") {
+        None => {
+            return Err(ApiError::invalid(
+                "input",
+                "Missing required parameter: 'input'.",
+            ))
+        }
+        Some(Value::String(text)) => messages.push(Message {
+            role: Role::User,
+            content: text,
+            name: None,
+        }),
+        Some(Value::Array(items)) if !items.is_empty() => parse_items(items, &mut messages)?,
+        Some(Value::Array(_)) => {
+            return Err(ApiError::invalid(
+                "input",
+                "'input' must be a string or a non-empty array of items.",
+            ))
+        }
+        Some(other) => return Err(wrong_type("input", "a string or an array of items", &other)),
+    }
+    let max_output_tokens = f.integer("max_output_tokens", 1, i128::from(u32::MAX))?;
+    let temperature = f.number("temperature", 0.0, 2.0)?.unwrap_or(1.0) as f32;
+    let top_p = match f.number("top_p", 0.0, 1.0)? {
+        Some(0.0) => {
+            return Err(bad_value(
+                "top_p",
+                "0 is not allowed; use a value greater than 0 and at most 1.",
+            ))
+        }
+        p => p.unwrap_or(1.0) as f32,
+    };
+    let stream = f.bool("stream")?.unwrap_or(false);
+    let (format, text_format) = parse_text(f.take("text"))?;
+    let tool_list = match f.take("tools") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| parse_tool(t, &format!("tools[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(other) => return Err(wrong_type("tools", "an array", &other)),
+    };
+    if tool_list.len() > tools::MAX_TOOLS {
+        return Err(ApiError::invalid(
+            "tools",
+            format!(
+                "'tools' has {} entries; at most {} are allowed.",
+                tool_list.len(),
+                tools::MAX_TOOLS
+            ),
+        ));
+    }
+    let tool_choice_value = f.take("tool_choice");
+    let choice = parse_tool_choice(tool_choice_value.clone(), &tool_list)?;
+    let parallel_tool_calls = f.bool("parallel_tool_calls")?.unwrap_or(true);
+    let echo_tools: Value = tool_list
+        .iter()
+        .map(|t| {
+            json!({"type": "function", "name": t.name, "description": t.description,
+                   "parameters": t.parameters, "strict": true})
+        })
+        .collect();
+    let tools = match choice {
+        Some(choice) if !tool_list.is_empty() => Some(Tools {
+            tools: tool_list,
+            choice,
+            parallel: parallel_tool_calls,
+        }),
+        _ => None,
+    };
+    if tools.is_some() && format != ResponseFormat::Text {
+        return Err(ApiError::invalid(
+            "text.format",
+            "'text.format' cannot be combined with 'tools': with tools the answer's form is the tool calls'.",
+        ));
+    }
+    // Accepted and not acted on: nothing is stored, there is no reasoning to configure.
+    f.bool("store")?;
+    let metadata = match f.take("metadata") {
+        None => json!({}),
+        Some(m @ Value::Object(_)) => m,
+        Some(other) => return Err(wrong_type("metadata", "an object", &other)),
+    };
+    let user = f.string("user")?;
+    f.string("safety_identifier")?;
+    f.string("prompt_cache_key")?;
+    f.reject_unless(
+        "truncation",
+        |v| v == "disabled" || v == "auto",
+        "is not supported except for 'disabled' and 'auto'.",
+    )?;
+    f.reject_unless(
+        "service_tier",
+        |v| v == "auto" || v == "default",
+        "is not supported except for 'auto' and 'default'.",
+    )?;
+    f.reject_unless(
+        "include",
+        |v| v.as_array().is_some_and(Vec::is_empty),
+        "is not supported: there is nothing extra to include.",
+    )?;
+    f.reject_unless(
+        "reasoning",
+        |v| {
+            v.as_object()
+                .is_some_and(|m| m.values().all(Value::is_null))
+        },
+        "is not supported: these models do not reason.",
+    )?;
+    f.reject_unless(
+        "background",
+        |v| v == &Value::Bool(false),
+        "is not supported.",
+    )?;
+    f.reject_unless("top_logprobs", |v| v == &json!(0), "is not supported.")?;
+    for name in ["previous_response_id", "conversation", "prompt"] {
+        f.reject_unless(
+            name,
+            |_| false,
+            "is not supported: this server does not store responses or prompts.",
+        )?;
+    }
+    f.finish()?;
+    let sampling = Sampling {
+        max_tokens: max_output_tokens.map(|n| n as u32),
+        max_tokens_param: "max_output_tokens",
+        temperature,
+        top_p,
+        top_k: 0,
+        seed: None,
+        presence_penalty: 0.0,
+        frequency_penalty: 0.0,
+        stop: Vec::new(),
+        stream,
+        include_usage: false,
+        n: 1,
+        logprobs: None,
+        logit_bias: Vec::new(),
+        format,
+    };
+    Ok(ResponsesRequest {
+        model,
+        messages,
+        sampling,
+        tools,
+        echo: Echo {
+            instructions: instructions.map_or(Value::Null, Value::String),
+            max_output_tokens: max_output_tokens.map_or(Value::Null, |n| json!(n as u64)),
+            temperature,
+            top_p,
+            tools: echo_tools,
+            tool_choice: tool_choice_value.unwrap_or(json!("auto")),
+            parallel_tool_calls,
+            text_format,
+            metadata,
+            user: user.map_or(Value::Null, Value::String),
+        },
+    })
+}
+
+/// `input` items: messages, earlier function calls and their outputs.
+fn parse_items(items: Vec<Value>, messages: &mut Vec<Message>) -> Result<(), ApiError> {
+    // Call id → function name, for the outputs that answer them.
+    let mut called: Vec<(String, String)> = Vec::new();
+    // Consecutive function calls are one assistant turn.
+    let mut pending_calls: Vec<(String, String)> = Vec::new();
+    let flush = |pending: &mut Vec<(String, String)>, messages: &mut Vec<Message>| {
+        if !pending.is_empty() {
+            messages.push(Message {
+                role: Role::Assistant,
+                content: tools::calls_as_text(pending),
+                name: None,
+            });
+            pending.clear();
+        }
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        let path = format!("input[{i}]");
+        let Value::Object(map) = item else {
+            return Err(wrong_type(&path, "an input item object", &item));
+        };
+        let mut f = Fields::nested(map, &path);
+        let kind = f.string("type")?;
+        match kind.as_deref() {
+            None | Some("message") => {
+                flush(&mut pending_calls, messages);
+                let role = match f.string("role")?.as_deref() {
+                    Some("user") => Role::User,
+                    Some("assistant") => Role::Assistant,
+                    Some("system" | "developer") => Role::System,
+                    Some(r) => return Err(bad_value(&f.path("role"), format!("'{r}'. Supported values are: 'user', 'assistant', 'system' and 'developer'."))),
+                    None => {
+                        let p = f.path("role");
+                        return Err(ApiError::invalid(&p, format!("Missing required parameter: '{p}'.")));
+                    }
+                };
+                let content_path = f.path("content");
+                let content = match f.take("content") {
+                    Some(v) => parse_content_text(v, &content_path, &["input_text", "output_text", "text"])?,
+                    None => return Err(ApiError::invalid(&content_path, format!("Missing required parameter: '{content_path}'."))),
+                };
+                // Items the API itself returned carry these; they say nothing to the model.
+                f.string("id")?;
+                f.string("status")?;
+                f.finish()?;
+                messages.push(Message { role, content, name: None });
+            }
+            Some("function_call") => {
+                let call_id = f.required_string("call_id")?;
+                let name = f.required_string("name")?;
+                let arguments = f.string("arguments")?.unwrap_or_else(|| "{}".into());
+                f.string("id")?;
+                f.string("status")?;
+                f.finish()?;
+                called.push((call_id, name.clone()));
+                pending_calls.push((name, arguments));
+            }
+            Some("function_call_output") => {
+                flush(&mut pending_calls, messages);
+                let call_id = f.required_string("call_id")?;
+                let output = match f.take("output") {
+                    Some(Value::String(s)) => s,
+                    Some(other) => other.to_string(),
+                    None => {
+                        let p = f.path("output");
+                        return Err(ApiError::invalid(&p, format!("Missing required parameter: '{p}'.")));
+                    }
+                };
+                f.string("id")?;
+                f.string("status")?;
+                f.finish()?;
+                let name = called.iter().rev().find(|(id, _)| *id == call_id).map(|(_, n)| n.as_str());
+                messages.push(Message {
+                    role: Role::User,
+                    content: tools::result_as_text(name, &call_id, &output),
+                    name: None,
+                });
+            }
+            Some(other) => {
+                return Err(unsupported_value(
+                    &f.path("type"),
+                    format!("'{other}': only 'message', 'function_call' and 'function_call_output' items are supported."),
+                ))
+            }
+        }
+    }
+    flush(&mut pending_calls, messages);
+    Ok(())
+}
+
+/// `text: {"format": {"type": "text" | "json_object" | "json_schema", ...}}`; also
+/// the format object the response repeats.
+fn parse_text(text: Option<Value>) -> Result<(ResponseFormat, Value), ApiError> {
+    let text_only = json!({"type": "text"});
+    let map = match text {
+        None => return Ok((ResponseFormat::Text, text_only)),
+        Some(Value::Object(m)) => m,
+        Some(other) => return Err(wrong_type("text", "an object", &other)),
+    };
+    let mut t = Fields::nested(map, "text");
+    t.reject_unless(
+        "verbosity",
+        |v| v == "medium",
+        "is not supported except for 'medium'.",
+    )?;
+    let format = match t.take("format") {
+        None => return t.finish().map(|()| (ResponseFormat::Text, text_only)),
+        Some(Value::Object(m)) => m,
+        Some(other) => return Err(wrong_type("text.format", "an object", &other)),
+    };
+    t.finish()?;
+    let echo = Value::Object(format.clone());
+    let mut f = Fields::nested(format, "text.format");
+    let parsed = match f.string("type")?.as_deref() {
+        Some("text") => ResponseFormat::Text,
+        Some("json_object") => ResponseFormat::JsonObject,
+        Some("json_schema") => {
+            let name = f.required_string("name")?;
+            check_name("text.format.name", &name)?;
+            f.string("description")?;
+            f.bool("strict")?;
+            let schema = match f.take("schema") {
+                Some(s @ Value::Object(_)) => s.to_string(),
+                Some(other) => return Err(wrong_type("text.format.schema", "an object", &other)),
+                None => {
+                    return Err(ApiError::invalid(
+                        "text.format.schema",
+                        "Missing required parameter: 'text.format.schema'.",
+                    ))
+                }
+            };
+            ResponseFormat::JsonSchema(schema)
+        }
+        Some(other) => {
+            return Err(bad_value(
+                "text.format.type",
+                format!(
+                    "'{other}'. Supported values are: 'text', 'json_object' and 'json_schema'."
+                ),
+            ))
+        }
+        None => {
+            return Err(ApiError::invalid(
+                "text.format.type",
+                "Missing required parameter: 'text.format.type'.",
+            ))
+        }
+    };
+    f.finish()?;
+    Ok((parsed, echo))
+}
+
+/// A flat function tool: `{"type": "function", "name", "description", "parameters", "strict"}`.
+fn parse_tool(v: Value, path: &str) -> Result<Tool, ApiError> {
+    let mut f = tools::function_tool(v, path)?;
+    let tool = tools::function_fields(&mut f)?;
+    f.finish()?;
+    Ok(tool)
+}
+
+/// `"none" | "auto" | "required" | {"type": "function", "name"}`; None: no tools used.
+fn parse_tool_choice(v: Option<Value>, tools: &[Tool]) -> Result<Option<ToolChoice>, ApiError> {
+    let choice = match v {
+        None => return Ok(Some(ToolChoice::Auto)),
+        Some(Value::String(s)) => match s.as_str() {
+            "none" => return Ok(None),
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            other => return Err(bad_value("tool_choice", format!("'{other}'. Supported values are: 'none', 'auto', 'required' or {{\"type\": \"function\", \"name\": …}}."))),
+        },
+        Some(Value::Object(m)) => {
+            let mut c = Fields::nested(m, "tool_choice");
+            match c.string("type")?.as_deref() {
+                Some("function") => {}
+                other => {
+                    return Err(unsupported_value(
+                        "tool_choice.type",
+                        format!("'{}': only 'function' is supported.", other.unwrap_or("")),
+                    ))
+                }
+            }
+            let name = c.required_string("name")?;
+            c.finish()?;
+            ToolChoice::Named(name)
+        }
+        Some(other) => return Err(wrong_type("tool_choice", "a string or an object", &other)),
+    };
+    tools::check_choice(&choice, tools)?;
+    Ok(Some(choice))
+}
