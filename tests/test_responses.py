@@ -7,7 +7,7 @@ import json
 
 import openai
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from test_chat import CHAT
 from test_embeddings import assert_openai_error
@@ -63,7 +63,10 @@ def test_function_tools_over_two_turns(client):
         model=CHAT, tools=[WEATHER], temperature=0,
         input=[{"role": "user", "content": "What is the weather in Paris?"}, call,
                {"type": "function_call_output", "call_id": call.call_id, "output": "18 C and sunny"}])
-    assert second.status == "completed" and second.output, second
+    # `auto`: a new call, or an answer in words (possibly cut by the token limit).
+    assert second.status in ("completed", "incomplete") and second.output, second
+    if second.output[0].type == "message":
+        assert second.output_text and not second.output_text.lstrip().startswith("{"), second
 
 
 def test_the_sdks_stream_helper_accumulates_a_call(client):
@@ -76,8 +79,8 @@ def test_the_sdks_stream_helper_accumulates_a_call(client):
 
 
 class City(BaseModel):
-    name: str
-    country: str
+    name: str = Field(max_length=40)
+    country: str = Field(max_length=40)
 
 
 def test_structured_output_with_parse(client):

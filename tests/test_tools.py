@@ -81,11 +81,13 @@ def test_the_tools_result_is_answered_in_a_second_turn(client):
     second = client.chat.completions.create(model=CHAT, messages=history, tools=[WEATHER], temperature=0,
                                             max_tokens=200)
     choice = second.choices[0]
-    # `auto`: the model may answer or call again; either way a well-formed answer.
+    # `auto`: the model may call again or answer. An answer is plain text (not the JSON it was
+    # generated in), also when max_tokens cuts it short.
     if choice.finish_reason == "tool_calls":
         check_weather_call(choice.message.tool_calls[0])
     else:
-        assert choice.finish_reason == "stop" and choice.message.content, choice
+        assert choice.finish_reason in ("stop", "length") and choice.message.content, choice
+        assert not choice.message.content.lstrip().startswith("{"), choice
         assert "sunny" in choice.message.content.lower() or "18" in choice.message.content, choice
 
 

@@ -405,6 +405,35 @@ pub struct FunctionCall {
     pub arguments: String,
 }
 
+/// The text of a `{"response": "…` answer cut short (or complete), decoded.
+fn partial_response(text: &str) -> Option<String> {
+    let rest = text
+        .trim_start()
+        .strip_prefix('{')?
+        .trim_start()
+        .strip_prefix("\"response\"")?
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    let quoted = format!("\"{rest}");
+    if let Some(Ok(s)) = serde_json::Deserializer::from_str(&quoted)
+        .into_iter::<String>()
+        .next()
+    {
+        return Some(s);
+    }
+    // Unterminated: close it, dropping what may be half an escape (`\u00e` at most).
+    let mut end = rest.len();
+    for _ in 0..7 {
+        if let Ok(s) = serde_json::from_str::<String>(&format!("\"{}\"", &rest[..end])) {
+            return Some(s);
+        }
+        end = rest[..end].char_indices().next_back()?.0;
+    }
+    None
+}
+
 /// A finished answer to a request with tools: its calls (finish reason
 /// `tool_calls`), its `response` text, or, cut short, the raw text. Call ids come
 /// from the response id, the choice and the call's place, so they are unique.
@@ -437,6 +466,8 @@ pub fn shape_answer(
             }
         }
         Some(Answer::Content(content)) => ShapedAnswer::text(content, finish_reason),
-        None => ShapedAnswer::text(text, finish_reason),
+        // Cut short: an answer in words is its text so far, as free text would be;
+        // anything else (half a call) is returned as it is.
+        None => ShapedAnswer::text(partial_response(&text).unwrap_or(text), finish_reason),
     }
 }
