@@ -94,6 +94,21 @@ impl Sampling {
     }
 }
 
+/// `temperature` (0..2, default 1) and `top_p` (above 0, at most 1, default 1).
+pub fn temperature_and_top_p(f: &mut Fields) -> Result<(f32, f32), ApiError> {
+    let temperature = f.number("temperature", 0.0, 2.0)?.unwrap_or(1.0) as f32;
+    let top_p = match f.number("top_p", 0.0, 1.0)? {
+        Some(0.0) => {
+            return Err(bad_value(
+                "top_p",
+                "0 is not allowed; use a value greater than 0 and at most 1 (or 'temperature': 0 for greedy decoding).",
+            ))
+        }
+        p => p.unwrap_or(1.0) as f32,
+    };
+    Ok((temperature, top_p))
+}
+
 const U32_MAX: i128 = u32::MAX as i128;
 
 /// Takes the shared fields out of `f` (the route reads its own fields and then
@@ -122,16 +137,7 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
     // In range by the checks above.
     let max_tokens = max_tokens.map(|n| n as u32);
 
-    let temperature = f.number("temperature", 0.0, 2.0)?.unwrap_or(1.0) as f32;
-    let top_p = match f.number("top_p", 0.0, 1.0)? {
-        Some(0.0) => {
-            return Err(bad_value(
-                "top_p",
-                "0 is not allowed; use a value greater than 0 and at most 1 (or 'temperature': 0 for greedy decoding).",
-            ))
-        }
-        p => p.unwrap_or(1.0) as f32,
-    };
+    let (temperature, top_p) = temperature_and_top_p(f)?;
     let top_k = f.integer("top_k", 0, U32_MAX)?.unwrap_or(0) as u32;
     // OpenAI's seed is a signed 64-bit integer; negative seeds map to their
     // two's-complement u64 (still reproducible).

@@ -74,19 +74,52 @@ pub fn parse(f: &mut Fields) -> Result<Option<Tools>, ApiError> {
         }
         Some(other) => return Err(wrong_type("tools", "an array", &other)),
     };
-    let choice = match f.take("tool_choice") {
-        None => (!tools.is_empty()).then_some(ToolChoice::Auto),
-        Some(Value::String(s)) => match s.as_str() {
-            "none" => None,
-            "auto" => Some(ToolChoice::Auto),
-            "required" => Some(ToolChoice::Required),
-            other => {
-                return Err(bad_value(
+    let choice = parse_choice(f.take("tool_choice"), &tools, ChoiceForm::Nested)?;
+    let parallel = f.bool("parallel_tool_calls")?.unwrap_or(true);
+    Ok(choice.map(|choice| Tools {
+        tools,
+        choice,
+        parallel,
+    }))
+}
+
+/// Where a named `tool_choice` puts the function's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChoiceForm {
+    /// Chat: `{"type": "function", "function": {"name": …}}`.
+    Nested,
+    /// Responses: `{"type": "function", "name": …}`.
+    Flat,
+}
+
+/// `tool_choice`: `"none"`, `"auto"`, `"required"` or a named function (in `form`).
+/// None: the model answers as without tools (no tools offered, or `"none"`). A
+/// choice needs tools, and a named function must be one of them.
+pub fn parse_choice(
+    v: Option<Value>,
+    tools: &[Tool],
+    form: ChoiceForm,
+) -> Result<Option<ToolChoice>, ApiError> {
+    let choice = match v {
+        None if tools.is_empty() => return Ok(None),
+        None => ToolChoice::Auto,
+        Some(Value::String(s)) => {
+            match s.as_str() {
+                "none" => return Ok(None),
+                "auto" => ToolChoice::Auto,
+                "required" => ToolChoice::Required,
+                other => {
+                    let named = match form {
+                        ChoiceForm::Nested => r#"{"type": "function", "function": {"name": …}}"#,
+                        ChoiceForm::Flat => r#"{"type": "function", "name": …}"#,
+                    };
+                    return Err(bad_value(
                     "tool_choice",
-                    format!("'{other}'. Supported values are: 'none', 'auto', 'required' or {{\"type\": \"function\", \"function\": {{\"name\": …}}}}."),
-                ))
+                    format!("'{other}'. Supported values are: 'none', 'auto', 'required' or {named}."),
+                ));
+                }
             }
-        },
+        }
         Some(Value::Object(m)) => {
             let mut c = Fields::nested(m, "tool_choice");
             match c.string("type")?.as_deref() {
@@ -98,36 +131,34 @@ pub fn parse(f: &mut Fields) -> Result<Option<Tools>, ApiError> {
                     ))
                 }
             }
-            let function = match c.take("function") {
-                Some(Value::Object(m)) => m,
-                Some(other) => return Err(wrong_type("tool_choice.function", "an object", &other)),
-                None => {
-                    return Err(ApiError::invalid(
-                        "tool_choice.function",
-                        "Missing required parameter: 'tool_choice.function'.",
-                    ))
+            let name = match form {
+                ChoiceForm::Flat => c.required_string("name")?,
+                ChoiceForm::Nested => {
+                    let function = match c.take("function") {
+                        Some(Value::Object(m)) => m,
+                        Some(other) => {
+                            return Err(wrong_type("tool_choice.function", "an object", &other))
+                        }
+                        None => {
+                            return Err(ApiError::invalid(
+                                "tool_choice.function",
+                                "Missing required parameter: 'tool_choice.function'.",
+                            ))
+                        }
+                    };
+                    let mut function = Fields::nested(function, "tool_choice.function");
+                    let name = function.required_string("name")?;
+                    function.finish()?;
+                    name
                 }
             };
-            let mut function = Fields::nested(function, "tool_choice.function");
-            let name = function.required_string("name")?;
-            function.finish()?;
             c.finish()?;
-            Some(ToolChoice::Named(name))
+            ToolChoice::Named(name)
         }
         Some(other) => return Err(wrong_type("tool_choice", "a string or an object", &other)),
     };
-    let parallel = f.bool("parallel_tool_calls")?.unwrap_or(true);
-    match choice {
-        Some(choice) => {
-            check_choice(&choice, &tools)?;
-            Ok(Some(Tools {
-                tools,
-                choice,
-                parallel,
-            }))
-        }
-        None => Ok(None),
-    }
+    check_choice(&choice, tools)?;
+    Ok(Some(choice))
 }
 
 fn parse_tool(v: Value, path: &str) -> Result<Tool, ApiError> {
@@ -193,7 +224,7 @@ pub fn function_fields(f: &mut Fields) -> Result<Tool, ApiError> {
 }
 
 /// A `tool_choice` must come with tools, and a named function must be one of them.
-pub fn check_choice(choice: &ToolChoice, tools: &[Tool]) -> Result<(), ApiError> {
+fn check_choice(choice: &ToolChoice, tools: &[Tool]) -> Result<(), ApiError> {
     if tools.is_empty() {
         return Err(ApiError::invalid(
             "tool_choice",

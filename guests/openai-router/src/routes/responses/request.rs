@@ -5,11 +5,11 @@
 
 use crate::errors::ApiError;
 use crate::routes::chat::request::{parse_content_text, Message, Role};
-use crate::routes::chat::tools::{self, Tool, ToolChoice, Tools};
+use crate::routes::chat::tools::{self, ChoiceForm, Tool, Tools};
 use crate::routes::json::{
     bad_value, check_name, parse_object, unsupported_value, wrong_type, Fields,
 };
-use crate::routes::sampling::{ResponseFormat, Sampling};
+use crate::routes::sampling::{self, ResponseFormat, Sampling};
 use serde_json::{json, Value};
 
 const EXAMPLE: &str = r#"{"model": "...", "input": "Hello!"}"#;
@@ -73,16 +73,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
         Some(other) => return Err(wrong_type("input", "a string or an array of items", &other)),
     }
     let max_output_tokens = f.integer("max_output_tokens", 1, i128::from(u32::MAX))?;
-    let temperature = f.number("temperature", 0.0, 2.0)?.unwrap_or(1.0) as f32;
-    let top_p = match f.number("top_p", 0.0, 1.0)? {
-        Some(0.0) => {
-            return Err(bad_value(
-                "top_p",
-                "0 is not allowed; use a value greater than 0 and at most 1.",
-            ))
-        }
-        p => p.unwrap_or(1.0) as f32,
-    };
+    let (temperature, top_p) = sampling::temperature_and_top_p(&mut f)?;
     let stream = f.bool("stream")?.unwrap_or(false);
     let (format, text_format) = parse_text(f.take("text"))?;
     let tool_list = match f.take("tools") {
@@ -105,7 +96,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
         ));
     }
     let tool_choice_value = f.take("tool_choice");
-    let choice = parse_tool_choice(tool_choice_value.clone(), &tool_list)?;
+    let choice = tools::parse_choice(tool_choice_value.clone(), &tool_list, ChoiceForm::Flat)?;
     let parallel_tool_calls = f.bool("parallel_tool_calls")?.unwrap_or(true);
     let echo_tools: Value = tool_list
         .iter()
@@ -114,14 +105,11 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
                    "parameters": t.parameters, "strict": true})
         })
         .collect();
-    let tools = match choice {
-        Some(choice) if !tool_list.is_empty() => Some(Tools {
-            tools: tool_list,
-            choice,
-            parallel: parallel_tool_calls,
-        }),
-        _ => None,
-    };
+    let tools = choice.map(|choice| Tools {
+        tools: tool_list,
+        choice,
+        parallel: parallel_tool_calls,
+    });
     if tools.is_some() && format != ResponseFormat::Text {
         return Err(ApiError::invalid(
             "text.format",
@@ -370,35 +358,4 @@ fn parse_tool(v: Value, path: &str) -> Result<Tool, ApiError> {
     let tool = tools::function_fields(&mut f)?;
     f.finish()?;
     Ok(tool)
-}
-
-/// `"none" | "auto" | "required" | {"type": "function", "name"}`; None: no tools used.
-fn parse_tool_choice(v: Option<Value>, tools: &[Tool]) -> Result<Option<ToolChoice>, ApiError> {
-    let choice = match v {
-        None => return Ok(Some(ToolChoice::Auto)),
-        Some(Value::String(s)) => match s.as_str() {
-            "none" => return Ok(None),
-            "auto" => ToolChoice::Auto,
-            "required" => ToolChoice::Required,
-            other => return Err(bad_value("tool_choice", format!("'{other}'. Supported values are: 'none', 'auto', 'required' or {{\"type\": \"function\", \"name\": …}}."))),
-        },
-        Some(Value::Object(m)) => {
-            let mut c = Fields::nested(m, "tool_choice");
-            match c.string("type")?.as_deref() {
-                Some("function") => {}
-                other => {
-                    return Err(unsupported_value(
-                        "tool_choice.type",
-                        format!("'{}': only 'function' is supported.", other.unwrap_or("")),
-                    ))
-                }
-            }
-            let name = c.required_string("name")?;
-            c.finish()?;
-            ToolChoice::Named(name)
-        }
-        Some(other) => return Err(wrong_type("tool_choice", "a string or an object", &other)),
-    };
-    tools::check_choice(&choice, tools)?;
-    Ok(Some(choice))
 }

@@ -100,18 +100,10 @@ mod tests {
     use serde_json::json;
 
     /// On the prepared chat models' real vocabularies, the mask's byte tables refuse
-    /// exactly the tokens that trying each whole token refuses. (`just test` prepares
-    /// the models before the unit tests; a bare `cargo test` without them skips this.)
+    /// exactly the tokens that trying each whole token refuses.
     #[test]
     fn the_mask_allows_exactly_the_tokens_that_can_come_next() {
-        let prepared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/prepared");
-        for model in ["smollm2-135m-instruct", "gemma-3-270m"] {
-            let path = prepared.join(model).join("tokenizer.json");
-            if !path.is_file() {
-                eprintln!("skipped: {} is not prepared", path.display());
-                continue;
-            }
-            let tokenizer = tokenizers::Tokenizer::from_file(&path).unwrap();
+        for (model, tokenizer) in token_bytes::prepared_tokenizers() {
             let vocab = Arc::new(TokenBytes::from_tokenizer(&tokenizer).unwrap());
             let token = |text: &[u8]| {
                 (0..vocab.len() as u32)

@@ -134,6 +134,25 @@ fn byte_level_chars() -> impl Fn(char) -> Option<u8> {
     move |c| table.get(&c).copied()
 }
 
+/// The prepared chat models' tokenizers, for tests on real vocabularies. `just test`
+/// prepares the models before the unit tests run; a bare `cargo test` without them
+/// skips those tests (with a line saying so).
+#[cfg(test)]
+pub(super) fn prepared_tokenizers() -> Vec<(&'static str, Tokenizer)> {
+    let prepared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/prepared");
+    ["smollm2-135m-instruct", "gemma-3-270m"]
+        .into_iter()
+        .filter_map(|model| {
+            let path = prepared.join(model).join("tokenizer.json");
+            if !path.is_file() {
+                eprintln!("skipped: {} is not prepared", path.display());
+                return None;
+            }
+            Some((model, Tokenizer::from_file(&path).unwrap()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,18 +227,10 @@ mod tests {
     }
 
     /// The prepared chat models' real vocabularies: every token's bytes, where they
-    /// are whole UTF-8, are what the tokenizer decodes it to. (`just test` prepares the
-    /// models before the unit tests run; a bare `cargo test` without them skips this.)
+    /// are whole UTF-8, are what the tokenizer decodes it to.
     #[test]
     fn prepared_vocabularies_match_the_tokenizers_own_decoding() {
-        let prepared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/prepared");
-        for model in ["smollm2-135m-instruct", "gemma-3-270m"] {
-            let path = prepared.join(model).join("tokenizer.json");
-            if !path.is_file() {
-                eprintln!("skipped: {} is not prepared", path.display());
-                continue;
-            }
-            let t = Tokenizer::from_file(&path).unwrap();
+        for (model, t) in prepared_tokenizers() {
             let started = std::time::Instant::now();
             let bytes = TokenBytes::from_tokenizer(&t).unwrap();
             eprintln!(
