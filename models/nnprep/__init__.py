@@ -5,4 +5,5 @@ TOOL_VERSION = 1
 # Bump when the decoder graphs or their variants change: rebuilds decoder folders only (not embeddings).
 # 2: + onnx/model_fused.onnx (variant "int4-fused", GroupQueryAttention), nnhost.kv_layout metadata
 # 3: nnhost.json default_variant is what the host serves
-DECODER_GRAPHS = 3
+# 4: logits_to_keep (an overridable initializer, default 1): the last N positions' logits, to score prompts
+DECODER_GRAPHS = 4

@@ -6,7 +6,8 @@ Graph I/O (the Hugging Face onnx-community / Optimum / transformers.js layout):
           position_ids                int64   [batch_size, sequence_length]
           past_key_values.{i}.key     float32 [batch_size, kv_heads, past_sequence_length, head_dim]
           past_key_values.{i}.value   (same)
-  outputs logits                      float32 [batch_size, 1, vocab]   -- LAST position only
+          logits_to_keep              int64   [1]  optional (an overridable initializer, default 1)
+  outputs logits                      float32 [batch_size, logits_to_keep, vocab]   -- the LAST positions only
           present.{i}.key / .value    float32 [batch_size, kv_heads, total_sequence_length, head_dim]
 An empty cache is fed as past tensors of shape [batch, kv_heads, 0, head_dim].
 
@@ -36,6 +37,7 @@ OPSET = 21   # int4 GatherBlockQuantized data (UINT4) needs IR 10 / opset 21
 MASK_VALUE = -1e9   # finite: a fully masked (padding) row gives a uniform softmax, not NaN
 INPUTS = ("input_ids", "attention_mask", "position_ids")
 INT64_MAX = np.iinfo(np.int64).max
+LOGITS_TO_KEEP = "logits_to_keep"   # Hugging Face's name for the same knob
 KV_LAYOUT_KEY = "nnhost.kv_layout"   # ONNX metadata_props: "left_padded" here, "ragged" in decoder_fused.py
 
 
@@ -209,13 +211,15 @@ def build_decoder_onnx(spec: DecoderSpec, weights: dict[str, np.ndarray], *, unt
         if progress:
             progress(i)
 
-    # --- last position only -> final norm -> LM head
-    x = g.op("Slice", [x, g.i64(-1), g.i64(INT64_MAX), g.i64(1)])                      # [B, 1, H]
+    # --- the last N positions only (N = logits_to_keep, 1 unless a prompt is scored) -> final norm -> LM head
+    start = g.op("Neg", [g.init(LOGITS_TO_KEEP, np.array([1], np.int64))])
+    x = g.op("Slice", [x, start, g.i64(INT64_MAX), g.i64(1)])                           # [B, N, H]
     x = rms_norm(x, _w(weights, "output_norm.weight"), "output_norm.weight")
     if s.tied_embeddings and not untie_lm_head:
         flat = g.op("Reshape", [x, g.i64(-1, H)])
-        logits = g.op("Gemm", [flat, embed_name], transB=1)                           # [B, V]
-        logits = g.op("Unsqueeze", [logits, g.i64(1)])
+        logits = g.op("Gemm", [flat, embed_name], transB=1)                           # [B*N, V]
+        rows_shape = g.op("Shape", [x], start=0, end=2)
+        logits = g.op("Reshape", [logits, g.op("Concat", [rows_shape, g.i64(s.vocab_size)], axis=0)])
     else:
         head = embed if s.tied_embeddings else _w(weights, "output.weight")
         logits = linear(x, head, "output.weight_t")
@@ -230,8 +234,9 @@ def build_decoder_onnx(spec: DecoderSpec, weights: dict[str, np.ndarray], *, unt
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"]),
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
-    ] + [helper.make_tensor_value_info(n, TensorProto.FLOAT, kv_past) for n in past_names(s.num_layers)]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", 1, s.vocab_size])] + [
+    ] + [helper.make_tensor_value_info(n, TensorProto.FLOAT, kv_past) for n in past_names(s.num_layers)] + [
+        helper.make_tensor_value_info(LOGITS_TO_KEEP, TensorProto.INT64, [1])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", LOGITS_TO_KEEP, s.vocab_size])] + [
         helper.make_tensor_value_info(n, TensorProto.FLOAT, kv_total) for n in present_names(s.num_layers)]
     graph = helper.make_graph(g.nodes, f"{s.arch}_decoder", inputs, outputs, initializer=g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],

@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .decoder import KV_LAYOUT_KEY, OPSET, _Graph, _w, past_names, present_names
+from .decoder import KV_LAYOUT_KEY, LOGITS_TO_KEEP, OPSET, _Graph, _w, past_names, present_names
 from .errors import PrepError
 from .gguf_load import DecoderSpec
 
@@ -163,16 +163,23 @@ def build_fused_decoder_onnx(spec: DecoderSpec, weights: dict[str, np.ndarray], 
     total64 = g.op("Squeeze", [total_1d, g.i64(0)])
     last = g.op("Sub", [g.op("Cast", [seqlens_k], to=TensorProto.INT64), g.op("Sub", [total64, seq])])
     last = g.op("Min", [g.op("Max", [last, g.const(0, np.int64)]), g.op("Sub", [seq, g.const(1, np.int64)])])
+    #     and the N - 1 before it (N = logits_to_keep, 1 unless a prompt is scored)
+    keep = g.op("Squeeze", [g.init(LOGITS_TO_KEEP, np.array([1], np.int64)), g.i64(0)])
+    back = g.op("Sub", [g.op("Range", [g.const(0, np.int64), keep, g.const(1, np.int64)]),
+                        g.op("Sub", [keep, g.const(1, np.int64)])])                     # [N]: 1-N .. 0
+    idx = g.op("Add", [g.op("Unsqueeze", [last, g.i64(1)]), g.op("Unsqueeze", [back, g.i64(0)])])
+    idx = g.op("Max", [idx, g.const(0, np.int64)])                                      # [B, N]
     rows = g.op("Range", [g.const(0, np.int64), batch, g.const(1, np.int64)])
-    flat = g.op("Add", [g.op("Mul", [rows, seq]), last])                                # [B]
+    flat = g.op("Add", [g.op("Unsqueeze", [g.op("Mul", [rows, seq]), g.i64(1)]), idx])  # [B, N]
 
     def last_rows(x: str) -> str:
-        return g.op("Unsqueeze", [g.op("Gather", [g.op("Reshape", [x, g.i64(-1, H)]), flat], axis=0), g.i64(1)])
+        return g.op("Gather", [g.op("Reshape", [x, g.i64(-1, H)]), flat], axis=0)        # [B, N, H]
 
     x, _ = skip_norm(last_rows(residual), last_rows(mlp), _w(weights, "output_norm.weight"), "output_norm.weight")
     if s.tied_embeddings and not untie_lm_head:
-        logits = g.op("Unsqueeze", [g.op("Gemm", [g.op("Reshape", [x, g.i64(-1, H)]), embed_name], transB=1),
-                                    g.i64(1)])
+        rows_shape = g.op("Shape", [flat])
+        logits = g.op("Reshape", [g.op("Gemm", [g.op("Reshape", [x, g.i64(-1, H)]), embed_name], transB=1),
+                                  g.op("Concat", [rows_shape, g.i64(s.vocab_size)], axis=0)])
     else:
         head = embed if s.tied_embeddings else _w(weights, "output.weight")
         logits = linear(x, head, "output.weight_t")
@@ -186,8 +193,9 @@ def build_fused_decoder_onnx(spec: DecoderSpec, weights: dict[str, np.ndarray], 
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"]),
-    ] + [helper.make_tensor_value_info(n, TensorProto.FLOAT, kv_past) for n in past_names(s.num_layers)]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", 1, s.vocab_size])] + [
+    ] + [helper.make_tensor_value_info(n, TensorProto.FLOAT, kv_past) for n in past_names(s.num_layers)] + [
+        helper.make_tensor_value_info(LOGITS_TO_KEEP, TensorProto.INT64, [1])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", LOGITS_TO_KEEP, s.vocab_size])] + [
         helper.make_tensor_value_info(n, TensorProto.FLOAT, kv_present) for n in present_names(s.num_layers)]
     graph = helper.make_graph(g.nodes, f"{s.arch}_decoder_fused", inputs, outputs, initializer=g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)],

@@ -27,7 +27,7 @@ class Tiny:
         self.model, self.sess = model, ort_session(tmp / f"{arch}.onnx")
         self.meta, self.W = load_gguf(self.path)
 
-    def run(self, ids, mask=None, positions=None, past=None):
+    def run(self, ids, mask=None, positions=None, past=None, keep=None):
         ids = np.asarray(ids, np.int64)
         s = self.spec
         past = past or {n: np.zeros((ids.shape[0], s.num_kv_heads, 0, s.head_dim), np.float32)
@@ -36,7 +36,8 @@ class Tiny:
         mask = np.ones((ids.shape[0], plen + ids.shape[1]), np.int64) if mask is None else np.asarray(mask, np.int64)
         if positions is None:
             positions = np.clip(np.cumsum(mask, 1) - 1, 0, None)[:, plen:]
-        out = self.sess.run(None, {"input_ids": ids, "attention_mask": mask, "position_ids": positions, **past})
+        extra = {} if keep is None else {"logits_to_keep": np.array([keep], np.int64)}
+        out = self.sess.run(None, {"input_ids": ids, "attention_mask": mask, "position_ids": positions, **past, **extra})
         names = [o.name.replace("present.", "past_key_values.") for o in self.sess.get_outputs()]
         return out[0], dict(zip(names[1:], out[1:]))
 
@@ -58,7 +59,8 @@ def test_io_contract(tiny):
     assert ins[3] == ("past_key_values.0.key", ["batch_size", s.num_kv_heads, "past_sequence_length", s.head_dim])
     assert len(ins) == 3 + 2 * s.num_layers
     outs = [(o.name, o.shape) for o in tiny.sess.get_outputs()]
-    assert outs[0] == ("logits", ["batch_size", 1, s.vocab_size])          # last position only
+    assert outs[0] == ("logits", ["batch_size", "logits_to_keep", s.vocab_size])   # last positions only
+    assert [i.name for i in tiny.model.graph.input][-1] == "logits_to_keep"             # overridable, default 1
     assert outs[1] == ("present.0.key", ["batch_size", s.num_kv_heads, "total_sequence_length", s.head_dim])
 
 
@@ -70,6 +72,20 @@ def test_matches_numpy_reference(tiny):
         got, _ = tiny.run([IDS[:n]])
         assert got.shape == (1, 1, tiny.spec.vocab_size)
         np.testing.assert_allclose(got[0, 0], want[n - 1], atol=2e-4 * np.abs(want).max())
+
+
+def test_logits_to_keep_gives_every_positions_logits(tiny):
+    """A scored prompt asks for the logits of its last N positions: each equals the reference's for that
+    prefix, on top of a cache and with left padding as in a batch."""
+    want = forward(tiny.meta, tiny.W, IDS)
+    got, past = tiny.run([IDS[:5]], keep=5)
+    assert got.shape == (1, 5, tiny.spec.vocab_size)
+    np.testing.assert_allclose(got[0], want[:5], atol=2e-4 * np.abs(want).max())
+    rest = len(IDS) - 5
+    got, _ = tiny.run([IDS[5:]], positions=[list(range(5, len(IDS)))], past=past, keep=rest)
+    np.testing.assert_allclose(got[0], want[5:], atol=2e-4 * np.abs(want).max())
+    padded, _ = tiny.run([[0, 0] + IDS[:4]], mask=[[0, 0, 1, 1, 1, 1]], keep=4)
+    np.testing.assert_allclose(padded[0], want[:4], atol=2e-4 * np.abs(want).max())
 
 
 def test_kv_cache_steps_equal_full_prefill(tiny):

@@ -59,7 +59,7 @@ def test_io_contract_and_ops(tiny):
                       ["batch_size", s.num_kv_heads, "past_sequence_length", s.head_dim])
     assert len(ins) == 2 + 2 * s.num_layers                     # no position_ids
     outs = [(o.name, o.shape) for o in sess.get_outputs()]
-    assert outs[0] == ("logits", ["batch_size", 1, s.vocab_size])
+    assert outs[0] == ("logits", ["batch_size", "logits_to_keep", s.vocab_size])
     assert [o[0] for o in outs[1:3]] == ["present.0.key", "present.0.value"] and len(outs) == 1 + 2 * s.num_layers
     props = {p.key: p.value for p in tiny.model.metadata_props}
     assert props[KV_LAYOUT_KEY] == KV_LAYOUT == "ragged"
@@ -179,3 +179,20 @@ def test_chunked_prefill_batch1(tiny):
     cache = tiny.dec.shared_cache(1, 20)
     tiny.dec.run_shared([IDS[:5]], ragged_mask([5], 5), cache)
     close(tiny.dec.run_shared([IDS[5:]], ragged_mask([len(IDS)], len(IDS)), cache)[0], want)
+
+
+def test_logits_to_keep_gives_every_positions_logits(tiny):
+    """A scored prompt asks for the logits of its last N positions (batch 1, on top of a cache too)."""
+    want = tiny.ref(IDS)
+    sess, keep = tiny.dec.sess, lambda n: {"logits_to_keep": np.array([n], np.int64)}
+    past = tiny.dec.empty_past(1)
+    out = sess.run(None, {"input_ids": np.array([IDS[:5]]), "attention_mask": np.ones((1, 5), np.int64), **past,
+                          **keep(5)})
+    assert out[0].shape == (1, 5, tiny.spec.vocab_size)
+    for i in range(5):
+        close(out[0][0, i], want[i])
+    past = {n.replace("present.", "past_key_values."): v for n, v in zip(tiny.dec.outputs[1:], out[1:])}
+    out = sess.run(None, {"input_ids": np.array([IDS[5:]]), "attention_mask": np.ones((1, len(IDS)), np.int64),
+                          **past, **keep(len(IDS) - 5)})
+    for i in range(5, len(IDS)):
+        close(out[0][0, i - 5], want[i])
