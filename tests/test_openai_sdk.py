@@ -243,8 +243,8 @@ def test_400_is_bad_request_error(client):
         client.embeddings.create(model=EMBED, input="")
     assert e.value.param == "input"
     with pytest.raises(openai.BadRequestError) as e:
-        client.completions.create(model=CHAT, prompt="x", echo=True)
-    assert e.value.param == "echo" and e.value.code == "unsupported_parameter"
+        client.completions.create(model=CHAT, prompt="x", suffix="y")
+    assert e.value.param == "suffix" and e.value.code == "unsupported_parameter"
 
 
 def test_404_is_not_found_error(client):

@@ -1,12 +1,12 @@
 //! The seam between the routes and the nnhost imports: routes talk to a [`Host`],
 //! the component passes [`WitHost`] (the real imports), tests pass a fake.
 
-use crate::bindings::nnhost::inference::{embeddings, generation, models, types};
+use crate::bindings::nnhost::inference::{embeddings, generation, models, tokenizer, types};
 
 pub use embeddings::{EmbedInput, EmbedOptions, EmbeddingBatch};
 pub use generation::{
     Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Logprob, OutputFormat, Prompt,
-    TokenLogprobs, Usage,
+    PromptToken, TokenLogprobs, Usage,
 };
 pub use models::{ModelInfo, ModelKind};
 pub use types::{Error as HostError, ErrorCode};
@@ -37,6 +37,17 @@ pub trait Host {
         prompt: &Prompt,
         options: &GenerateOptions,
     ) -> Result<Box<dyn GenerationStream>, HostError>;
+    /// `generate`, with the prompt scored first: each prompt token and its log
+    /// probability given the ones before it, with `top` alternatives.
+    fn generate_scored(
+        &self,
+        model: &str,
+        prompt: &Prompt,
+        options: &GenerateOptions,
+        top: u32,
+    ) -> Result<(Vec<PromptToken>, Box<dyn GenerationStream>), HostError>;
+    /// The text of token ids, special tokens included.
+    fn decode(&self, model: &str, tokens: &[u32]) -> Result<String, HostError>;
     /// Unix seconds now (`created` of completion objects).
     fn unix_time(&self) -> u64;
     /// Random bits for response ids.
@@ -83,6 +94,21 @@ impl Host for WitHost {
     ) -> Result<Box<dyn GenerationStream>, HostError> {
         let stream = generation::generate(model, prompt, options)?;
         Ok(Box::new(stream))
+    }
+
+    fn generate_scored(
+        &self,
+        model: &str,
+        prompt: &Prompt,
+        options: &GenerateOptions,
+        top: u32,
+    ) -> Result<(Vec<PromptToken>, Box<dyn GenerationStream>), HostError> {
+        let scored = generation::generate_scored(model, prompt, options, top)?;
+        Ok((scored.prompt, Box::new(scored.generation)))
+    }
+
+    fn decode(&self, model: &str, tokens: &[u32]) -> Result<String, HostError> {
+        tokenizer::decode(model, tokens, false)
     }
 
     fn unix_time(&self) -> u64 {

@@ -4,6 +4,7 @@
 mod chat;
 mod choices;
 mod completions;
+mod echo;
 mod generation;
 mod logprobs;
 mod responses;
@@ -117,6 +118,18 @@ impl Host for Fake {
         options: &GenerateOptions,
     ) -> Result<Box<dyn GenerationStream>, HostError> {
         support::fake_generate(self, model, prompt, options)
+    }
+    fn generate_scored(
+        &self,
+        model: &str,
+        prompt: &Prompt,
+        options: &GenerateOptions,
+        top: u32,
+    ) -> Result<(Vec<PromptToken>, Box<dyn GenerationStream>), HostError> {
+        support::fake_generate_scored(self, model, prompt, options, top)
+    }
+    fn decode(&self, _model: &str, tokens: &[u32]) -> Result<String, HostError> {
+        Ok(tokens.iter().map(|t| format!("<{t}>")).collect())
     }
     fn unix_time(&self) -> u64 {
         1_700_000_123

@@ -3,7 +3,7 @@ use wasmtime::component::Resource;
 
 use super::nnhost::inference::generation::{
     Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Host, HostGenerationStream,
-    Logprob, OutputFormat, Prompt, TokenLogprobs, Usage,
+    Logprob, OutputFormat, Prompt, PromptToken, ScoredGeneration, TokenLogprobs, Usage,
 };
 use super::{ApiState, WitError};
 use crate::error::InferenceError;
@@ -74,17 +74,33 @@ impl GenerationStream {
     }
 }
 
-fn logprobs_to_wit(logprobs: Vec<generate::TokenLogprobs>) -> Vec<TokenLogprobs> {
-    let one = |t: generate::TokenLogprob| Logprob {
+fn logprob_to_wit(t: generate::TokenLogprob) -> Logprob {
+    Logprob {
         token: t.token,
         text: t.text,
         logprob: t.logprob,
-    };
+    }
+}
+
+fn logprobs_to_wit(logprobs: Vec<generate::TokenLogprobs>) -> Vec<TokenLogprobs> {
     logprobs
         .into_iter()
         .map(|t| TokenLogprobs {
-            chosen: one(t.chosen),
-            top: t.top.into_iter().map(one).collect(),
+            chosen: logprob_to_wit(t.chosen),
+            top: t.top.into_iter().map(logprob_to_wit).collect(),
+        })
+        .collect()
+}
+
+fn prompt_to_wit(tokens: Vec<generate::PromptToken>) -> Vec<PromptToken> {
+    tokens
+        .into_iter()
+        .map(|t| PromptToken {
+            token: t.token,
+            text: t.text,
+            text_offset: u32::try_from(t.text_offset).unwrap_or(u32::MAX),
+            logprob: t.logprob,
+            top: t.top.into_iter().map(logprob_to_wit).collect(),
         })
         .collect()
 }
@@ -122,12 +138,16 @@ impl ApiState {
         model: &str,
         prompt: Prompt,
         options: GenerateOptions,
+        prompt_logprobs: Option<u32>,
     ) -> Result<GenerationStream, InferenceError> {
         let loaded = self.access.get(model)?;
         let decoder = loaded.decoder().ok_or_else(|| {
             InferenceError::invalid(format!("model {model} is not a generative model"))
                 .with_param("model")
         })?;
+        if prompt_logprobs.is_some() {
+            decoder.check_prompt_scoring()?;
+        }
         let prompt = match prompt {
             Prompt::Text(text) => decoder.encode_prompt(&text, options.add_special_tokens)?,
             Prompt::Tokens(tokens) => tokens,
@@ -182,6 +202,8 @@ impl ApiState {
                 sampling,
                 stop,
                 constraint,
+                prompt_logprobs: prompt_logprobs
+                    .map(|k| k.min(generate::sampler::MAX_TOP_LOGPROBS) as usize),
             },
         )?;
         Ok(GenerationStream {
@@ -209,10 +231,62 @@ impl Host for ApiState {
         if let Err(e) = self.charge(prompt_bytes) {
             return Ok(Err(e.into()));
         }
-        match self.start_generation(&model, prompt, options) {
+        match self.start_generation(&model, prompt, options, None) {
             Ok(stream) => Ok(Ok(self.push(stream)?)),
             Err(e) => Ok(Err(e.into())),
         }
+    }
+
+    async fn generate_scored(
+        &mut self,
+        model: String,
+        prompt: Prompt,
+        options: GenerateOptions,
+        top_logprobs: u32,
+    ) -> wasmtime::Result<Result<ScoredGeneration, WitError>> {
+        let prompt_bytes = match &prompt {
+            Prompt::Text(t) => t.len(),
+            Prompt::Tokens(t) => t.len() * 4,
+        };
+        if let Err(e) = self.charge(prompt_bytes) {
+            return Ok(Err(e.into()));
+        }
+        let mut stream = match self.start_generation(&model, prompt, options, Some(top_logprobs)) {
+            Ok(stream) => stream,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        // The worker sends the scored prompt first, once its prefill is done.
+        let started = std::time::Instant::now();
+        let first = match self.generation_deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, stream.events.recv())
+                .await
+                .ok()
+                .flatten(),
+            None => stream.events.recv().await,
+        };
+        self.waited += started.elapsed();
+        let prompt = match first {
+            Some(GenEvent::Prompt(tokens)) => prompt_to_wit(tokens),
+            Some(GenEvent::Done(end)) => {
+                let access = self.access.clone();
+                let end = stream.finish(&access, end_to_wit(end));
+                return Ok(Err(end.error.unwrap_or_else(|| {
+                    InferenceError::internal("the generation ended before its prompt was scored")
+                        .into()
+                })));
+            }
+            Some(GenEvent::Chunk { .. }) | None => {
+                return Ok(Err(InferenceError::new(
+                    crate::error::ErrorCode::Busy,
+                    "the prompt was not scored before the request's deadline",
+                )
+                .into()))
+            }
+        };
+        Ok(Ok(ScoredGeneration {
+            prompt,
+            generation: self.push(stream)?,
+        }))
     }
 }
 
@@ -252,6 +326,12 @@ impl ApiState {
             None => stream.events.recv().await,
         };
         let mut chunk = match first {
+            // Taken by `generate_scored`; never reaches a stream.
+            Some(GenEvent::Prompt(_)) => Chunk {
+                text: String::new(),
+                tokens: Vec::new(),
+                logprobs: Vec::new(),
+            },
             Some(GenEvent::Chunk {
                 text,
                 tokens,
@@ -296,6 +376,7 @@ impl ApiState {
                     stream.finish(&access, end_to_wit(end));
                     break;
                 }
+                GenEvent::Prompt(_) => {}
             }
         }
         Ok(Event::Chunk(chunk))

@@ -35,6 +35,8 @@ pub struct DecoderModel {
     pub onnx: PathBuf,
     pub provider: String,
     generator: Generator,
+    /// The graph can give every position's logits: prompts can be scored.
+    scores_prompts: bool,
     /// Each token's bytes, read from the vocabulary on the first JSON-mode request.
     token_bytes: std::sync::OnceLock<Result<Arc<TokenBytes>, String>>,
 }
@@ -209,6 +211,7 @@ impl DecoderModel {
                 .with_context(|| format!("{}: no onnx/model.onnx", dir.display()))?,
         };
         let graph = DecoderGraph::load(&onnx, &config.cpu, shape)?;
+        let scores_prompts = graph.scores_prompts();
         let tokenizer = Arc::new(tokenizer);
         let provider = crate::providers::cpu::label();
         let generator = Generator::start(
@@ -240,6 +243,7 @@ impl DecoderModel {
             onnx,
             provider,
             generator,
+            scores_prompts,
             token_bytes: Default::default(),
         })
     }
@@ -281,6 +285,22 @@ impl DecoderModel {
             ))
             .with_param("response_format")),
         }
+    }
+
+    /// Whether prompt log probabilities can be asked for: graphs prepared before
+    /// `logits_to_keep` give the last position's logits only.
+    pub fn check_prompt_scoring(&self) -> Result<(), InferenceError> {
+        if self.scores_prompts {
+            return Ok(());
+        }
+        Err(InferenceError::new(
+            ErrorCode::Unsupported,
+            format!(
+                "model {} cannot score its prompt: its graph returns the last position's logits only \
+                 (prepare it again with models/prepare.py to get the logits_to_keep input)",
+                self.name
+            ),
+        ))
     }
 
     /// Token ids below this are valid.

@@ -3,6 +3,10 @@
 //! the host with the model's special tokens (BOS); token-id prompts go as they
 //! are. The sampling fields are [`super::sampling`]'s, the response
 //! [`super::generate`]'s. As at OpenAI, `max_tokens` defaults to 16 here.
+//! `echo` starts each choice's text with its prompt; with `logprobs` the host scores
+//! the prompt too (each prompt token's log probability given the ones before it,
+//! the first one's `null`), and `max_tokens: 0` then asks for the score alone:
+//! what evaluation harnesses send for a text's log-likelihood.
 
 use super::embeddings::token_id;
 use super::generate::{self, Flavor};
@@ -62,12 +66,15 @@ pub fn parse_request(body: &[u8]) -> Result<CompletionRequest, ApiError> {
         }
         Some(v) => parse_prompts(v)?,
     };
-    let sampling = sampling::parse(&mut f, Endpoint::Completions)?;
+    let mut sampling = sampling::parse(&mut f, Endpoint::Completions)?;
 
-    match f.take("echo") {
-        None | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true)) => return Err(unsupported("echo", "'echo' is not supported.")),
-        Some(other) => return Err(wrong_type("echo", "a boolean", &other)),
+    sampling.echo = f.bool("echo")?.unwrap_or(false);
+    if sampling.max_tokens == Some(0) && !sampling.echo {
+        return Err(ApiError::invalid(
+            "max_tokens",
+            "'max_tokens' is 0: that generates nothing; use at least 1, or 0 with 'echo': true \
+             to score the prompt.",
+        ));
     }
     match f.take("suffix") {
         None => {}

@@ -53,6 +53,9 @@ pub struct Sampling {
     pub logprobs: Option<u32>,
     /// Token id → bias added to its logit.
     pub logit_bias: Vec<(u32, f32)>,
+    /// Completions' `echo`: each choice's text starts with its prompt (and, with
+    /// `logprobs`, its log probabilities with the prompt's).
+    pub echo: bool,
     /// Chat's `response_format`: the JSON forms make the host constrain the output.
     pub format: ResponseFormat,
 }
@@ -114,7 +117,12 @@ const U32_MAX: i128 = u32::MAX as i128;
 /// Takes the shared fields out of `f` (the route reads its own fields and then
 /// calls [`Fields::finish`]).
 pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
-    let max_tokens = f.integer("max_tokens", 1, U32_MAX)?;
+    // Completions accept 0 (with `echo`: score the prompt, generate nothing).
+    let least = match endpoint {
+        Endpoint::Chat => 1,
+        Endpoint::Completions => 0,
+    };
+    let max_tokens = f.integer("max_tokens", least, U32_MAX)?;
     let (max_tokens, max_tokens_param) = match endpoint {
         Endpoint::Chat => match (max_tokens, f.integer("max_completion_tokens", 1, U32_MAX)?) {
             (Some(a), Some(b)) if a != b => {
@@ -206,6 +214,7 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         logprobs,
         logit_bias,
         format: ResponseFormat::Text,
+        echo: false,
     })
 }
 

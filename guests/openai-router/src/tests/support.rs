@@ -106,6 +106,41 @@ pub(super) fn fake_generate(
     }))
 }
 
+/// The scored prompt of the fake: "Say" (first, no score), " hi" (-0.5, one
+/// alternative " yo" at -0.25), then the script's generation.
+pub(super) fn fake_generate_scored(
+    h: &Fake,
+    model: &str,
+    prompt: &Prompt,
+    options: &GenerateOptions,
+    top: u32,
+) -> Result<(Vec<PromptToken>, Box<dyn GenerationStream>), HostError> {
+    h.log.borrow_mut().push(format!("score top {top}"));
+    let stream = fake_generate(h, model, prompt, options)?;
+    let alternative = Logprob {
+        token: 7,
+        text: " yo".into(),
+        logprob: -0.25,
+    };
+    let tokens = vec![
+        PromptToken {
+            token: 5,
+            text: "Say".into(),
+            text_offset: 0,
+            logprob: None,
+            top: vec![],
+        },
+        PromptToken {
+            token: 6,
+            text: " hi".into(),
+            text_offset: 3,
+            logprob: Some(-0.5),
+            top: vec![alternative],
+        },
+    ];
+    Ok((tokens, stream))
+}
+
 /// [`Fake::new`] plus `smol` (ChatML), `gemma` and `base` (no template).
 pub(super) fn gen_fake() -> Fake {
     let mut h = Fake::new();

@@ -51,8 +51,9 @@ pub struct StepOutput {
     pub present: Vec<DynValue>,
 }
 
-/// `batch × vocab`: the logits of each row's last position. A decode step's stay in
-/// ORT's output buffer (copying them out was 4 MB per step for four Gemma streams).
+/// `batch × vocab`: the logits of each row's last position (`seq × vocab` for a scored
+/// prefill). A decode step's stay in ORT's output buffer (copying them out was 4 MB
+/// per step for four Gemma streams).
 pub struct Logits {
     buffer: LogitsBuffer,
     pub vocab: usize,
@@ -79,6 +80,22 @@ impl Logits {
     }
 }
 
+/// Whether a graph can give the logits of every new position, which scoring a prompt
+/// (its tokens' log probabilities) needs; generating needs only the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PromptLogits {
+    /// The `logits_to_keep` input (an overridable initializer, default 1) asks for the
+    /// last N positions: the graphs nnhost prepares.
+    KeepInput,
+    /// Every position, always (a plain Hugging Face export).
+    Always,
+    /// The last position only (graphs prepared before `logits_to_keep`).
+    LastOnly,
+}
+
+/// The name Hugging Face uses for the same knob.
+const LOGITS_TO_KEEP: &str = "logits_to_keep";
+
 pub struct DecoderGraph {
     session: Session,
     /// `spinning = "when-idle"`: the same graph with threads that spin within a step,
@@ -87,6 +104,7 @@ pub struct DecoderGraph {
     shape: DecoderShape,
     layout: KvLayout,
     has_position_ids: bool,
+    prompt_logits: PromptLogits,
     past_names: Vec<String>,
     present_names: Vec<String>,
 }
@@ -139,12 +157,33 @@ impl DecoderGraph {
                 path.display()
             ),
         };
+        let prompt_logits = if session
+            .overridable_initializers()
+            .iter()
+            .any(|i| i.name() == LOGITS_TO_KEEP)
+        {
+            PromptLogits::KeepInput
+        } else {
+            let positions = session
+                .outputs()
+                .iter()
+                .find(|o| o.name() == "logits")
+                .and_then(|o| match o.dtype() {
+                    ort::value::ValueType::Tensor { shape, .. } => shape.get(1).copied(),
+                    _ => None,
+                });
+            match positions {
+                Some(1) => PromptLogits::LastOnly,
+                _ => PromptLogits::Always,
+            }
+        };
         Ok(Self {
             session,
             idle_session,
             shape,
             layout,
             has_position_ids,
+            prompt_logits,
             past_names,
             present_names,
         })
@@ -156,6 +195,11 @@ impl DecoderGraph {
 
     pub fn layout(&self) -> KvLayout {
         self.layout
+    }
+
+    /// Whether [`Self::run_scoring`] can give every position's logits.
+    pub fn scores_prompts(&self) -> bool {
+        self.prompt_logits != PromptLogits::LastOnly
     }
 
     /// A cache holding nothing for `rows` rows.
@@ -242,12 +286,36 @@ impl DecoderGraph {
     }
 
     pub fn run(&mut self, step: Step, past: Vec<DynValue>) -> Result<StepOutput> {
+        self.run_keeping(step, past, false)
+    }
+
+    /// A prefill of one row whose logits are wanted at every new position (to score
+    /// the prompt): `seq × vocab` logits, position by position.
+    pub fn run_scoring(&mut self, step: Step, past: Vec<DynValue>) -> Result<StepOutput> {
+        ensure!(step.batch == 1, "a scored prefill runs one prompt");
+        ensure!(
+            self.scores_prompts(),
+            "the decoder graph returns the last position's logits only"
+        );
+        self.run_keeping(step, past, true)
+    }
+
+    fn run_keeping(
+        &mut self,
+        step: Step,
+        past: Vec<DynValue>,
+        every_position: bool,
+    ) -> Result<StepOutput> {
         ensure!(past.len() == self.past_names.len());
-        let batch = step.batch;
+        let (batch, seq) = (step.batch, step.seq);
         let mut inputs: Vec<(String, SessionInputValue<'_>)> =
-            Vec::with_capacity(3 + self.past_names.len());
+            Vec::with_capacity(4 + self.past_names.len());
         for (name, tensor) in self.token_inputs(step)? {
             inputs.push((name.into(), tensor.into()));
+        }
+        if every_position && self.prompt_logits == PromptLogits::KeepInput {
+            let keep = Tensor::from_array(([1usize], vec![seq as i64]))?.into_dyn();
+            inputs.push((LOGITS_TO_KEEP.into(), keep.into()));
         }
         for (name, value) in self.past_names.iter().zip(past) {
             inputs.push((name.clone(), value.into()));
@@ -268,7 +336,11 @@ impl DecoderGraph {
             per_row * vocab * batch == data.len(),
             "logits of shape {shape:?}"
         );
-        let buffer = if per_row == 1 {
+        let buffer = if per_row == 1 || every_position {
+            ensure!(
+                !every_position || per_row == seq,
+                "asked for {seq} positions' logits, the graph gave {per_row}"
+            );
             LogitsBuffer::Ort(logits)
         } else {
             // Graphs that return every position: keep each row's last one.

@@ -7,7 +7,9 @@ mod admission;
 pub mod constraint;
 mod decoder_graph;
 mod kv_batch;
+mod log_softmax;
 mod prefill;
+mod prompt_scoring;
 pub mod sampler;
 pub mod text;
 mod worker;
@@ -27,6 +29,9 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// JSON mode: the output is one JSON object, and ends with it.
     pub constraint: Option<constraint::JsonConstraint>,
+    /// Score the prompt: each of its tokens' log probability with this many
+    /// alternatives, sent as [`GenEvent::Prompt`] before the first generated token.
+    pub prompt_logprobs: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +65,22 @@ pub struct TokenLogprobs {
     pub top: Vec<TokenLogprob>,
 }
 
+/// A prompt token as the model saw it: its log probability given the tokens before
+/// it (none for the first) and the most likely tokens in its place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptToken {
+    pub token: u32,
+    pub text: String,
+    /// Where its text starts in the decoded prompt, in characters.
+    pub text_offset: usize,
+    pub logprob: Option<f32>,
+    pub top: Vec<TokenLogprob>,
+}
+
 #[derive(Debug)]
 pub enum GenEvent {
+    /// The scored prompt (first, when `prompt_logprobs` was asked for).
+    Prompt(Vec<PromptToken>),
     Chunk {
         text: String,
         tokens: Vec<u32>,

@@ -6,6 +6,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::constraint::JsonConstraint;
+use super::log_softmax::log_normalizer_and_top;
 
 /// Candidates a constraint may turn down before every token of the vocabulary is
 /// checked: the likely tokens are almost always allowed, and checking 262,144 tokens
@@ -251,40 +252,6 @@ fn draw(
         }
     }
     None
-}
-
-/// `log Σ exp(logits)` and the `k` largest logits as log probabilities (most likely
-/// first). One pass for the maximum, one for the sum, one keeping the top `k`.
-fn log_normalizer_and_top(logits: &[f32], k: usize) -> (f32, Vec<(u32, f32)>) {
-    let max = logits
-        .iter()
-        .copied()
-        .filter(|l| l.is_finite())
-        .fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return (0.0, Vec::new());
-    }
-    let sum: f64 = logits
-        .iter()
-        .filter(|l| l.is_finite())
-        .map(|&l| f64::from((l - max).exp()))
-        .sum();
-    let normalizer = max + sum.ln() as f32;
-    let mut top: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
-    if k > 0 {
-        for (i, &l) in logits.iter().enumerate() {
-            if !l.is_finite() || (top.len() == k && l <= top[k - 1].1) {
-                continue;
-            }
-            let at = top.partition_point(|&(_, t)| t >= l);
-            top.insert(at, (i as u32, l));
-            top.truncate(k);
-        }
-    }
-    for entry in &mut top {
-        entry.1 -= normalizer;
-    }
-    (normalizer, top)
 }
 
 /// The first index of the largest value (NaNs never win; 0 when nothing beats -inf).

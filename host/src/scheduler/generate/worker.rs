@@ -12,9 +12,10 @@ use super::admission::Admission;
 use super::decoder_graph::{DecoderGraph, StepOutput};
 use super::kv_batch::{KvBatch, Prefilled};
 use super::prefill::{chunk_step, group_sizes, prefill_step};
+use super::prompt_scoring::{token_logprob, PromptScoring, SCORED_CHUNK};
 use super::sampler::Sampler;
 use super::text::{IncrementalDecoder, Matched, StopMatcher};
-use super::{FinishReason, GenEvent, GenerateRequest, GenerationEnd, TokenLogprob, TokenLogprobs};
+use super::{FinishReason, GenEvent, GenerateRequest, GenerationEnd, TokenLogprobs};
 use crate::error::{ErrorCode, InferenceError};
 
 /// Handle to a decoder model's generation worker.
@@ -47,13 +48,15 @@ struct Job {
     events: UnboundedSender<GenEvent>,
 }
 
-/// A long prompt being prefilled a chunk per decode step.
+/// A long (or scored) prompt being prefilled a chunk per decode step.
 struct Chunking {
     seq: Active,
     prompt: Vec<u32>,
     /// Prompt tokens already in `past`.
     done: usize,
     past: Vec<DynValue>,
+    /// The prompt's tokens scored so far, when the request asked for that.
+    scoring: Option<PromptScoring>,
 }
 
 /// A generation in the decode batch.
@@ -254,18 +257,24 @@ impl Worker {
             };
             chosen.push(next);
         }
-        let (long, mut jobs): (Vec<Job>, Vec<Job>) = chosen
-            .into_iter()
-            .map(|(_, job)| job)
-            .partition(|job| job.request.prompt.len() > self.prefill_chunk);
+        let (long, mut jobs): (Vec<Job>, Vec<Job>) =
+            chosen.into_iter().map(|(_, job)| job).partition(|job| {
+                job.request.prompt.len() > self.prefill_chunk
+                    || job.request.prompt_logprobs.is_some()
+            });
         for job in long {
             let prompt = job.request.prompt.clone();
+            let scoring = job
+                .request
+                .prompt_logprobs
+                .map(|top| PromptScoring::new(top, prompt.len()));
             if let Some(seq) = self.activate(job, Instant::now()) {
                 self.chunking.push_back(Chunking {
                     seq,
                     prompt,
                     done: 0,
                     past: Vec::new(),
+                    scoring,
                 });
             }
         }
@@ -370,9 +379,10 @@ impl Worker {
     }
 
     /// A job's generation, or None when it needs no graph run (its client went away,
-    /// or it asked for no tokens).
+    /// or it asked for no tokens and no scoring).
     fn activate(&mut self, job: Job, started: Instant) -> Option<Active> {
         let request = job.request;
+        let scored = request.prompt_logprobs.is_some();
         let mut seq = Active {
             tenant: request.tenant,
             events: job.events,
@@ -389,7 +399,7 @@ impl Worker {
         if seq.events.is_closed() {
             self.cancelled("before its prefill", 0);
             None
-        } else if seq.max_tokens == 0 {
+        } else if seq.max_tokens == 0 && !scored {
             self.finish(&mut seq, FinishReason::Length, None);
             None
         } else {
@@ -402,9 +412,13 @@ impl Worker {
     fn prefill_chunk(&mut self) -> Option<(Active, Prefilled)> {
         let mut chunking = self.chunking.pop_front()?;
         let started = Instant::now();
+        let chunk = match chunking.scoring {
+            Some(_) => self.prefill_chunk.min(SCORED_CHUNK),
+            None => self.prefill_chunk,
+        };
         let end = chunking
             .done
-            .saturating_add(self.prefill_chunk)
+            .saturating_add(chunk)
             .min(chunking.prompt.len());
         let step = chunk_step(&chunking.prompt, chunking.done, end);
         let past = if chunking.done == 0 {
@@ -412,7 +426,12 @@ impl Worker {
         } else {
             Ok(std::mem::take(&mut chunking.past))
         };
-        let out = match past.and_then(|past| self.graph.run(step, past)) {
+        let scored = chunking.scoring.is_some();
+        let out = past.and_then(|past| match scored {
+            true => self.graph.run_scoring(step, past),
+            false => self.graph.run(step, past),
+        });
+        let out = match out {
             Ok(out) => out,
             Err(e) => {
                 self.finish(
@@ -426,18 +445,30 @@ impl Worker {
         tracing::debug!(model = %self.model, from = chunking.done, to = end,
             prompt_tokens = chunking.prompt.len(),
             chunk_ms = started.elapsed().as_secs_f64() * 1e3, "prefill chunk");
-        chunking.done = end;
-        if end < chunking.prompt.len() {
-            chunking.past = out.present;
-            self.chunking.push_front(chunking);
-            return None;
-        }
         let StepOutput {
             mut logits,
             present,
         } = out;
+        let from = chunking.done;
+        chunking.done = end;
+        let mut rows = logits.rows_mut();
+        if let Some(scoring) = &mut chunking.scoring {
+            scoring.add_chunk(&chunking.prompt, from, end, &mut rows, &self.tokenizer);
+        }
+        if end < chunking.prompt.len() {
+            chunking.past = present;
+            self.chunking.push_front(chunking);
+            return None;
+        }
         let mut seq = chunking.seq;
-        let first = logits.rows_mut().next()?;
+        if let Some(scoring) = chunking.scoring {
+            let _ = seq.events.send(GenEvent::Prompt(scoring.into_tokens()));
+            if seq.max_tokens == 0 {
+                self.finish(&mut seq, FinishReason::Length, None);
+                return None;
+            }
+        }
+        let first = rows.next()?;
         self.accept(&mut seq, first).then(|| {
             let len = seq.cached;
             (
@@ -500,14 +531,13 @@ impl Worker {
         };
         let logprobs = logprobs
             .map(|lp| {
-                let entry = |(token, logprob): (u32, f32)| TokenLogprob {
-                    token,
-                    text: self.tokenizer.decode(&[token], false).unwrap_or_default(),
-                    logprob,
-                };
                 vec![TokenLogprobs {
-                    chosen: entry(lp.chosen),
-                    top: lp.top.into_iter().map(entry).collect(),
+                    chosen: token_logprob(&self.tokenizer, lp.chosen),
+                    top: lp
+                        .top
+                        .into_iter()
+                        .map(|t| token_logprob(&self.tokenizer, t))
+                        .collect(),
                 }]
             })
             .unwrap_or_default();

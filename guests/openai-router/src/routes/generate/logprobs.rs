@@ -1,9 +1,10 @@
 //! Log probabilities in OpenAI's two shapes: chat's `logprobs.content` (one object
 //! per token, with its UTF-8 bytes and its alternatives) and legacy completions'
 //! parallel arrays (`tokens`, `token_logprobs`, `top_logprobs`, `text_offset`).
-//! The host reports them per token, from the model's own distribution.
+//! The host reports them per token, from the model's own distribution; an echoed
+//! prompt's come first in completions' arrays.
 
-use crate::host::TokenLogprobs;
+use crate::host::{Logprob, PromptToken, TokenLogprobs};
 use serde_json::{json, Map, Value};
 
 /// `{"content": [...], "refusal": null}` for `choices[i].logprobs` of a chat
@@ -28,26 +29,47 @@ pub fn chat(entries: &[TokenLogprobs]) -> Value {
 /// text starts in the choice's text (in characters), so that streamed chunks
 /// continue the offsets of the ones before.
 pub fn completions(entries: &[TokenLogprobs], offset: usize) -> Value {
-    let mut text_offset = Vec::with_capacity(entries.len());
+    completions_echoed(&[], entries, offset)
+}
+
+/// [`completions`] after an echoed prompt's tokens (their offsets are the
+/// host's, into the decoded prompt; the first token has no log probability and no
+/// alternatives: `null`, as at OpenAI).
+pub fn completions_echoed(
+    prompt: &[PromptToken],
+    entries: &[TokenLogprobs],
+    offset: usize,
+) -> Value {
+    let alternatives = |top: &[Logprob]| -> Value {
+        let map: Map<String, Value> = top
+            .iter()
+            .map(|a| (a.text.clone(), json!(a.logprob)))
+            .collect();
+        Value::Object(map)
+    };
+    let total = prompt.len() + entries.len();
+    let (mut tokens, mut logprobs) = (Vec::with_capacity(total), Vec::with_capacity(total));
+    let (mut top, mut text_offset) = (Vec::with_capacity(total), Vec::with_capacity(total));
+    for p in prompt {
+        tokens.push(p.text.as_str());
+        logprobs.push(json!(p.logprob));
+        top.push(match p.logprob {
+            Some(_) => alternatives(&p.top),
+            None => Value::Null,
+        });
+        text_offset.push(p.text_offset as usize);
+    }
     let mut at = offset;
     for t in entries {
+        tokens.push(t.chosen.text.as_str());
+        logprobs.push(json!(t.chosen.logprob));
+        top.push(alternatives(&t.top));
         text_offset.push(at);
         at += t.chosen.text.chars().count();
     }
-    let top: Vec<Value> = entries
-        .iter()
-        .map(|t| {
-            let alternatives: Map<String, Value> = t
-                .top
-                .iter()
-                .map(|a| (a.text.clone(), json!(a.logprob)))
-                .collect();
-            Value::Object(alternatives)
-        })
-        .collect();
     json!({
-        "tokens": entries.iter().map(|t| t.chosen.text.as_str()).collect::<Vec<_>>(),
-        "token_logprobs": entries.iter().map(|t| t.chosen.logprob).collect::<Vec<_>>(),
+        "tokens": tokens,
+        "token_logprobs": logprobs,
         "top_logprobs": top,
         "text_offset": text_offset,
     })

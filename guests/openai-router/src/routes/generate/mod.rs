@@ -15,7 +15,7 @@ use super::sampling::{Sampling, MAX_CHOICES};
 use crate::errors::ApiError;
 use crate::host::{
     ErrorCode, Event, FinishReason, GenerationEnd, GenerationStream, Host, HostError, ModelInfo,
-    Prompt, TokenLogprobs, Usage,
+    Prompt, PromptToken, TokenLogprobs, Usage,
 };
 use crate::http::{Reply, Response};
 use crate::routes::chat::tools::{self, ShapedAnswer, ToolCall};
@@ -62,6 +62,23 @@ pub struct Choice {
     /// counts a prompt once however many choices it has).
     pub counts_prompt: bool,
     pub stream: Box<dyn GenerationStream>,
+    /// Completions' `echo`: the prompt the choice's text starts with.
+    pub echo: Option<EchoedPrompt>,
+}
+
+/// A prompt repeated at the start of its choices (`echo`).
+#[derive(Clone)]
+pub struct EchoedPrompt {
+    pub text: String,
+    /// Its tokens scored by the model (with `logprobs`; else empty).
+    pub tokens: Vec<PromptToken>,
+}
+
+impl EchoedPrompt {
+    /// The prompt's part of completions' `logprobs`.
+    fn logprobs(&self, generated: &[TokenLogprobs]) -> serde_json::Value {
+        logprobs::completions_echoed(&self.tokens, generated, self.text.chars().count())
+    }
 }
 
 /// Starts a generation for each choice (`sampling.n` per prompt, in OpenAI's
@@ -108,15 +125,34 @@ pub fn run(
     }
     let mut choices = Vec::with_capacity(total as usize);
     for (p, prompt) in prompts.iter().enumerate() {
+        let failed = |e| host_error(e, flavor, prompts.len() > 1, p);
+        let mut echo = match (sampling.echo, prompt) {
+            (false, _) => None,
+            (true, Prompt::Text(text)) => Some(text.clone()),
+            (true, Prompt::Tokens(ids)) => Some(host.decode(&info.id, ids).map_err(failed)?),
+        }
+        .map(|text| EchoedPrompt {
+            text,
+            tokens: Vec::new(),
+        });
         for j in 0..sampling.n {
             let options = sampling.options(add_special_tokens, j);
-            let stream = host
-                .generate(&info.id, prompt, &options)
-                .map_err(|e| host_error(e, flavor, prompts.len() > 1, p))?;
+            // The prompt is scored once, with its first choice.
+            let stream = match (&mut echo, sampling.logprobs) {
+                (Some(echo), Some(top)) if j == 0 => {
+                    let (tokens, stream) = host
+                        .generate_scored(&info.id, prompt, &options, top)
+                        .map_err(failed)?;
+                    echo.tokens = tokens;
+                    stream
+                }
+                _ => host.generate(&info.id, prompt, &options).map_err(failed)?,
+            };
             choices.push(Choice {
                 index: choices.len() as u32,
                 counts_prompt: j == 0,
                 stream,
+                echo: echo.clone(),
             });
         }
     }
@@ -276,14 +312,19 @@ pub fn collect(
         let drained = drain(choice.stream);
         let finish_reason = finish_reason(&drained.end)?;
         usage.add(drained.end.usage, choice.counts_prompt);
-        let lp = with_logprobs.then(|| match flavor {
-            Flavor::Chat => logprobs::chat(&drained.logprobs),
-            Flavor::Text => logprobs::completions(&drained.logprobs, 0),
+        let lp = with_logprobs.then(|| match (flavor, &choice.echo) {
+            (Flavor::Chat, _) => logprobs::chat(&drained.logprobs),
+            (Flavor::Text, Some(echo)) => echo.logprobs(&drained.logprobs),
+            (Flavor::Text, None) => logprobs::completions(&drained.logprobs, 0),
         });
         let answer = if tool_calls {
             tools::shape_answer(drained.text, finish_reason, &meta.id, choice.index, false)
         } else {
-            ShapedAnswer::text(drained.text, finish_reason)
+            let text = match choice.echo {
+                Some(echo) => echo.text + &drained.text,
+                None => drained.text,
+            };
+            ShapedAnswer::text(text, finish_reason)
         };
         done.push((choice.index, answer, lp));
     }

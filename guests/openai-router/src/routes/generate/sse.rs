@@ -143,6 +143,14 @@ impl SseBody {
                 held: String::new(),
             })
             .collect();
+        // `echo`: each choice's first chunk is its prompt.
+        for r in &mut running {
+            if let Some(echo) = &r.choice.echo {
+                let lp = with_logprobs.then(|| echo.logprobs(&[]));
+                r.offset = echo.text.chars().count();
+                send(sink, r.choice.index, Piece::Text(&echo.text), lp)?;
+            }
+        }
         while !running.is_empty() {
             let mut still = Vec::with_capacity(running.len());
             for mut r in running {

@@ -179,6 +179,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
         logprobs: None,
         logit_bias: Vec::new(),
         format,
+        echo: false,
     };
     Ok(ResponsesRequest {
         model,
