@@ -49,7 +49,7 @@ pub fn default_threads() -> usize {
 
 impl CpuProvider {
     pub fn load(model: &Path, options: &CpuOptions) -> Result<Self> {
-        let (session, idle_session) = build_sessions(model, options)
+        let (session, idle_session) = build_sessions(model, options, SessionLog::Warnings)
             .with_context(|| format!("loading {} into ONNX Runtime", model.display()))?;
         let signature = signature(&session)?;
         Ok(Self {
@@ -65,25 +65,42 @@ impl CpuProvider {
     }
 }
 
+/// Which of ONNX Runtime's messages about a session reach the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionLog {
+    Warnings,
+    /// Errors only: the prepared decoders' `logits_to_keep` is an overridable
+    /// initializer on purpose, which ORT warns about at every load ("will not be
+    /// treated as constant value"): alarming noise at each start.
+    ErrorsOnly,
+}
+
 /// The sessions `options.spinning` asks for: the one every run may use, and for
 /// `when-idle` a second one whose threads spin within a run, for a quiet host.
 pub(crate) fn build_sessions(
     model: &Path,
     options: &CpuOptions,
+    log: SessionLog,
 ) -> Result<(Session, Option<Session>)> {
+    let build = |spin| build_session(model, options, spin, log);
     Ok(match options.spinning {
-        Spinning::Off => (build_session(model, options, SpinMode::Sleep)?, None),
-        Spinning::Always => (build_session(model, options, SpinMode::Spin)?, None),
+        Spinning::Off => (build(SpinMode::Sleep)?, None),
+        Spinning::Always => (build(SpinMode::Spin)?, None),
         Spinning::WhenIdle => (
-            build_session(model, options, SpinMode::Sleep)?,
-            Some(build_session(model, options, SpinMode::SpinWithinRun)?),
+            build(SpinMode::Sleep)?,
+            Some(build(SpinMode::SpinWithinRun)?),
         ),
     })
 }
 
 // ort's builder error carries the whole builder; it is converted right away.
 #[allow(clippy::result_large_err)]
-fn build_session(model: &Path, options: &CpuOptions, spin: SpinMode) -> Result<Session> {
+fn build_session(
+    model: &Path,
+    options: &CpuOptions,
+    spin: SpinMode,
+    log: SessionLog,
+) -> Result<Session> {
     let level = match options.optimization_level {
         OptimizationLevel::Disable => GraphOptimizationLevel::Disable,
         OptimizationLevel::Basic => GraphOptimizationLevel::Level1,
@@ -112,6 +129,10 @@ fn build_session(model: &Path, options: &CpuOptions, spin: SpinMode) -> Result<S
         .and_then(|b| match spin {
             SpinMode::SpinWithinRun => b.with_config_entry("session.force_spinning_stop", "1"),
             _ => Ok(b),
+        })
+        .and_then(|b| match log {
+            SessionLog::ErrorsOnly => b.with_log_level(ort::logging::LogLevel::Error),
+            SessionLog::Warnings => Ok(b),
         })
         .map_err(ort::Error::<()>::from)?
         .commit_from_file(model)?;

@@ -111,8 +111,9 @@ pub struct DecoderGraph {
 
 impl DecoderGraph {
     pub fn load(path: &Path, options: &CpuOptions, shape: DecoderShape) -> Result<Self> {
-        let (session, idle_session) = cpu::build_sessions(path, options)
-            .with_context(|| format!("loading {}", path.display()))?;
+        let (session, idle_session) =
+            cpu::build_sessions(path, options, cpu::SessionLog::ErrorsOnly)
+                .with_context(|| format!("loading {}", path.display()))?;
         let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         for required in ["input_ids", "attention_mask"] {
             if !inputs.contains(&required) {
