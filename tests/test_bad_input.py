@@ -267,7 +267,8 @@ CASES: list[Case] = [
     Case("completions: token id -1", "POST", COMP, comp(prompt=[1, -1]), param="prompt"),
     Case("completions: echo not a boolean", "POST", COMP, comp(echo="yes"), param="echo"),
     Case("completions: max_tokens 0 without echo", "POST", COMP, comp(max_tokens=0), param="max_tokens"),
-    Case("completions: best_of 2", "POST", COMP, comp(best_of=2), param="best_of"),
+    Case("completions: best_of below n", "POST", COMP, comp(best_of=2, n=3), param="best_of"),
+    Case("completions: best_of streamed", "POST", COMP, comp(best_of=2, stream=True), param="best_of"),
     Case("completions: max_tokens -5", "POST", COMP, comp(max_tokens=-5), param="max_tokens"),
     Case("completions: unknown field", "POST", COMP, comp(frobnicate=1), param="frobnicate"),
     # --- methods -----------------------------------------------------------------------

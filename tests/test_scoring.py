@@ -1,6 +1,7 @@
 """Prompt scoring end to end: `/v1/completions` with `echo` (and `logprobs`), through HTTP → guest →
 host (a chunked prefill whose graph runs keep every position's logits) → ONNX Runtime. What
-evaluation harnesses (lm-evaluation-harness's `local-completions`) send for log-likelihoods."""
+evaluation harnesses (lm-evaluation-harness's `local-completions`) send for log-likelihoods.
+Also `best_of`, which ranks sampled candidates by their log probability per token."""
 from __future__ import annotations
 
 import math
@@ -161,3 +162,18 @@ def test_scoring_beside_a_running_generation(server):
     assert len(scored["choices"][0]["logprobs"]["tokens"]) > 150
     assert result["stream"].status_code == 200
     assert result["stream"].json()["usage"]["completion_tokens"] > 0
+
+
+def test_best_of_returns_the_candidates_most_likely_per_token(client):
+    """`best_of: 4, n: 2` samples four candidates and returns two, best first by log probability per
+    token; usage counts all four. (Which four is not compared with an `n: 4` run: the decode batch's
+    composition may differ between runs, and with it the float noise a sampled token can hinge on.)"""
+    args = dict(model=SMOL, prompt="My favourite animal is", max_tokens=12, temperature=1.0, seed=11)
+    two = client.completions.create(best_of=4, n=2, logprobs=1, **args)
+    assert [c.index for c in two.choices] == [0, 1]
+    means = [sum(c.logprobs.token_logprobs) / len(c.logprobs.token_logprobs) for c in two.choices]
+    assert means[0] >= means[1], means
+    returned = sum(len(c.logprobs.tokens) for c in two.choices)
+    assert two.usage.completion_tokens >= returned + 2, (two.usage, returned)
+    one = client.completions.create(best_of=3, **args)
+    assert len(one.choices) == 1 and one.choices[0].logprobs is None and one.choices[0].text

@@ -46,6 +46,8 @@ struct Fake {
     calls: RefCell<Vec<(String, EmbedInput)>>,
     /// What each generation stream returns (then its last `Done`, repeated).
     script: Vec<Event>,
+    /// Scripts for the next generations, one each, before `script` is used.
+    scripts: RefCell<std::collections::VecDeque<Vec<Event>>>,
     /// `generate` fails with this.
     gen_fail: Option<HostError>,
     gen_calls: RefCell<Vec<(String, Prompt, GenerateOptions)>>,
@@ -72,6 +74,7 @@ impl Fake {
             data: None,
             calls: RefCell::new(vec![]),
             script: support::default_script(),
+            scripts: RefCell::new(Default::default()),
             gen_fail: None,
             gen_calls: RefCell::new(vec![]),
             log: Rc::new(RefCell::new(vec![])),

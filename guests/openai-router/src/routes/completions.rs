@@ -6,12 +6,13 @@
 //! `echo` starts each choice's text with its prompt; with `logprobs` the host scores
 //! the prompt too (each prompt token's log probability given the ones before it,
 //! the first one's `null`), and `max_tokens: 0` then asks for the score alone:
-//! what evaluation harnesses send for a text's log-likelihood.
+//! what evaluation harnesses send for a text's log-likelihood. `best_of` returns the
+//! `n` most likely of that many candidates ([`super::generate::best_of`]).
 
 use super::embeddings::token_id;
 use super::generate::{self, Flavor};
-use super::json::{parse_object, unsupported, unsupported_value, wrong_type, Fields};
-use super::sampling::{self, Endpoint, Sampling};
+use super::json::{parse_object, unsupported, wrong_type, Fields};
+use super::sampling::{self, Endpoint, Sampling, MAX_CHOICES};
 use crate::errors::ApiError;
 use crate::host::{Host, ModelKind, Prompt};
 use crate::http::Reply;
@@ -87,14 +88,26 @@ pub fn parse_request(body: &[u8]) -> Result<CompletionRequest, ApiError> {
         }
         Some(other) => return Err(wrong_type("suffix", "a string", &other)),
     }
-    match f.integer("best_of", 1, i128::from(u64::MAX))? {
-        None | Some(1) => {}
-        Some(n) => {
-            return Err(unsupported_value(
+    if let Some(best_of) = f.integer("best_of", 1, i128::from(MAX_CHOICES))? {
+        let best_of = best_of as u32;
+        if best_of < sampling.n {
+            return Err(ApiError::invalid(
                 "best_of",
-                format!("'best_of' is {n}; only 1 is supported."),
-            ))
+                format!(
+                    "'best_of' ({best_of}) must be at least 'n' ({}): it is how many \
+                     candidates the {} returned choices are picked from.",
+                    sampling.n, sampling.n
+                ),
+            ));
         }
+        if best_of > sampling.n && sampling.stream {
+            return Err(ApiError::invalid(
+                "best_of",
+                "'best_of' cannot be used with 'stream': the best candidates are known only \
+                 once all have finished.",
+            ));
+        }
+        sampling.best_of = best_of;
     }
     f.finish()?;
     Ok(CompletionRequest {

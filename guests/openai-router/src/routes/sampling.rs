@@ -56,6 +56,9 @@ pub struct Sampling {
     /// Completions' `echo`: each choice's text starts with its prompt (and, with
     /// `logprobs`, its log probabilities with the prompt's).
     pub echo: bool,
+    /// Completions' `best_of`: candidates per prompt, of which the `n` most likely
+    /// are returned (1: off).
+    pub best_of: u32,
     /// Chat's `response_format`: the JSON forms make the host constrain the output.
     pub format: ResponseFormat,
 }
@@ -215,6 +218,7 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         logit_bias,
         format: ResponseFormat::Text,
         echo: false,
+        best_of: 1,
     })
 }
 

@@ -106,9 +106,24 @@ fn invalid_prompts_and_fields() {
             "expected a string",
         ),
         (
-            json!({"prompt": "x", "best_of": 2}),
+            json!({"prompt": "x", "best_of": 2, "n": 3}),
             "best_of",
-            "only 1 is supported",
+            "must be at least 'n' (3)",
+        ),
+        (
+            json!({"prompt": "x", "best_of": 2, "stream": true}),
+            "best_of",
+            "cannot be used with 'stream'",
+        ),
+        (
+            json!({"prompt": "x", "best_of": 17}),
+            "best_of",
+            "maximum of 16",
+        ),
+        (
+            json!({"prompt": ["x", "y", "z"], "best_of": 6}),
+            "best_of",
+            "18 candidates",
         ),
         (
             json!({"prompt": "x", "best_of": 0}),

@@ -1,5 +1,6 @@
 //! `/v1/completions` with `echo`: the prompt starts each choice's text; with
-//! `logprobs` the host scores it and its tokens lead the legacy arrays.
+//! `logprobs` the host scores it and its tokens lead the legacy arrays. Also
+//! `best_of`, the other field that ranks text by its log probabilities.
 
 use super::support::{complete, done, gen_fake, post, sse_data, token};
 use super::*;
@@ -111,4 +112,37 @@ fn a_streamed_echo_sends_the_prompt_first() {
     let second = &events[1]["choices"][0];
     assert_eq!(second["text"], " there");
     assert_eq!(second["logprobs"]["text_offset"], json!([6]));
+}
+
+#[test]
+fn best_of_returns_the_most_likely_candidates() {
+    let h = gen_fake();
+    for (text, logprob) in [("a", -2.0), ("b", -0.1), ("c", -1.0)] {
+        h.scripts.borrow_mut().push_back(vec![
+            token(1, text, text, logprob),
+            done(FinishReason::Stop, None),
+        ]);
+    }
+    let (r, v) = complete(
+        &h,
+        json!({"model": "base", "prompt": "x", "best_of": 3, "n": 2, "seed": 4}),
+    );
+    assert_eq!(r.status, 200, "{v}");
+    let choices = v["choices"].as_array().unwrap();
+    let texts: Vec<(&str, u64)> = choices
+        .iter()
+        .map(|c| (c["text"].as_str().unwrap(), c["index"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(texts, [("b", 0), ("c", 1)]);
+    assert!(choices[0]["logprobs"].is_null(), "not asked for");
+    let calls = h.gen_calls.borrow();
+    assert_eq!(calls.len(), 3);
+    assert!(calls.iter().all(|c| c.2.logprobs == Some(0)));
+    assert_eq!(
+        calls.iter().map(|c| c.2.seed).collect::<Vec<_>>(),
+        [Some(4), Some(5), Some(6)]
+    );
+    // Every candidate's tokens are counted (the fake reports 3 each), the prompt once.
+    assert_eq!(v["usage"]["completion_tokens"], 9);
+    assert_eq!(v["usage"]["prompt_tokens"], 7);
 }

@@ -99,8 +99,9 @@ pub(super) fn fake_generate(
     if let Some(e) = &h.gen_fail {
         return Err(e.clone());
     }
+    let script = h.scripts.borrow_mut().pop_front();
     Ok(Box::new(FakeStream {
-        events: h.script.clone().into(),
+        events: script.unwrap_or_else(|| h.script.clone()).into(),
         last: done(FinishReason::Stop, None),
         log: Rc::clone(&h.log),
     }))

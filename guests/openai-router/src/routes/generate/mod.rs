@@ -8,6 +8,7 @@
 //! partial text is returned. `error` becomes a 500-class OpenAI error (a JSON
 //! error response, or an SSE `error` event when streaming).
 
+pub mod best_of;
 pub mod logprobs;
 pub mod sse;
 
@@ -111,18 +112,26 @@ pub fn run(
             .code("context_length_exceeded"));
         }
     }
-    let total = prompts.len() as u64 * u64::from(sampling.n);
+    // `best_of` candidates are generations too; they count against the same limit.
+    let (per_prompt, param, what) = match sampling.best_of {
+        b if b > sampling.n => (b, "best_of", "candidates"),
+        _ => (sampling.n, "n", "choices"),
+    };
+    let total = prompts.len() as u64 * u64::from(per_prompt);
     if total > u64::from(MAX_CHOICES) {
         return Err(ApiError::invalid(
-            "n",
+            param,
             format!(
-                "{} prompts × 'n' {} = {total} choices; this server returns at most \
-                 {MAX_CHOICES} choices per request.",
+                "{} prompts × '{param}' {per_prompt} = {total} {what}; this server generates \
+                 at most {MAX_CHOICES} per request.",
                 prompts.len(),
-                sampling.n
             ),
         ));
     }
+    let best_of = (per_prompt > sampling.n).then_some(best_of::BestOf {
+        candidates: per_prompt as usize,
+        keep: sampling.n as usize,
+    });
     let mut choices = Vec::with_capacity(total as usize);
     for (p, prompt) in prompts.iter().enumerate() {
         let failed = |e| host_error(e, flavor, prompts.len() > 1, p);
@@ -135,8 +144,12 @@ pub fn run(
             text,
             tokens: Vec::new(),
         });
-        for j in 0..sampling.n {
-            let options = sampling.options(add_special_tokens, j);
+        for j in 0..per_prompt {
+            let mut options = sampling.options(add_special_tokens, j);
+            if best_of.is_some() {
+                // Candidates are ranked by their tokens' log probabilities.
+                options.logprobs.get_or_insert(0);
+            }
             // The prompt is scored once, with its first choice.
             let stream = match (&mut echo, sampling.logprobs) {
                 (Some(echo), Some(top)) if j == 0 => {
@@ -177,6 +190,7 @@ pub fn run(
             choices,
             sampling.logprobs.is_some(),
             tool_calls,
+            best_of,
         )
         .map(Reply::Full)
     }
@@ -301,32 +315,49 @@ pub fn collect(
     choices: Vec<Choice>,
     with_logprobs: bool,
     tool_calls: bool,
+    best_of: Option<best_of::BestOf>,
 ) -> Result<Response, ApiError> {
     let provider = choices
         .first()
         .map(|c| c.stream.provider())
         .unwrap_or_default();
-    let mut done = Vec::with_capacity(choices.len());
+    let mut finished = Vec::with_capacity(choices.len());
     let mut usage = UsageJson::default();
     for choice in choices {
-        let drained = drain(choice.stream);
+        let Choice {
+            counts_prompt,
+            stream,
+            echo,
+            ..
+        } = choice;
+        let drained = drain(stream);
         let finish_reason = finish_reason(&drained.end)?;
-        usage.add(drained.end.usage, choice.counts_prompt);
-        let lp = with_logprobs.then(|| match (flavor, &choice.echo) {
+        usage.add(drained.end.usage, counts_prompt);
+        finished.push((echo, drained, finish_reason));
+    }
+    if let Some(best) = best_of {
+        finished = best_of::select(finished, best, |(_, drained, _)| {
+            best_of::per_token(drained)
+        });
+    }
+    let mut done = Vec::with_capacity(finished.len());
+    for (index, (echo, drained, finish_reason)) in finished.into_iter().enumerate() {
+        let index = index as u32;
+        let lp = with_logprobs.then(|| match (flavor, &echo) {
             (Flavor::Chat, _) => logprobs::chat(&drained.logprobs),
             (Flavor::Text, Some(echo)) => echo.logprobs(&drained.logprobs),
             (Flavor::Text, None) => logprobs::completions(&drained.logprobs, 0),
         });
         let answer = if tool_calls {
-            tools::shape_answer(drained.text, finish_reason, &meta.id, choice.index, false)
+            tools::shape_answer(drained.text, finish_reason, &meta.id, index, false)
         } else {
-            let text = match choice.echo {
+            let text = match echo {
                 Some(echo) => echo.text + &drained.text,
                 None => drained.text,
             };
             ShapedAnswer::text(text, finish_reason)
         };
-        done.push((choice.index, answer, lp));
+        done.push((index, answer, lp));
     }
     let body = match flavor {
         Flavor::Chat => serde_json::to_vec(&ChatCompletion {

@@ -180,6 +180,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
         logit_bias: Vec::new(),
         format,
         echo: false,
+        best_of: 1,
     };
     Ok(ResponsesRequest {
         model,
