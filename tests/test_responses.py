@@ -1,6 +1,7 @@
 """OpenAI's Responses API (`POST /v1/responses`) end to end through the official `openai`
 SDK: text, streamed events (also the SDK's `responses.stream` helper), function tools
-over two turns, structured output with `responses.parse`, and errors."""
+over two turns, structured output with `responses.parse`, stored responses
+(`previous_response_id`, `retrieve`, `delete`, `input_items`), and errors."""
 from __future__ import annotations
 
 import json
@@ -90,7 +91,6 @@ def test_structured_output_with_parse(client):
 
 
 @pytest.mark.parametrize("body,param", [
-    ({"input": "Hi", "previous_response_id": "resp_x"}, "previous_response_id"),
     ({"input": [{"type": "reasoning", "summary": []}]}, "input[0].type"),
     ({"input": "Hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"input": "Hi", "text": {"format": {"type": "json_schema", "name": "x",
@@ -101,3 +101,57 @@ def test_structured_output_with_parse(client):
 def test_bad_requests_are_400(server, body, param):
     err = assert_openai_error(server.post("/v1/responses", {"model": CHAT, **body}), 400)
     assert err["param"] == param, err
+
+
+def test_previous_response_id_continues_a_stored_conversation(client):
+    """The second turn sends only its new message: the host's store holds the first."""
+    first = client.responses.create(model=CHAT, input="My name is Ada. Say hello to me.", temperature=0,
+                                    max_output_tokens=30)
+    assert first.store is True
+    second = client.responses.create(model=CHAT, input="What is my name?", previous_response_id=first.id,
+                                     temperature=0, max_output_tokens=30)
+    assert second.previous_response_id == first.id
+    # The same as sending the whole conversation: the same prompt, so the same greedy answer.
+    whole = client.responses.create(model=CHAT, temperature=0, max_output_tokens=30, input=[
+        {"role": "user", "content": "My name is Ada. Say hello to me."}, *first.output,
+        {"role": "user", "content": "What is my name?"}])
+    assert second.usage.input_tokens == whole.usage.input_tokens
+    assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
+    assert second.output_text == whole.output_text
+    # Streamed turns are stored too, and continue the same way.
+    events = list(client.responses.create(model=CHAT, input="Spell my name backwards.", stream=True,
+                                          previous_response_id=second.id, temperature=0, max_output_tokens=20))
+    assert events[-1].type in ("response.completed", "response.incomplete")
+    third = events[-1].response
+    assert client.responses.retrieve(third.id).output_text == third.output_text
+    assert third.usage.input_tokens > second.usage.input_tokens
+
+
+def test_stored_responses_are_read_listed_and_deleted(client, server):
+    r = client.responses.create(model=CHAT, input=QUESTION, temperature=0, max_output_tokens=12,
+                                metadata={"case": "store"})
+    back = client.responses.retrieve(r.id)
+    assert back.id == r.id and back.output_text == r.output_text and back.metadata == {"case": "store"}
+    items = client.responses.input_items.list(r.id)
+    assert [i.role for i in items.data] == ["user"] and items.data[0].content[0].text == QUESTION
+    client.responses.delete(r.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(r.id)
+    with pytest.raises(openai.NotFoundError) as e:
+        client.responses.create(model=CHAT, input="Hi", previous_response_id=r.id)
+    assert e.value.param == "previous_response_id"
+    unstored = client.responses.create(model=CHAT, input=QUESTION, store=False, max_output_tokens=4)
+    assert unstored.store is False
+    assert server.get(f"/v1/responses/{unstored.id}").status_code == 404
+
+
+def test_a_stored_function_call_is_answered_by_id(client):
+    """The tool flow over stored state: the second request sends only the call's output."""
+    first = client.responses.create(model=CHAT, input="What is the weather in Paris?", tools=[WEATHER],
+                                    tool_choice="required", temperature=0)
+    call = first.output[0]
+    assert call.type == "function_call", first.output
+    second = client.responses.create(
+        model=CHAT, tools=[WEATHER], temperature=0, previous_response_id=first.id, max_output_tokens=40,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18 C and sunny"}])
+    assert second.status in ("completed", "incomplete") and second.output, second

@@ -377,6 +377,9 @@ pub struct TenantLimits {
     pub max_resources: usize,
     /// Whether the guest may make outgoing HTTP requests.
     pub allow_outgoing_http: bool,
+    /// Bytes the tenant's key-value store may hold (stored responses); the oldest
+    /// entries make room. 0 = no store.
+    pub store_bytes: usize,
 }
 
 impl Default for TenantLimits {
@@ -392,6 +395,7 @@ impl Default for TenantLimits {
             max_response_bytes: 256 * 1024 * 1024,
             max_resources: 4096,
             allow_outgoing_http: false,
+            store_bytes: 16 * 1024 * 1024,
         }
     }
 }

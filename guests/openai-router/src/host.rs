@@ -1,7 +1,8 @@
 //! The seam between the routes and the nnhost imports: routes talk to a [`Host`],
 //! the component passes [`WitHost`] (the real imports), tests pass a fake.
 
-use crate::bindings::nnhost::inference::{embeddings, generation, models, tokenizer, types};
+use crate::bindings::nnhost::inference::{embeddings, generation, models, store, tokenizer, types};
+use std::rc::Rc;
 
 pub use embeddings::{EmbedInput, EmbedOptions, EmbeddingBatch};
 pub use generation::{
@@ -19,8 +20,19 @@ pub trait GenerationStream {
     fn provider(&self) -> String;
 }
 
+/// The tenant's key-value store on the host, kept between requests (stored
+/// responses). Shared (`Rc`) so that a streamed body can write when it ends.
+pub trait KeyValue {
+    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), HostError>;
+    /// Whether there was a value.
+    fn delete(&self, key: &str) -> bool;
+}
+
 /// What the routes need from the host.
 pub trait Host {
+    /// The tenant's key-value store.
+    fn store(&self) -> Rc<dyn KeyValue>;
     fn list_models(&self) -> Vec<ModelInfo>;
     fn get_model(&self, id: &str) -> Option<ModelInfo>;
     fn embed(
@@ -58,6 +70,23 @@ pub trait Host {
 /// wasi clock and random imports for [`Host::unix_time`] / [`Host::random_u64`]).
 pub struct WitHost;
 
+/// The `store` import.
+struct WitStore;
+
+impl KeyValue for WitStore {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        store::get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), HostError> {
+        store::set(key, value)
+    }
+
+    fn delete(&self, key: &str) -> bool {
+        store::delete(key)
+    }
+}
+
 impl GenerationStream for generation::GenerationStream {
     fn next(&mut self) -> Event {
         generation::GenerationStream::next(self)
@@ -69,6 +98,10 @@ impl GenerationStream for generation::GenerationStream {
 }
 
 impl Host for WitHost {
+    fn store(&self) -> Rc<dyn KeyValue> {
+        Rc::new(WitStore)
+    }
+
     fn list_models(&self) -> Vec<ModelInfo> {
         models::list_models()
     }

@@ -47,8 +47,8 @@ pub fn dispatch(
     let Some(route) = Route::match_path(path) else {
         return ApiError::unknown_url(method, path).into_response().into();
     };
-    if method != route.method() {
-        return ApiError::method_not_allowed(method, path, route.method())
+    if !route.allows(method) {
+        return ApiError::method_not_allowed(method, path, route.methods())
             .into_response()
             .into();
     }
@@ -62,6 +62,15 @@ pub fn dispatch(
         Route::ChatCompletions => read_body().and_then(|body| routes::chat::handle(host, &body)),
         Route::Completions => read_body().and_then(|body| routes::completions::handle(host, &body)),
         Route::Responses => read_body().and_then(|body| routes::responses::handle(host, &body)),
+        Route::StoredResponse(id) if method == "DELETE" => {
+            routes::responses::stored::delete(&*host.store(), id).map(Reply::from)
+        }
+        Route::StoredResponse(id) => {
+            routes::responses::stored::get(&*host.store(), id).map(Reply::from)
+        }
+        Route::ResponseInputItems(id) => {
+            routes::responses::stored::input_items(&*host.store(), id).map(Reply::from)
+        }
     };
     result.unwrap_or_else(|e| e.into_response().into())
 }

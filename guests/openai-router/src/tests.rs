@@ -8,6 +8,7 @@ mod echo;
 mod generation;
 mod logprobs;
 mod responses;
+mod stored;
 mod support;
 mod template;
 mod tools;
@@ -53,6 +54,24 @@ struct Fake {
     gen_calls: RefCell<Vec<(String, Prompt, GenerateOptions)>>,
     /// `next`, `drop` of the streams and sink writes, in order.
     log: Rc<RefCell<Vec<String>>>,
+    /// The key-value store.
+    kv: Rc<FakeStore>,
+}
+
+#[derive(Default)]
+struct FakeStore(RefCell<std::collections::HashMap<String, Vec<u8>>>);
+
+impl KeyValue for FakeStore {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.borrow().get(key).cloned()
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), HostError> {
+        self.0.borrow_mut().insert(key.into(), value.to_vec());
+        Ok(())
+    }
+    fn delete(&self, key: &str) -> bool {
+        self.0.borrow_mut().remove(key).is_some()
+    }
 }
 
 impl Fake {
@@ -78,11 +97,15 @@ impl Fake {
             gen_fail: None,
             gen_calls: RefCell::new(vec![]),
             log: Rc::new(RefCell::new(vec![])),
+            kv: Rc::default(),
         }
     }
 }
 
 impl Host for Fake {
+    fn store(&self) -> Rc<dyn KeyValue> {
+        self.kv.clone()
+    }
     fn list_models(&self) -> Vec<ModelInfo> {
         self.models.clone()
     }

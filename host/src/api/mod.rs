@@ -6,6 +6,7 @@ mod embeddings;
 mod generation;
 mod graph;
 mod models;
+mod store;
 mod tensors;
 mod tokenizer;
 
@@ -39,6 +40,9 @@ pub struct ModelAccess {
     pub usage: Arc<crate::tenants::usage::Usage>,
     registry: Arc<Registry>,
     allowed: Option<Arc<HashSet<String>>>,
+    /// The tenant's key-value store and its size limit in bytes.
+    store: Arc<crate::tenants::store::KvStore>,
+    store_bytes: usize,
 }
 
 impl ModelAccess {
@@ -58,7 +62,16 @@ impl ModelAccess {
             usage,
             registry,
             allowed,
+            store: Default::default(),
+            store_bytes: 0,
         }
+    }
+
+    /// Gives the access a key-value store holding up to `bytes`.
+    pub fn with_store(mut self, store: Arc<crate::tenants::store::KvStore>, bytes: usize) -> Self {
+        self.store = store;
+        self.store_bytes = bytes;
+        self
     }
 
     pub fn permits(&self, id: &str) -> bool {

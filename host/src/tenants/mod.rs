@@ -6,6 +6,7 @@
 pub mod conduct;
 pub mod keys;
 pub mod rate_limit;
+pub mod store;
 pub mod usage;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,8 @@ pub struct Tenant {
     /// Requests per second, when the tenant's limits set one.
     pub rate: Option<rate_limit::RateLimit>,
     pub usage: Arc<Usage>,
+    /// What its guests keep between requests (kept across redeploys, like `usage`).
+    pub store: Arc<store::KvStore>,
     key_hashes: Vec<KeyHash>,
 }
 
@@ -88,6 +91,7 @@ impl Tenant {
         component_sha256: String,
         registry: Arc<Registry>,
         usage: Arc<Usage>,
+        store: Arc<store::KvStore>,
     ) -> Result<Self> {
         let key_hashes = settings.key_hashes()?;
         // Plain keys are not kept: from here on only their digests exist.
@@ -111,7 +115,8 @@ impl Tenant {
         Ok(Self {
             name: name.to_string(),
             public: settings.public,
-            access: ModelAccess::new(registry, &settings.models, name, usage.clone()),
+            access: ModelAccess::new(registry, &settings.models, name, usage.clone())
+                .with_store(store.clone(), l.store_bytes),
             concurrency: Arc::new(Semaphore::new(l.max_concurrent_requests.max(1))),
             rate: rate_limit::RateLimit::new(l.max_requests_per_second),
             settings,
@@ -119,6 +124,7 @@ impl Tenant {
             guest,
             component_sha256,
             usage,
+            store,
             key_hashes,
         })
     }
@@ -152,6 +158,7 @@ impl Tenant {
             "component_sha256": self.component_sha256,
             "in_flight": self.settings.limits.max_concurrent_requests.max(1) - self.concurrency.available_permits(),
             "usage": self.usage.to_json(),
+            "store": {"entries": self.store.size().0, "bytes": self.store.size().1},
             // Its guest misbehaves in most recent requests: they run in the background.
             "on_probation": self.on_probation(),
         })
@@ -236,6 +243,10 @@ impl Tenants {
             .as_ref()
             .map(|t| t.usage.clone())
             .unwrap_or_default();
+        let store = current
+            .as_ref()
+            .map(|t| t.store.clone())
+            .unwrap_or_default();
         let tenant = Arc::new(Tenant::build(
             name,
             settings,
@@ -243,6 +254,7 @@ impl Tenants {
             sha,
             self.registry.clone(),
             usage,
+            store,
         )?);
         self.tenants
             .write()

@@ -30,6 +30,10 @@ pub enum Route<'a> {
     Completions,
     /// `POST /v1/responses`
     Responses,
+    /// `GET` / `DELETE /v1/responses/{id}`: a stored response.
+    StoredResponse(&'a str),
+    /// `GET /v1/responses/{id}/input_items`
+    ResponseInputItems(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -42,17 +46,31 @@ impl<'a> Route<'a> {
             "/v1/chat/completions" => Some(Route::ChatCompletions),
             "/v1/completions" => Some(Route::Completions),
             "/v1/responses" => Some(Route::Responses),
-            _ => path.strip_prefix("/v1/models/").map(Route::Model),
+            _ => {
+                if let Some(id) = path.strip_prefix("/v1/models/") {
+                    return Some(Route::Model(id));
+                }
+                let id = path.strip_prefix("/v1/responses/")?;
+                Some(match id.strip_suffix("/input_items") {
+                    Some(id) => Route::ResponseInputItems(id),
+                    None => Route::StoredResponse(id),
+                })
+            }
         }
     }
 
-    /// The one method the route accepts (also the `allow` header of a 405).
-    pub fn method(&self) -> &'static str {
+    /// The methods the route accepts (also the `allow` header of a 405).
+    pub fn methods(&self) -> &'static str {
         match self {
-            Route::Root | Route::Models | Route::Model(_) => "GET",
+            Route::Root | Route::Models | Route::Model(_) | Route::ResponseInputItems(_) => "GET",
             Route::Embeddings | Route::ChatCompletions | Route::Completions | Route::Responses => {
                 "POST"
             }
+            Route::StoredResponse(_) => "GET, DELETE",
         }
+    }
+
+    pub fn allows(&self, method: &str) -> bool {
+        self.methods().split(", ").any(|m| m == method)
     }
 }

@@ -4,11 +4,11 @@
 use super::support::{done, gen_fake, post, text};
 use super::*;
 
-fn respond(h: &Fake, body: Value) -> (Response, Value) {
+pub(super) fn respond(h: &Fake, body: Value) -> (Response, Value) {
     call(h, "POST", "/v1/responses", &body.to_string())
 }
 
-fn prompt_of(h: &Fake, call: usize) -> String {
+pub(super) fn prompt_of(h: &Fake, call: usize) -> String {
     match &h.gen_calls.borrow()[call].1 {
         Prompt::Text(t) => t.clone(),
         other => panic!("{other:?}"),
@@ -57,7 +57,7 @@ fn text_input_and_instructions_make_the_conversation() {
     assert_eq!(v["usage"]["total_tokens"], 10);
     assert_eq!(
         (v["instructions"].as_str(), v["store"].as_bool()),
-        (Some("Be brief."), Some(false))
+        (Some("Be brief."), Some(true))
     );
     assert_eq!(v["metadata"], json!({"k": "v"}));
 }
@@ -225,11 +225,6 @@ fn response_request_errors_name_their_param() {
             json!({"model": "smol", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}),
             "input[0].content[0].type",
             "only text content parts",
-        ),
-        (
-            json!({"model": "smol", "input": "Hi", "previous_response_id": "resp_1"}),
-            "previous_response_id",
-            "does not store",
         ),
         (
             json!({"model": "smol", "input": "Hi", "tools": [{"type": "web_search"}]}),

@@ -2,10 +2,11 @@
 //! `instructions` and `input` items become a chat conversation ([`request`]), the
 //! model's chat template renders it, and the answer comes back as a `response`
 //! object whose `output` holds a `message` item or `function_call` items, whole or
-//! streamed as the Responses API's typed events ([`stream`]). Nothing is stored:
-//! `previous_response_id` is refused, the client sends the conversation.
+//! streamed as the Responses API's typed events ([`stream`]). Responses are stored
+//! unless `store` is false, and continue with `previous_response_id` ([`stored`]).
 
 pub mod request;
+pub mod stored;
 pub mod stream;
 
 use super::chat::tools::{self, ShapedAnswer};
@@ -18,7 +19,22 @@ use request::Echo;
 use serde_json::{json, Value};
 
 pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
-    let req = request::parse_request(body)?;
+    let mut req = request::parse_request(body)?;
+    let store = host.store();
+    let earlier = match &req.previous_response_id {
+        Some(id) => {
+            stored::load(&*store, id)
+                .ok_or_else(|| stored::not_found(id, Some("previous_response_id")))?
+                .items
+        }
+        None => Vec::new(),
+    };
+    if !earlier.is_empty() {
+        req.messages = request::conversation(req.instructions.as_deref(), &earlier, &req.input)?;
+    }
+    let keeper = req
+        .store
+        .then(|| stored::Keeper::new(store, earlier, &req.input));
     let tools = req.tools.is_some();
     let prepared = chat::prepare(
         host,
@@ -41,16 +57,21 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
     };
     let provider = stream.provider();
     if prepared.sampling.stream {
-        return Ok(Reply::Stream(stream::response(head, stream, provider)));
+        return Ok(Reply::Stream(stream::response(
+            head, stream, provider, keeper,
+        )));
     }
     let drained = generate::drain(stream);
     let finish = generate::finish_reason(&drained.end)?;
     let answer = head.shape(drained.text, finish);
-    let body = head.object(
+    let mut body = head.object(
         &answer,
         &head.output(&answer, true),
         Some(drained.end.usage),
     );
+    if let Some(keeper) = keeper {
+        keeper.keep(&mut body);
+    }
     Ok(Reply::Full(
         Response::json(200, body.to_string().into_bytes())
             .with_header("x-nnhost-provider", &provider),
@@ -151,8 +172,8 @@ impl Head {
             "id": self.id, "object": "response", "created_at": self.created_at, "status": state,
             "error": null, "incomplete_details": incomplete, "instructions": e.instructions,
             "max_output_tokens": e.max_output_tokens, "model": self.model, "output": output,
-            "parallel_tool_calls": e.parallel_tool_calls, "previous_response_id": null,
-            "reasoning": {"effort": null, "summary": null}, "store": false,
+            "parallel_tool_calls": e.parallel_tool_calls, "previous_response_id": e.previous_response_id,
+            "reasoning": {"effort": null, "summary": null}, "store": e.store,
             "temperature": e.temperature, "text": {"format": e.text_format},
             "tool_choice": e.tool_choice, "tools": e.tools, "top_p": e.top_p,
             "truncation": "disabled", "usage": usage, "user": e.user, "metadata": e.metadata,

@@ -17,7 +17,15 @@ const EXAMPLE: &str = r#"{"model": "...", "input": "Hello!"}"#;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResponsesRequest {
     pub model: String,
+    /// `instructions` and `input` as a chat conversation (without what an earlier
+    /// response holds: see [`conversation`]).
     pub messages: Vec<Message>,
+    pub instructions: Option<String>,
+    /// `input` as items (a string is one user message).
+    pub input: Vec<Value>,
+    pub previous_response_id: Option<String>,
+    /// Keep the response (OpenAI's default).
+    pub store: bool,
     pub sampling: Sampling,
     pub tools: Option<Tools>,
     /// Echoed in the response object as the request gave them.
@@ -37,33 +45,26 @@ pub struct Echo {
     pub text_format: Value,
     pub metadata: Value,
     pub user: Value,
+    pub store: bool,
+    pub previous_response_id: Value,
 }
 
 pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
     let mut f = Fields::new(parse_object(body, EXAMPLE)?);
     let model = f.required_string("model")?;
     let instructions = f.string("instructions")?;
-    let mut messages = Vec::new();
-    if let Some(text) = &instructions {
-        messages.push(Message {
-            role: Role::System,
-            content: text.clone(),
-            name: None,
-        });
-    }
-    match f.take("input") {
+    let input = match f.take("input") {
         None => {
             return Err(ApiError::invalid(
                 "input",
                 "Missing required parameter: 'input'.",
             ))
         }
-        Some(Value::String(text)) => messages.push(Message {
-            role: Role::User,
-            content: text,
-            name: None,
-        }),
-        Some(Value::Array(items)) if !items.is_empty() => parse_items(items, &mut messages)?,
+        Some(Value::String(text)) => {
+            vec![json!({"type": "message", "role": "user",
+                        "content": [{"type": "input_text", "text": text}]})]
+        }
+        Some(Value::Array(items)) if !items.is_empty() => items,
         Some(Value::Array(_)) => {
             return Err(ApiError::invalid(
                 "input",
@@ -71,7 +72,8 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
             ))
         }
         Some(other) => return Err(wrong_type("input", "a string or an array of items", &other)),
-    }
+    };
+    let messages = conversation(instructions.as_deref(), &[], &input)?;
     let max_output_tokens = f.integer("max_output_tokens", 1, i128::from(u32::MAX))?;
     let (temperature, top_p) = sampling::temperature_and_top_p(&mut f)?;
     let stream = f.bool("stream")?.unwrap_or(false);
@@ -116,8 +118,8 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
             "'text.format' cannot be combined with 'tools': with tools the answer's form is the tool calls'.",
         ));
     }
-    // Accepted and not acted on: nothing is stored, there is no reasoning to configure.
-    f.bool("store")?;
+    let store = f.bool("store")?.unwrap_or(true);
+    let previous_response_id = f.string("previous_response_id")?;
     let metadata = match f.take("metadata") {
         None => json!({}),
         Some(m @ Value::Object(_)) => m,
@@ -155,11 +157,12 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
         "is not supported.",
     )?;
     f.reject_unless("top_logprobs", |v| v == &json!(0), "is not supported.")?;
-    for name in ["previous_response_id", "conversation", "prompt"] {
+    for name in ["conversation", "prompt"] {
         f.reject_unless(
             name,
             |_| false,
-            "is not supported: this server does not store responses or prompts.",
+            "is not supported: this server stores responses (see 'previous_response_id'), not \
+             conversations or prompts.",
         )?;
     }
     f.finish()?;
@@ -185,6 +188,10 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
     Ok(ResponsesRequest {
         model,
         messages,
+        instructions: instructions.clone(),
+        input,
+        previous_response_id: previous_response_id.clone(),
+        store,
         sampling,
         tools,
         echo: Echo {
@@ -198,12 +205,41 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
             text_format,
             metadata,
             user: user.map_or(Value::Null, Value::String),
+            store,
+            previous_response_id: previous_response_id.map_or(Value::Null, Value::String),
         },
     })
 }
 
-/// `input` items: messages, earlier function calls and their outputs.
-fn parse_items(items: Vec<Value>, messages: &mut Vec<Message>) -> Result<(), ApiError> {
+/// The chat conversation: `instructions` as the system message, then the items of
+/// earlier responses (`previous_response_id`), then this request's `input` items.
+/// The earlier ones were checked when they were stored; errors in `input` name it.
+pub fn conversation(
+    instructions: Option<&str>,
+    earlier: &[Value],
+    input: &[Value],
+) -> Result<Vec<Message>, ApiError> {
+    let mut messages = Vec::new();
+    if let Some(text) = instructions {
+        messages.push(Message {
+            role: Role::System,
+            content: text.to_string(),
+            name: None,
+        });
+    }
+    let items = earlier.iter().chain(input).cloned().collect();
+    parse_items(items, earlier.len(), &mut messages)?;
+    Ok(messages)
+}
+
+/// `input` items: messages, earlier function calls and their outputs (the first
+/// `first_input` items come from a stored response; an error there names
+/// `previous_response_id`).
+fn parse_items(
+    items: Vec<Value>,
+    first_input: usize,
+    messages: &mut Vec<Message>,
+) -> Result<(), ApiError> {
     // Call id → function name, for the outputs that answer them.
     let mut called: Vec<(String, String)> = Vec::new();
     // Consecutive function calls are one assistant turn.
@@ -219,7 +255,10 @@ fn parse_items(items: Vec<Value>, messages: &mut Vec<Message>) -> Result<(), Api
         }
     };
     for (i, item) in items.into_iter().enumerate() {
-        let path = format!("input[{i}]");
+        let path = match i.checked_sub(first_input) {
+            Some(i) => format!("input[{i}]"),
+            None => "previous_response_id".to_string(),
+        };
         let Value::Object(map) = item else {
             return Err(wrong_type(&path, "an input item object", &item));
         };

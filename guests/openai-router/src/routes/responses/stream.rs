@@ -12,6 +12,7 @@
 //! `output_item.done`. A generation that fails sends an `error` event and stops.
 //! There is no `[DONE]` line in this API.
 
+use super::stored::Keeper;
 use super::{output_text, Head};
 use crate::host::{Event, GenerationStream};
 use crate::http::{BodySink, Disconnected, StreamBody, StreamingResponse};
@@ -22,25 +23,36 @@ pub fn response(
     head: Head,
     stream: Box<dyn GenerationStream>,
     provider: String,
+    keeper: Option<Keeper>,
 ) -> StreamingResponse {
     StreamingResponse {
         status: 200,
         headers: sse::headers(provider),
-        body: Box::new(ResponseEvents { head, stream }),
+        body: Box::new(ResponseEvents {
+            head,
+            stream,
+            keeper,
+        }),
     }
 }
 
 struct ResponseEvents {
     head: Head,
     stream: Box<dyn GenerationStream>,
+    /// Stores the response once complete (`store`).
+    keeper: Option<Keeper>,
 }
 
 impl StreamBody for ResponseEvents {
     fn write_to(self: Box<Self>, sink: &mut dyn BodySink) {
-        let ResponseEvents { head, stream } = *self;
+        let ResponseEvents {
+            head,
+            stream,
+            keeper,
+        } = *self;
         let mut events = Events { sink, sequence: 0 };
         // Disconnected: returning drops the stream, which cancels the generation.
-        let _ = events.run(&head, stream);
+        let _ = events.run(&head, stream, keeper);
     }
 }
 
@@ -60,10 +72,13 @@ impl Events<'_> {
         self.sink.write(&frame)
     }
 
+    /// The events of one response; with a keeper, the finished response is stored
+    /// before the last event, which then says whether it was.
     fn run(
         &mut self,
         head: &Head,
         mut stream: Box<dyn GenerationStream>,
+        keeper: Option<Keeper>,
     ) -> Result<(), Disconnected> {
         let started = head.shape(String::new(), "stop");
         let start = head.object(&started, &[], None);
@@ -148,7 +163,10 @@ impl Events<'_> {
                 )?;
             }
         }
-        let response = head.object(&answer, &output, Some(end.usage));
+        let mut response = head.object(&answer, &output, Some(end.usage));
+        if let Some(keeper) = keeper {
+            keeper.keep(&mut response);
+        }
         let kind = if response["status"] == "incomplete" {
             "response.incomplete"
         } else {

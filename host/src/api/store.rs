@@ -1,0 +1,49 @@
+//! `nnhost:inference/store`: the calling tenant's key-value store
+//! ([`crate::tenants::store`]). Values count against the request's host-call bytes.
+
+use super::nnhost::inference::store::Host;
+use super::{ApiState, WitError};
+use crate::error::{ErrorCode, InferenceError};
+use crate::tenants::store::StoreError;
+
+impl From<StoreError> for InferenceError {
+    fn from(e: StoreError) -> Self {
+        let code = match e {
+            StoreError::Disabled => ErrorCode::Unsupported,
+            StoreError::BadKey => ErrorCode::InvalidArgument,
+            StoreError::TooLarge { .. } => ErrorCode::ResourceExhausted,
+        };
+        InferenceError::new(code, e.to_string())
+    }
+}
+
+impl Host for ApiState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        let value = self.access.store.get(&key);
+        let size = value.as_ref().map_or(0, Vec::len);
+        // Past the request's budget the request ends (a trap): `get` has no error to
+        // report it with, and answering "absent" would be a lie.
+        if self.charge(size).is_err() {
+            return Err(wasmtime::Error::msg(format!(
+                "the store value under {key:?} ({size} bytes) exceeds this request's host-call budget"
+            )));
+        }
+        Ok(value)
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), WitError>> {
+        if let Err(e) = self.charge(value.len()) {
+            return Ok(Err(e.into()));
+        }
+        let limit = self.access.store_bytes;
+        Ok(self
+            .access
+            .store
+            .set(&key, value, limit)
+            .map_err(|e| InferenceError::from(e).into()))
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
+        Ok(self.access.store.delete(&key))
+    }
+}

@@ -1,0 +1,159 @@
+//! A tenant's key-value store: what its guests keep between requests (the Responses
+//! API's stored responses). In memory and bounded in bytes: a write that does not fit
+//! evicts the oldest writes first. Lost at restart; kept across component redeploys.
+
+use std::collections::{HashMap, VecDeque};
+
+use parking_lot::Mutex;
+
+/// The longest key a guest may use.
+pub const MAX_KEY_BYTES: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("this tenant has no store (its store_bytes limit is 0)")]
+    Disabled,
+    #[error("keys are 1-{MAX_KEY_BYTES} bytes")]
+    BadKey,
+    #[error("a value of {size} bytes does not fit in this tenant's store of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+}
+
+#[derive(Default)]
+pub struct KvStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Key → (write number, value).
+    entries: HashMap<String, (u64, Vec<u8>)>,
+    /// Writes, oldest first; an entry rewritten or deleted since leaves a stale one here.
+    order: VecDeque<(u64, String)>,
+    /// Keys plus values.
+    bytes: usize,
+    writes: u64,
+}
+
+impl KvStore {
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.inner.lock().entries.get(key).map(|(_, v)| v.clone())
+    }
+
+    /// Writes `value` under `key`, evicting the oldest writes until the store holds at
+    /// most `limit` bytes.
+    pub fn set(&self, key: &str, value: Vec<u8>, limit: usize) -> Result<(), StoreError> {
+        if limit == 0 {
+            return Err(StoreError::Disabled);
+        }
+        if key.is_empty() || key.len() > MAX_KEY_BYTES {
+            return Err(StoreError::BadKey);
+        }
+        let size = key.len() + value.len();
+        if size > limit {
+            return Err(StoreError::TooLarge { size, limit });
+        }
+        let mut inner = self.inner.lock();
+        inner.remove(key);
+        while inner.bytes + size > limit {
+            let Some((write, oldest)) = inner.order.pop_front() else {
+                break;
+            };
+            if inner.entries.get(&oldest).is_some_and(|(w, _)| *w == write) {
+                inner.remove(&oldest);
+            }
+        }
+        inner.writes += 1;
+        let write = inner.writes;
+        inner.order.push_back((write, key.to_string()));
+        inner.entries.insert(key.to_string(), (write, value));
+        inner.bytes += size;
+        // Stale write records would otherwise pile up under rewrites of one key.
+        if inner.order.len() > 2 * inner.entries.len() + 64 {
+            let Inner { entries, order, .. } = &mut *inner;
+            order.retain(|(w, k)| entries.get(k).is_some_and(|(current, _)| current == w));
+        }
+        Ok(())
+    }
+
+    pub fn delete(&self, key: &str) -> bool {
+        self.inner.lock().remove(key)
+    }
+
+    /// Entries and bytes held.
+    pub fn size(&self) -> (usize, usize) {
+        let inner = self.inner.lock();
+        (inner.entries.len(), inner.bytes)
+    }
+}
+
+impl Inner {
+    fn remove(&mut self, key: &str) -> bool {
+        match self.entries.remove(key) {
+            Some((_, value)) => {
+                self.bytes -= key.len() + value.len();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_kept_until_deleted() {
+        let store = KvStore::default();
+        store.set("a", b"one".to_vec(), 100).unwrap();
+        store.set("a", b"two".to_vec(), 100).unwrap();
+        assert_eq!(store.get("a").as_deref(), Some(&b"two"[..]));
+        assert_eq!(store.size(), (1, 4));
+        assert!(store.delete("a"));
+        assert!(!store.delete("a"));
+        assert_eq!(store.get("a"), None);
+        assert_eq!(store.size(), (0, 0));
+    }
+
+    #[test]
+    fn the_oldest_writes_make_room() {
+        let store = KvStore::default();
+        for key in ["k1", "k2", "k3"] {
+            store.set(key, vec![0; 28], 100).unwrap();
+        }
+        // k1 rewritten: now the newest; k2 is the oldest.
+        store.set("k1", vec![1; 28], 100).unwrap();
+        store.set("k4", vec![0; 28], 100).unwrap();
+        assert_eq!(store.get("k2"), None);
+        assert!(
+            store.get("k1").is_some() && store.get("k3").is_some() && store.get("k4").is_some()
+        );
+        assert!(store.size().1 <= 100);
+    }
+
+    #[test]
+    fn limits_are_errors() {
+        let store = KvStore::default();
+        assert_eq!(store.set("a", vec![], 0), Err(StoreError::Disabled));
+        assert_eq!(store.set("", vec![], 10), Err(StoreError::BadKey));
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        assert_eq!(store.set(&long, vec![], 1000), Err(StoreError::BadKey));
+        assert_eq!(
+            store.set("a", vec![0; 10], 10),
+            Err(StoreError::TooLarge {
+                size: 11,
+                limit: 10
+            })
+        );
+    }
+
+    #[test]
+    fn rewriting_one_key_does_not_grow_the_write_log() {
+        let store = KvStore::default();
+        for i in 0..10_000u32 {
+            store.set("same", i.to_le_bytes().to_vec(), 100).unwrap();
+        }
+        assert!(store.inner.lock().order.len() <= 66);
+    }
+}

@@ -1,0 +1,86 @@
+"""Each tenant's key-value store on the host (what stored responses live in): private to the
+tenant, bounded by its `store_bytes` (the oldest entries make room), off at 0, visible to operators."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import ROUTER_WASM, SMOLLM, Server
+
+ADMIN = "admin-secret"
+CHAT = "smollm2-135m-instruct"
+CONFIG = """
+[[models]]
+name = "{chat}"
+path = "{smollm}"
+
+[[tenants]]
+name = "ample"
+api_keys = ["sk-ample"]
+component = "{router}"
+
+[[tenants]]
+name = "tiny"
+api_keys = ["sk-tiny"]
+component = "{router}"
+[tenants.limits]
+store_bytes = 6000
+
+[[tenants]]
+name = "none"
+api_keys = ["sk-none"]
+component = "{router}"
+[tenants.limits]
+store_bytes = 0
+"""
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    srv = Server(CONFIG.format(chat=CHAT, smollm=SMOLLM, router=ROUTER_WASM), tmp_path_factory.mktemp("store"),
+                 env={"NNHOST_ADMIN_TOKEN": ADMIN})
+    yield srv
+    srv.stop()
+
+
+def respond(host, key, **body):
+    r = host.session.post(host.url + "/v1/responses", headers={"authorization": f"Bearer {key}"}, timeout=120,
+                          json={"model": CHAT, "temperature": 0, "max_output_tokens": 8, **body})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def fetch(host, key, rid):
+    return host.session.get(f"{host.url}/v1/responses/{rid}", headers={"authorization": f"Bearer {key}"},
+                            timeout=60)
+
+
+def test_a_tenants_responses_are_its_own(host):
+    r = respond(host, "sk-ample", input="Hello there")
+    assert r["store"] is True
+    assert fetch(host, "sk-ample", r["id"]).status_code == 200
+    other = fetch(host, "sk-tiny", r["id"])
+    assert other.status_code == 404 and other.json()["error"]["code"] == "response_not_found"
+    r2 = host.session.post(host.url + "/v1/responses", headers={"authorization": "Bearer sk-tiny"}, timeout=60,
+                           json={"model": CHAT, "input": "Hi", "previous_response_id": r["id"]})
+    assert r2.status_code == 404 and r2.json()["error"]["param"] == "previous_response_id"
+
+
+def test_the_oldest_responses_make_room(host):
+    ids = [respond(host, "sk-tiny", input=f"Count to {i}.")["id"] for i in range(6)]
+    kept = [fetch(host, "sk-tiny", rid).status_code for rid in ids]
+    assert kept[-1] == 200 and kept[0] == 404, kept
+    assert kept == sorted(kept, reverse=True), kept   # evicted oldest first
+    tenants = host.session.get(host.url + "/admin/tenants", headers={"authorization": f"Bearer {ADMIN}"},
+                               timeout=30).json()
+    tiny = next(t for t in (tenants["tenants"] if isinstance(tenants, dict) else tenants) if t["name"] == "tiny")
+    assert 0 < tiny["store"]["bytes"] <= 6000 and tiny["store"]["entries"] == kept.count(200)
+
+
+def test_a_tenant_without_a_store_is_still_answered(host):
+    r = respond(host, "sk-none", input="Hello there")
+    assert r["store"] is False and r["output"]
+    assert fetch(host, "sk-none", r["id"]).status_code == 404
+    streamed = host.session.post(host.url + "/v1/responses", headers={"authorization": "Bearer sk-none"},
+                                 timeout=60, json={"model": CHAT, "input": "Hi", "stream": True,
+                                                   "max_output_tokens": 4})
+    assert streamed.status_code == 200 and '"store":false' in streamed.text
