@@ -13,6 +13,11 @@ CONFIG = """
 name = "{chat}"
 path = "{smollm}"
 
+[[models]]
+name = "short"
+path = "{smollm}"
+max_tokens = 24
+
 [[tenants]]
 name = "ample"
 api_keys = ["sk-ample"]
@@ -84,3 +89,16 @@ def test_a_tenant_without_a_store_is_still_answered(host):
                                  timeout=60, json={"model": CHAT, "input": "Hi", "stream": True,
                                                    "max_output_tokens": 4})
     assert streamed.status_code == 200 and '"store":false' in streamed.text
+
+
+def test_a_prompt_may_fill_the_context_when_it_is_only_scored(host):
+    """(Here for its small-context model.) Scoring needs no room after the prompt; generating does."""
+    ids = list(range(1000, 1024))
+    def complete(**body):
+        return host.session.post(host.url + "/v1/completions", headers={"authorization": "Bearer sk-ample"},
+                                 timeout=60, json={"model": "short", "prompt": ids, **body})
+    r = complete(echo=True, logprobs=0, max_tokens=0)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["choices"][0]["logprobs"]["tokens"]) == 24
+    r = complete(echo=True, logprobs=0, max_tokens=1)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded", r.text

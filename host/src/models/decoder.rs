@@ -328,7 +328,9 @@ impl DecoderModel {
         }
         let available = self.context_length.saturating_sub(prompt.len());
         let wanted = max_tokens.unwrap_or(available);
-        if prompt.len() + wanted > self.context_length || available == 0 {
+        // A prompt may fill the context when nothing is to follow it (scoring it).
+        if prompt.len() + wanted > self.context_length || (available == 0 && max_tokens != Some(0))
+        {
             return Err(InferenceError::new(
                 ErrorCode::ContextLengthExceeded,
                 format!(
