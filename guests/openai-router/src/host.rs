@@ -60,6 +60,8 @@ pub trait Host {
     ) -> Result<(Vec<PromptToken>, Box<dyn GenerationStream>), HostError>;
     /// The text of token ids, special tokens included.
     fn decode(&self, model: &str, tokens: &[u32]) -> Result<String, HostError>;
+    /// The token ids of a text.
+    fn encode(&self, model: &str, text: &str, add_special: bool) -> Result<Vec<u32>, HostError>;
     /// Unix seconds now (`created` of completion objects).
     fn unix_time(&self) -> u64;
     /// Random bits for response ids.
@@ -142,6 +144,10 @@ impl Host for WitHost {
 
     fn decode(&self, model: &str, tokens: &[u32]) -> Result<String, HostError> {
         tokenizer::decode(model, tokens, false)
+    }
+
+    fn encode(&self, model: &str, text: &str, add_special: bool) -> Result<Vec<u32>, HostError> {
+        tokenizer::encode(model, text, add_special)
     }
 
     fn unix_time(&self) -> u64 {

@@ -68,6 +68,12 @@ pub fn dispatch(
         Route::StoredResponse(id) => {
             routes::responses::stored::get(&*host.store(), id).map(Reply::from)
         }
+        Route::Tokenize => read_body()
+            .and_then(|body| routes::tokenize::tokenize(host, &body))
+            .map(Reply::from),
+        Route::Detokenize => read_body()
+            .and_then(|body| routes::tokenize::detokenize(host, &body))
+            .map(Reply::from),
         Route::ResponseInputItems(id) => {
             routes::responses::stored::input_items(&*host.store(), id).map(Reply::from)
         }

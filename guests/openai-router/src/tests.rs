@@ -11,6 +11,7 @@ mod responses;
 mod stored;
 mod support;
 mod template;
+mod tokenize;
 mod tools;
 
 use crate::errors::ApiError;
@@ -156,6 +157,11 @@ impl Host for Fake {
     }
     fn decode(&self, _model: &str, tokens: &[u32]) -> Result<String, HostError> {
         Ok(tokens.iter().map(|t| format!("<{t}>")).collect())
+    }
+    /// One token per byte (its value), plus 1 in front for the special tokens.
+    fn encode(&self, _model: &str, text: &str, add_special: bool) -> Result<Vec<u32>, HostError> {
+        let bos = add_special.then_some(1);
+        Ok(bos.into_iter().chain(text.bytes().map(u32::from)).collect())
     }
     fn unix_time(&self) -> u64 {
         1_700_000_123

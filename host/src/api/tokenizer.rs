@@ -54,6 +54,11 @@ impl ApiState {
         add_special_tokens: bool,
     ) -> Result<Vec<u32>, InferenceError> {
         let model = self.access.get(model)?;
+        // A decoder's prompts get BOS the way generation adds it (Gemma's GGUF
+        // tokenizer does not add it by itself), so counts match what is generated from.
+        if let Some(decoder) = model.decoder() {
+            return decoder.encode_prompt(&text, add_special_tokens);
+        }
         let encoding = model
             .tokenizer()
             .encode_fast(text, add_special_tokens)

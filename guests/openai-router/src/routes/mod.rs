@@ -13,6 +13,7 @@ pub mod models;
 pub mod responses;
 pub mod root;
 pub mod sampling;
+pub mod tokenize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
@@ -34,6 +35,11 @@ pub enum Route<'a> {
     StoredResponse(&'a str),
     /// `GET /v1/responses/{id}/input_items`
     ResponseInputItems(&'a str),
+    /// `POST /tokenize` (vLLM's path) or `/v1/tokenize` (where the default config
+    /// sends a request to this router: root paths go to the console)
+    Tokenize,
+    /// `POST /detokenize`, `/v1/detokenize`
+    Detokenize,
 }
 
 impl<'a> Route<'a> {
@@ -46,6 +52,8 @@ impl<'a> Route<'a> {
             "/v1/chat/completions" => Some(Route::ChatCompletions),
             "/v1/completions" => Some(Route::Completions),
             "/v1/responses" => Some(Route::Responses),
+            "/tokenize" | "/v1/tokenize" => Some(Route::Tokenize),
+            "/detokenize" | "/v1/detokenize" => Some(Route::Detokenize),
             _ => {
                 if let Some(id) = path.strip_prefix("/v1/models/") {
                     return Some(Route::Model(id));
@@ -63,9 +71,12 @@ impl<'a> Route<'a> {
     pub fn methods(&self) -> &'static str {
         match self {
             Route::Root | Route::Models | Route::Model(_) | Route::ResponseInputItems(_) => "GET",
-            Route::Embeddings | Route::ChatCompletions | Route::Completions | Route::Responses => {
-                "POST"
-            }
+            Route::Embeddings
+            | Route::ChatCompletions
+            | Route::Completions
+            | Route::Responses
+            | Route::Tokenize
+            | Route::Detokenize => "POST",
             Route::StoredResponse(_) => "GET, DELETE",
         }
     }
