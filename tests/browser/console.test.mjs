@@ -139,7 +139,8 @@ test('the console tenant serves the page, its assets and 404s', async () => {
   assert.equal(index.status, 200);
   assert.match(index.headers.get('content-type'), /^text\/html/);
   assert.equal(index.headers.get('cache-control'), 'no-cache');
-  for (const [p, type] of [['/app.js', /^text\/javascript/], ['/style.css', /^text\/css/]]) {
+  for (const [p, type] of [['/app.js', /^text\/javascript/], ['/likelihood.js', /^text\/javascript/],
+    ['/style.css', /^text\/css/]]) {
     const r = await fetch(base + p);
     assert.equal(r.status, 200, p);
     assert.match(r.headers.get('content-type'), type, p);
@@ -197,6 +198,27 @@ test('errors from the API are shown as messages', async () => {
   await page.click('#compare');
   await page.waitForSelector('#embeddings-error', { state: 'hidden' });
   await page.waitForSelector('#heatmap td[data-i="0"][data-j="1"]');
+});
+
+test('likelihood view: each token of a text shaded by its probability', async () => {
+  await openTab('likelihood');
+  await page.waitForSelector(`#score-model option[value="${CHAT_MODEL}"]`, { state: 'attached' });
+  await page.selectOption('#score-model', CHAT_MODEL);
+  await page.click('#score');
+  await page.waitForSelector('#scored-tokens .token');
+  const tokens = await page.$$eval('#scored-tokens .token', (spans) =>
+    spans.map((s) => ({ text: s.textContent, p: s.dataset.p, title: s.title })));
+  const text = await page.inputValue('#score-text');
+  assert.equal(tokens.map((t) => t.text).join(''), text, 'the tokens spell the text');
+  assert.equal(tokens[0].p, '', 'the first token has no probability');
+  const probabilities = tokens.slice(1).map((t) => Number(t.p));
+  assert.ok(probabilities.every((p) => p > 0 && p <= 1), String(probabilities));
+  // Second and third sentences repeat the pattern: " Rome" and " Madrid" are likely.
+  const p = (word) => Number(tokens.find((t) => t.text === word).p);
+  assert.ok(p(' Rome') > 0.2 && p(' Madrid') > 0.2, `${p(' Rome')} ${p(' Madrid')}`);
+  assert.match(tokens[5].title, /likely\nthe model's top guesses here:\n"/);
+  assert.match(await page.textContent('#score-stats'), /\d+ tokens · log-likelihood -\d+\.\d\d · perplexity \d+\.\d\d/);
+  await shot('likelihood');
 });
 
 test('status panel lists the CPU provider, the models and the tenants', async () => {

@@ -1,5 +1,6 @@
-// nnhost console: a playground, an embeddings explorer and a status panel, all talking
-// to the host's HTTP API on the same origin. Plain JavaScript, no dependencies.
+// nnhost console: a playground, an embeddings explorer, a likelihood view (likelihood.js)
+// and a status panel, all talking to the host's HTTP API on the same origin. Plain
+// JavaScript, no dependencies.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -61,9 +62,9 @@ const fmt = {
 };
 
 // ---------------------------------------------------------------------------------
-// Tabs: the URL hash picks the section (#playground, #embeddings, #status).
+// Tabs: the URL hash picks the section (#playground, #embeddings, #likelihood, #status).
 
-const SECTIONS = ['playground', 'embeddings', 'status'];
+const SECTIONS = ['playground', 'embeddings', 'likelihood', 'status'];
 
 function showSection() {
   const name = SECTIONS.includes(location.hash.slice(1)) ? location.hash.slice(1) : 'playground';
@@ -95,6 +96,8 @@ async function loadModels() {
 
   chatSelect.replaceChildren(...generative.map((m) =>
     el('option', { value: m.id, dataset: { kind: kindOf(m) } }, `${m.id} (${kindOf(m)})`)));
+  $('score-model').replaceChildren(...(generative.length ? generative.map((m) => el('option', { value: m.id }, m.id))
+    : [el('option', { value: '' }, 'no chat or completion model available')]));
   if (!generative.length) {
     chatSelect.replaceChildren(el('option', { value: '' }, 'no chat model available'));
     $('send').disabled = true;

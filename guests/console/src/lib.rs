@@ -11,6 +11,7 @@ use wasip2::http::types::{
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
+const LIKELIHOOD_JS: &str = include_str!("../assets/likelihood.js");
 const STYLE_CSS: &str = include_str!("../assets/style.css");
 
 /// Everything the page needs comes from this origin (no CDN, fonts or inline script).
@@ -44,6 +45,11 @@ pub fn route(method: &Method, path_with_query: &str) -> Asset {
             status: 200,
             content_type: "text/javascript; charset=utf-8",
             body: APP_JS,
+        },
+        "/likelihood.js" => Asset {
+            status: 200,
+            content_type: "text/javascript; charset=utf-8",
+            body: LIKELIHOOD_JS,
         },
         "/style.css" => Asset {
             status: 200,
@@ -119,13 +125,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn serves_the_three_assets_with_their_types() {
+    fn serves_the_assets_with_their_types() {
         let index = route(&Method::Get, "/");
         assert_eq!(
             (index.status, index.content_type),
             (200, "text/html; charset=utf-8")
         );
         assert!(index.body.contains("app.js") && index.body.contains("style.css"));
+        assert!(index.body.contains("likelihood.js"));
+        assert_eq!(route(&Method::Get, "/likelihood.js").body, LIKELIHOOD_JS);
         assert_eq!(route(&Method::Get, "/?tab=status").body, INDEX_HTML);
         assert_eq!(
             route(&Method::Get, "/app.js").content_type,
