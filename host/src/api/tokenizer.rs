@@ -24,7 +24,15 @@ impl Host for ApiState {
         skip_special_tokens: bool,
     ) -> wasmtime::Result<Result<String, WitError>> {
         let result = self.access.get(&model).and_then(|m| {
-            m.tokenizer()
+            let tokenizer = m.tokenizer();
+            // The tokenizer would skip unknown ids silently: a client sending them is told.
+            if let Some(bad) = tokens.iter().find(|&&t| tokenizer.id_to_token(t).is_none()) {
+                return Err(InferenceError::invalid(format!(
+                    "token id {bad} is not in the vocabulary of model {model}"
+                ))
+                .with_param("tokens"));
+            }
+            tokenizer
                 .decode(&tokens, skip_special_tokens)
                 .map_err(|e| InferenceError::invalid(format!("decoding tokens: {e}")))
         });

@@ -138,7 +138,12 @@ pub fn run(
         let mut echo = match (sampling.echo, prompt) {
             (false, _) => None,
             (true, Prompt::Text(text)) => Some(text.clone()),
-            (true, Prompt::Tokens(ids)) => Some(host.decode(&info.id, ids).map_err(failed)?),
+            // Ids the tokenizer does not know are the prompt's fault.
+            (true, Prompt::Tokens(ids)) => Some(host.decode(&info.id, ids).map_err(|e| {
+                let mut e = failed(e);
+                e.param = Some(flavor.prompt_param().to_string());
+                e
+            })?),
         }
         .map(|text| EchoedPrompt {
             text,
