@@ -24,6 +24,8 @@ pub struct Metrics {
     pub generations: IntCounterVec,
     pub guest_failures: IntCounterVec,
     pub guest_instantiate: HistogramVec,
+    /// Set when `/metrics` is scraped.
+    pub tenant_store_bytes: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -145,6 +147,12 @@ pub fn metrics() -> &'static Metrics {
                 &["tenant"],
                 exponential_buckets(0.00001, 2.0, 16).expect("buckets"),
             ),
+            tenant_store_bytes: gauge(
+                &r,
+                "tenant_store_bytes",
+                "Bytes held in each tenant's key-value store (stored responses)",
+                &["tenant"],
+            ),
             registry: r,
         }
     })
@@ -168,6 +176,8 @@ pub fn route_label(path: &str) -> &'static str {
         "/v1/completions",
         "/v1/responses",
         "/v1/models",
+        "/v1/tokenize",
+        "/v1/detokenize",
         "/v2/health",
         "/v2/models",
         "/v2",

@@ -46,11 +46,19 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
         (&Method::GET, "/health") => return host(responses::json(200, &json!({"status": "ok"}))),
         (&Method::GET, "/ready") => return host(ready(state)),
         (&Method::GET, "/metrics") => {
+            let stores = &metrics().tenant_store_bytes;
+            stores.reset(); // tenants removed since the last scrape disappear
+            for tenant in state.tenants.all() {
+                let bytes = tenant.store.size().1;
+                stores
+                    .with_label_values(&[&tenant.name])
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
             return host(responses::text(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
                 metrics().render(),
-            ))
+            ));
         }
         (&Method::GET, "/status") => return host(responses::json(200, &status(state))),
         _ => {}
