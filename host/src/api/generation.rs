@@ -105,6 +105,14 @@ fn prompt_to_wit(tokens: Vec<generate::PromptToken>) -> Vec<PromptToken> {
         .collect()
 }
 
+/// What a prompt costs of the request's host-call bytes.
+fn prompt_bytes(prompt: &Prompt) -> usize {
+    match prompt {
+        Prompt::Text(t) => t.len(),
+        Prompt::Tokens(t) => t.len() * 4,
+    }
+}
+
 /// A JSON Schema as the guest passed it (JSON text).
 fn parse_schema(text: &str) -> Result<Schema, InferenceError> {
     let invalid = |message: String| {
@@ -224,11 +232,7 @@ impl Host for ApiState {
         prompt: Prompt,
         options: GenerateOptions,
     ) -> wasmtime::Result<Result<Resource<GenerationStream>, WitError>> {
-        let prompt_bytes = match &prompt {
-            Prompt::Text(t) => t.len(),
-            Prompt::Tokens(t) => t.len() * 4,
-        };
-        if let Err(e) = self.charge(prompt_bytes) {
+        if let Err(e) = self.charge(prompt_bytes(&prompt)) {
             return Ok(Err(e.into()));
         }
         match self.start_generation(&model, prompt, options, None) {
@@ -244,11 +248,7 @@ impl Host for ApiState {
         options: GenerateOptions,
         top_logprobs: u32,
     ) -> wasmtime::Result<Result<ScoredGeneration, WitError>> {
-        let prompt_bytes = match &prompt {
-            Prompt::Text(t) => t.len(),
-            Prompt::Tokens(t) => t.len() * 4,
-        };
-        if let Err(e) = self.charge(prompt_bytes) {
+        if let Err(e) = self.charge(prompt_bytes(&prompt)) {
             return Ok(Err(e.into()));
         }
         let mut stream = match self.start_generation(&model, prompt, options, Some(top_logprobs)) {
