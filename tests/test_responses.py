@@ -54,6 +54,32 @@ def test_streamed_events_build_the_same_text(client):
     assert deltas == whole == final.output_text
 
 
+def test_logprobs_are_chats_and_follow_the_stream(client):
+    include = ["message.output_text.logprobs"]
+    r = client.responses.create(model=CHAT, input=QUESTION, temperature=0, include=include, top_logprobs=3)
+    chat = client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": QUESTION}],
+                                          temperature=0, logprobs=True, top_logprobs=3)
+    part = r.output[0].content[0]
+    assert r.top_logprobs == 3
+    assert "".join(t.token for t in part.logprobs) == part.text == r.output_text
+    expected = chat.choices[0].logprobs.content
+    assert [t.token for t in part.logprobs] == [t.token for t in expected]
+    for got, want in zip(part.logprobs, expected):
+        assert abs(got.logprob - want.logprob) < 0.05 and len(got.top_logprobs) == 3
+        assert bytes(got.bytes).decode() == got.token and got.top_logprobs[0].logprob >= got.logprob - 1e-4
+    streamed, final = [], None
+    for event in client.responses.create(model=CHAT, input=QUESTION, temperature=0, include=include, stream=True):
+        if event.type == "response.output_text.delta":
+            assert event.logprobs, event  # each delta carries the tokens that made it
+            streamed += event.logprobs
+        if event.type == "response.completed":
+            final = event.response
+    assert [t.token for t in streamed] == [t.token for t in final.output[0].content[0].logprobs]
+    assert "".join(t.token for t in streamed) == final.output_text
+    plain = client.responses.create(model=CHAT, input=QUESTION, temperature=0, max_output_tokens=4)
+    assert plain.output[0].content[0].logprobs == []
+
+
 def test_function_tools_over_two_turns(client):
     first = client.responses.create(model=CHAT, input="What is the weather in Paris?", tools=[WEATHER],
                                     tool_choice="required", temperature=0)
@@ -97,6 +123,8 @@ def test_structured_output_with_parse(client):
                                          "schema": {"type": "object", "properties": {"a": {"pattern": "x"}}}}}},
      "text.format"),
     ({}, "input"),
+    ({"input": "Hi", "include": ["file_search_call.results"]}, "include[0]"),
+    ({"input": "Hi", "top_logprobs": 21}, "top_logprobs"),
 ])
 def test_bad_requests_are_400(server, body, param):
     err = assert_openai_error(server.post("/v1/responses", {"model": CHAT, **body}), 400)

@@ -2,6 +2,7 @@
 //! `logit_bias` and JSON mode: what the router asks of the host and how it renders
 //! the answer.
 
+use super::responses::{events, respond};
 use super::support::{chat, complete, done, gen_fake, hi, post, sse_data, token};
 use super::*;
 
@@ -151,4 +152,77 @@ fn json_mode_goes_to_the_host() {
         ),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn responses_logprobs_when_included() {
+    let mut h = gen_fake();
+    h.script = logprob_script();
+    let (r, v) = respond(
+        &h,
+        json!({"model": "smol", "input": "Hi", "include": ["message.output_text.logprobs"],
+               "top_logprobs": 2}),
+    );
+    assert_eq!(r.status, 200, "{v}");
+    assert_eq!(h.gen_calls.borrow()[0].2.logprobs, Some(2));
+    assert_eq!(v["top_logprobs"], 2);
+    let part = &v["output"][0]["content"][0];
+    assert_eq!(part["text"], "Hello!");
+    let tokens: Vec<_> = part["logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(tokens, ["Hel", "l", "o!"]);
+    assert_eq!(part["logprobs"][0]["bytes"], json!([72, 101, 108]));
+    assert_eq!(
+        part["logprobs"][2]["top_logprobs"][1],
+        json!({"token": "x", "logprob": -3.5, "bytes": [120]})
+    );
+    // `include` alone: the tokens without alternatives; neither: none asked for.
+    let (_, v) = respond(
+        &h,
+        json!({"model": "smol", "input": "Hi", "include": ["message.output_text.logprobs"]}),
+    );
+    assert_eq!(h.gen_calls.borrow()[1].2.logprobs, Some(0));
+    assert_eq!(v["output"][0]["content"][0]["logprobs"][1]["logprob"], -1.0);
+    let (_, v) = respond(&h, json!({"model": "smol", "input": "Hi", "include": []}));
+    assert_eq!(h.gen_calls.borrow()[2].2.logprobs, None);
+    assert_eq!(v["output"][0]["content"][0]["logprobs"], json!([]));
+}
+
+#[test]
+fn streamed_responses_logprobs_follow_their_deltas() {
+    let mut h = gen_fake();
+    h.script = logprob_script();
+    let r = post(
+        &h,
+        "/v1/responses",
+        &json!({"model": "smol", "input": "Hi", "stream": true, "top_logprobs": 1}),
+    );
+    let events = events(&r.body);
+    let deltas: Vec<&Value> = events
+        .iter()
+        .filter(|(k, _)| k == "response.output_text.delta")
+        .map(|(_, d)| d)
+        .collect();
+    // "l" was held back and comes with "o!": its delta carries both tokens.
+    let per_delta: Vec<usize> = deltas
+        .iter()
+        .map(|d| d["logprobs"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(per_delta, [1, 2]);
+    assert_eq!(deltas[1]["logprobs"][0]["token"], "l");
+    let done = &events
+        .iter()
+        .find(|(k, _)| k == "response.output_text.done")
+        .unwrap()
+        .1;
+    assert_eq!(done["logprobs"].as_array().unwrap().len(), 3);
+    let last = &events.last().unwrap().1["response"];
+    assert_eq!(
+        last["output"][0]["content"][0]["logprobs"][2]["logprob"],
+        -0.5
+    );
 }

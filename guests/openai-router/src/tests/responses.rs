@@ -16,7 +16,7 @@ pub(super) fn prompt_of(h: &Fake, call: usize) -> String {
 }
 
 /// The `event:` names and `data:` objects of a Responses API stream.
-fn events(body: &[u8]) -> Vec<(String, Value)> {
+pub(super) fn events(body: &[u8]) -> Vec<(String, Value)> {
     let text = std::str::from_utf8(body).unwrap();
     text.split("\n\n")
         .filter(|f| !f.is_empty())
@@ -251,6 +251,21 @@ fn response_request_errors_name_their_param() {
             json!({"model": "smol", "input": "Hi", "reasoning": {"effort": "high"}}),
             "reasoning",
             "do not reason",
+        ),
+        (
+            json!({"model": "smol", "input": "Hi", "include": ["file_search_call.results"]}),
+            "include[0]",
+            "'message.output_text.logprobs' can",
+        ),
+        (
+            json!({"model": "smol", "input": "Hi", "include": "message.output_text.logprobs"}),
+            "include",
+            "expected an array of strings",
+        ),
+        (
+            json!({"model": "smol", "input": "Hi", "top_logprobs": 21}),
+            "top_logprobs",
+            "maximum of 20",
         ),
         (
             json!({"model": "smol", "input": "Hi", "frobnicate": 1}),

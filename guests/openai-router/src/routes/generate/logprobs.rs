@@ -10,7 +10,13 @@ use serde_json::{json, Map, Value};
 /// `{"content": [...], "refusal": null}` for `choices[i].logprobs` of a chat
 /// completion (or of one streamed chunk).
 pub fn chat(entries: &[TokenLogprobs]) -> Value {
-    let content: Vec<Value> = entries
+    json!({"content": per_token(entries), "refusal": null})
+}
+
+/// One object per token, with its UTF-8 bytes and its alternatives: chat's
+/// `logprobs.content` and the Responses API's `output_text.logprobs`.
+pub fn per_token(entries: &[TokenLogprobs]) -> Vec<Value> {
+    entries
         .iter()
         .map(|t| {
             let top: Vec<Value> = t
@@ -21,8 +27,7 @@ pub fn chat(entries: &[TokenLogprobs]) -> Value {
             json!({"token": t.chosen.text, "logprob": t.chosen.logprob,
                    "bytes": t.chosen.text.as_bytes(), "top_logprobs": top})
         })
-        .collect();
-    json!({"content": content, "refusal": null})
+        .collect()
 }
 
 /// Legacy completions' `logprobs` object. `offset` is where the first token's

@@ -11,9 +11,9 @@ pub mod stream;
 
 use super::chat::tools::{self, ShapedAnswer};
 use super::chat::{self};
-use super::generate::{self, Flavor};
+use super::generate::{self, logprobs, Flavor};
 use crate::errors::ApiError;
-use crate::host::{Host, Prompt, Usage};
+use crate::host::{Host, Prompt, TokenLogprobs, Usage};
 use crate::http::{Reply, Response};
 use request::Echo;
 use serde_json::{json, Value};
@@ -54,6 +54,7 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
         model: prepared.info.id.clone(),
         echo: req.echo,
         tools,
+        logprobs: prepared.sampling.logprobs.is_some(),
     };
     let provider = stream.provider();
     if prepared.sampling.stream {
@@ -66,7 +67,7 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
     let answer = head.shape(drained.text, finish);
     let mut body = head.object(
         &answer,
-        &head.output(&answer, true),
+        &head.output(&answer, true, &drained.logprobs),
         Some(drained.end.usage),
     );
     if let Some(keeper) = keeper {
@@ -100,6 +101,8 @@ pub struct Head {
     pub model: String,
     pub echo: Echo,
     pub tools: bool,
+    /// The answer's tokens' log probabilities were asked for.
+    pub logprobs: bool,
 }
 
 impl Head {
@@ -121,8 +124,14 @@ impl Head {
         format!("msg_{}", self.suffix())
     }
 
-    /// The output items: the calls, or one message (`done`: with its final status).
-    pub fn output(&self, answer: &ShapedAnswer, done: bool) -> Vec<Value> {
+    /// The output items: the calls, or one message (`done`: with its final status;
+    /// `logprobs`: its tokens', when asked for).
+    pub fn output(
+        &self,
+        answer: &ShapedAnswer,
+        done: bool,
+        logprobs: &[TokenLogprobs],
+    ) -> Vec<Value> {
         if !answer.tool_calls.is_empty() {
             return answer
                 .tool_calls
@@ -135,19 +144,17 @@ impl Head {
                 .collect();
         }
         let text = answer.content.as_deref().unwrap_or_default();
-        vec![self.message(
-            text,
-            if done { status(answer) } else { "in_progress" },
-            done,
-        )]
+        let status = if done { status(answer) } else { "in_progress" };
+        let logprobs = if self.logprobs { logprobs } else { &[] };
+        vec![self.message(text, status, done.then_some(logprobs))]
     }
 
-    /// A message item (`with_text`: holding its text part).
-    pub fn message(&self, text: &str, status: &str, with_text: bool) -> Value {
-        let content = if with_text {
-            json!([output_text(text)])
-        } else {
-            json!([])
+    /// A message item; with `logprobs` (empty when not asked for) it holds its
+    /// text part, else it has none yet.
+    pub fn message(&self, text: &str, status: &str, logprobs: Option<&[TokenLogprobs]>) -> Value {
+        let content = match logprobs {
+            Some(logprobs) => json!([output_text(text, logprobs)]),
+            None => json!([]),
         };
         json!({"id": self.message_id(), "type": "message", "status": status, "role": "assistant",
                "content": content})
@@ -175,14 +182,17 @@ impl Head {
             "parallel_tool_calls": e.parallel_tool_calls, "previous_response_id": e.previous_response_id,
             "reasoning": {"effort": null, "summary": null}, "store": e.store,
             "temperature": e.temperature, "text": {"format": e.text_format},
-            "tool_choice": e.tool_choice, "tools": e.tools, "top_p": e.top_p,
+            "tool_choice": e.tool_choice, "tools": e.tools, "top_logprobs": e.top_logprobs,
+            "top_p": e.top_p,
             "truncation": "disabled", "usage": usage, "user": e.user, "metadata": e.metadata,
         })
     }
 }
 
-pub fn output_text(text: &str) -> Value {
-    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+/// A text part; `logprobs` are its tokens' (OpenAI sends `[]` when not asked for).
+pub fn output_text(text: &str, logprobs: &[TokenLogprobs]) -> Value {
+    json!({"type": "output_text", "text": text, "annotations": [],
+           "logprobs": logprobs::per_token(logprobs)})
 }
 
 /// `incomplete` when `max_output_tokens` (or the context) cut the answer short.

@@ -47,6 +47,37 @@ pub struct Echo {
     pub user: Value,
     pub store: bool,
     pub previous_response_id: Value,
+    pub top_logprobs: Value,
+}
+
+/// What `include` may name: `message.output_text.logprobs` (true: the answer's
+/// tokens with their log probabilities), and `reasoning.encrypted_content`, of
+/// which these models have none. The others belong to tools this server lacks.
+fn parse_include(value: Option<Value>) -> Result<bool, ApiError> {
+    let items = match value {
+        None | Some(Value::Null) => return Ok(false),
+        Some(Value::Array(items)) => items,
+        Some(other) => return Err(wrong_type("include", "an array of strings", &other)),
+    };
+    let mut logprobs = false;
+    for (i, item) in items.iter().enumerate() {
+        let param = format!("include[{i}]");
+        match item.as_str() {
+            Some("message.output_text.logprobs") => logprobs = true,
+            Some("reasoning.encrypted_content") => {}
+            Some(other) => {
+                return Err(unsupported_value(
+                    &param,
+                    format_args!(
+                        "'{other}' cannot be included here; 'message.output_text.logprobs' can \
+                         (and 'reasoning.encrypted_content', which these models do not make)."
+                    ),
+                ))
+            }
+            None => return Err(wrong_type(&param, "a string", item)),
+        }
+    }
+    Ok(logprobs)
 }
 
 pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
@@ -138,10 +169,11 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
         |v| v == "auto" || v == "default",
         "is not supported except for 'auto' and 'default'.",
     )?;
-    f.reject_unless(
-        "include",
-        |v| v.as_array().is_some_and(Vec::is_empty),
-        "is not supported: there is nothing extra to include.",
+    let logprobs_included = parse_include(f.take("include"))?;
+    let top_logprobs = f.integer(
+        "top_logprobs",
+        0,
+        i128::from(sampling::MAX_TOP_LOGPROBS_CHAT),
     )?;
     f.reject_unless(
         "reasoning",
@@ -156,7 +188,6 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
         |v| v == &Value::Bool(false),
         "is not supported.",
     )?;
-    f.reject_unless("top_logprobs", |v| v == &json!(0), "is not supported.")?;
     for name in ["conversation", "prompt"] {
         f.reject_unless(
             name,
@@ -179,7 +210,9 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
         stream,
         include_usage: false,
         n: 1,
-        logprobs: None,
+        // Asking for alternatives implies wanting the tokens' own log probabilities.
+        logprobs: (logprobs_included || top_logprobs.is_some_and(|n| n > 0))
+            .then(|| top_logprobs.unwrap_or(0) as u32),
         logit_bias: Vec::new(),
         format,
         echo: false,
@@ -207,6 +240,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
             user: user.map_or(Value::Null, Value::String),
             store,
             previous_response_id: previous_response_id.map_or(Value::Null, Value::String),
+            top_logprobs: json!(top_logprobs.unwrap_or(0) as u64),
         },
     })
 }

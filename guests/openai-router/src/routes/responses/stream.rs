@@ -16,7 +16,7 @@ use super::stored::Keeper;
 use super::{output_text, Head};
 use crate::host::{Event, GenerationStream};
 use crate::http::{BodySink, Disconnected, StreamBody, StreamingResponse};
-use crate::routes::generate::{finish_reason, sse};
+use crate::routes::generate::{finish_reason, logprobs, sse};
 use serde_json::{json, Value};
 
 pub fn response(
@@ -90,14 +90,21 @@ impl Events<'_> {
             self.open_message(head)?;
         }
         let mut text = String::new();
+        // Tokens whose text is held back (a piece of a character) join the next delta.
+        let (mut all_logprobs, mut unsent) = (Vec::new(), 0);
         let end = loop {
             match stream.next() {
                 Event::Chunk(c) => {
+                    if head.logprobs {
+                        all_logprobs.extend(c.logprobs);
+                    }
                     if stream_text && !c.text.is_empty() {
+                        let logprobs = logprobs::per_token(&all_logprobs[unsent..]);
+                        unsent = all_logprobs.len();
                         self.send(
                             "response.output_text.delta",
                             json!({"item_id": message_id, "output_index": 0, "content_index": 0,
-                                   "delta": c.text, "logprobs": []}),
+                                   "delta": c.text, "logprobs": logprobs}),
                         )?;
                     }
                     text.push_str(&c.text);
@@ -115,7 +122,7 @@ impl Events<'_> {
             }
         };
         let answer = head.shape(text, finish);
-        let output = head.output(&answer, true);
+        let output = head.output(&answer, true, &all_logprobs);
         if stream_text || answer.tool_calls.is_empty() {
             if !stream_text {
                 self.open_message(head)?;
@@ -124,7 +131,7 @@ impl Events<'_> {
                     self.send(
                         "response.output_text.delta",
                         json!({"item_id": message_id, "output_index": 0, "content_index": 0,
-                               "delta": text, "logprobs": []}),
+                               "delta": text, "logprobs": logprobs::per_token(&all_logprobs)}),
                     )?;
                 }
             }
@@ -132,10 +139,10 @@ impl Events<'_> {
             let place = json!({"item_id": message_id, "output_index": 0, "content_index": 0});
             let mut done = place.clone();
             done["text"] = json!(text);
-            done["logprobs"] = json!([]);
+            done["logprobs"] = json!(logprobs::per_token(&all_logprobs));
             self.send("response.output_text.done", done)?;
             let mut part = place;
-            part["part"] = output_text(text);
+            part["part"] = output_text(text, &all_logprobs);
             self.send("response.content_part.done", part)?;
             self.send(
                 "response.output_item.done",
@@ -179,12 +186,12 @@ impl Events<'_> {
     fn open_message(&mut self, head: &Head) -> Result<(), Disconnected> {
         self.send(
             "response.output_item.added",
-            json!({"output_index": 0, "item": head.message("", "in_progress", false)}),
+            json!({"output_index": 0, "item": head.message("", "in_progress", None)}),
         )?;
         self.send(
             "response.content_part.added",
             json!({"item_id": head.message_id(), "output_index": 0, "content_index": 0,
-                   "part": output_text("")}),
+                   "part": output_text("", &[])}),
         )
     }
 }
