@@ -46,4 +46,15 @@ impl Host for ApiState {
     async fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
         Ok(self.access.store.delete(&key))
     }
+
+    async fn keys(&mut self, prefix: String) -> wasmtime::Result<Vec<String>> {
+        let keys = self.access.store.keys(&prefix);
+        let size = keys.iter().map(String::len).sum();
+        if self.charge(size).is_err() {
+            return Err(wasmtime::Error::msg(format!(
+                "the store's keys under {prefix:?} ({size} bytes) exceed this request's host-call budget"
+            )));
+        }
+        Ok(keys)
+    }
 }

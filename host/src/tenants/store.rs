@@ -28,6 +28,8 @@ pub struct KvStore {
 struct Inner {
     /// Key → (write number, value).
     entries: HashMap<String, (u64, Vec<u8>)>,
+    /// Key → the write that first set it (listing order, kept across rewrites).
+    first_set: HashMap<String, u64>,
     /// Writes, oldest first; an entry rewritten or deleted since leaves a stale one here.
     order: VecDeque<(u64, String)>,
     /// Keys plus values.
@@ -54,6 +56,7 @@ impl KvStore {
             return Err(StoreError::TooLarge { size, limit });
         }
         let mut inner = self.inner.lock();
+        let first_set = inner.first_set.get(key).copied();
         inner.remove(key);
         while inner.bytes + size > limit {
             let Some((write, oldest)) = inner.order.pop_front() else {
@@ -67,6 +70,9 @@ impl KvStore {
         let write = inner.writes;
         inner.order.push_back((write, key.to_string()));
         inner.entries.insert(key.to_string(), (write, value));
+        inner
+            .first_set
+            .insert(key.to_string(), first_set.unwrap_or(write));
         inner.bytes += size;
         // Stale write records would otherwise pile up under rewrites of one key.
         if inner.order.len() > 2 * inner.entries.len() + 64 {
@@ -80,6 +86,19 @@ impl KvStore {
         self.inner.lock().remove(key)
     }
 
+    /// The keys starting with `prefix`, in the order they were first set.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let inner = self.inner.lock();
+        let mut keys: Vec<(u64, &String)> = inner
+            .entries
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .map(|k| (inner.first_set.get(k).copied().unwrap_or_default(), k))
+            .collect();
+        keys.sort_unstable();
+        keys.into_iter().map(|(_, k)| k.clone()).collect()
+    }
+
     /// Entries and bytes held.
     pub fn size(&self) -> (usize, usize) {
         let inner = self.inner.lock();
@@ -89,6 +108,7 @@ impl KvStore {
 
 impl Inner {
     fn remove(&mut self, key: &str) -> bool {
+        self.first_set.remove(key);
         match self.entries.remove(key) {
             Some((_, value)) => {
                 self.bytes -= key.len() + value.len();
@@ -130,6 +150,26 @@ mod tests {
             store.get("k1").is_some() && store.get("k3").is_some() && store.get("k4").is_some()
         );
         assert!(store.size().1 <= 100);
+    }
+
+    #[test]
+    fn keys_list_by_prefix_in_first_set_order() {
+        let store = KvStore::default();
+        for key in ["chat:b", "response:x", "chat:a", "chat:c"] {
+            store.set(key, vec![0; 8], 1000).unwrap();
+        }
+        // A rewrite keeps its place; deleted and set anew goes last.
+        store.set("chat:b", vec![1; 8], 1000).unwrap();
+        store.delete("chat:a");
+        store.set("chat:a", vec![2; 8], 1000).unwrap();
+        assert_eq!(store.keys("chat:"), ["chat:b", "chat:c", "chat:a"]);
+        assert_eq!(store.keys(""), ["chat:b", "response:x", "chat:c", "chat:a"]);
+        assert!(store.keys("nothing").is_empty());
+        // Evicted keys are gone from the listing.
+        store.set("big", vec![0; 960], 1000).unwrap();
+        assert!(store.keys("chat:").len() < 3);
+        let entries = store.size().0;
+        assert_eq!(store.inner.lock().first_set.len(), entries);
     }
 
     #[test]
