@@ -1,4 +1,4 @@
-"""Each tenant's key-value store on the host (what stored responses live in): private to the
+"""Each tenant's key-value store on the host (what stored responses and chat completions live in): private to the
 tenant, bounded by its `store_bytes` (the oldest entries make room), off at 0, visible to operators."""
 from __future__ import annotations
 
@@ -68,6 +68,24 @@ def test_a_tenants_responses_are_its_own(host):
     r2 = host.session.post(host.url + "/v1/responses", headers={"authorization": "Bearer sk-tiny"}, timeout=60,
                            json={"model": CHAT, "input": "Hi", "previous_response_id": r["id"]})
     assert r2.status_code == 404 and r2.json()["error"]["param"] == "previous_response_id"
+
+
+def test_a_tenants_stored_chat_completions_are_its_own(host):
+    def call(method, key, path, **kw):
+        return host.session.request(method, host.url + path, headers={"authorization": f"Bearer {key}"},
+                                    timeout=120, **kw)
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "store": True}
+    made = call("POST", "sk-ample", "/v1/chat/completions", json=body).json()
+    assert call("GET", "sk-ample", f"/v1/chat/completions/{made['id']}").json()["id"] == made["id"]
+    assert made["id"] in [c["id"] for c in call("GET", "sk-ample", "/v1/chat/completions").json()["data"]]
+    for method in ("GET", "DELETE"):
+        assert call(method, "sk-tiny", f"/v1/chat/completions/{made['id']}").status_code == 404
+    assert made["id"] not in [c["id"] for c in call("GET", "sk-tiny", "/v1/chat/completions").json()["data"]]
+    # A tenant without a store is answered all the same; nothing is kept.
+    r = call("POST", "sk-none", "/v1/chat/completions", json=body)
+    assert r.status_code == 200 and r.json()["choices"], r.text
+    assert call("GET", "sk-none", f"/v1/chat/completions/{r.json()['id']}").status_code == 404
+    assert call("GET", "sk-none", "/v1/chat/completions").json()["data"] == []
 
 
 def test_the_oldest_responses_make_room(host):

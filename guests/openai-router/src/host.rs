@@ -27,6 +27,8 @@ pub trait KeyValue {
     fn set(&self, key: &str, value: &[u8]) -> Result<(), HostError>;
     /// Whether there was a value.
     fn delete(&self, key: &str) -> bool;
+    /// The keys starting with `prefix`, in the order they were first set.
+    fn keys(&self, prefix: &str) -> Vec<String>;
 }
 
 /// What the routes need from the host.
@@ -86,6 +88,10 @@ impl KeyValue for WitStore {
 
     fn delete(&self, key: &str) -> bool {
         store::delete(key)
+    }
+
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        store::keys(prefix)
     }
 }
 

@@ -43,7 +43,9 @@ pub fn dispatch(
     host: &dyn host::Host,
     read_body: &mut dyn FnMut() -> Result<Vec<u8>, ApiError>,
 ) -> Reply {
-    let path = path_with_query.split('?').next().unwrap_or("");
+    let (path, query) = path_with_query
+        .split_once('?')
+        .unwrap_or((path_with_query, ""));
     let Some(route) = Route::match_path(path) else {
         return ApiError::unknown_url(method, path).into_response().into();
     };
@@ -59,7 +61,24 @@ pub fn dispatch(
         Route::Embeddings => read_body()
             .and_then(|body| routes::embeddings::handle(host, &body))
             .map(Reply::from),
+        Route::ChatCompletions if method == "GET" => {
+            routes::chat::stored::list(&*host.store(), query).map(Reply::from)
+        }
         Route::ChatCompletions => read_body().and_then(|body| routes::chat::handle(host, &body)),
+        Route::StoredChatCompletion(id) => {
+            let store = host.store();
+            match method {
+                "DELETE" => routes::chat::stored::delete(&*store, id),
+                "POST" => {
+                    read_body().and_then(|body| routes::chat::stored::update(&*store, id, &body))
+                }
+                _ => routes::chat::stored::get(&*store, id),
+            }
+            .map(Reply::from)
+        }
+        Route::StoredChatMessages(id) => {
+            routes::chat::stored::messages(&*host.store(), id, query).map(Reply::from)
+        }
         Route::Completions => read_body().and_then(|body| routes::completions::handle(host, &body)),
         Route::Responses => read_body().and_then(|body| routes::responses::handle(host, &body)),
         Route::StoredResponse(id) if method == "DELETE" => {
@@ -75,7 +94,7 @@ pub fn dispatch(
             .and_then(|body| routes::tokenize::detokenize(host, &body))
             .map(Reply::from),
         Route::ResponseInputItems(id) => {
-            routes::responses::stored::input_items(&*host.store(), id).map(Reply::from)
+            routes::responses::stored::input_items(&*host.store(), id, query).map(Reply::from)
         }
     };
     result.unwrap_or_else(|e| e.into_response().into())

@@ -2,6 +2,7 @@
 //! (chat, completions, templates, streaming) are in the `tests/` submodules.
 
 mod chat;
+mod chat_stored;
 mod choices;
 mod completions;
 mod echo;
@@ -58,21 +59,42 @@ struct Fake {
     log: Rc<RefCell<Vec<String>>>,
     /// The key-value store.
     kv: Rc<FakeStore>,
+    random_draws: std::cell::Cell<u64>,
 }
 
+/// Keys in the order they were first set, as the host's store lists them.
 #[derive(Default)]
-struct FakeStore(RefCell<std::collections::HashMap<String, Vec<u8>>>);
+struct FakeStore(RefCell<Vec<(String, Vec<u8>)>>);
 
 impl KeyValue for FakeStore {
     fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.0.borrow().get(key).cloned()
+        let entries = self.0.borrow();
+        entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
     }
     fn set(&self, key: &str, value: &[u8]) -> Result<(), HostError> {
-        self.0.borrow_mut().insert(key.into(), value.to_vec());
+        let mut entries = self.0.borrow_mut();
+        match entries.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value.to_vec(),
+            None => entries.push((key.into(), value.to_vec())),
+        }
         Ok(())
     }
     fn delete(&self, key: &str) -> bool {
-        self.0.borrow_mut().remove(key).is_some()
+        let mut entries = self.0.borrow_mut();
+        let before = entries.len();
+        entries.retain(|(k, _)| k != key);
+        entries.len() < before
+    }
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        let entries = self.0.borrow();
+        entries
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 }
 
@@ -100,6 +122,7 @@ impl Fake {
             gen_calls: RefCell::new(vec![]),
             log: Rc::new(RefCell::new(vec![])),
             kv: Rc::default(),
+            random_draws: Default::default(),
         }
     }
 }
@@ -167,8 +190,11 @@ impl Host for Fake {
     fn unix_time(&self) -> u64 {
         1_700_000_123
     }
+    /// Different each call (ids must differ), the same sequence in every test.
     fn random_u64(&self) -> u64 {
-        0x0123_4567_89ab_cdef
+        let n = self.random_draws.get() + 1;
+        self.random_draws.set(n);
+        0x0123_4567_89ab_cdef_u64.wrapping_mul(n)
     }
 }
 

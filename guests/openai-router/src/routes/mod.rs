@@ -9,6 +9,7 @@ pub mod completions;
 pub mod embeddings;
 pub mod generate;
 pub mod json;
+pub mod list;
 pub mod models;
 pub mod responses;
 pub mod root;
@@ -25,8 +26,13 @@ pub enum Route<'a> {
     Model(&'a str),
     /// `POST /v1/embeddings`
     Embeddings,
-    /// `POST /v1/chat/completions`
+    /// `POST /v1/chat/completions`; `GET` lists the stored ones.
     ChatCompletions,
+    /// `GET`, `POST` (metadata) and `DELETE /v1/chat/completions/{id}`: a stored
+    /// chat completion.
+    StoredChatCompletion(&'a str),
+    /// `GET /v1/chat/completions/{id}/messages`
+    StoredChatMessages(&'a str),
     /// `POST /v1/completions`
     Completions,
     /// `POST /v1/responses`
@@ -58,6 +64,12 @@ impl<'a> Route<'a> {
                 if let Some(id) = path.strip_prefix("/v1/models/") {
                     return Some(Route::Model(id));
                 }
+                if let Some(id) = path.strip_prefix("/v1/chat/completions/") {
+                    return Some(match id.strip_suffix("/messages") {
+                        Some(id) => Route::StoredChatMessages(id),
+                        None => Route::StoredChatCompletion(id),
+                    });
+                }
                 let id = path.strip_prefix("/v1/responses/")?;
                 Some(match id.strip_suffix("/input_items") {
                     Some(id) => Route::ResponseInputItems(id),
@@ -70,9 +82,14 @@ impl<'a> Route<'a> {
     /// The methods the route accepts (also the `allow` header of a 405).
     pub fn methods(&self) -> &'static str {
         match self {
-            Route::Root | Route::Models | Route::Model(_) | Route::ResponseInputItems(_) => "GET",
+            Route::Root
+            | Route::Models
+            | Route::Model(_)
+            | Route::ResponseInputItems(_)
+            | Route::StoredChatMessages(_) => "GET",
+            Route::ChatCompletions => "GET, POST",
+            Route::StoredChatCompletion(_) => "GET, POST, DELETE",
             Route::Embeddings
-            | Route::ChatCompletions
             | Route::Completions
             | Route::Responses
             | Route::Tokenize

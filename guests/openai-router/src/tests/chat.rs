@@ -251,11 +251,16 @@ fn invalid_fields_name_their_param() {
             "logit_bias",
             "expected an object",
         ),
-        (json!({"store": true}), "store", "does not store"),
+        (json!({"store": 1}), "store", "expected a boolean"),
         (
-            json!({"metadata": {"a": "b"}}),
+            json!({"metadata": {"a": 1}}),
+            "metadata.a",
+            "expected a string",
+        ),
+        (
+            json!({"metadata": ["a"]}),
             "metadata",
-            "does not store",
+            "expected an object of strings",
         ),
         (
             json!({"service_tier": "flex"}),
@@ -430,8 +435,8 @@ fn body_and_model_checks() {
     assert_error(&post(""), 400, None, "empty");
     assert_error(&post("{"), 400, None, "could not parse");
     assert_error(&post("[]"), 400, None, "must be a JSON object");
-    let r = call(&h, "GET", "/v1/chat/completions", "");
-    assert_eq!((r.0.status, r.0.header("allow")), (405, Some("POST")));
+    let r = call(&h, "PUT", "/v1/chat/completions", "");
+    assert_eq!((r.0.status, r.0.header("allow")), (405, Some("GET, POST")));
 
     let r = chat(&h, json!({"model": "nope", "messages": hi()}));
     assert_error(&r, 404, Some("model"), "The model 'nope' does not exist");

@@ -30,6 +30,44 @@ fn a_stored_response_is_read_back_and_listed() {
 }
 
 #[test]
+fn input_items_come_in_pages() {
+    let h = gen_fake();
+    let input = json!([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                       {"role": "user", "content": "c"}]);
+    let (_, made) = respond(&h, json!({"model": "smol", "input": input}));
+    let id = made["id"].as_str().unwrap();
+    let texts = |v: &Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["content"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, newest) = get(&h, &format!("/v1/responses/{id}/input_items?limit=2"));
+    assert_eq!(
+        (texts(&newest), newest["has_more"].as_bool()),
+        (vec!["c".into(), "b".into()], Some(true))
+    );
+    let after = newest["last_id"].as_str().unwrap();
+    let (_, rest) = get(
+        &h,
+        &format!("/v1/responses/{id}/input_items?limit=2&after={after}"),
+    );
+    assert_eq!(
+        (texts(&rest), rest["has_more"].as_bool()),
+        (vec!["a".to_string()], Some(false))
+    );
+    let (_, oldest) = get(
+        &h,
+        &format!("/v1/responses/{id}/input_items?order=asc&include[]=x"),
+    );
+    assert_eq!(texts(&oldest), ["a", "b", "c"]);
+    let (r, _) = get(&h, &format!("/v1/responses/{id}/input_items?limit=500"));
+    assert_eq!(r.status, 400);
+}
+
+#[test]
 fn previous_response_id_continues_the_conversation() {
     let h = gen_fake();
     let (_, first) = respond(

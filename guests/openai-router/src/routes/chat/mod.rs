@@ -4,7 +4,9 @@
 //! carries its own BOS). The response, buffered or streamed, is [`super::generate`]'s.
 //! With `tools`, the model answers in the JSON form [`tools`] describes.
 
+pub mod accumulate;
 pub mod request;
+pub mod stored;
 pub mod template;
 pub mod tools;
 
@@ -18,8 +20,14 @@ use request::{Message, Role};
 use tools::Tools;
 
 pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
-    let req = request::parse_request(body)?;
+    let mut req = request::parse_request(body)?;
     let tools = req.tools.is_some();
+    let client_usage = req.sampling.include_usage;
+    let keeper = req.stored_messages.take().map(|messages| {
+        // A streamed completion is stored with its usage, which only the usage chunk has.
+        req.sampling.include_usage = true;
+        stored::Keeper::new(host.store(), messages, req.metadata.clone())
+    });
     let chat = prepare(
         host,
         &req.model,
@@ -28,7 +36,7 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
         req.tools.as_ref(),
         "/v1/chat/completions",
     )?;
-    generate::run(
+    let reply = generate::run(
         host,
         Flavor::Chat,
         &chat.info,
@@ -37,7 +45,11 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
         false,
         tools,
     )
-    .map_err(|e| tools_error(e, tools, "tools"))
+    .map_err(|e| tools_error(e, tools, "tools"))?;
+    Ok(match keeper {
+        Some(keeper) => keeper.reply(reply, client_usage),
+        None => reply,
+    })
 }
 
 /// A chat request ready to generate: its model and the rendered prompt.

@@ -48,19 +48,34 @@ pub struct ChatRequest {
     pub sampling: Sampling,
     /// Tools the model may call (None: none, or `tool_choice` `none`).
     pub tools: Option<Tools>,
+    /// `store: true`: the request's messages as sent, to be stored with the answer.
+    pub stored_messages: Option<Vec<Value>>,
+    /// `metadata` (checked; `{}` when absent).
+    pub metadata: Value,
 }
 
 pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
     let mut f = Fields::new(parse_object(body, EXAMPLE)?);
     let model = f.required_string("model")?;
-    let messages = match f.take("messages") {
+    let store = f.bool("store")?.unwrap_or(false);
+    let metadata = match f.take("metadata") {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(v) => super::stored::check_metadata(v, "metadata")?,
+    };
+    let (messages, stored_messages) = match f.take("messages") {
         None => {
             return Err(ApiError::invalid(
                 "messages",
                 "Missing required parameter: 'messages'.",
             ))
         }
-        Some(v) => parse_messages(v)?,
+        Some(v) => {
+            let raw = match (&v, store) {
+                (Value::Array(items), true) => Some(items.clone()),
+                _ => None,
+            };
+            (parse_messages(v)?, raw)
+        }
     };
     let mut sampling = sampling::parse(&mut f, Endpoint::Chat)?;
     let tools = tools::parse(&mut f)?;
@@ -84,6 +99,8 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
         messages,
         sampling,
         tools,
+        stored_messages,
+        metadata,
     })
 }
 
@@ -96,20 +113,12 @@ fn mentions_json(messages: &[Message]) -> bool {
 /// The chat-only fields: accepted as no-ops, or rejected as unsupported. Returns
 /// the `response_format`.
 fn parse_chat_only_fields(f: &mut Fields) -> Result<ResponseFormat, ApiError> {
-    let is_false = |v: &Value| v == &Value::Bool(false);
     let format = match f.take("response_format") {
         None => ResponseFormat::Text,
         Some(Value::Object(m)) => parse_response_format(Fields::nested(m, "response_format"))?,
         Some(other) => return Err(wrong_type("response_format", "an object", &other)),
     };
 
-    let stored = "is not supported: this server does not store completions.";
-    f.reject_unless("store", is_false, stored)?;
-    f.reject_unless(
-        "metadata",
-        |v| v.as_object().is_some_and(|m| m.is_empty()),
-        stored,
-    )?;
     f.reject_unless(
         "service_tier",
         |v| v == "auto" || v == "default",

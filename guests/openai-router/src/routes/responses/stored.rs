@@ -10,6 +10,7 @@
 use crate::errors::ApiError;
 use crate::host::{HostError, KeyValue};
 use crate::http::Response;
+use crate::routes::list::{parse_query, Page};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -88,29 +89,36 @@ pub fn delete(store: &dyn KeyValue, id: &str) -> Result<Response, ApiError> {
     Ok(Response::json(200, body.to_string().into_bytes()))
 }
 
-/// `GET /v1/responses/{id}/input_items`: the response's input items, newest first
-/// (OpenAI's default order), each with an id.
-pub fn input_items(store: &dyn KeyValue, id: &str) -> Result<Response, ApiError> {
+/// `GET /v1/responses/{id}/input_items?after=&limit=&order=`: the response's input
+/// items, newest first (OpenAI's default order), 20 a page, each with an id.
+pub fn input_items(store: &dyn KeyValue, id: &str, query: &str) -> Result<Response, ApiError> {
     let id = checked(id)?;
+    let mut query = parse_query(query)?;
+    let page = Page::take(&mut query, 20, false)?;
+    // `include` names extra fields of tool items this server does not have.
+    if let Some((name, _)) = query.iter().find(|(name, _)| !name.starts_with("include")) {
+        return Err(ApiError::invalid(
+            name,
+            format!(
+                "Unrecognized query parameter: '{name}'. This list takes 'after', 'limit' and \
+                 'order'."
+            ),
+        ));
+    }
     let stored = load(store, id).ok_or_else(|| not_found(id, None))?;
     let suffix = &id[5..];
-    let data: Vec<Value> = stored
+    let items: Vec<Value> = stored
         .input
-        .iter()
+        .into_iter()
         .enumerate()
-        .rev()
-        .map(|(i, item)| {
-            let mut item = item.clone();
+        .map(|(i, mut item)| {
             if item.get("id").is_none() {
                 item["id"] = json!(format!("msg_{suffix}_{i}"));
             }
             item
         })
         .collect();
-    let first = data.first().map(|i| i["id"].clone()).unwrap_or(Value::Null);
-    let last = data.last().map(|i| i["id"].clone()).unwrap_or(Value::Null);
-    let body = json!({"object": "list", "data": data, "first_id": first, "last_id": last,
-                      "has_more": false});
+    let body = page.of(items)?;
     Ok(Response::json(200, body.to_string().into_bytes()))
 }
 
