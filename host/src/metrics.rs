@@ -175,6 +175,7 @@ pub fn route_label(path: &str) -> &'static str {
         "/v1/chat/completions",
         "/v1/completions",
         "/v1/responses",
+        "/v1/conversations",
         "/v1/models",
         "/v1/tokenize",
         "/v1/detokenize",
@@ -202,6 +203,10 @@ mod tests {
     fn routes_are_bounded() {
         assert_eq!(route_label("/v1/models/abc"), "/v1/models");
         assert_eq!(route_label("/v1/responses"), "/v1/responses");
+        assert_eq!(
+            route_label("/v1/conversations/c/items"),
+            "/v1/conversations"
+        );
         assert_eq!(route_label("/v2/models/m/infer"), "/v2/models");
         assert_eq!(route_label("/v1/embeddingsX"), "other");
         assert_eq!(route_label("/random/path"), "other");

@@ -76,6 +76,22 @@ pub fn dispatch(
             }
             .map(Reply::from)
         }
+        Route::Conversations => read_body()
+            .and_then(|body| routes::conversations::create(host, &body))
+            .map(Reply::from),
+        Route::Conversation(id) => body_if_post(method, read_body)
+            .and_then(|body| {
+                routes::conversations::conversation(&*host.store(), method, id, body.as_deref())
+            })
+            .map(Reply::from),
+        Route::ConversationItems(id) => body_if_post(method, read_body)
+            .and_then(|body| {
+                routes::conversations::items(&*host.store(), id, query, body.as_deref())
+            })
+            .map(Reply::from),
+        Route::ConversationItem(id, item) => {
+            routes::conversations::item(&*host.store(), method, id, item).map(Reply::from)
+        }
         Route::StoredChatMessages(id) => {
             routes::chat::stored::messages(&*host.store(), id, query).map(Reply::from)
         }
@@ -98,6 +114,18 @@ pub fn dispatch(
         }
     };
     result.unwrap_or_else(|e| e.into_response().into())
+}
+
+/// The body of a `POST` (routes whose `GET` and `DELETE` take none).
+fn body_if_post(
+    method: &str,
+    read_body: &mut dyn FnMut() -> Result<Vec<u8>, ApiError>,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    if method == "POST" {
+        read_body().map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -5,6 +5,7 @@ mod chat;
 mod chat_stored;
 mod choices;
 mod completions;
+mod conversations;
 mod echo;
 mod embedding_route;
 mod generation;

@@ -40,6 +40,32 @@ pub struct Page {
 }
 
 impl Page {
+    /// The page of a query that has nothing else (`include`, which names extra
+    /// fields of tool items this server does not have, is ignored where
+    /// `include_ok`).
+    pub fn only(
+        query: &str,
+        default_limit: usize,
+        ascending: bool,
+        include_ok: bool,
+    ) -> Result<Page, ApiError> {
+        let mut query = parse_query(query)?;
+        let page = Page::take(&mut query, default_limit, ascending)?;
+        let unknown = query
+            .iter()
+            .find(|(name, _)| !(include_ok && name.starts_with("include")));
+        if let Some((name, _)) = unknown {
+            return Err(ApiError::invalid(
+                name,
+                format!(
+                    "Unrecognized query parameter: '{name}'. This list takes 'after', 'limit' \
+                     and 'order'."
+                ),
+            ));
+        }
+        Ok(page)
+    }
+
     /// Reads `after`, `limit` and `order` from `query` (removing them); `default_limit`
     /// and `ascending` apply when the query has none.
     pub fn take(

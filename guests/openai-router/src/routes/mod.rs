@@ -6,6 +6,7 @@
 
 pub mod chat;
 pub mod completions;
+pub mod conversations;
 pub mod embeddings;
 pub mod generate;
 pub mod json;
@@ -41,6 +42,14 @@ pub enum Route<'a> {
     StoredResponse(&'a str),
     /// `GET /v1/responses/{id}/input_items`
     ResponseInputItems(&'a str),
+    /// `POST /v1/conversations`
+    Conversations,
+    /// `GET`, `POST` (metadata), `DELETE /v1/conversations/{id}`
+    Conversation(&'a str),
+    /// `GET`, `POST /v1/conversations/{id}/items`
+    ConversationItems(&'a str),
+    /// `GET`, `DELETE /v1/conversations/{id}/items/{item_id}`
+    ConversationItem(&'a str, &'a str),
     /// `POST /tokenize` (vLLM's path) or `/v1/tokenize` (where the default config
     /// sends a request to this router: root paths go to the console)
     Tokenize,
@@ -58,11 +67,19 @@ impl<'a> Route<'a> {
             "/v1/chat/completions" => Some(Route::ChatCompletions),
             "/v1/completions" => Some(Route::Completions),
             "/v1/responses" => Some(Route::Responses),
+            "/v1/conversations" => Some(Route::Conversations),
             "/tokenize" | "/v1/tokenize" => Some(Route::Tokenize),
             "/detokenize" | "/v1/detokenize" => Some(Route::Detokenize),
             _ => {
                 if let Some(id) = path.strip_prefix("/v1/models/") {
                     return Some(Route::Model(id));
+                }
+                if let Some(rest) = path.strip_prefix("/v1/conversations/") {
+                    return Some(match rest.split_once("/items") {
+                        None => Route::Conversation(rest),
+                        Some((id, "")) => Route::ConversationItems(id),
+                        Some((id, item)) => Route::ConversationItem(id, item.strip_prefix('/')?),
+                    });
                 }
                 if let Some(id) = path.strip_prefix("/v1/chat/completions/") {
                     return Some(match id.strip_suffix("/messages") {
@@ -87,7 +104,10 @@ impl<'a> Route<'a> {
             | Route::Model(_)
             | Route::ResponseInputItems(_)
             | Route::StoredChatMessages(_) => "GET",
-            Route::ChatCompletions => "GET, POST",
+            Route::ChatCompletions | Route::ConversationItems(_) => "GET, POST",
+            Route::Conversation(_) => "GET, POST, DELETE",
+            Route::ConversationItem(..) => "GET, DELETE",
+            Route::Conversations => "POST",
             Route::StoredChatCompletion(_) => "GET, POST, DELETE",
             Route::Embeddings
             | Route::Completions

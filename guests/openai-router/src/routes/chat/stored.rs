@@ -284,14 +284,7 @@ pub fn list(store: &dyn KeyValue, query: &str) -> Result<Response, ApiError> {
 /// `GET /v1/chat/completions/{id}/messages`: the request's messages, in order.
 pub fn messages(store: &dyn KeyValue, id: &str, query: &str) -> Result<Response, ApiError> {
     let id = checked(id)?;
-    let mut query = parse_query(query)?;
-    let page = Page::take(&mut query, 20, true)?;
-    if let Some((name, _)) = query.first() {
-        return Err(ApiError::invalid(
-            name,
-            format!("Unrecognized query parameter: '{name}'. This list takes 'after', 'limit' and 'order'."),
-        ));
-    }
+    let page = Page::only(query, 20, true, false)?;
     let stored = load(store, id).ok_or_else(|| not_found(id))?;
     Ok(json_response(&page.of(stored.messages)?))
 }

@@ -11,6 +11,7 @@ pub mod stream;
 
 use super::chat::tools::{self, ShapedAnswer};
 use super::chat::{self};
+use super::conversations;
 use super::generate::{self, logprobs, Flavor};
 use crate::errors::ApiError;
 use crate::host::{Host, Prompt, TokenLogprobs, Usage};
@@ -21,20 +22,27 @@ use serde_json::{json, Value};
 pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
     let mut req = request::parse_request(body)?;
     let store = host.store();
-    let earlier = match &req.previous_response_id {
-        Some(id) => {
+    let earlier = match (&req.previous_response_id, &req.conversation) {
+        (Some(id), _) => {
             stored::load(&*store, id)
                 .ok_or_else(|| stored::not_found(id, Some("previous_response_id")))?
                 .items
         }
-        None => Vec::new(),
+        (None, Some(id)) => conversations::items_for_response(&*store, id)?,
+        (None, None) => Vec::new(),
     };
     if !earlier.is_empty() {
         req.messages = request::conversation(req.instructions.as_deref(), &earlier, &req.input)?;
     }
-    let keeper = req
-        .store
-        .then(|| stored::Keeper::new(store, earlier, &req.input));
+    let keeper = (req.store || req.conversation.is_some()).then(|| {
+        stored::Keeper::new(
+            store,
+            earlier,
+            &req.input,
+            req.store,
+            req.conversation.clone(),
+        )
+    });
     let tools = req.tools.is_some();
     let prepared = chat::prepare(
         host,
@@ -185,6 +193,7 @@ impl Head {
             "tool_choice": e.tool_choice, "tools": e.tools, "top_logprobs": e.top_logprobs,
             "top_p": e.top_p,
             "truncation": "disabled", "usage": usage, "user": e.user, "metadata": e.metadata,
+            "conversation": e.conversation,
         })
     }
 }

@@ -24,6 +24,9 @@ pub struct ResponsesRequest {
     /// `input` as items (a string is one user message).
     pub input: Vec<Value>,
     pub previous_response_id: Option<String>,
+    /// A stored conversation: its items come before `input`, and the response's
+    /// input and output are added to it.
+    pub conversation: Option<String>,
     /// Keep the response (OpenAI's default).
     pub store: bool,
     pub sampling: Sampling,
@@ -48,6 +51,7 @@ pub struct Echo {
     pub store: bool,
     pub previous_response_id: Value,
     pub top_logprobs: Value,
+    pub conversation: Value,
 }
 
 /// What `include` may name: `message.output_text.logprobs` (true: the answer's
@@ -188,13 +192,37 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
         |v| v == &Value::Bool(false),
         "is not supported.",
     )?;
-    for name in ["conversation", "prompt"] {
-        f.reject_unless(
-            name,
-            |_| false,
-            "is not supported: this server stores responses (see 'previous_response_id'), not \
-             conversations or prompts.",
-        )?;
+    f.reject_unless(
+        "prompt",
+        |_| false,
+        "is not supported: this server does not store prompt templates.",
+    )?;
+    let conversation = match f.take("conversation") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id),
+        Some(Value::Object(mut m)) => match m.remove("id") {
+            Some(Value::String(id)) => Some(id),
+            _ => {
+                return Err(ApiError::invalid(
+                    "conversation.id",
+                    "Missing required parameter: 'conversation.id'.",
+                ))
+            }
+        },
+        Some(other) => {
+            return Err(wrong_type(
+                "conversation",
+                "a conversation id or {\"id\"}",
+                &other,
+            ))
+        }
+    };
+    if conversation.is_some() && previous_response_id.is_some() {
+        return Err(ApiError::invalid(
+            "conversation",
+            "'conversation' and 'previous_response_id' cannot be used together: each names what \
+             comes before 'input'.",
+        ));
     }
     f.finish()?;
     let sampling = Sampling {
@@ -224,6 +252,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
         instructions: instructions.clone(),
         input,
         previous_response_id: previous_response_id.clone(),
+        conversation: conversation.clone(),
         store,
         sampling,
         tools,
@@ -241,6 +270,7 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
             store,
             previous_response_id: previous_response_id.map_or(Value::Null, Value::String),
             top_logprobs: json!(top_logprobs.unwrap_or(0) as u64),
+            conversation: conversation.map_or(Value::Null, |id| json!({"id": id})),
         },
     })
 }

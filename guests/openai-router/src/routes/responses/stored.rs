@@ -10,7 +10,7 @@
 use crate::errors::ApiError;
 use crate::host::{HostError, KeyValue};
 use crate::http::Response;
-use crate::routes::list::{parse_query, Page};
+use crate::routes::list::Page;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -93,18 +93,7 @@ pub fn delete(store: &dyn KeyValue, id: &str) -> Result<Response, ApiError> {
 /// items, newest first (OpenAI's default order), 20 a page, each with an id.
 pub fn input_items(store: &dyn KeyValue, id: &str, query: &str) -> Result<Response, ApiError> {
     let id = checked(id)?;
-    let mut query = parse_query(query)?;
-    let page = Page::take(&mut query, 20, false)?;
-    // `include` names extra fields of tool items this server does not have.
-    if let Some((name, _)) = query.iter().find(|(name, _)| !name.starts_with("include")) {
-        return Err(ApiError::invalid(
-            name,
-            format!(
-                "Unrecognized query parameter: '{name}'. This list takes 'after', 'limit' and \
-                 'order'."
-            ),
-        ));
-    }
+    let page = Page::only(query, 20, false, true)?;
     let stored = load(store, id).ok_or_else(|| not_found(id, None))?;
     let suffix = &id[5..];
     let items: Vec<Value> = stored
@@ -122,22 +111,35 @@ pub fn input_items(store: &dyn KeyValue, id: &str, query: &str) -> Result<Respon
     Ok(Response::json(200, body.to_string().into_bytes()))
 }
 
-/// What a response needs to be stored once it is complete.
+/// What a response needs to be stored (and added to its conversation) once it is
+/// complete.
 pub struct Keeper {
     store: std::rc::Rc<dyn KeyValue>,
     input: Vec<Value>,
     /// Earlier items and this input.
     items: Vec<Value>,
+    /// `store`: keep the response itself.
+    keep_response: bool,
+    /// The conversation the input and output are added to.
+    conversation: Option<String>,
 }
 
 impl Keeper {
-    pub fn new(store: std::rc::Rc<dyn KeyValue>, earlier: Vec<Value>, input: &[Value]) -> Self {
+    pub fn new(
+        store: std::rc::Rc<dyn KeyValue>,
+        earlier: Vec<Value>,
+        input: &[Value],
+        keep_response: bool,
+        conversation: Option<String>,
+    ) -> Self {
         let mut items = earlier;
         items.extend_from_slice(input);
         Self {
             store,
             input: input.to_vec(),
             items,
+            keep_response,
+            conversation,
         }
     }
 
@@ -146,8 +148,15 @@ impl Keeper {
     /// the same (`"store": false`), and a later `previous_response_id` naming it
     /// gets a clear 404.
     pub fn keep(self, response: &mut Value) {
+        let output = response["output"].as_array().cloned().unwrap_or_default();
+        if let Some(id) = &self.conversation {
+            crate::routes::conversations::append(&*self.store, id, &self.input, &output);
+        }
+        if !self.keep_response {
+            return;
+        }
         let mut items = self.items;
-        items.extend(response["output"].as_array().cloned().unwrap_or_default());
+        items.extend(output);
         let stored = Stored {
             response: response.clone(),
             input: self.input,
