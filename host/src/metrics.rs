@@ -179,6 +179,8 @@ pub fn route_label(path: &str) -> &'static str {
         "/v1/models",
         "/v1/tokenize",
         "/v1/detokenize",
+        "/v1/rerank",
+        "/v1/score",
         "/v2/health",
         "/v2/models",
         "/v2",

@@ -106,6 +106,12 @@ pub fn dispatch(
         Route::Tokenize => read_body()
             .and_then(|body| routes::tokenize::tokenize(host, &body))
             .map(Reply::from),
+        Route::Rerank => read_body()
+            .and_then(|body| routes::rerank::rerank(host, &body))
+            .map(Reply::from),
+        Route::Score => read_body()
+            .and_then(|body| routes::rerank::score(host, &body))
+            .map(Reply::from),
         Route::Detokenize => read_body()
             .and_then(|body| routes::tokenize::detokenize(host, &body))
             .map(Reply::from),

@@ -10,6 +10,7 @@ mod echo;
 mod embedding_route;
 mod generation;
 mod logprobs;
+mod rerank;
 mod responses;
 mod stored;
 mod support;

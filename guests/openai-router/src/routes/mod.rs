@@ -12,6 +12,7 @@ pub mod generate;
 pub mod json;
 pub mod list;
 pub mod models;
+pub mod rerank;
 pub mod responses;
 pub mod root;
 pub mod sampling;
@@ -55,6 +56,10 @@ pub enum Route<'a> {
     Tokenize,
     /// `POST /detokenize`, `/v1/detokenize`
     Detokenize,
+    /// `POST /rerank`, `/v1/rerank`
+    Rerank,
+    /// `POST /score`, `/v1/score` (vLLM's)
+    Score,
 }
 
 impl<'a> Route<'a> {
@@ -70,6 +75,8 @@ impl<'a> Route<'a> {
             "/v1/conversations" => Some(Route::Conversations),
             "/tokenize" | "/v1/tokenize" => Some(Route::Tokenize),
             "/detokenize" | "/v1/detokenize" => Some(Route::Detokenize),
+            "/rerank" | "/v1/rerank" => Some(Route::Rerank),
+            "/score" | "/v1/score" => Some(Route::Score),
             _ => {
                 if let Some(id) = path.strip_prefix("/v1/models/") {
                     return Some(Route::Model(id));
@@ -113,7 +120,9 @@ impl<'a> Route<'a> {
             | Route::Completions
             | Route::Responses
             | Route::Tokenize
-            | Route::Detokenize => "POST",
+            | Route::Detokenize
+            | Route::Rerank
+            | Route::Score => "POST",
             Route::StoredResponse(_) => "GET, DELETE",
         }
     }
