@@ -3,6 +3,8 @@ made with items, `responses.create(conversation=...)` reading it and adding each
 `conversations.items` listed, added, read and deleted."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import openai
 import pytest
 
@@ -61,3 +63,16 @@ def test_bad_conversation_requests_are_400(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.responses.create(model=CHAT, input="Hi", conversation=conv.id, previous_response_id="resp_x")
     assert e.value.body["param"] == "conversation"
+
+
+def test_turns_added_at_once_all_stay(client):
+    """Each turn's write is checked against what it read (the store's set-if): none is lost."""
+    conv = client.conversations.create()
+    words = [f"Say the word {w}." for w in ("apple", "river", "stone", "cloud")]
+    with ThreadPoolExecutor(len(words)) as pool:
+        done = list(pool.map(lambda w: client.responses.create(model=CHAT, input=w, conversation=conv.id,
+                                                               max_output_tokens=4), words))
+    assert all(r.status in ("completed", "incomplete") for r in done)
+    items = client.conversations.items.list(conv.id, order="asc", limit=100).data
+    assert len(items) == 2 * len(words)
+    assert sorted(i.content[0].text for i in items if i.role == "user") == sorted(words)

@@ -29,6 +29,11 @@ pub trait KeyValue {
     fn delete(&self, key: &str) -> bool;
     /// The keys starting with `prefix`, in the order they were first set.
     fn keys(&self, prefix: &str) -> Vec<String>;
+    /// The value and its version (changed by every write).
+    fn get_versioned(&self, key: &str) -> Option<(u64, Vec<u8>)>;
+    /// `set` if `key` is still at `version` (`None`: absent); false if another
+    /// request wrote or deleted it first.
+    fn set_if(&self, key: &str, version: Option<u64>, value: &[u8]) -> Result<bool, HostError>;
 }
 
 /// What the routes need from the host.
@@ -92,6 +97,14 @@ impl KeyValue for WitStore {
 
     fn keys(&self, prefix: &str) -> Vec<String> {
         store::keys(prefix)
+    }
+
+    fn get_versioned(&self, key: &str) -> Option<(u64, Vec<u8>)> {
+        store::get_versioned(key).map(|v| (v.version, v.value))
+    }
+
+    fn set_if(&self, key: &str, version: Option<u64>, value: &[u8]) -> Result<bool, HostError> {
+        store::set_if(key, version, value)
     }
 }
 

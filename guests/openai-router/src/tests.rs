@@ -64,39 +64,60 @@ struct Fake {
     random_draws: std::cell::Cell<u64>,
 }
 
-/// Keys in the order they were first set, as the host's store lists them.
+/// Keys in the order they were first set, as the host's store lists them, each
+/// with its version (the write count when it was written).
 #[derive(Default)]
-struct FakeStore(RefCell<Vec<(String, Vec<u8>)>>);
+struct FakeStore {
+    entries: RefCell<Vec<(String, u64, Vec<u8>)>>,
+    writes: std::cell::Cell<u64>,
+    /// Written just before the next `set_if` (another request racing this one).
+    racing_write: RefCell<Option<(String, Vec<u8>)>>,
+}
 
 impl KeyValue for FakeStore {
     fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let entries = self.0.borrow();
-        entries
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
+        self.get_versioned(key).map(|(_, v)| v)
     }
     fn set(&self, key: &str, value: &[u8]) -> Result<(), HostError> {
-        let mut entries = self.0.borrow_mut();
-        match entries.iter_mut().find(|(k, _)| k == key) {
-            Some((_, v)) => *v = value.to_vec(),
-            None => entries.push((key.into(), value.to_vec())),
+        let version = self.writes.get() + 1;
+        self.writes.set(version);
+        let mut entries = self.entries.borrow_mut();
+        match entries.iter_mut().find(|(k, ..)| k == key) {
+            Some((_, v, bytes)) => (*v, *bytes) = (version, value.to_vec()),
+            None => entries.push((key.into(), version, value.to_vec())),
         }
         Ok(())
     }
     fn delete(&self, key: &str) -> bool {
-        let mut entries = self.0.borrow_mut();
+        let mut entries = self.entries.borrow_mut();
         let before = entries.len();
-        entries.retain(|(k, _)| k != key);
+        entries.retain(|(k, ..)| k != key);
         entries.len() < before
     }
     fn keys(&self, prefix: &str) -> Vec<String> {
-        let entries = self.0.borrow();
+        let entries = self.entries.borrow();
         entries
             .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(k, _)| k.clone())
+            .filter(|(k, ..)| k.starts_with(prefix))
+            .map(|(k, ..)| k.clone())
             .collect()
+    }
+    fn get_versioned(&self, key: &str) -> Option<(u64, Vec<u8>)> {
+        let entries = self.entries.borrow();
+        entries
+            .iter()
+            .find(|(k, ..)| k == key)
+            .map(|(_, v, bytes)| (*v, bytes.clone()))
+    }
+    fn set_if(&self, key: &str, version: Option<u64>, value: &[u8]) -> Result<bool, HostError> {
+        let racing = self.racing_write.borrow_mut().take();
+        if let Some((k, v)) = racing {
+            self.set(&k, &v)?;
+        }
+        if self.get_versioned(key).map(|(v, _)| v) != version {
+            return Ok(false);
+        }
+        self.set(key, value).map(|()| true)
     }
 }
 

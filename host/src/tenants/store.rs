@@ -42,9 +42,36 @@ impl KvStore {
         self.inner.lock().entries.get(key).map(|(_, v)| v.clone())
     }
 
+    /// The value and its version (the write that made it: every write changes it).
+    pub fn get_versioned(&self, key: &str) -> Option<(u64, Vec<u8>)> {
+        self.inner.lock().entries.get(key).cloned()
+    }
+
     /// Writes `value` under `key`, evicting the oldest writes until the store holds at
     /// most `limit` bytes.
     pub fn set(&self, key: &str, value: Vec<u8>, limit: usize) -> Result<(), StoreError> {
+        self.write(key, value, limit, None).map(|_| ())
+    }
+
+    /// [`KvStore::set`] if `key` is still at `version` (`None`: still absent); false,
+    /// and nothing written, when another write or a delete came first.
+    pub fn set_if(
+        &self,
+        key: &str,
+        version: Option<u64>,
+        value: Vec<u8>,
+        limit: usize,
+    ) -> Result<bool, StoreError> {
+        self.write(key, value, limit, Some(version))
+    }
+
+    fn write(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        limit: usize,
+        expected: Option<Option<u64>>,
+    ) -> Result<bool, StoreError> {
         if limit == 0 {
             return Err(StoreError::Disabled);
         }
@@ -56,6 +83,11 @@ impl KvStore {
             return Err(StoreError::TooLarge { size, limit });
         }
         let mut inner = self.inner.lock();
+        if let Some(expected) = expected {
+            if inner.entries.get(key).map(|(write, _)| *write) != expected {
+                return Ok(false);
+            }
+        }
         let first_set = inner.first_set.get(key).copied();
         inner.remove(key);
         while inner.bytes + size > limit {
@@ -79,7 +111,7 @@ impl KvStore {
             let Inner { entries, order, .. } = &mut *inner;
             order.retain(|(w, k)| entries.get(k).is_some_and(|(current, _)| current == w));
         }
-        Ok(())
+        Ok(true)
     }
 
     pub fn delete(&self, key: &str) -> bool {
@@ -170,6 +202,33 @@ mod tests {
         assert!(store.keys("chat:").len() < 3);
         let entries = store.size().0;
         assert_eq!(store.inner.lock().first_set.len(), entries);
+    }
+
+    #[test]
+    fn set_if_writes_only_over_the_version_it_read() {
+        let store = KvStore::default();
+        assert!(store.set_if("k", None, b"one".to_vec(), 100).unwrap());
+        assert!(!store.set_if("k", None, b"two".to_vec(), 100).unwrap());
+        let (version, value) = store.get_versioned("k").unwrap();
+        assert_eq!(value, b"one");
+        // Another request writes in between: the stale version loses.
+        store.set("k", b"other".to_vec(), 100).unwrap();
+        assert!(!store
+            .set_if("k", Some(version), b"mine".to_vec(), 100)
+            .unwrap());
+        let (version, _) = store.get_versioned("k").unwrap();
+        assert!(store
+            .set_if("k", Some(version), b"mine".to_vec(), 100)
+            .unwrap());
+        assert_eq!(store.get("k").as_deref(), Some(&b"mine"[..]));
+        store.delete("k");
+        assert!(!store
+            .set_if("k", Some(version), b"x".to_vec(), 100)
+            .unwrap());
+        assert_eq!(
+            store.set_if("k", None, vec![], 0),
+            Err(StoreError::Disabled)
+        );
     }
 
     #[test]

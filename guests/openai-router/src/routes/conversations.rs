@@ -4,8 +4,8 @@
 //! the request's `input` and appends the input and the answer's output items once
 //! the response is complete ([`append`]). What the SDK's `conversations.create`,
 //! `.retrieve`, `.update`, `.delete` and `.items.create/list/retrieve/delete` call.
-//! Two responses appending to one conversation at the same moment may lose one's
-//! items (the store has no compare-and-set); OpenAI's clients send one at a time.
+//! Every change is a read-modify-write the store checks (`set-if`): two turns added
+//! to one conversation at the same moment both stay.
 
 use crate::errors::{ApiError, INVALID_REQUEST};
 use crate::host::{Host, KeyValue};
@@ -40,17 +40,44 @@ fn load(store: &dyn KeyValue, id: &str) -> Option<Stored> {
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
 }
 
-fn save(store: &dyn KeyValue, stored: &Stored) -> Result<(), ApiError> {
-    let id = stored.conversation["id"].as_str().unwrap_or_default();
-    let bytes = serde_json::to_vec(stored).unwrap_or_default();
-    store.set(&key(id), &bytes).map_err(|e| {
-        ApiError::new(
-            400,
-            INVALID_REQUEST,
-            format!("The conversation could not be stored: {}", e.message),
-        )
-        .code("conversation_not_stored")
-    })
+fn not_stored(e: crate::host::HostError) -> ApiError {
+    ApiError::new(
+        400,
+        INVALID_REQUEST,
+        format!("The conversation could not be stored: {}", e.message),
+    )
+    .code("conversation_not_stored")
+}
+
+/// Reads the conversation, lets `change` edit it and writes it back, unless another
+/// request wrote it in between: then all over again, on what that one wrote (so two
+/// turns added at once both stay).
+fn modify<R>(
+    store: &dyn KeyValue,
+    id: &str,
+    mut change: impl FnMut(&mut Stored) -> Result<R, ApiError>,
+) -> Result<R, ApiError> {
+    const ATTEMPTS: usize = 32;
+    for _ in 0..ATTEMPTS {
+        let (version, mut stored) = store
+            .get_versioned(&key(id))
+            .and_then(|(v, bytes)| Some((v, serde_json::from_slice::<Stored>(&bytes).ok()?)))
+            .ok_or_else(|| not_found(id, None))?;
+        let out = change(&mut stored)?;
+        let bytes = serde_json::to_vec(&stored).unwrap_or_default();
+        if store
+            .set_if(&key(id), Some(version), &bytes)
+            .map_err(not_stored)?
+        {
+            return Ok(out);
+        }
+    }
+    Err(ApiError::new(
+        409,
+        INVALID_REQUEST,
+        format!("The conversation '{id}' is being changed by other requests; try again."),
+    )
+    .code("conversation_busy"))
 }
 
 pub fn not_found(id: &str, param: Option<&str>) -> ApiError {
@@ -97,11 +124,11 @@ pub fn items_for_response(store: &dyn KeyValue, id: &str) -> Result<Vec<Value>, 
 /// Appends a finished response's input and output items to the conversation.
 /// A conversation deleted meanwhile stays deleted.
 pub fn append(store: &dyn KeyValue, id: &str, input: &[Value], output: &[Value]) -> bool {
-    let Some(mut stored) = load(store, id) else {
-        return false;
-    };
-    add_items(&mut stored, input.iter().chain(output).cloned());
-    save(store, &stored).is_ok()
+    modify(store, id, |stored| {
+        add_items(stored, input.iter().chain(output).cloned());
+        Ok(())
+    })
+    .is_ok()
 }
 
 /// Items as the API lists them: a `type`, an `id`, message text as typed parts.
@@ -200,7 +227,9 @@ pub fn create(host: &dyn Host, body: &[u8]) -> Result<Response, ApiError> {
         added: 0,
     };
     add_items(&mut stored, items.into_iter());
-    save(&*host.store(), &stored)?;
+    let id = stored.conversation["id"].as_str().unwrap_or_default();
+    let bytes = serde_json::to_vec(&stored).unwrap_or_default();
+    host.store().set(&key(id), &bytes).map_err(not_stored)?;
     Ok(json_response(&stored.conversation))
 }
 
@@ -220,20 +249,24 @@ pub fn conversation(
             &json!({"id": id, "object": "conversation.deleted", "deleted": true}),
         ));
     }
-    let mut stored = load(store, id).ok_or_else(|| not_found(id, None))?;
-    if let Some(body) = body {
-        let mut f = Fields::new(parse_object(body, r#"{"metadata": {"key": "value"}}"#)?);
-        let Some(value) = f.take("metadata") else {
-            return Err(ApiError::invalid(
-                "metadata",
-                "Missing required parameter: 'metadata'.",
-            ));
-        };
-        stored.conversation["metadata"] = metadata(Some(value))?;
-        f.finish()?;
-        save(store, &stored)?;
-    }
-    Ok(json_response(&stored.conversation))
+    let Some(body) = body else {
+        let stored = load(store, id).ok_or_else(|| not_found(id, None))?;
+        return Ok(json_response(&stored.conversation));
+    };
+    let mut f = Fields::new(parse_object(body, r#"{"metadata": {"key": "value"}}"#)?);
+    let Some(value) = f.take("metadata") else {
+        return Err(ApiError::invalid(
+            "metadata",
+            "Missing required parameter: 'metadata'.",
+        ));
+    };
+    let metadata = metadata(Some(value))?;
+    f.finish()?;
+    let conversation = modify(store, id, |stored| {
+        stored.conversation["metadata"] = metadata.clone();
+        Ok(stored.conversation.clone())
+    })?;
+    Ok(json_response(&conversation))
 }
 
 /// `GET /v1/conversations/{id}/items?after=&limit=&order=` (newest first by
@@ -245,7 +278,6 @@ pub fn items(
     body: Option<&[u8]>,
 ) -> Result<Response, ApiError> {
     let id = conversation_id(id)?;
-    let mut stored = load(store, id).ok_or_else(|| not_found(id, None))?;
     if let Some(body) = body {
         let mut f = Fields::new(parse_object(
             body,
@@ -253,8 +285,9 @@ pub fn items(
         )?);
         let items = parse_items(f.take("items"), true)?;
         f.finish()?;
-        let added = add_items(&mut stored, items.into_iter());
-        save(store, &stored)?;
+        let added = modify(store, id, |stored| {
+            Ok(add_items(stored, items.iter().cloned()))
+        })?;
         let page = Page {
             after: None,
             limit: added.len().max(1),
@@ -263,6 +296,7 @@ pub fn items(
         return Ok(json_response(&page.of(added)?));
     }
     let page = Page::only(query, 20, false, true)?;
+    let stored = load(store, id).ok_or_else(|| not_found(id, None))?;
     Ok(json_response(&page.of(stored.items)?))
 }
 
@@ -275,7 +309,6 @@ pub fn item(
     item_id: &str,
 ) -> Result<Response, ApiError> {
     let id = conversation_id(id)?;
-    let mut stored = load(store, id).ok_or_else(|| not_found(id, None))?;
     let missing = || {
         ApiError::new(
             404,
@@ -284,15 +317,22 @@ pub fn item(
         )
         .code("item_not_found")
     };
-    let at = stored
-        .items
-        .iter()
-        .position(|i| i["id"] == item_id)
-        .ok_or_else(missing)?;
+    let position = |stored: &Stored| {
+        stored
+            .items
+            .iter()
+            .position(|i| i["id"] == item_id)
+            .ok_or_else(missing)
+    };
     if method == "DELETE" {
-        stored.items.remove(at);
-        save(store, &stored)?;
-        return Ok(json_response(&stored.conversation));
+        let conversation = modify(store, id, |stored| {
+            let at = position(stored)?;
+            stored.items.remove(at);
+            Ok(stored.conversation.clone())
+        })?;
+        return Ok(json_response(&conversation));
     }
-    Ok(json_response(&stored.items[at]))
+    let mut stored = load(store, id).ok_or_else(|| not_found(id, None))?;
+    let at = position(&stored)?;
+    Ok(json_response(&stored.items.swap_remove(at)))
 }

@@ -266,3 +266,42 @@ fn conversation_errors() {
     );
     assert_error(&r, 400, Some("conversation"), "expected a conversation id");
 }
+
+#[test]
+fn a_turn_added_while_another_request_writes_keeps_both() {
+    let h = gen_fake();
+    let (_, conv) = req(
+        &h,
+        "POST",
+        "/v1/conversations",
+        json!({"items": [{"role": "user", "content": "a"}]}),
+    );
+    let id = conv["id"].as_str().unwrap();
+    // Another request adds an item between this response's read and its write.
+    let key = format!("conv:{id}");
+    let mut other: Value = serde_json::from_slice(&h.kv.get(&key).unwrap()).unwrap();
+    other["items"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "message", "role": "user", "id": "msg_other",
+        "content": [{"type": "input_text", "text": "b"}]}));
+    *h.kv.racing_write.borrow_mut() = Some((key, serde_json::to_vec(&other).unwrap()));
+    let (r, _) = respond(
+        &h,
+        json!({"model": "smol", "input": "c", "conversation": id}),
+    );
+    assert_eq!(r.status, 200);
+    let (_, items) = req(
+        &h,
+        "GET",
+        &format!("/v1/conversations/{id}/items?order=asc"),
+        Value::Null,
+    );
+    let texts: Vec<&str> = items["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["content"][0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["a", "b", "c", "Hello!"]);
+}
