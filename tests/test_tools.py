@@ -108,3 +108,16 @@ def test_bad_tool_requests_are_400(server):
             "n": {"type": "number", "minimum": 0}}}}}]})
     err = assert_openai_error(r, 400)
     assert err["param"] == "tools" and "'minimum'" in err["message"], err
+
+
+def test_a_model_repeating_its_call_is_stopped_at_the_repeat(client):
+    """SmolLM2 writes `get_weather(Oslo)` again and again (as LangChain's `bind_tools` example
+    showed): the answer ends at the first repeat, so a small `max_tokens` still gets the call."""
+    oslo = {"type": "function", "function": {"name": "get_weather", "description": "Get the weather in a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    r = client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "Weather in Oslo?"}],
+                                       tools=[oslo], tool_choice="required", temperature=0, max_tokens=100)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    assert [json.loads(c.function.arguments) for c in choice.message.tool_calls] == [{"city": "Oslo"}]
+    assert r.usage.completion_tokens < 100 and r.usage.prompt_tokens > 0

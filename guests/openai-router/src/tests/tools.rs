@@ -95,7 +95,6 @@ fn tools_become_instructions_and_an_answer_schema() {
 #[test]
 fn answers_become_tool_calls_or_content() {
     let calls = r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}},
-                                   {"name": "get_weather", "arguments": {"city": "Paris"}},
                                    {"name": "get_time", "arguments": {"city": "Oslo"}}]}"#;
     let mut h = gen_fake();
     h.script = vec![text(calls), done(FinishReason::Stop, None)];
@@ -105,7 +104,7 @@ fn answers_become_tool_calls_or_content() {
     assert_eq!(choice["finish_reason"], "tool_calls");
     assert_eq!(choice["message"]["content"], Value::Null);
     let out = choice["message"]["tool_calls"].as_array().unwrap();
-    assert_eq!(out.len(), 2, "the repeated call is one: {v}");
+    assert_eq!(out.len(), 2, "{v}");
     assert_eq!(out[0]["type"], "function");
     assert_eq!(out[0]["function"]["name"], "get_weather");
     assert_eq!(out[0]["function"]["arguments"], r#"{"city":"Paris"}"#);
@@ -251,4 +250,49 @@ fn tool_request_errors_name_their_param() {
         let r = chat(&h, ask(extra.clone()));
         assert_error(&r, 400, Some(param), says);
     }
+}
+
+#[test]
+fn a_repeated_call_ends_the_answer() {
+    let mut h = gen_fake();
+    // A small model's loop: the same call again and again (and more after it).
+    h.script = vec![
+        text(r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}, "#),
+        text(r#"{"name": "get_weather", "arguments": {"city": "Paris"}}, {"na"#),
+        text(r#"me": "get_weather", "arguments": {"city": "Paris"}}]}"#),
+        done(FinishReason::Stop, None),
+    ];
+    let (r, v) = chat(&h, ask(json!({"tool_choice": "required"})));
+    assert_eq!(r.status, 200, "{v}");
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    let out = choice["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(out.len(), 1, "{v}");
+    assert_eq!(out[0]["function"]["arguments"], r#"{"city":"Paris"}"#);
+    // The generation was cancelled after the second chunk; usage counts what was made.
+    let log = h.log.borrow().clone();
+    assert_eq!(
+        log.iter().filter(|l| l.starts_with("next")).count(),
+        2,
+        "{log:?}"
+    );
+    assert!(log.iter().any(|l| l.starts_with("drop")), "{log:?}");
+    assert_eq!(v["usage"]["completion_tokens"], 2);
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+
+    // Streamed, and through the Responses API: the same single call.
+    let r = post(
+        &h,
+        "/v1/chat/completions",
+        &ask(json!({"tool_choice": "required", "stream": true})),
+    );
+    let body = String::from_utf8(r.body.clone()).unwrap();
+    assert_eq!(body.matches("get_weather").count(), 1, "{body}");
+    let (_, v) = super::responses::respond(
+        &h,
+        json!({"model": "smol", "input": "Weather?", "tool_choice": "required",
+               "tools": [{"type": "function", "name": "get_weather",
+                          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]}),
+    );
+    assert_eq!(v["output"].as_array().unwrap().len(), 1, "{v}");
 }

@@ -5,6 +5,7 @@
 //! With `tools`, the model answers in the JSON form [`tools`] describes.
 
 pub mod accumulate;
+pub mod repeats;
 pub mod request;
 pub mod stored;
 pub mod template;

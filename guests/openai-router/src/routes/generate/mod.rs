@@ -12,6 +12,8 @@ pub mod best_of;
 pub mod logprobs;
 pub mod sse;
 
+use crate::routes::chat::repeats::StopRepeats;
+
 use super::sampling::{Sampling, MAX_CHOICES};
 use crate::errors::ApiError;
 use crate::host::{
@@ -165,6 +167,11 @@ pub fn run(
                     stream
                 }
                 _ => host.generate(&info.id, prompt, &options).map_err(failed)?,
+            };
+            let stream = if tool_calls {
+                StopRepeats::wrap(stream, host, &info.id, prompt)
+            } else {
+                stream
             };
             choices.push(Choice {
                 index: choices.len() as u32,

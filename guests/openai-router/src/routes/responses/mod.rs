@@ -9,6 +9,7 @@ pub mod request;
 pub mod stored;
 pub mod stream;
 
+use super::chat::repeats::StopRepeats;
 use super::chat::tools::{self, ShapedAnswer};
 use super::chat::{self};
 use super::conversations;
@@ -53,9 +54,15 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
         "/v1/responses",
     )?;
     let options = prepared.sampling.options(false, 0);
+    let prompt = Prompt::Text(prepared.prompt);
     let stream = host
-        .generate(&prepared.info.id, &Prompt::Text(prepared.prompt), &options)
+        .generate(&prepared.info.id, &prompt, &options)
         .map_err(|e| request_error(generate::host_error(e, Flavor::Chat, false, 0), tools))?;
+    let stream = if tools {
+        StopRepeats::wrap(stream, host, &prepared.info.id, &prompt)
+    } else {
+        stream
+    };
     let head = Head {
         id: generate::new_id("resp_", host),
         created_at: host.unix_time(),
