@@ -96,17 +96,18 @@ pub fn not_found(id: &str, param: Option<&str>) -> ApiError {
     }
 }
 
-/// An id in a path: `prefix` and letters, digits or `_` only.
-fn checked<'a>(id: &'a str, prefix: &str, what: ApiError) -> Result<&'a str, ApiError> {
+/// A conversation id: `conv_` and letters, digits or `_` only (`param`: where it
+/// came from, for the 404 of one that is not).
+fn conversation_id<'a>(id: &'a str, param: Option<&str>) -> Result<&'a str, ApiError> {
     let ok = id.len() <= 96
-        && id.strip_prefix(prefix).is_some_and(|rest| {
+        && id.strip_prefix("conv_").is_some_and(|rest| {
             !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         });
-    ok.then_some(id).ok_or(what)
-}
-
-fn conversation_id(id: &str) -> Result<&str, ApiError> {
-    checked(id, "conv_", not_found(id, None))
+    if ok {
+        Ok(id)
+    } else {
+        Err(not_found(id, param))
+    }
 }
 
 fn json_response(v: &Value) -> Response {
@@ -115,7 +116,7 @@ fn json_response(v: &Value) -> Response {
 
 /// Loads a conversation for a response (`conversation` is `"conv_…"` or `{"id"}`).
 pub fn items_for_response(store: &dyn KeyValue, id: &str) -> Result<Vec<Value>, ApiError> {
-    let id = checked(id, "conv_", not_found(id, Some("conversation")))?;
+    let id = conversation_id(id, Some("conversation"))?;
     load(store, id)
         .map(|s| s.items)
         .ok_or_else(|| not_found(id, Some("conversation")))
@@ -240,7 +241,7 @@ pub fn conversation(
     id: &str,
     body: Option<&[u8]>,
 ) -> Result<Response, ApiError> {
-    let id = conversation_id(id)?;
+    let id = conversation_id(id, None)?;
     if method == "DELETE" {
         if !store.delete(&key(id)) {
             return Err(not_found(id, None));
@@ -277,7 +278,7 @@ pub fn items(
     query: &str,
     body: Option<&[u8]>,
 ) -> Result<Response, ApiError> {
-    let id = conversation_id(id)?;
+    let id = conversation_id(id, None)?;
     if let Some(body) = body {
         let mut f = Fields::new(parse_object(
             body,
@@ -308,7 +309,7 @@ pub fn item(
     id: &str,
     item_id: &str,
 ) -> Result<Response, ApiError> {
-    let id = conversation_id(id)?;
+    let id = conversation_id(id, None)?;
     let missing = || {
         ApiError::new(
             404,
