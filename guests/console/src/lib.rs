@@ -5,6 +5,9 @@
 //! The guest only serves files: the playground, the embeddings explorer and the status
 //! panel run in the browser and call `/v1/...`, `/status` and `/health` themselves.
 
+// The handler is exported on wasm32 only; `cargo test` also builds this natively.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
 use wasip2::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };

@@ -5,6 +5,9 @@
 //! Routes (all GET): /loop /alloc /recurse /panic /big-response /resources
 //! /oversized-host-call[?count=N&len=M] /read-file /env /socket /ok
 
+// The handler is exported on wasm32 only; `cargo test` also builds this natively.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
 wit_bindgen::generate!({
     path: "../../../wit",
     world: "router",
