@@ -36,6 +36,22 @@ pub trait KeyValue {
     fn set_if(&self, key: &str, version: Option<u64>, value: &[u8]) -> Result<bool, HostError>;
 }
 
+/// A stored value read as JSON (`None`: absent, or not of this shape).
+pub fn get_json<T: serde::de::DeserializeOwned>(store: &dyn KeyValue, key: &str) -> Option<T> {
+    store
+        .get(key)
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+}
+
+/// Stores `value` as JSON.
+pub fn set_json<T: serde::Serialize>(
+    store: &dyn KeyValue,
+    key: &str,
+    value: &T,
+) -> Result<(), HostError> {
+    store.set(key, &serde_json::to_vec(value).unwrap_or_default())
+}
+
 /// What the routes need from the host.
 pub trait Host {
     /// The tenant's key-value store.

@@ -4,7 +4,7 @@
 use super::nnhost::inference::store::{Host, Versioned};
 use super::{ApiState, WitError};
 use crate::error::{ErrorCode, InferenceError};
-use crate::tenants::store::StoreError;
+use crate::tenants::store::{KvStore, StoreError};
 
 impl From<StoreError> for InferenceError {
     fn from(e: StoreError) -> Self {
@@ -27,6 +27,17 @@ impl ApiState {
             ))
         })
     }
+
+    /// Charges `value` to the request and hands it to `write` with the tenant's limit.
+    fn charged_write<T>(
+        &mut self,
+        value: Vec<u8>,
+        write: impl FnOnce(&KvStore, Vec<u8>, usize) -> Result<T, StoreError>,
+    ) -> Result<T, WitError> {
+        self.charge(value.len())?;
+        write(&self.access.store, value, self.access.store_bytes)
+            .map_err(|e| InferenceError::from(e).into())
+    }
 }
 
 impl Host for ApiState {
@@ -37,15 +48,7 @@ impl Host for ApiState {
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), WitError>> {
-        if let Err(e) = self.charge(value.len()) {
-            return Ok(Err(e.into()));
-        }
-        let limit = self.access.store_bytes;
-        Ok(self
-            .access
-            .store
-            .set(&key, value, limit)
-            .map_err(|e| InferenceError::from(e).into()))
+        Ok(self.charged_write(value, |store, value, limit| store.set(&key, value, limit)))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
@@ -64,15 +67,9 @@ impl Host for ApiState {
         version: Option<u64>,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<bool, WitError>> {
-        if let Err(e) = self.charge(value.len()) {
-            return Ok(Err(e.into()));
-        }
-        let limit = self.access.store_bytes;
-        Ok(self
-            .access
-            .store
-            .set_if(&key, version, value, limit)
-            .map_err(|e| InferenceError::from(e).into()))
+        Ok(self.charged_write(value, |store, value, limit| {
+            store.set_if(&key, version, value, limit)
+        }))
     }
 
     async fn keys(&mut self, prefix: String) -> wasmtime::Result<Vec<String>> {

@@ -8,7 +8,7 @@
 //! to one conversation at the same moment both stay.
 
 use crate::errors::{ApiError, INVALID_REQUEST};
-use crate::host::{Host, KeyValue};
+use crate::host::{get_json, set_json, Host, KeyValue};
 use crate::http::Response;
 use crate::routes::chat::stored::check_metadata;
 use crate::routes::generate::new_id;
@@ -35,9 +35,7 @@ fn key(id: &str) -> String {
 }
 
 fn load(store: &dyn KeyValue, id: &str) -> Option<Stored> {
-    store
-        .get(&key(id))
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+    get_json(store, &key(id))
 }
 
 fn not_stored(e: crate::host::HostError) -> ApiError {
@@ -229,8 +227,7 @@ pub fn create(host: &dyn Host, body: &[u8]) -> Result<Response, ApiError> {
     };
     add_items(&mut stored, items.into_iter());
     let id = stored.conversation["id"].as_str().unwrap_or_default();
-    let bytes = serde_json::to_vec(&stored).unwrap_or_default();
-    host.store().set(&key(id), &bytes).map_err(not_stored)?;
+    set_json(&*host.store(), &key(id), &stored).map_err(not_stored)?;
     Ok(json_response(&stored.conversation))
 }
 

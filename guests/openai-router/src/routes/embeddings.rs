@@ -3,7 +3,7 @@
 //! response JSON straight into a byte buffer (the hot path: many floats).
 
 use crate::errors::ApiError;
-use crate::host::{EmbedInput, EmbedOptions, Host, ModelKind};
+use crate::host::{EmbedInput, EmbedOptions, Host, ModelInfo, ModelKind};
 use crate::http::Response;
 use crate::routes::json::type_name;
 use base64::Engine as _;
@@ -38,21 +38,28 @@ pub fn input_count(input: &EmbedInput) -> usize {
     }
 }
 
-pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Response, ApiError> {
-    let req = parse_request(body)?;
+/// `model` as an embedding model the tenant may use (404 if none, 400 for another
+/// kind; `route` names the endpoint).
+pub fn embedding_model(host: &dyn Host, model: &str, route: &str) -> Result<ModelInfo, ApiError> {
     let info = host
-        .get_model(&req.model)
-        .ok_or_else(|| ApiError::model_not_found(&req.model))?;
+        .get_model(model)
+        .ok_or_else(|| ApiError::model_not_found(model))?;
     if info.kind != ModelKind::Embedding {
         return Err(ApiError::invalid(
             "model",
             format!(
-                "The model '{}' is a {} model, not an embedding model; it cannot be used with /v1/embeddings.",
+                "The model '{}' is a {} model, not an embedding model; it cannot be used with {route}.",
                 info.id,
                 crate::routes::models::kind_name(info.kind).replace('_', " ")
             ),
         ));
     }
+    Ok(info)
+}
+
+pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Response, ApiError> {
+    let req = parse_request(body)?;
+    let info = embedding_model(host, &req.model, "/v1/embeddings")?;
     let count = req.count();
     // A max-batch-size of 0 is read as "no limit set".
     if info.max_batch_size != 0 && count > info.max_batch_size as usize {

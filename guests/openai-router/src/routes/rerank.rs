@@ -5,11 +5,11 @@
 //! cross-encoder would read each pair together, which these models cannot).
 
 use crate::errors::ApiError;
-use crate::host::{EmbedInput, EmbedOptions, Host, ModelInfo, ModelKind};
+use crate::host::{EmbedInput, EmbedOptions, Host, ModelInfo};
 use crate::http::Response;
+use crate::routes::embeddings::embedding_model;
 use crate::routes::generate::new_id;
 use crate::routes::json::{parse_object, wrong_type, Fields};
-use crate::routes::models::kind_name;
 use serde_json::{json, Value};
 
 /// `POST /v1/rerank` `{"model", "query", "documents": [text | {"text"}], "top_n"?,
@@ -151,23 +151,6 @@ fn texts(v: Option<Value>, param: &str) -> Result<Vec<String>, ApiError> {
             format!("Missing required parameter: '{param}'."),
         )),
     }
-}
-
-fn embedding_model(host: &dyn Host, model: &str, route: &str) -> Result<ModelInfo, ApiError> {
-    let info = host
-        .get_model(model)
-        .ok_or_else(|| ApiError::model_not_found(model))?;
-    if info.kind != ModelKind::Embedding {
-        return Err(ApiError::invalid(
-            "model",
-            format!(
-                "The model '{}' is a {} model; {route} scores texts with an embedding model.",
-                info.id,
-                kind_name(info.kind).replace('_', " ")
-            ),
-        ));
-    }
-    Ok(info)
 }
 
 /// The texts' embeddings (each its own vector, in order) and the tokens they used.

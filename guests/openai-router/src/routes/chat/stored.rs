@@ -8,7 +8,7 @@
 
 use super::accumulate::StoringBody;
 use crate::errors::{ApiError, INVALID_REQUEST};
-use crate::host::KeyValue;
+use crate::host::{get_json, set_json, KeyValue};
 use crate::http::{Reply, Response};
 use crate::routes::json::{bad_value, parse_object, wrong_type, Fields};
 use crate::routes::list::{parse_query, Page};
@@ -38,14 +38,11 @@ fn key(id: &str) -> String {
 }
 
 fn load(store: &dyn KeyValue, id: &str) -> Option<Stored> {
-    store
-        .get(&key(id))
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+    get_json(store, &key(id))
 }
 
 fn save(store: &dyn KeyValue, id: &str, stored: &Stored) -> bool {
-    let bytes = serde_json::to_vec(stored).unwrap_or_default();
-    store.set(&key(id), &bytes).is_ok()
+    set_json(store, &key(id), stored).is_ok()
 }
 
 /// `metadata`: at most 16 string values, keys up to 64 characters, values up to 512.

@@ -8,7 +8,7 @@
 //! room), lost at restart.
 
 use crate::errors::ApiError;
-use crate::host::{HostError, KeyValue};
+use crate::host::{get_json, set_json, HostError, KeyValue};
 use crate::http::Response;
 use crate::routes::list::Page;
 use serde::{Deserialize, Serialize};
@@ -29,15 +29,12 @@ fn key(id: &str) -> String {
 }
 
 pub fn load(store: &dyn KeyValue, id: &str) -> Option<Stored> {
-    store
-        .get(&key(id))
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+    get_json(store, &key(id))
 }
 
 pub fn save(store: &dyn KeyValue, stored: &Stored) -> Result<(), HostError> {
     let id = stored.response["id"].as_str().unwrap_or_default();
-    let bytes = serde_json::to_vec(stored).unwrap_or_default();
-    store.set(&key(id), &bytes)
+    set_json(store, &key(id), stored)
 }
 
 /// 404 for a response id that is not (or no longer) stored.
