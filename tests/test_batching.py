@@ -17,7 +17,7 @@ import time
 import pytest
 import requests
 
-from conftest import GEMMA, ROUTER_WASM, SMOLLM, Server
+from conftest import GEMMA, ROUTER_WASM, SMOLLM, Server, assert_same_or_near_tie
 
 CONFIG = """
 [[models]]
@@ -80,15 +80,29 @@ def host(tmp_path_factory):
 
 
 def complete(host, model, prompt, key="sk-quiet", max_tokens=32):
+    return complete_choice(host, model, prompt, key, max_tokens)["text"]
+
+
+def complete_choice(host, model, prompt, key="sk-quiet", max_tokens=32):
+    """The greedy choice with its tokens' log probabilities (top 2)."""
     r = requests.post(host.url + "/v1/completions", timeout=300, headers={"authorization": f"Bearer {key}"},
-                      json={"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
+                      json={"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+                            "logprobs": 5})
     assert r.status_code == 200, r.text
-    return r.json()["choices"][0]["text"]
+    return r.json()["choices"][0]
+
+
+def assert_decoded_alike(model, alone, together, what):
+    """fp32 graphs decode a row the same in any batch; quantized ones may part at a near-tie."""
+    if model.endswith("fp32"):
+        assert [c["text"] for c in together] == [c["text"] for c in alone], what
+    for a, t in zip(alone, together):
+        assert_same_or_near_tie(a, t, f"{model}, {what}")
 
 
 @pytest.mark.parametrize("model", ["smollm2-fp32", "smollm2-fused", "gemma-fused"])
 def test_rows_joining_a_running_batch_decode_as_they_do_alone(host, model):
-    alone = [complete(host, model, p) for p in PROMPTS]
+    alone = [complete_choice(host, model, p) for p in PROMPTS]
     for stagger in (0.2, 0.0):
         # 0.2 s apart: later prompts join a batch that is already decoding; all at once:
         # the prompts are prefilled together (padded to the longest), then decoded together.
@@ -96,14 +110,14 @@ def test_rows_joining_a_running_batch_decode_as_they_do_alone(host, model):
 
         def run(i):
             time.sleep(stagger * i)
-            together[i] = complete(host, model, PROMPTS[i])
+            together[i] = complete_choice(host, model, PROMPTS[i])
 
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(PROMPTS))]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert together == alone, f"stagger {stagger} s"
+        assert_decoded_alike(model, alone, together, f"stagger {stagger} s")
     steps = [line for line in host.get("/metrics").text.splitlines()
              if line.startswith("nnhost_batch_size_sum") and f'model="{model}"' in line]
     counts = [line for line in host.get("/metrics").text.splitlines()
@@ -141,15 +155,17 @@ def test_in_place_cache_grows_past_its_first_capacity(host):
     first; a 300-token generation outgrows them (and a row joins meanwhile)."""
     model = "smollm2-fused"
     long_prompt, short_prompt = "Once upon a time, in a small village,", "The capital of France is"
-    alone = complete(host, model, long_prompt, max_tokens=300)
-    short_alone = complete(host, model, short_prompt)
+    alone = complete_choice(host, model, long_prompt, max_tokens=300)
+    short_alone = complete_choice(host, model, short_prompt)
     result = {}
-    t = threading.Thread(target=lambda: result.update(long=complete(host, model, long_prompt, max_tokens=300)))
+    t = threading.Thread(target=lambda: result.update(
+        long=complete_choice(host, model, long_prompt, max_tokens=300)))
     t.start()
     time.sleep(1.0)
-    result["short"] = complete(host, model, short_prompt)
+    result["short"] = complete_choice(host, model, short_prompt)
     t.join()
-    assert result == {"long": alone, "short": short_alone}
+    assert len(result["long"]["logprobs"]["tokens"]) == 300
+    assert_decoded_alike(model, [alone, short_alone], [result["long"], result["short"]], "a row joining")
 
 
 STORY = ("In the year 1852, the town of Millbrook was a quiet place where farmers brought their "

@@ -22,8 +22,11 @@ CACHE_TOLERANCE = 1e-4     # relative to max |logit|
 PAD_TOLERANCE = 1e-4
 INT4_MIN_COSINE = 0.8   # a guard against a broken graph; measured values are ~0.92-0.99 (see quantize.py)
 FUSED_MIN_COSINE = 0.995   # fused int4 vs naive int4: same weights, different kernels
-RAGGED_TOLERANCE = 1e-5    # fused int4: a row of a ragged decode batch vs the row decoded alone (relative;
-                           # measured 0: same kernels), also shared-buffer vs normal mode
+RAGGED_TOLERANCE = 1e-5    # fused int4: shared-buffer vs normal mode (relative; measured 0: same kernels)
+# A row of a ragged decode batch vs the row decoded alone: exact (0) where MatMulNBits runs one row and
+# several on the same kernel (AVX-512 VNNI machines); on AVX2-only CPUs it computes a batch of rows on
+# another path than one row, which rounds the int8 activations differently (SmolLM2: 2e-2 to 6e-2 of
+# max |logit|, cosine 0.9995-0.99996, same argmax). Held to the cached step's bound there.
 FUSED_CACHE_MIN_COSINE = 0.999   # fused int4: cached step vs full prefill (measured 0.9998 on SmolLM2)
 SMOKE = "The quick brown fox jumps over the lazy dog because"
 
@@ -246,6 +249,7 @@ def verify_fused(dec: RaggedDecoder, ids: list[int], naive_logits: np.ndarray, l
     if layout != KV_LAYOUT:
         raise PrepError(f"{FUSED_PATH}: metadata {KV_LAYOUT_KEY} = {layout!r}, expected {KV_LAYOUT!r}")
     rel = lambda a, b: float(np.abs(a - b).max()) / float(np.abs(b).max())  # noqa: E731
+    cosine = lambda a, b: float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))  # noqa: E731
 
     full, _ = dec.run(ids)
     cos = float(np.dot(full[0], naive_logits[0]) / (np.linalg.norm(full[0]) * np.linalg.norm(naive_logits[0])))
@@ -273,8 +277,11 @@ def verify_fused(dec: RaggedDecoder, ids: list[int], naive_logits: np.ndarray, l
     want_long, _ = dec.run(nxt[0], past=past_long)
     want_short, _ = dec.run(nxt[1], past=past_short)
     ragged_diff = max(rel(ragged[0], want_long[0]), rel(ragged[1], want_short[0]))
-    if ragged_diff > RAGGED_TOLERANCE:
-        raise PrepError(f"fused ragged decode batch differs from the rows alone by {ragged_diff:.2e}")
+    ragged_cos = min(cosine(ragged[0], want_long[0]), cosine(ragged[1], want_short[0]))
+    same_argmax = ragged[0].argmax() == want_long[0].argmax() and ragged[1].argmax() == want_short[0].argmax()
+    if ragged_diff > RAGGED_TOLERANCE and (ragged_cos < FUSED_CACHE_MIN_COSINE or not same_argmax):
+        raise PrepError(f"fused ragged decode batch differs from the rows alone by {ragged_diff:.2e} (relative), "
+                        f"cosine {ragged_cos:.5f}, same argmax: {same_argmax}")
 
     cache = dec.shared_cache(1, len(ids) + 8)
     dec.run_shared([ids[:-1]], ragged_mask([len(ids) - 1], len(ids) - 1), cache)
@@ -283,5 +290,5 @@ def verify_fused(dec: RaggedDecoder, ids: list[int], naive_logits: np.ndarray, l
     if shared_diff > RAGGED_TOLERANCE:
         raise PrepError(f"fused shared-buffer mode differs from normal mode by {shared_diff:.2e}")
     log(f"{FUSED_PATH}: I/O and {KV_LAYOUT_KEY}={KV_LAYOUT} ok, cosine with naive int4 {cos:.5f}, cached step "
-        f"vs prefill cosine {cache_cos:.5f}, ragged batch diff {ragged_diff:.1e}, shared buffer diff {shared_diff:.1e}")
+        f"vs prefill cosine {cache_cos:.5f}, ragged batch diff {ragged_diff:.1e} (cosine {ragged_cos:.5f}), shared buffer diff {shared_diff:.1e}")
     return {"fused_cosine": cos, "fused_ragged_diff": ragged_diff}
