@@ -305,6 +305,9 @@ pub struct BatchingConfig {
     /// Decoders: longer prompts are prefilled in chunks of this many tokens, each
     /// followed by a decode step of the running generations (0 = in one piece).
     pub prefill_chunk_tokens: usize,
+    /// Decoders: MiB of recent prompts' KV caches kept for later prompts that start
+    /// with the same tokens (0 = none).
+    pub prefix_cache_mib: usize,
 }
 
 impl Default for BatchingConfig {
@@ -316,6 +319,7 @@ impl Default for BatchingConfig {
             max_generations: 64,
             max_batch_sequences: 8,
             prefill_chunk_tokens: 128,
+            prefix_cache_mib: 256,
         }
     }
 }

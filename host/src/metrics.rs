@@ -22,6 +22,7 @@ pub struct Metrics {
     pub breaker_open: IntGaugeVec,
     pub tokens: IntCounterVec,
     pub generations: IntCounterVec,
+    pub prefix_cache_tokens: IntCounterVec,
     pub guest_failures: IntCounterVec,
     pub guest_instantiate: HistogramVec,
     /// Set when `/metrics` is scraped.
@@ -133,6 +134,12 @@ pub fn metrics() -> &'static Metrics {
                 "generations_total",
                 "Finished generations by model and finish reason",
                 &["model", "finish_reason"],
+            ),
+            prefix_cache_tokens: counter(
+                &r,
+                "prefix_cache_tokens_total",
+                "Prompt tokens of generations by model: reused from the prefix cache or prefilled",
+                &["model", "outcome"],
             ),
             guest_failures: counter(
                 &r,

@@ -68,12 +68,19 @@ MODELS = {
 FUSED = "-fused"
 # Suffix of the model names served with prefill_chunk_tokens = 0 (a prompt prefilled in one piece).
 WHOLE = "-whole-prefill"
+# Suffix of the model names served without the prefix cache: the decode table's requests repeat one
+# prompt, and llama.cpp's rows prefill it every time (`reset()`), so nnhost's do too.
+COLD = "-cold"
 LONG_PROMPT = ("In the year 1852, the town of Millbrook was a quiet place where farmers brought their grain "
                "to the mill by the river. ") * 55  # ~1500 tokens
 
 
 def fused(m: Model) -> Model:
     return dataclasses.replace(m, name=m.name + FUSED)
+
+
+def cold(m: Model) -> Model:
+    return dataclasses.replace(m, name=m.name + COLD)
 
 
 def free_port() -> int:
@@ -168,6 +175,64 @@ def long_prompt_joins(url: str, model_name: str) -> dict:
             "gap_p50_ms": float(np.median(gaps)) * 1e3, "gap_max_ms": max(gaps) * 1e3}
 
 
+QUESTIONS = ["Who brought grain to the mill?", "Where was the mill?", "What year does the story begin in?"]
+
+
+def conversation_turns(url: str, m: Model, repeats: int = 3) -> list[dict]:
+    """A conversation about a ~1500-token document: three turns, each re-sending the
+    whole conversation (as chat clients do) and streaming 16 tokens. Time to first token
+    of each turn with the prefix cache (the model as configured) and without (`-cold`),
+    interleaved; medians over `repeats` conversations, each on a document of its own (a
+    different first line), so the first turn is never cached."""
+    import requests
+
+    def turn(name: str, history: list, question: str) -> tuple[float, str, int]:
+        if m.chat:
+            history.append({"role": "user", "content": question})
+            body = {"messages": history}
+            route = "/v1/chat/completions"
+        else:
+            history.append(f"\n\nQ: {question}\nA:")
+            body = {"prompt": "".join(history)}
+            route = "/v1/completions"
+        body.update(model=name, max_tokens=16, temperature=0, stream=True, stream_options={"include_usage": True})
+        started = time.perf_counter()
+        first, text, prompt_tokens = None, "", 0
+        with requests.post(url + route, json=body, stream=True, timeout=300) as r:
+            r.raise_for_status()
+            for line in r.iter_lines(decode_unicode=True):
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[6:])
+                if event.get("usage"):
+                    prompt_tokens = event["usage"]["prompt_tokens"]
+                for c in event.get("choices") or []:
+                    piece = c.get("delta", {}).get("content") or c.get("text") or ""
+                    if piece and first is None:
+                        first = time.perf_counter()
+                    text += piece
+        history.append({"role": "assistant", "content": text} if m.chat else text)
+        return ((first or time.perf_counter()) - started) * 1e3, text, prompt_tokens
+
+    samples: dict[tuple[str, int], list[float]] = {}
+    tokens: dict[int, int] = {}
+    for rep in range(repeats + 1):  # the first conversation warms up
+        for variant in (("cached", m.name), ("cold", m.name + COLD))[:: 1 if rep % 2 else -1]:
+            document = f"Document {rep} ({variant[0]}).\n" + LONG_PROMPT
+            history: list = [] if m.chat else [document]
+            for k, q in enumerate(QUESTIONS):
+                question = f"{document}\n\n{q}" if m.chat and k == 0 else q
+                ttft, _, prompt_tokens = turn(variant[1], history, question)
+                if rep:
+                    samples.setdefault((variant[0], k), []).append(ttft)
+                    tokens[k] = prompt_tokens
+    rows = [{"turn": k + 1, "prompt_tokens": tokens[k],
+             "cold_ms": statistics.median(samples[("cold", k)]),
+             "cached_ms": statistics.median(samples[("cached", k)])} for k in range(len(QUESTIONS))]
+    print(f"conversation {m.name}: {rows}", file=sys.stderr, flush=True)
+    return rows
+
+
 def start_server() -> tuple[subprocess.Popen, str]:
     import requests
 
@@ -176,9 +241,11 @@ def start_server() -> tuple[subprocess.Popen, str]:
     config = subprocess.run([str(HOST), "default-config"], check=True, capture_output=True, text=True).stdout
     for m in MODELS.values():
         config += (f'\n[[models]]\nname = "{m.name}{FUSED}"\npath = "models/prepared/{m.name}"\n'
-                   f'onnx = "onnx/model_fused.onnx"\n')
+                   f'onnx = "onnx/model_fused.onnx"\nbatching = {{ prefix_cache_mib = 0 }}\n')
         config += (f'\n[[models]]\nname = "{m.name}{WHOLE}"\npath = "models/prepared/{m.name}"\n'
-                   f'batching = {{ prefill_chunk_tokens = 0 }}\n')
+                   f'batching = {{ prefill_chunk_tokens = 0, prefix_cache_mib = 0 }}\n')
+        config += (f'\n[[models]]\nname = "{m.name}{COLD}"\npath = "models/prepared/{m.name}"\n'
+                   f'batching = {{ prefix_cache_mib = 0 }}\n')
     config_path = Path(tempfile.mkdtemp()) / "nnhost.toml"
     config_path.write_text(config)
     proc = subprocess.Popen([str(HOST), "serve", "--listen", f"127.0.0.1:{port}", "--config", str(config_path)],
@@ -393,7 +460,7 @@ def measure(url: str, models: list[Model], rounds: int, with_cpp: bool) -> dict:
     for m in models:
         raw = RawOrt(m)
         cpp = LlamaCpp(m) if with_cpp else None
-        stream_once(url, m)  # warm-ups
+        stream_once(url, cold(m))  # warm-ups
         stream_once(url, fused(m))
         raw.run()
         if cpp:
@@ -404,8 +471,8 @@ def measure(url: str, models: list[Model], rounds: int, with_cpp: bool) -> dict:
     for r in range(rounds):
         for m in models:
             raw, cpp = setups[m.name]["raw"], setups[m.name]["cpp"]
-            steps = [(("nnhost", 1), lambda: http_streams(url, m, 1)),
-                     (("nnhost", 4), lambda: http_streams(url, m, 4)),
+            steps = [(("nnhost", 1), lambda: http_streams(url, cold(m), 1)),
+                     (("nnhost", 4), lambda: http_streams(url, cold(m), 4)),
                      (("fused", 1), lambda: http_streams(url, fused(m), 1)),
                      (("fused", 4), lambda: http_streams(url, fused(m), 4)),
                      (("raw", 1), raw.run)]
@@ -423,12 +490,13 @@ def measure(url: str, models: list[Model], rounds: int, with_cpp: bool) -> dict:
     notes = {m.name: getattr(setups[m.name]["cpp"], "multi_error", None) for m in models if with_cpp}
     joins = {}
     for m in models:
-        for variant in ("", WHOLE):
+        for variant in (COLD, WHOLE):
             long_prompt_joins(url, m.name + variant)  # warm-up
             joins[(m.name, variant)] = median_row([long_prompt_joins(url, m.name + variant) for _ in range(2)])
-        print(f"long prompt joining {m.name}: {joins[(m.name, '')]} vs in one piece {joins[(m.name, WHOLE)]}",
+        print(f"long prompt joining {m.name}: {joins[(m.name, COLD)]} vs in one piece {joins[(m.name, WHOLE)]}",
               file=sys.stderr, flush=True)
-    return {"joins": joins,
+    turns = {m.name: conversation_turns(url, m) for m in models}
+    return {"joins": joins, "turns": turns,
             "rows": {name: {k: median_row(v) for k, v in per.items()} for name, per in runs.items()}, "runs": runs,
             "gguf": {m.name: setups[m.name]["cpp"].gguf for m in models if with_cpp}, "notes": notes}
 
@@ -442,7 +510,9 @@ def render(models: list[Model], result: dict, rounds: int, cpp_version: str | No
              f"Greedy, {NEW_TOKENS} new tokens, {THREADS} threads. SmolLM2 gets \"{STORY}\" as a chat message "
              "(ChatML template from its GGUF), Gemma 3 270M (a base model, /v1/completions) a story opening. "
              "**nnhost**: streamed through HTTP (SSE) → guest (template, SSE) → host generation engine → ONNX "
-             "Runtime. **raw ORT**: onnxruntime's Python API on the naive int4 graph (onnx/model.onnx), greedy "
+             "Runtime, with the prefix cache off (`prefix_cache_mib = 0`): every request repeats one prompt, which "
+             "llama.cpp's rows prefill anew each time (`reset()`); the cache's gain is measured separately below. "
+             "**raw ORT**: onnxruntime's Python API on the naive int4 graph (onnx/model.onnx), greedy "
              "loop. **llama.cpp**: llama-cpp-python on the GGUF file the model was prepared from "
              "(models/cache/sources/…, sha256 checked against the manifest), same prompt tokens; 1 stream is "
              "`Llama.generate`, 4 streams are 4 sequences of one context decoded together in one `llama_batch` "
@@ -497,10 +567,22 @@ def render(models: list[Model], result: dict, rounds: int, cpp_version: str | No
               "| model | prefill | prompt tokens | long prompt latency ms | stream gap p50 ms | stream gap max ms |",
               "|---|---|---|---|---|---|"]
     for m in models:
-        for variant, label in (("", "chunks of 128"), (WHOLE, "one piece")):
+        for variant, label in ((COLD, "chunks of 128"), (WHOLE, "one piece")):
             j = result["joins"][(m.name, variant)]
             lines.append(f"| {m.name} | {label} | {j['prompt_tokens']:.0f} | {j['long_ms']:.0f} | "
                          f"{j['gap_p50_ms']:.1f} | {j['gap_max_ms']:.0f} |")
+    lines += ["", "**A conversation about a document** (`batching.prefix_cache_mib`): a ~1500-token document, then "
+              "three questions, each turn re-sending the whole conversation as chat clients do (SmolLM2: chat "
+              "messages; Gemma: a Q/A transcript), 16 tokens streamed per answer. Time to first token per turn with "
+              "the prefix cache (the model as configured: a turn prefills only what the previous turn's prompt did "
+              "not hold) and without it (`prefix_cache_mib = 0`); the two interleaved, medians of 3 conversations, "
+              "each on a document of its own.", "",
+              "| model | turn | prompt tokens | TTFT without the cache ms | TTFT with the cache ms | speed-up |",
+              "|---|---|---|---|---|---|"]
+    for m in models:
+        for t in result.get("turns", {}).get(m.name, []):
+            lines.append(f"| {m.name} | {t['turn']} | {t['prompt_tokens']} | {t['cold_ms']:.0f} | "
+                         f"{t['cached_ms']:.0f} | {t['cold_ms'] / t['cached_ms']:.1f}× |")
     for name, note in result.get("notes", {}).items():
         if note:
             lines += ["", f"llama.cpp 4 streams were not run for {name} ({note})."]

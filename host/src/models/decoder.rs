@@ -225,6 +225,7 @@ impl DecoderModel {
                 max_generations: config.batching.max_generations,
                 max_batch: config.batching.max_batch_sequences,
                 prefill_chunk: config.batching.prefill_chunk_tokens,
+                prefix_cache_bytes: config.batching.prefix_cache_mib << 20,
             },
         )?;
         let base_model = nnhost.base_model

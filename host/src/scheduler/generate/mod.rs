@@ -9,6 +9,7 @@ mod decoder_graph;
 mod kv_batch;
 mod log_softmax;
 mod prefill;
+mod prefix_cache;
 mod prompt_scoring;
 pub mod sampler;
 pub mod text;

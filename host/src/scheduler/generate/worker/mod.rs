@@ -4,19 +4,22 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ort::value::DynValue;
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+mod prompt;
+
 use super::admission::Admission;
-use super::decoder_graph::{DecoderGraph, StepOutput};
+use super::decoder_graph::DecoderGraph;
 use super::kv_batch::{KvBatch, Prefilled};
-use super::prefill::{chunk_step, group_sizes, prefill_step};
-use super::prompt_scoring::{token_logprob, PromptScoring, SCORED_CHUNK};
+use super::prefill::group_sizes;
+use super::prefix_cache::PrefixCache;
+use super::prompt_scoring::token_logprob;
 use super::sampler::Sampler;
 use super::text::{IncrementalDecoder, Matched, StopMatcher};
 use super::{FinishReason, GenEvent, GenerateRequest, GenerationEnd, TokenLogprobs};
 use crate::error::{ErrorCode, InferenceError};
+use prompt::Chunking;
 
 /// Handle to a decoder model's generation worker.
 pub struct Generator {
@@ -41,22 +44,13 @@ pub struct GeneratorLimits {
     pub max_batch: usize,
     /// Longer prompts are prefilled in chunks of this many tokens (0 = in one piece).
     pub prefill_chunk: usize,
+    /// Recent prompts' KV caches kept for later prompts that start the same (0 = none).
+    pub prefix_cache_bytes: usize,
 }
 
 struct Job {
     request: GenerateRequest,
     events: UnboundedSender<GenEvent>,
-}
-
-/// A long (or scored) prompt being prefilled a chunk per decode step.
-struct Chunking {
-    seq: Active,
-    prompt: Vec<u32>,
-    /// Prompt tokens already in `past`.
-    done: usize,
-    past: Vec<DynValue>,
-    /// The prompt's tokens scored so far, when the request asked for that.
-    scoring: Option<PromptScoring>,
 }
 
 /// A generation in the decode batch.
@@ -88,6 +82,11 @@ impl Generator {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             in_flight: in_flight.clone(),
+            prefix_cache: PrefixCache::new(
+                limits.prefix_cache_bytes,
+                graph.layout(),
+                graph.shape(),
+            ),
             batch: KvBatch::new(graph.layout(), graph.shape(), limits.context_length),
             graph,
             tokenizer,
@@ -166,6 +165,7 @@ struct Worker {
     prefill_chunk: usize,
     /// Long prompts being prefilled, oldest first; one chunk of the first per step.
     chunking: VecDeque<Chunking>,
+    prefix_cache: PrefixCache,
     provider: String,
     model: String,
 }
@@ -257,25 +257,17 @@ impl Worker {
             };
             chosen.push(next);
         }
-        let (long, mut jobs): (Vec<Job>, Vec<Job>) =
-            chosen.into_iter().map(|(_, job)| job).partition(|job| {
-                job.request.prompt.len() > self.prefill_chunk
-                    || job.request.prompt_logprobs.is_some()
-            });
-        for job in long {
-            let prompt = job.request.prompt.clone();
-            let scoring = job
-                .request
-                .prompt_logprobs
-                .map(|top| PromptScoring::new(top, prompt.len()));
-            if let Some(seq) = self.activate(job, Instant::now()) {
-                self.chunking.push_back(Chunking {
-                    seq,
-                    prompt,
-                    done: 0,
-                    past: Vec::new(),
-                    scoring,
-                });
+        let mut jobs = Vec::new();
+        for (_, job) in chosen {
+            let scored = job.request.prompt_logprobs.is_some();
+            // A scored prompt needs the logits of every position: none may come from a cache.
+            let hit = (!scored)
+                .then(|| self.cached_prefix(&job.request.prompt))
+                .flatten();
+            if hit.is_some() || scored || job.request.prompt.len() > self.prefill_chunk {
+                self.start_chunking(job, hit);
+            } else {
+                jobs.push(job);
             }
         }
         jobs.sort_by_key(|job| job.request.prompt.len());
@@ -323,61 +315,6 @@ impl Worker {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Runs the prompts of new generations together (padded as the cache layout
-    /// wants) and samples each one's first token. Returns those still going.
-    fn prefill(&mut self, jobs: Vec<Job>) -> Vec<(Active, Prefilled)> {
-        let started = Instant::now();
-        let mut seqs = Vec::with_capacity(jobs.len());
-        let mut prompts = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let prompt = job.request.prompt.clone();
-            if let Some(seq) = self.activate(job, started) {
-                seqs.push(seq);
-                prompts.push(prompt);
-            }
-        }
-        if seqs.is_empty() {
-            return Vec::new();
-        }
-        let step = prefill_step(&prompts, self.graph.layout());
-        let result = self
-            .graph
-            .empty_past(prompts.len())
-            .and_then(|past| self.graph.run(step, past));
-        let out = match result {
-            Ok(out) => out,
-            Err(e) => {
-                for mut seq in seqs {
-                    self.finish(&mut seq, FinishReason::Error, Some(format!("{e:#}")));
-                }
-                return Vec::new();
-            }
-        };
-        tracing::debug!(model = %self.model, sequences = seqs.len(),
-            prompt_tokens = prompts.iter().map(Vec::len).sum::<usize>(),
-            prefill_ms = started.elapsed().as_secs_f64() * 1e3, "prefill");
-        let StepOutput {
-            mut logits,
-            present,
-        } = out;
-        let present = Arc::new(present);
-        let mut joined = Vec::new();
-        for (row, (mut seq, logits)) in seqs.into_iter().zip(logits.rows_mut()).enumerate() {
-            if self.accept(&mut seq, logits) {
-                let len = seq.cached;
-                joined.push((
-                    seq,
-                    Prefilled {
-                        values: present.clone(),
-                        row,
-                        len,
-                    },
-                ));
-            }
-        }
-        joined
-    }
-
     /// A job's generation, or None when it needs no graph run (its client went away,
     /// or it asked for no tokens and no scoring).
     fn activate(&mut self, job: Job, started: Instant) -> Option<Active> {
@@ -405,81 +342,6 @@ impl Worker {
         } else {
             Some(seq)
         }
-    }
-
-    /// Runs the next chunk of the oldest long prompt; after its last chunk, samples
-    /// the first token and returns the generation ready to join the batch.
-    fn prefill_chunk(&mut self) -> Option<(Active, Prefilled)> {
-        let mut chunking = self.chunking.pop_front()?;
-        let started = Instant::now();
-        let chunk = match chunking.scoring {
-            Some(_) => self.prefill_chunk.min(SCORED_CHUNK),
-            None => self.prefill_chunk,
-        };
-        let end = chunking
-            .done
-            .saturating_add(chunk)
-            .min(chunking.prompt.len());
-        let step = chunk_step(&chunking.prompt, chunking.done, end);
-        let past = if chunking.done == 0 {
-            self.graph.empty_past(1)
-        } else {
-            Ok(std::mem::take(&mut chunking.past))
-        };
-        let scored = chunking.scoring.is_some();
-        let out = past.and_then(|past| match scored {
-            true => self.graph.run_scoring(step, past),
-            false => self.graph.run(step, past),
-        });
-        let out = match out {
-            Ok(out) => out,
-            Err(e) => {
-                self.finish(
-                    &mut chunking.seq,
-                    FinishReason::Error,
-                    Some(format!("{e:#}")),
-                );
-                return None;
-            }
-        };
-        tracing::debug!(model = %self.model, from = chunking.done, to = end,
-            prompt_tokens = chunking.prompt.len(),
-            chunk_ms = started.elapsed().as_secs_f64() * 1e3, "prefill chunk");
-        let StepOutput {
-            mut logits,
-            present,
-        } = out;
-        let from = chunking.done;
-        chunking.done = end;
-        let mut rows = logits.rows_mut();
-        if let Some(scoring) = &mut chunking.scoring {
-            scoring.add_chunk(&chunking.prompt, from, end, &mut rows, &self.tokenizer);
-        }
-        if end < chunking.prompt.len() {
-            chunking.past = present;
-            self.chunking.push_front(chunking);
-            return None;
-        }
-        let mut seq = chunking.seq;
-        if let Some(scoring) = chunking.scoring {
-            let _ = seq.events.send(GenEvent::Prompt(scoring.into_tokens()));
-            if seq.max_tokens == 0 {
-                self.finish(&mut seq, FinishReason::Length, None);
-                return None;
-            }
-        }
-        let first = rows.next()?;
-        self.accept(&mut seq, first).then(|| {
-            let len = seq.cached;
-            (
-                seq,
-                Prefilled {
-                    values: Arc::new(present),
-                    row: 0,
-                    len,
-                },
-            )
-        })
     }
 
     /// One token for every row of the batch.

@@ -1,0 +1,311 @@
+//! The KV caches of recent prompts, kept after their prefill so that a later prompt
+//! starting with the same tokens (a shared system prompt, the earlier turns of a
+//! conversation, an agent's tool definitions) prefills only what follows them.
+//! Bounded in bytes; the least recently used prompt goes first.
+
+use std::sync::Arc;
+
+use anyhow::{ensure, Result};
+use ort::value::{DynValue, Tensor};
+
+use super::decoder_graph::{DecoderShape, KvLayout};
+use super::kv_batch::Prefilled;
+
+/// Shorter shared prefixes are not worth leaving the batched prefill for.
+pub const MIN_PREFIX: usize = 16;
+
+pub struct PrefixCache {
+    /// Least recently used first.
+    entries: Vec<Entry>,
+    bytes: usize,
+    max_bytes: usize,
+    layout: KvLayout,
+    shape: DecoderShape,
+}
+
+struct Entry {
+    tokens: Vec<u32>,
+    /// Row `row` of `[rows, kv_heads, width, head_dim]` per past input, holding
+    /// `tokens.len()` positions placed as `layout` places them.
+    cache: Prefilled,
+    bytes: usize,
+}
+
+/// A prompt's first `len` tokens, already computed: the `past` of its next chunk.
+pub struct Hit {
+    pub len: usize,
+    pub past: Vec<DynValue>,
+}
+
+impl PrefixCache {
+    pub fn new(max_bytes: usize, layout: KvLayout, shape: DecoderShape) -> Self {
+        Self {
+            entries: Vec::new(),
+            bytes: 0,
+            max_bytes,
+            layout,
+            shape,
+        }
+    }
+
+    /// Bytes one cached token takes (keys and values of every layer).
+    fn token_bytes(&self) -> usize {
+        let DecoderShape {
+            layers,
+            kv_heads,
+            head_dim,
+        } = self.shape;
+        2 * layers * kv_heads * head_dim * std::mem::size_of::<f32>()
+    }
+
+    /// The longest cached prefix of `prompt` (at least [`MIN_PREFIX`] tokens, and
+    /// never the whole prompt: its last token must run to give the next one's logits).
+    pub fn lookup(&mut self, prompt: &[u32]) -> Result<Option<Hit>> {
+        let usable = prompt.len().saturating_sub(1);
+        let best = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (common_prefix(&e.tokens, prompt).min(usable), i))
+            .max(); // ties go to the most recently used (the later index)
+        let Some((len, index)) = best.filter(|&(len, _)| len >= MIN_PREFIX) else {
+            return Ok(None);
+        };
+        let entry = self.entries.remove(index);
+        let past = copy_prefix(&entry.cache, len, self.layout, self.shape);
+        self.entries.push(entry);
+        Ok(Some(Hit { len, past: past? }))
+    }
+
+    /// Keeps the cache of a prompt just prefilled. Shares `cache` when it is the
+    /// prompt's alone; copies the row out of a batched prefill's padded values.
+    pub fn insert(&mut self, prompt: &[u32], cache: &Prefilled) -> Result<()> {
+        let bytes = prompt.len() * self.token_bytes();
+        if prompt.len() < MIN_PREFIX || bytes > self.max_bytes || self.max_bytes == 0 {
+            return Ok(());
+        }
+        if let Some(i) = self
+            .entries
+            .iter()
+            .position(|e| e.tokens.len() >= prompt.len() && e.tokens.starts_with(prompt))
+        {
+            let entry = self.entries.remove(i);
+            self.entries.push(entry);
+            return Ok(());
+        }
+        let (tight, _) = tight_shape(cache)?;
+        let cache = match tight && cache.len == prompt.len() {
+            true => Prefilled {
+                values: cache.values.clone(),
+                row: cache.row,
+                len: cache.len,
+            },
+            false => Prefilled {
+                values: Arc::new(copy_prefix(cache, prompt.len(), self.layout, self.shape)?),
+                row: 0,
+                len: prompt.len(),
+            },
+        };
+        // A cached prompt this one extends is covered by it.
+        let mut freed = 0;
+        self.entries.retain(|e| {
+            let covered = prompt.starts_with(&e.tokens);
+            if covered {
+                freed += e.bytes;
+            }
+            !covered
+        });
+        self.bytes -= freed;
+        while self.bytes + bytes > self.max_bytes && !self.entries.is_empty() {
+            self.bytes -= self.entries.remove(0).bytes;
+        }
+        self.bytes += bytes;
+        self.entries.push(Entry {
+            tokens: prompt.to_vec(),
+            cache,
+            bytes,
+        });
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub fn cached_tokens(&self) -> usize {
+        self.entries.iter().map(|e| e.tokens.len()).sum()
+    }
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Whether `cache` is one row exactly `len` positions wide (then both layouts agree
+/// on where its tokens are), and that width.
+fn tight_shape(cache: &Prefilled) -> Result<(bool, usize)> {
+    let value = cache
+        .values
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("a prefilled cache without values"))?;
+    let (shape, _) = value.try_extract_tensor::<f32>()?;
+    ensure!(shape.len() == 4, "a cache of shape {shape:?}");
+    let width = shape[2] as usize;
+    Ok((shape[0] == 1 && width == cache.len, width))
+}
+
+/// `[1, kv_heads, len, head_dim]` per past input: the first `len` cached tokens of
+/// `cache`'s row.
+fn copy_prefix(
+    cache: &Prefilled,
+    len: usize,
+    layout: KvLayout,
+    shape: DecoderShape,
+) -> Result<Vec<DynValue>> {
+    let DecoderShape {
+        kv_heads, head_dim, ..
+    } = shape;
+    ensure!(len <= cache.len, "{len} of {} cached tokens", cache.len);
+    cache
+        .values
+        .iter()
+        .map(|value| {
+            let (dims, src) = value.try_extract_tensor::<f32>()?;
+            ensure!(
+                dims.len() == 4
+                    && (cache.row as i64) < dims[0]
+                    && dims[1] as usize == kv_heads
+                    && dims[2] as usize >= cache.len
+                    && dims[3] as usize == head_dim,
+                "a cache of shape {dims:?} for row {} of {} tokens",
+                cache.row,
+                cache.len
+            );
+            let width = dims[2] as usize;
+            let first = match layout {
+                KvLayout::LeftPadded => width - cache.len,
+                KvLayout::Ragged => 0,
+            };
+            let mut data = Vec::with_capacity(kv_heads * len * head_dim);
+            for head in 0..kv_heads {
+                let from = ((cache.row * kv_heads + head) * width + first) * head_dim;
+                data.extend_from_slice(&src[from..from + len * head_dim]);
+            }
+            Ok(Tensor::from_array(([1usize, kv_heads, len, head_dim], data))?.into_dyn())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHAPE: DecoderShape = DecoderShape {
+        layers: 1,
+        kv_heads: 2,
+        head_dim: 1,
+    };
+
+    /// One layer's key and value for `rows` rows `width` wide: entry (row, head, pos) = 100r + 10h + pos.
+    fn values(rows: usize, width: usize) -> Arc<Vec<DynValue>> {
+        crate::providers::ort_env::init("").expect("ONNX Runtime from the project's .venv");
+        let data: Vec<f32> = (0..rows)
+            .flat_map(|r| {
+                (0..2).flat_map(move |h| (0..width).map(move |p| (100 * r + 10 * h + p) as f32))
+            })
+            .collect();
+        Arc::new(
+            (0..2)
+                .map(|_| {
+                    Tensor::from_array(([rows, 2, width, 1], data.clone()))
+                        .unwrap()
+                        .into_dyn()
+                })
+                .collect(),
+        )
+    }
+
+    fn alone(len: usize) -> Prefilled {
+        Prefilled {
+            values: values(1, len),
+            row: 0,
+            len,
+        }
+    }
+
+    fn data(past: &[DynValue]) -> Vec<f32> {
+        past[0].try_extract_tensor::<f32>().unwrap().1.to_vec()
+    }
+
+    fn cache(max_tokens: usize) -> PrefixCache {
+        let layout = KvLayout::LeftPadded;
+        PrefixCache::new(max_tokens * 2 * 2 * 4, layout, SHAPE)
+    }
+
+    #[test]
+    fn a_prompt_reuses_the_longest_cached_prefix_but_runs_its_last_token() {
+        let mut cache = cache(1000);
+        let system: Vec<u32> = (0..20).collect();
+        let turn: Vec<u32> = (0..30).collect();
+        cache.insert(&system, &alone(20)).unwrap();
+        cache.insert(&turn, &alone(30)).unwrap();
+        assert_eq!(cache.entries.len(), 1, "the turn covers the system prompt");
+        let next: Vec<u32> = (0..25).chain([99, 98]).collect();
+        let hit = cache.lookup(&next).unwrap().unwrap();
+        assert_eq!(hit.len, 25);
+        assert_eq!(data(&hit.past)[..3], [0., 1., 2.]);
+        assert_eq!(
+            data(&hit.past)[25..28],
+            [10., 11., 12.],
+            "head 1 follows head 0"
+        );
+        assert_eq!(cache.lookup(&turn).unwrap().unwrap().len, 29);
+        assert!(cache.lookup(&[0, 1, 2]).unwrap().is_none(), "too short");
+        assert!(cache
+            .lookup(&(50..90).collect::<Vec<_>>())
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn rows_of_a_padded_batch_are_copied_out() {
+        let mut cache = cache(1000);
+        // Row 1 of a left-padded batch 24 wide holds a 20-token prompt at positions 4..24.
+        let batch = Prefilled {
+            values: values(2, 24),
+            row: 1,
+            len: 20,
+        };
+        let prompt: Vec<u32> = (0..20).collect();
+        cache.insert(&prompt, &batch).unwrap();
+        let hit = cache.lookup(&(0..22).collect::<Vec<_>>()).unwrap().unwrap();
+        assert_eq!(hit.len, 20);
+        assert_eq!(data(&hit.past)[..2], [104., 105.]);
+        assert_eq!(data(&hit.past)[20..22], [114., 115.]);
+    }
+
+    #[test]
+    fn the_least_recently_used_prompt_leaves_first() {
+        let mut cache = cache(50);
+        let a: Vec<u32> = (0..20).collect();
+        let b: Vec<u32> = (100..120).collect();
+        let c: Vec<u32> = (200..220).collect();
+        cache.insert(&a, &alone(20)).unwrap();
+        cache.insert(&b, &alone(20)).unwrap();
+        assert!(cache
+            .lookup(&[a.clone(), vec![7]].concat())
+            .unwrap()
+            .is_some());
+        cache.insert(&c, &alone(20)).unwrap();
+        assert_eq!(cache.cached_tokens(), 40);
+        assert!(
+            cache.lookup(&[b, vec![7]].concat()).unwrap().is_none(),
+            "b went"
+        );
+        assert!(cache.lookup(&[a, vec![7]].concat()).unwrap().is_some());
+        let too_big: Vec<u32> = (0..60).collect();
+        cache.insert(&too_big, &alone(60)).unwrap();
+        assert_eq!(
+            cache.cached_tokens(),
+            40,
+            "larger than the whole cache: not kept"
+        );
+    }
+}

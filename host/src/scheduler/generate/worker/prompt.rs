@@ -1,0 +1,228 @@
+//! How a new generation's prompt gets into the KV cache: prompts of similar length
+//! prefilled together; long, scored or partly cached ones a chunk per decode step;
+//! the prefix cache consulted before and filled after.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ort::value::DynValue;
+
+use super::super::decoder_graph::StepOutput;
+use super::super::kv_batch::Prefilled;
+use super::super::prefill::{chunk_step, prefill_step};
+use super::super::prefix_cache::Hit;
+use super::super::prompt_scoring::{PromptScoring, SCORED_CHUNK};
+use super::super::{FinishReason, GenEvent};
+use super::{Active, Job, Worker};
+
+/// A long (or scored) prompt being prefilled a chunk per decode step.
+pub(super) struct Chunking {
+    pub(super) seq: Active,
+    prompt: Vec<u32>,
+    /// Prompt tokens already in `past`.
+    done: usize,
+    past: Vec<DynValue>,
+    /// The prompt's tokens scored so far, when the request asked for that.
+    scoring: Option<PromptScoring>,
+}
+
+impl Worker {
+    /// A long or scored prompt, or one whose start is cached, is prefilled a chunk per
+    /// step. A cached prompt's short rest goes before long prompts being chunked.
+    pub(super) fn start_chunking(&mut self, job: Job, hit: Option<Hit>) {
+        let prompt = job.request.prompt.clone();
+        let scoring = job
+            .request
+            .prompt_logprobs
+            .map(|top| PromptScoring::new(top, prompt.len()));
+        let Some(seq) = self.activate(job, Instant::now()) else {
+            return;
+        };
+        let (done, past) = hit.map_or((0, Vec::new()), |hit| (hit.len, hit.past));
+        let quick = |c: &Chunking| c.done > 0 && c.prompt.len() - c.done <= self.prefill_chunk;
+        let chunking = Chunking {
+            seq,
+            prompt,
+            done,
+            past,
+            scoring,
+        };
+        match quick(&chunking) {
+            true => {
+                let at = self.chunking.iter().take_while(|c| quick(c)).count();
+                self.chunking.insert(at, chunking);
+            }
+            false => self.chunking.push_back(chunking),
+        }
+    }
+
+    /// The longest cached start of `prompt`, if any is worth using; counts the
+    /// prompt's tokens as reused or to prefill.
+    pub(super) fn cached_prefix(&mut self, prompt: &[u32]) -> Option<Hit> {
+        let hit = self.prefix_cache.lookup(prompt).unwrap_or_else(|e| {
+            tracing::warn!(model = %self.model, error = %format!("{e:#}"), "prefix cache lookup failed");
+            None
+        });
+        let reused = hit.as_ref().map_or(0, |h| h.len);
+        let counter = &crate::metrics::metrics().prefix_cache_tokens;
+        counter
+            .with_label_values(&[&self.model, "reused"])
+            .inc_by(reused as u64);
+        counter
+            .with_label_values(&[&self.model, "prefilled"])
+            .inc_by((prompt.len() - reused) as u64);
+        hit
+    }
+
+    /// Keeps a prefilled prompt's cache for later prompts that start the same.
+    pub(super) fn remember(&mut self, prompt: &[u32], cache: Prefilled) {
+        if let Err(e) = self.prefix_cache.insert(prompt, &cache) {
+            tracing::warn!(model = %self.model, error = %format!("{e:#}"), "prefix cache insert failed");
+        }
+    }
+
+    /// Runs the prompts of new generations together (padded as the cache layout
+    /// wants) and samples each one's first token. Returns those still going.
+    pub(super) fn prefill(&mut self, jobs: Vec<Job>) -> Vec<(Active, Prefilled)> {
+        let started = Instant::now();
+        let mut seqs = Vec::with_capacity(jobs.len());
+        let mut prompts = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let prompt = job.request.prompt.clone();
+            if let Some(seq) = self.activate(job, started) {
+                seqs.push(seq);
+                prompts.push(prompt);
+            }
+        }
+        if seqs.is_empty() {
+            return Vec::new();
+        }
+        let step = prefill_step(&prompts, self.graph.layout());
+        let result = self
+            .graph
+            .empty_past(prompts.len())
+            .and_then(|past| self.graph.run(step, past));
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                for mut seq in seqs {
+                    self.finish(&mut seq, FinishReason::Error, Some(format!("{e:#}")));
+                }
+                return Vec::new();
+            }
+        };
+        tracing::debug!(model = %self.model, sequences = seqs.len(),
+            prompt_tokens = prompts.iter().map(Vec::len).sum::<usize>(),
+            prefill_ms = started.elapsed().as_secs_f64() * 1e3, "prefill");
+        let StepOutput {
+            mut logits,
+            present,
+        } = out;
+        let present = Arc::new(present);
+        for (row, prompt) in prompts.iter().enumerate() {
+            let cache = Prefilled {
+                values: present.clone(),
+                row,
+                len: prompt.len(),
+            };
+            self.remember(prompt, cache);
+        }
+        let mut joined = Vec::new();
+        for (row, (mut seq, logits)) in seqs.into_iter().zip(logits.rows_mut()).enumerate() {
+            if self.accept(&mut seq, logits) {
+                let len = seq.cached;
+                joined.push((
+                    seq,
+                    Prefilled {
+                        values: present.clone(),
+                        row,
+                        len,
+                    },
+                ));
+            }
+        }
+        joined
+    }
+
+    /// Runs the next chunk of the oldest long prompt; after its last chunk, samples
+    /// the first token and returns the generation ready to join the batch.
+    pub(super) fn prefill_chunk(&mut self) -> Option<(Active, Prefilled)> {
+        let mut chunking = self.chunking.pop_front()?;
+        let started = Instant::now();
+        let chunk = match chunking.scoring {
+            Some(_) => self.prefill_chunk.min(SCORED_CHUNK),
+            None => self.prefill_chunk,
+        };
+        let end = chunking
+            .done
+            .saturating_add(chunk)
+            .min(chunking.prompt.len());
+        let step = chunk_step(&chunking.prompt, chunking.done, end);
+        let past = if chunking.done == 0 {
+            self.graph.empty_past(1)
+        } else {
+            Ok(std::mem::take(&mut chunking.past))
+        };
+        let scored = chunking.scoring.is_some();
+        let out = past.and_then(|past| match scored {
+            true => self.graph.run_scoring(step, past),
+            false => self.graph.run(step, past),
+        });
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                self.finish(
+                    &mut chunking.seq,
+                    FinishReason::Error,
+                    Some(format!("{e:#}")),
+                );
+                return None;
+            }
+        };
+        tracing::debug!(model = %self.model, from = chunking.done, to = end,
+            prompt_tokens = chunking.prompt.len(),
+            chunk_ms = started.elapsed().as_secs_f64() * 1e3, "prefill chunk");
+        let StepOutput {
+            mut logits,
+            present,
+        } = out;
+        let from = chunking.done;
+        chunking.done = end;
+        let mut rows = logits.rows_mut();
+        if let Some(scoring) = &mut chunking.scoring {
+            scoring.add_chunk(&chunking.prompt, from, end, &mut rows, &self.tokenizer);
+        }
+        if end < chunking.prompt.len() {
+            chunking.past = present;
+            self.chunking.push_front(chunking);
+            return None;
+        }
+        let present = Arc::new(present);
+        let cache = Prefilled {
+            values: present.clone(),
+            row: 0,
+            len: end,
+        };
+        self.remember(&chunking.prompt, cache);
+        let mut seq = chunking.seq;
+        if let Some(scoring) = chunking.scoring {
+            let _ = seq.events.send(GenEvent::Prompt(scoring.into_tokens()));
+            if seq.max_tokens == 0 {
+                self.finish(&mut seq, FinishReason::Length, None);
+                return None;
+            }
+        }
+        let first = rows.next()?;
+        self.accept(&mut seq, first).then(|| {
+            let len = seq.cached;
+            (
+                seq,
+                Prefilled {
+                    values: present,
+                    row: 0,
+                    len,
+                },
+            )
+        })
+    }
+}

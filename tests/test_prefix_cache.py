@@ -1,0 +1,174 @@
+"""The prefix cache: a prompt that starts with the tokens of an earlier one (a shared
+system prompt, the earlier turns of a conversation) prefills only what follows, and
+reads exactly as if it had been prefilled whole."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+
+from conftest import GEMMA, ROUTER_WASM, SMOLLM, Server, assert_same_or_near_tie
+
+CONFIG = """
+[[models]]
+name = "smollm2-fp32"
+path = "{smollm}"
+onnx = "onnx/model_fp32.onnx"
+
+[[models]]
+name = "smollm2-fp32-uncached"
+path = "{smollm}"
+onnx = "onnx/model_fp32.onnx"
+batching = {{ prefix_cache_mib = 0 }}
+
+[[models]]
+name = "smollm2"
+path = "{smollm}"
+
+[[models]]
+name = "gemma-fused"
+path = "{gemma}"
+onnx = "onnx/model_fused.onnx"
+
+[[models]]
+name = "gemma-fused-uncached"
+path = "{gemma}"
+onnx = "onnx/model_fused.onnx"
+batching = {{ prefix_cache_mib = 0 }}
+
+[[tenants]]
+name = "default"
+public = true
+component = "{router}"
+"""
+
+SYSTEM = ("You are a careful assistant for a small bakery. You answer questions about opening hours, "
+          "bread, cakes and orders in one or two short sentences, and you never invent prices.")
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    srv = Server(CONFIG.format(smollm=SMOLLM, gemma=GEMMA, router=ROUTER_WASM),
+                 tmp_path_factory.mktemp("nnhost-prefix-cache"))
+    yield srv
+    srv.stop()
+
+
+def tokens(host, model: str) -> dict[str, float]:
+    """The model's prompt tokens so far: reused from the cache, and prefilled."""
+    found = {"reused": 0.0, "prefilled": 0.0}
+    for line in host.get("/metrics").text.splitlines():
+        m = re.match(r'nnhost_prefix_cache_tokens_total\{model="([^"]+)",outcome="(\w+)"\} (\S+)', line)
+        if m and m.group(1) == model:
+            found[m.group(2)] = float(m.group(3))
+    return found
+
+
+def chat(host, model: str, messages: list[dict], max_tokens: int = 24) -> tuple[str, int]:
+    r = requests.post(host.url + "/v1/chat/completions", timeout=300,
+                      json={"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    return body["choices"][0]["message"]["content"], body["usage"]["prompt_tokens"]
+
+
+def complete(host, model: str, prompt: str, max_tokens: int = 24) -> tuple[dict, int]:
+    """The greedy choice (with its tokens' top-5 log probabilities) and the prompt's tokens."""
+    r = requests.post(host.url + "/v1/completions", timeout=300,
+                      json={"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+                            "logprobs": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    return body["choices"][0], body["usage"]["prompt_tokens"]
+
+
+QUESTIONS = ["When do you open on Saturdays?", "Do you bake rye bread?", "Can I order a cake for Sunday?"]
+
+
+def conversation(host, model: str, answers: list[str] | None = None) -> list[tuple[dict | str, int, float]]:
+    """Three turns of one conversation (chat messages for SmolLM2, a growing transcript
+    for Gemma 3 270M, a base model); each turn's answer, prompt tokens and the tokens
+    the prefix cache gave it. With `answers`, the transcript holds those instead of the
+    model's own, so two models get the same prompts."""
+    messages = [{"role": "system", "content": SYSTEM}]
+    transcript = SYSTEM
+    turns = []
+    for k, question in enumerate(QUESTIONS):
+        before = tokens(host, model)["reused"]
+        if model.startswith("gemma"):
+            transcript += f"\n\nQ: {question}\nA:"
+            answer, prompt_tokens = complete(host, model, transcript)
+            transcript += answers[k] if answers else answer["text"]
+        else:
+            messages.append({"role": "user", "content": question})
+            answer, prompt_tokens = chat(host, model, messages)
+            messages.append({"role": "assistant", "content": answers[k] if answers else answer})
+        turns.append((answer, prompt_tokens, tokens(host, model)["reused"] - before))
+    return turns
+
+
+@pytest.mark.parametrize("model", ["smollm2-fp32", "gemma-fused"])
+def test_a_conversation_prefills_only_its_new_turn_and_reads_as_uncached(host, model):
+    """Each turn re-sends the whole conversation: from the second on, the earlier turns
+    come from the cache. The answers are those of the uncached model: token for token
+    on the fp32 graph (concatenated cache), and up to a near-tie on the 8-bit fused one
+    (GroupQueryAttention's cache), whose int8 activations round a prompt's last token
+    run alone differently from the same token in a whole prefill."""
+    before = tokens(host, model)
+    cached = conversation(host, model)
+    answers = [a if isinstance(a, str) else a["text"] for a, _, _ in cached]
+    uncached = conversation(host, model + "-uncached", answers)
+    if model.endswith("fp32"):
+        assert answers == [a for a, _, _ in uncached]
+    else:
+        for k, ((c, _, _), (u, _, _)) in enumerate(zip(cached, uncached)):
+            assert_same_or_near_tie(u, c, f"turn {k + 1}")
+    assert [t[1] for t in cached] == [t[1] for t in uncached]
+    (_, first, reused_first), (_, second, reused_second), (_, third, reused_third) = cached
+    # Each prompt starts with the whole one before (up to a token or two where the
+    # tokenizer merges across the seam of a generated answer).
+    assert first - 3 <= reused_second < second, (first, second, reused_second)
+    assert second - 3 <= reused_third < third, (second, third, reused_third)
+    after = tokens(host, model)
+    # Every prompt token was either reused or prefilled, none twice.
+    assert (after["reused"] + after["prefilled"]) - (before["reused"] + before["prefilled"]) \
+        == first + second + third
+    assert tokens(host, model + "-uncached")["reused"] == 0
+
+
+def test_prompts_sharing_a_system_prompt_reuse_it(host):
+    """Different users, one system prompt: later prompts reuse its tokens."""
+    before = tokens(host, "smollm2")
+    for question in ["What is rye?", "Are you open on Mondays?", "How long does a cake keep?"]:
+        chat(host, "smollm2", [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+             max_tokens=4)
+    after = tokens(host, "smollm2")
+    # The system prompt alone is ~45 tokens: reused by the second and the third prompts.
+    assert after["reused"] - before["reused"] >= 2 * 40, (before, after)
+
+
+def test_the_same_prompt_twice_runs_only_its_last_token_again(host):
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Tell me about sourdough."}]
+    first, prompt_tokens = chat(host, "smollm2-fp32", messages)
+    before = tokens(host, "smollm2-fp32")
+    second, _ = chat(host, "smollm2-fp32", messages)
+    after = tokens(host, "smollm2-fp32")
+    assert second == first
+    assert after["reused"] - before["reused"] == prompt_tokens - 1
+    assert after["prefilled"] - before["prefilled"] == 1
+
+
+def test_a_long_cached_document_is_not_prefilled_again(host):
+    """A long document asked about twice (in chunks the first time): the second question
+    prefills only itself."""
+    document = "The mill by the river ground the town's grain for a hundred years. " * 60
+    before = tokens(host, "smollm2")
+    _, long_tokens = chat(host, "smollm2", [{"role": "user", "content": document + "\nWho built the mill?"}],
+                          max_tokens=4)
+    middle = tokens(host, "smollm2")
+    chat(host, "smollm2", [{"role": "user", "content": document + "\nWhat did it grind?"}], max_tokens=4)
+    after = tokens(host, "smollm2")
+    assert long_tokens > 600
+    assert middle["prefilled"] - before["prefilled"] > 0.9 * long_tokens
+    assert after["reused"] - middle["reused"] > long_tokens - 30
