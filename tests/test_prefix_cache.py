@@ -65,31 +65,31 @@ def tokens(host, model: str) -> dict[str, float]:
     return found
 
 
-def chat(host, model: str, messages: list[dict], max_tokens: int = 24) -> tuple[str, int]:
+def chat(host, model: str, messages: list[dict], max_tokens: int = 24) -> tuple[str, dict]:
     r = requests.post(host.url + "/v1/chat/completions", timeout=300,
                       json={"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0})
     assert r.status_code == 200, r.text
     body = r.json()
-    return body["choices"][0]["message"]["content"], body["usage"]["prompt_tokens"]
+    return body["choices"][0]["message"]["content"], body["usage"]
 
 
-def complete(host, model: str, prompt: str, max_tokens: int = 24) -> tuple[dict, int]:
-    """The greedy choice (with its tokens' top-5 log probabilities) and the prompt's tokens."""
+def complete(host, model: str, prompt: str, max_tokens: int = 24) -> tuple[dict, dict]:
+    """The greedy choice (with its tokens' top-5 log probabilities) and the usage."""
     r = requests.post(host.url + "/v1/completions", timeout=300,
                       json={"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
                             "logprobs": 5})
     assert r.status_code == 200, r.text
     body = r.json()
-    return body["choices"][0], body["usage"]["prompt_tokens"]
+    return body["choices"][0], body["usage"]
 
 
 QUESTIONS = ["When do you open on Saturdays?", "Do you bake rye bread?", "Can I order a cake for Sunday?"]
 
 
-def conversation(host, model: str, answers: list[str] | None = None) -> list[tuple[dict | str, int, float]]:
+def conversation(host, model: str, answers: list[str] | None = None) -> list[tuple[dict | str, dict, float]]:
     """Three turns of one conversation (chat messages for SmolLM2, a growing transcript
-    for Gemma 3 270M, a base model); each turn's answer, prompt tokens and the tokens
-    the prefix cache gave it. With `answers`, the transcript holds those instead of the
+    for Gemma 3 270M, a base model); each turn's answer, usage and the tokens the
+    prefix cache gave it. With `answers`, the transcript holds those instead of the
     model's own, so two models get the same prompts."""
     messages = [{"role": "system", "content": SYSTEM}]
     transcript = SYSTEM
@@ -98,13 +98,13 @@ def conversation(host, model: str, answers: list[str] | None = None) -> list[tup
         before = tokens(host, model)["reused"]
         if model.startswith("gemma"):
             transcript += f"\n\nQ: {question}\nA:"
-            answer, prompt_tokens = complete(host, model, transcript)
+            answer, usage = complete(host, model, transcript)
             transcript += answers[k] if answers else answer["text"]
         else:
             messages.append({"role": "user", "content": question})
-            answer, prompt_tokens = chat(host, model, messages)
+            answer, usage = chat(host, model, messages)
             messages.append({"role": "assistant", "content": answers[k] if answers else answer})
-        turns.append((answer, prompt_tokens, tokens(host, model)["reused"] - before))
+        turns.append((answer, usage, tokens(host, model)["reused"] - before))
     return turns
 
 
@@ -124,16 +124,18 @@ def test_a_conversation_prefills_only_its_new_turn_and_reads_as_uncached(host, m
     else:
         for k, ((c, _, _), (u, _, _)) in enumerate(zip(cached, uncached)):
             assert_same_or_near_tie(u, c, f"turn {k + 1}")
-    assert [t[1] for t in cached] == [t[1] for t in uncached]
-    (_, first, reused_first), (_, second, reused_second), (_, third, reused_third) = cached
-    # Each prompt starts with the whole one before (up to a token or two where the
-    # tokenizer merges across the seam of a generated answer).
-    assert first - 3 <= reused_second < second, (first, second, reused_second)
-    assert second - 3 <= reused_third < third, (second, third, reused_third)
+    assert [t[1]["prompt_tokens"] for t in cached] == [t[1]["prompt_tokens"] for t in uncached]
+    (_, first, _), (_, second, reused_second), (_, third, reused_third) = cached
+    # A turn's prompt starts with the previous turn's prompt and answer, whose cache was
+    # kept when it finished: all of it but the answer's last token (sampled, never run),
+    # up to a token or two where the tokenizer merges across the seam of the answer.
+    for earlier, later, reused in ((first, second, reused_second), (second, third, reused_third)):
+        held = earlier["prompt_tokens"] + earlier["completion_tokens"] - 1
+        assert held - 3 <= reused <= held and reused < later["prompt_tokens"], (earlier, later, reused)
     after = tokens(host, model)
     # Every prompt token was either reused or prefilled, none twice.
     assert (after["reused"] + after["prefilled"]) - (before["reused"] + before["prefilled"]) \
-        == first + second + third
+        == sum(t[1]["prompt_tokens"] for t in cached)
     assert tokens(host, model + "-uncached")["reused"] == 0
 
 
@@ -150,7 +152,8 @@ def test_prompts_sharing_a_system_prompt_reuse_it(host):
 
 def test_the_same_prompt_twice_runs_only_its_last_token_again(host):
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Tell me about sourdough."}]
-    first, prompt_tokens = chat(host, "smollm2-fp32", messages)
+    first, usage = chat(host, "smollm2-fp32", messages)
+    prompt_tokens = usage["prompt_tokens"]
     before = tokens(host, "smollm2-fp32")
     second, _ = chat(host, "smollm2-fp32", messages)
     after = tokens(host, "smollm2-fp32")
@@ -164,8 +167,9 @@ def test_a_long_cached_document_is_not_prefilled_again(host):
     prefills only itself."""
     document = "The mill by the river ground the town's grain for a hundred years. " * 60
     before = tokens(host, "smollm2")
-    _, long_tokens = chat(host, "smollm2", [{"role": "user", "content": document + "\nWho built the mill?"}],
-                          max_tokens=4)
+    _, usage = chat(host, "smollm2", [{"role": "user", "content": document + "\nWho built the mill?"}],
+                    max_tokens=4)
+    long_tokens = usage["prompt_tokens"]
     middle = tokens(host, "smollm2")
     chat(host, "smollm2", [{"role": "user", "content": document + "\nWhat did it grind?"}], max_tokens=4)
     after = tokens(host, "smollm2")

@@ -77,17 +77,25 @@ impl PrefixCache {
         Ok(Some(Hit { len, past: past? }))
     }
 
+    /// Whether [`PrefixCache::insert`] would keep `tokens` (so a caller can skip copying
+    /// their cache out): long enough, small enough, and not already held.
+    pub fn wants(&self, tokens: &[u32]) -> bool {
+        tokens.len() >= MIN_PREFIX
+            && tokens.len() * self.token_bytes() <= self.max_bytes
+            && !self.entries.iter().any(|e| e.tokens.starts_with(tokens))
+    }
+
     /// Keeps the cache of a prompt just prefilled. Shares `cache` when it is the
     /// prompt's alone; copies the row out of a batched prefill's padded values.
     pub fn insert(&mut self, prompt: &[u32], cache: &Prefilled) -> Result<()> {
         let bytes = prompt.len() * self.token_bytes();
-        if prompt.len() < MIN_PREFIX || bytes > self.max_bytes || self.max_bytes == 0 {
+        if prompt.len() < MIN_PREFIX || bytes > self.max_bytes {
             return Ok(());
         }
         if let Some(i) = self
             .entries
             .iter()
-            .position(|e| e.tokens.len() >= prompt.len() && e.tokens.starts_with(prompt))
+            .position(|e| e.tokens.starts_with(prompt))
         {
             let entry = self.entries.remove(i);
             self.entries.push(entry);
@@ -159,33 +167,49 @@ fn copy_prefix(
     layout: KvLayout,
     shape: DecoderShape,
 ) -> Result<Vec<DynValue>> {
+    ensure!(len <= cache.len, "{len} of {} cached tokens", cache.len);
+    let (_, width) = tight_shape(cache)?;
+    ensure!(
+        width >= cache.len,
+        "{} tokens in {width} positions",
+        cache.len
+    );
+    let start = match layout {
+        KvLayout::LeftPadded => width - cache.len,
+        KvLayout::Ragged => 0,
+    };
+    copy_row(&cache.values, cache.row, start, len, shape)
+}
+
+/// `[1, kv_heads, len, head_dim]` per value of `[rows, kv_heads, width, head_dim]`:
+/// positions `start..start + len` of row `row`.
+pub fn copy_row(
+    values: &[DynValue],
+    row: usize,
+    start: usize,
+    len: usize,
+    shape: DecoderShape,
+) -> Result<Vec<DynValue>> {
     let DecoderShape {
         kv_heads, head_dim, ..
     } = shape;
-    ensure!(len <= cache.len, "{len} of {} cached tokens", cache.len);
-    cache
-        .values
+    values
         .iter()
         .map(|value| {
             let (dims, src) = value.try_extract_tensor::<f32>()?;
             ensure!(
                 dims.len() == 4
-                    && (cache.row as i64) < dims[0]
+                    && (row as i64) < dims[0]
                     && dims[1] as usize == kv_heads
-                    && dims[2] as usize >= cache.len
+                    && dims[2] as usize >= start + len
                     && dims[3] as usize == head_dim,
-                "a cache of shape {dims:?} for row {} of {} tokens",
-                cache.row,
-                cache.len
+                "a cache of shape {dims:?} for positions {start}..{} of row {row}",
+                start + len
             );
             let width = dims[2] as usize;
-            let first = match layout {
-                KvLayout::LeftPadded => width - cache.len,
-                KvLayout::Ragged => 0,
-            };
             let mut data = Vec::with_capacity(kv_heads * len * head_dim);
             for head in 0..kv_heads {
-                let from = ((cache.row * kv_heads + head) * width + first) * head_dim;
+                let from = ((row * kv_heads + head) * width + start) * head_dim;
                 data.extend_from_slice(&src[from..from + len * head_dim]);
             }
             Ok(Tensor::from_array(([1usize, kv_heads, len, head_dim], data))?.into_dyn())
