@@ -15,7 +15,9 @@ from test_embeddings import assert_openai_error
 
 CHAT = "smollm2-135m-instruct"
 BASE = "gemma-3-270m"
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+# Not "What is the capital of France?": a near-tie for the int4 graph that some CPUs answer in French
+# (docs/PROVIDERS.md); this one has a clear margin, and model preparation checks it on every machine.
+QUESTION = [{"role": "user", "content": "Name the capital of France."}]
 
 
 def chat(server, **body):
