@@ -23,12 +23,10 @@ def client(server):
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
 
 
-def test_json_mode_answers_with_one_object_where_the_model_alone_does_not(client):
-    free = client.chat.completions.create(model=CHAT, messages=PARIS, temperature=0, max_tokens=120)
-    # Left alone, the model wraps its JSON in a Markdown fence and keeps talking.
-    with pytest.raises(json.JSONDecodeError):
-        json.loads(free.choices[0].message.content)
-
+def test_json_mode_answers_with_one_object_and_ends_with_it(client):
+    # Left alone, the int4 model's greedy answer depends on the CPU: on AVX-512 VNNI machines
+    # it wraps its JSON in a Markdown fence and keeps talking, on AVX2-only ones it answers a
+    # bare object (docs/PROVIDERS.md). JSON mode gives one object, ended as soon as it closes.
     r = client.chat.completions.create(model=CHAT, messages=PARIS, temperature=0, max_tokens=120,
                                        response_format=JSON_MODE)
     choice = r.choices[0]

@@ -111,27 +111,24 @@ def conversation(host, model: str, answers: list[str] | None = None) -> list[tup
 @pytest.mark.parametrize("model", ["smollm2-fp32", "gemma-fused"])
 def test_a_conversation_prefills_only_its_new_turn_and_reads_as_uncached(host, model):
     """Each turn re-sends the whole conversation: from the second on, the earlier turns
-    come from the cache. The answers are those of the uncached model: token for token
-    on the fp32 graph (concatenated cache), and up to a near-tie on the 8-bit fused one
-    (GroupQueryAttention's cache), whose int8 activations round a prompt's last token
-    run alone differently from the same token in a whole prefill."""
+    come from the cache. The answers are those of the uncached model, token for token, on
+    both cache layouts (the fp32 graph's concatenated one, the 8-bit fused graph's
+    GroupQueryAttention one); the quantized graph is also held to the weaker near-tie
+    bound, which says where an answer parted if it ever does."""
     before = tokens(host, model)
     cached = conversation(host, model)
     answers = [a if isinstance(a, str) else a["text"] for a, _, _ in cached]
     uncached = conversation(host, model + "-uncached", answers)
-    if model.endswith("fp32"):
-        assert answers == [a for a, _, _ in uncached]
-    else:
+    if not model.endswith("fp32"):
         for k, ((c, _, _), (u, _, _)) in enumerate(zip(cached, uncached)):
             assert_same_or_near_tie(u, c, f"turn {k + 1}")
+    assert answers == [a if isinstance(a, str) else a["text"] for a, _, _ in uncached]
     assert [t[1]["prompt_tokens"] for t in cached] == [t[1]["prompt_tokens"] for t in uncached]
     (_, first, _), (_, second, reused_second), (_, third, reused_third) = cached
-    # A turn's prompt starts with the previous turn's prompt and answer, whose cache was
-    # kept when it finished: all of it but the answer's last token (sampled, never run),
-    # up to a token or two where the tokenizer merges across the seam of the answer.
+    # A turn's prompt starts with the previous turn's prompt (up to a token where the
+    # tokenizer merges across the seam of the answer): that much comes from the cache.
     for earlier, later, reused in ((first, second, reused_second), (second, third, reused_third)):
-        held = earlier["prompt_tokens"] + earlier["completion_tokens"] - 1
-        assert held - 3 <= reused <= held and reused < later["prompt_tokens"], (earlier, later, reused)
+        assert earlier["prompt_tokens"] - 2 <= reused <= earlier["prompt_tokens"], (earlier, later, reused)
     after = tokens(host, model)
     # Every prompt token was either reused or prefilled, none twice.
     assert (after["reused"] + after["prefilled"]) - (before["reused"] + before["prefilled"]) \

@@ -13,7 +13,6 @@ use ort::memory::Allocator;
 use ort::value::{DynValue, Tensor};
 
 use super::decoder_graph::{DecoderGraph, DecoderShape, KvLayout, Logits, Step};
-use super::prefix_cache::copy_row;
 
 /// In-place buffers start with room for this many positions and double when full.
 const MIN_CAPACITY: usize = 256;
@@ -82,22 +81,6 @@ impl KvBatch {
 
     pub fn rows(&self) -> usize {
         self.lens.len()
-    }
-
-    /// A copy of row `row`'s cache on its own (`[1, kv_heads, len, head_dim]`), e.g. a
-    /// finished generation's whole conversation, kept for the prefix cache.
-    pub fn row_cache(&self, row: usize) -> Result<Prefilled> {
-        let len = *self.lens.get(row).context("no such row in the batch")?;
-        let start = match self.layout {
-            KvLayout::LeftPadded => self.width - len,
-            KvLayout::Ragged => 0,
-        };
-        let values = copy_row(&self.values, row, start, len, self.shape)?;
-        Ok(Prefilled {
-            values: Arc::new(values),
-            row: 0,
-            len,
-        })
     }
 
     /// The input for one decode step that feeds `last[row]` to every row, and the
@@ -354,24 +337,6 @@ mod tests {
             data(&batch),
             [5., 6., 7., 15., 16., 17., 0., 1., 2., 0., 11., 12.]
         );
-    }
-
-    #[test]
-    fn a_row_is_copied_out_on_its_own_in_either_layout() {
-        for layout in [KvLayout::LeftPadded, KvLayout::Ragged] {
-            let mut batch = KvBatch::new(layout, SHAPE, 8);
-            batch
-                .rebuild(&[], vec![prefilled(100.0, 2), prefilled(200.0, 3)])
-                .unwrap();
-            let row = batch.row_cache(0).unwrap();
-            assert_eq!(row.len, 2);
-            let (shape, data) = row.values[0].try_extract_tensor::<f32>().unwrap();
-            assert_eq!(
-                (&shape[..], data),
-                (&[1i64, 2, 2, 1][..], &[100., 101., 110., 111.][..])
-            );
-            assert_eq!(batch.row_cache(1).unwrap().len, 3);
-        }
     }
 
     #[test]

@@ -84,14 +84,6 @@ impl PrefixCache {
         Ok(Some(Hit { len, past: past? }))
     }
 
-    /// Whether [`PrefixCache::insert`] would keep `tokens` (so a caller can skip copying
-    /// their cache out): long enough, small enough, and not already held.
-    pub fn wants(&self, tokens: &[u32]) -> bool {
-        tokens.len() >= MIN_PREFIX
-            && tokens.len() * self.token_bytes() <= self.max_bytes
-            && !self.entries.iter().any(|e| e.tokens.starts_with(tokens))
-    }
-
     /// Keeps the cache of a prompt just prefilled. Shares `cache` when it is the
     /// prompt's alone; copies the row out of a batched prefill's padded values.
     pub fn insert(&mut self, prompt: &[u32], cache: &Prefilled) -> Result<()> {
@@ -190,7 +182,7 @@ fn copy_prefix(
 
 /// `[1, kv_heads, len, head_dim]` per value of `[rows, kv_heads, width, head_dim]`:
 /// positions `start..start + len` of row `row`.
-pub fn copy_row(
+fn copy_row(
     values: &[DynValue],
     row: usize,
     start: usize,

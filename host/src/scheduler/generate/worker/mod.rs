@@ -65,8 +65,6 @@ struct Active {
     max_tokens: usize,
     /// Tokens in the KV cache; the next step adds one.
     cached: usize,
-    /// The prompt and the tokens generated so far: the first `cached` are in the KV cache.
-    tokens: Vec<u32>,
     last: u32,
     started: Instant,
 }
@@ -332,7 +330,6 @@ impl Worker {
             generated: 0,
             max_tokens: request.max_tokens,
             cached: request.prompt.len(),
-            tokens: request.prompt,
             last: 0,
             started,
         };
@@ -357,40 +354,18 @@ impl Worker {
             .batch_size
             .with_label_values(&[&self.model, &self.provider])
             .observe(rows.len() as f64);
-        let mut ended = Vec::new();
         match self.batch.step(&mut self.graph, &last) {
             Ok(mut logits) => {
-                for (r, (row, logits)) in rows.iter_mut().zip(logits.rows_mut()).enumerate() {
+                for (row, logits) in rows.iter_mut().zip(logits.rows_mut()) {
                     if let Some(seq) = row {
                         seq.cached += 1;
                         if !self.accept(seq, logits) {
-                            ended.push((r, row.take().expect("checked")));
+                            *row = None;
                         }
                     }
                 }
             }
             Err(e) => self.fail_all(rows, &e),
-        }
-        for (row, mut seq) in ended {
-            seq.tokens.truncate(seq.cached);
-            self.remember_conversation(row, &seq.tokens);
-        }
-    }
-
-    /// Keeps a finished generation's prompt and answer for the prefix cache: the next
-    /// turn of a conversation re-sends both, and then prefills only its new message.
-    fn remember_conversation(&mut self, row: usize, tokens: &[u32]) {
-        if !self.prefix_cache.wants(tokens) {
-            return;
-        }
-        match self.batch.row_cache(row) {
-            Ok(cache) if cache.len == tokens.len() => self.remember(tokens, cache),
-            Ok(cache) => {
-                tracing::warn!(model = %self.model, cached = cache.len, tokens = tokens.len(),
-                "a finished row's cache does not match its tokens; not kept")
-            }
-            Err(e) => tracing::warn!(model = %self.model, error = %format!("{e:#}"),
-                "copying a finished row's cache failed"),
         }
     }
 
@@ -406,7 +381,6 @@ impl Worker {
     fn accept(&mut self, seq: &mut Active, logits: &mut [f32]) -> bool {
         let (token, logprobs) = seq.sampler.sample(logits);
         seq.generated += 1;
-        seq.tokens.push(token);
         seq.last = token;
         if self.stop_ids.contains(&token) {
             self.finish(seq, FinishReason::Stop, None);
