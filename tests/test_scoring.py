@@ -60,7 +60,7 @@ def test_sdk_scores_a_prompt_alone(client):
 
 def test_a_greedy_continuation_scores_as_it_was_generated(server):
     """Scoring prompt + its greedy continuation gives the continuation's tokens the log probabilities
-    they were generated with (prefill vs cached decode: float noise only), each one the top token:
+    they were generated with (prefill vs cached decode: kernel rounding only), each one the top token:
     what lm-evaluation-harness's `is_greedy` checks."""
     prompt = server.post("/v1/completions", {"model": SMOL, "prompt": "Water boils at", "max_tokens": 0,
                                              "echo": True, "logprobs": 0}).json()
@@ -74,7 +74,9 @@ def test_a_greedy_continuation_scores_as_it_was_generated(server):
     # Retokenizing the whole text gives the same tokens here (plain ASCII words).
     assert scored["tokens"][n:] == generated["tokens"], (scored["tokens"], generated["tokens"])
     for got, want, top in zip(scored["token_logprobs"][n:], generated["token_logprobs"], scored["top_logprobs"][n:]):
-        assert abs(got - want) < 0.05, (got, want)
+        # Within float noise where MatMulNBits runs one row (a decode step) and several (a prefill)
+        # on one kernel (AVX-512 VNNI); AVX2-only CPUs take another for one row: up to ~0.06 seen.
+        assert abs(got - want) < 0.15, (got, want)
         assert got >= max(top.values()) - 0.01, (got, top)
 
 
