@@ -92,9 +92,18 @@ def free_port() -> int:
 # ---------------------------------------------------------------- nnhost over HTTP
 
 
-def stream_once(url: str, model: Model) -> dict:
+def sse_events(url: str, body: dict):
+    """The JSON events of a streamed (SSE) request, as they arrive."""
     import requests
 
+    with requests.post(url, json=body, stream=True, timeout=300) as r:
+        r.raise_for_status()
+        for line in r.iter_lines(decode_unicode=True):
+            if line.startswith("data: ") and line != "data: [DONE]":
+                yield json.loads(line[6:])
+
+
+def stream_once(url: str, model: Model) -> dict:
     body = {"model": model.name, "temperature": 0, "max_tokens": NEW_TOKENS, "stream": True,
             "stream_options": {"include_usage": True}}
     if model.chat:
@@ -106,20 +115,15 @@ def stream_once(url: str, model: Model) -> dict:
     started = time.perf_counter()
     first = last = None
     tokens = prompt_tokens = 0
-    with requests.post(url + route, json=body, stream=True, timeout=300) as r:
-        r.raise_for_status()
-        for line in r.iter_lines(decode_unicode=True):
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = json.loads(line[6:])
-            if event.get("usage"):
-                tokens = event["usage"]["completion_tokens"]
-                prompt_tokens = event["usage"].get("prompt_tokens", 0)
-            choices = event.get("choices") or []
-            if choices and (choices[0].get("delta", {}).get("content") or choices[0].get("text")):
-                now = time.perf_counter()
-                first = first or now
-                last = now
+    for event in sse_events(url + route, body):
+        if event.get("usage"):
+            tokens = event["usage"]["completion_tokens"]
+            prompt_tokens = event["usage"].get("prompt_tokens", 0)
+        choices = event.get("choices") or []
+        if choices and (choices[0].get("delta", {}).get("content") or choices[0].get("text")):
+            now = time.perf_counter()
+            first = first or now
+            last = now
     ttft = (first - started) if first else float("nan")
     decode = (tokens - 1) / (last - first) if first and last and last > first and tokens > 1 else float("nan")
     return {"ttft_ms": ttft * 1e3, "tokens": tokens, "prompt_tokens": prompt_tokens, "decode_tok_s": decode,
@@ -173,64 +177,6 @@ def long_prompt_joins(url: str, model_name: str) -> dict:
     t.join()
     return {"prompt_tokens": r.json()["usage"]["prompt_tokens"], "long_ms": took * 1e3,
             "gap_p50_ms": float(np.median(gaps)) * 1e3, "gap_max_ms": max(gaps) * 1e3}
-
-
-QUESTIONS = ["Who brought grain to the mill?", "Where was the mill?", "What year does the story begin in?"]
-
-
-def conversation_turns(url: str, m: Model, repeats: int = 3) -> list[dict]:
-    """A conversation about a ~1500-token document: three turns, each re-sending the
-    whole conversation (as chat clients do) and streaming 16 tokens. Time to first token
-    of each turn with the prefix cache (the model as configured) and without (`-cold`),
-    interleaved; medians over `repeats` conversations, each on a document of its own (a
-    different first line), so the first turn is never cached."""
-    import requests
-
-    def turn(name: str, history: list, question: str) -> tuple[float, str, int]:
-        if m.chat:
-            history.append({"role": "user", "content": question})
-            body = {"messages": history}
-            route = "/v1/chat/completions"
-        else:
-            history.append(f"\n\nQ: {question}\nA:")
-            body = {"prompt": "".join(history)}
-            route = "/v1/completions"
-        body.update(model=name, max_tokens=16, temperature=0, stream=True, stream_options={"include_usage": True})
-        started = time.perf_counter()
-        first, text, prompt_tokens = None, "", 0
-        with requests.post(url + route, json=body, stream=True, timeout=300) as r:
-            r.raise_for_status()
-            for line in r.iter_lines(decode_unicode=True):
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                event = json.loads(line[6:])
-                if event.get("usage"):
-                    prompt_tokens = event["usage"]["prompt_tokens"]
-                for c in event.get("choices") or []:
-                    piece = c.get("delta", {}).get("content") or c.get("text") or ""
-                    if piece and first is None:
-                        first = time.perf_counter()
-                    text += piece
-        history.append({"role": "assistant", "content": text} if m.chat else text)
-        return ((first or time.perf_counter()) - started) * 1e3, text, prompt_tokens
-
-    samples: dict[tuple[str, int], list[float]] = {}
-    tokens: dict[int, int] = {}
-    for rep in range(repeats + 1):  # the first conversation warms up
-        for variant in (("cached", m.name), ("cold", m.name + COLD))[:: 1 if rep % 2 else -1]:
-            document = f"Document {rep} ({variant[0]}).\n" + LONG_PROMPT
-            history: list = [] if m.chat else [document]
-            for k, q in enumerate(QUESTIONS):
-                question = f"{document}\n\n{q}" if m.chat and k == 0 else q
-                ttft, _, prompt_tokens = turn(variant[1], history, question)
-                if rep:
-                    samples.setdefault((variant[0], k), []).append(ttft)
-                    tokens[k] = prompt_tokens
-    rows = [{"turn": k + 1, "prompt_tokens": tokens[k],
-             "cold_ms": statistics.median(samples[("cold", k)]),
-             "cached_ms": statistics.median(samples[("cached", k)])} for k in range(len(QUESTIONS))]
-    print(f"conversation {m.name}: {rows}", file=sys.stderr, flush=True)
-    return rows
 
 
 def start_server() -> tuple[subprocess.Popen, str]:
@@ -495,6 +441,8 @@ def measure(url: str, models: list[Model], rounds: int, with_cpp: bool) -> dict:
             joins[(m.name, variant)] = median_row([long_prompt_joins(url, m.name + variant) for _ in range(2)])
         print(f"long prompt joining {m.name}: {joins[(m.name, COLD)]} vs in one piece {joins[(m.name, WHOLE)]}",
               file=sys.stderr, flush=True)
+    from conversation import conversation_turns
+
     turns = {m.name: conversation_turns(url, m) for m in models}
     return {"joins": joins, "turns": turns,
             "rows": {name: {k: median_row(v) for k, v in per.items()} for name, per in runs.items()}, "runs": runs,
