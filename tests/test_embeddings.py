@@ -205,8 +205,9 @@ def test_a_client_gone_drops_its_queued_inputs(server):
     while time.time() < deadline and dropped_inputs(server) <= before:
         time.sleep(0.05)
     dropped = dropped_inputs(server) - before
-    # At most a few batches ran before the hang-up was seen; the rest never did.
-    assert 1000 <= dropped < 2000, dropped
+    # At most a few batches ran before the hang-up was seen (on a slow machine none had
+    # finished yet, and all 2,000 are dropped); the rest never did.
+    assert 1000 <= dropped <= 2000, dropped
     metrics = server.get("/metrics").text
     assert f'nnhost_queue_depth{{model="{MODEL}"}} 0' in metrics
     # The queue serves the next client at once.
