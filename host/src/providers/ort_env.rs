@@ -16,6 +16,13 @@ pub fn init(configured: &str) -> Result<&'static Path> {
     if let Some((path, _)) = ENVIRONMENT.get() {
         return Ok(path);
     }
+    // One loader at a time: two threads loading the library and committing an
+    // environment at once made the second fail (seen in parallel unit tests).
+    static LOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _loading = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((path, _)) = ENVIRONMENT.get() {
+        return Ok(path);
+    }
     let path = locate(configured)?;
     let environment = ort::init_from(&path)
         .map_err(|e| anyhow!("loading ONNX Runtime from {}: {e}", path.display()))?
