@@ -134,6 +134,10 @@ def test_a_conversation_prefills_only_its_new_turn_and_reads_as_uncached(host, m
     assert (after["reused"] + after["prefilled"]) - (before["reused"] + before["prefilled"]) \
         == sum(t[1]["prompt_tokens"] for t in cached)
     assert tokens(host, model + "-uncached")["reused"] == 0
+    # Each answer's usage reports what the cache gave its prompt, as OpenAI's prompt
+    # caching does; the uncached model's report none.
+    assert [t[1]["prompt_tokens_details"]["cached_tokens"] for t in cached] == [t[2] for t in cached]
+    assert [t[1]["prompt_tokens_details"]["cached_tokens"] for t in uncached] == [0, 0, 0]
 
 
 def test_prompts_sharing_a_system_prompt_reuse_it(host):
@@ -168,6 +172,38 @@ def test_the_same_prompt_twice_runs_only_its_last_two_tokens_again(host):
     prompt_tokens = first["usage"]["prompt_tokens"]
     assert after["reused"] - before["reused"] == prompt_tokens - 2
     assert after["prefilled"] - before["prefilled"] == 2
+    assert second["usage"]["prompt_tokens_details"] == {"cached_tokens": prompt_tokens - 2}
+
+
+def test_the_openai_client_reads_the_cached_tokens(host):
+    """`usage.prompt_tokens_details.cached_tokens` (chat, streamed with include_usage)
+    and `usage.input_tokens_details.cached_tokens` (Responses API) through the official
+    client, for a prompt first seen and then repeated."""
+    import openai
+
+    client = openai.OpenAI(base_url=host.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+    # Prompts of their own: nothing earlier in this module starts the same way.
+    messages = [{"role": "system", "content": "Today is a holiday at the hardware store on Elm Street."},
+                {"role": "user", "content": "Is the shop open this afternoon?"}]
+
+    def streamed_usage():
+        chunks = list(client.chat.completions.create(
+            model="smollm2-fp32", messages=messages, max_tokens=4, temperature=0, stream=True,
+            stream_options={"include_usage": True}))
+        return chunks[-1].usage
+
+    first, second = streamed_usage(), streamed_usage()
+    assert first.prompt_tokens_details.cached_tokens == 0, first
+    assert second.prompt_tokens_details.cached_tokens == second.prompt_tokens - 2, second
+
+    def response_usage():
+        return client.responses.create(model="smollm2-fp32", instructions="It is raining in the harbour.",
+                                       input="Do you sell umbrellas?", max_output_tokens=4,
+                                       temperature=0).usage
+
+    first, second = response_usage(), response_usage()
+    assert first.input_tokens_details.cached_tokens == 0, first
+    assert second.input_tokens_details.cached_tokens == second.input_tokens - 2, second
 
 
 def test_a_long_cached_document_is_not_prefilled_again(host):

@@ -18,6 +18,11 @@ pub trait GenerationStream {
     fn next(&mut self) -> Event;
     /// The provider running the generation, e.g. `cpu-x86_64`.
     fn provider(&self) -> String;
+    /// Prompt tokens the host read from its prefix cache (known once the first chunk
+    /// or the end has come).
+    fn cached_prompt_tokens(&self) -> u32 {
+        0
+    }
 }
 
 /// The tenant's key-value store on the host, kept between requests (stored
@@ -131,6 +136,10 @@ impl GenerationStream for generation::GenerationStream {
 
     fn provider(&self) -> String {
         generation::GenerationStream::provider(self)
+    }
+
+    fn cached_prompt_tokens(&self) -> u32 {
+        generation::GenerationStream::cached_prompt_tokens(self)
     }
 }
 

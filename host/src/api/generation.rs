@@ -1,3 +1,5 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tokio::sync::mpsc::UnboundedReceiver;
 use wasmtime::component::Resource;
 
@@ -18,6 +20,8 @@ pub struct GenerationStream {
     events: UnboundedReceiver<GenEvent>,
     end: Option<GenerationEnd>,
     prompt_tokens: usize,
+    /// Of the prompt, the tokens the worker read from the prefix cache.
+    cached_prompt_tokens: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Tokens passed to the guest so far (the usage of a generation cut at the deadline).
     completion_tokens: usize,
 }
@@ -43,7 +47,12 @@ impl GenerationStream {
     }
 
     /// Remembers the end and counts the usage for the tenant, once.
-    fn finish(&mut self, access: &super::ModelAccess, end: GenerationEnd) -> GenerationEnd {
+    fn finish(
+        &mut self,
+        access: &super::ModelAccess,
+        end: generate::GenerationEnd,
+    ) -> GenerationEnd {
+        let end = end_to_wit(end);
         self.count_usage(access, &end);
         let reason = format!("{:?}", end.finish_reason).to_lowercase();
         crate::metrics::metrics()
@@ -200,6 +209,8 @@ impl ApiState {
         let stop = options.stop;
         let tenant = self.access.tenant.clone();
         let prompt_tokens = prompt.len();
+        let cached_prompt_tokens = std::sync::Arc::new(AtomicUsize::new(0));
+        let cached = cached_prompt_tokens.clone();
         let events = decoder.generate(
             prompt,
             options.max_tokens.map(|n| n as usize),
@@ -212,6 +223,7 @@ impl ApiState {
                 constraint,
                 prompt_logprobs: prompt_logprobs
                     .map(|k| k.min(generate::sampler::MAX_TOP_LOGPROBS) as usize),
+                cached_prompt_tokens: cached,
             },
         )?;
         Ok(GenerationStream {
@@ -220,6 +232,7 @@ impl ApiState {
             events,
             end: None,
             prompt_tokens,
+            cached_prompt_tokens,
             completion_tokens: 0,
         })
     }
@@ -269,7 +282,7 @@ impl Host for ApiState {
             Some(GenEvent::Prompt(tokens)) => prompt_to_wit(tokens),
             Some(GenEvent::Done(end)) => {
                 let access = self.access.clone();
-                let end = stream.finish(&access, end_to_wit(end));
+                let end = stream.finish(&access, end);
                 return Ok(Err(end.error.unwrap_or_else(|| {
                     InferenceError::internal("the generation ended before its prompt was scored")
                         .into()
@@ -301,6 +314,18 @@ impl HostGenerationStream for ApiState {
 
     async fn provider(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<String> {
         Ok(self.table.get(&stream)?.provider.clone())
+    }
+
+    async fn cached_prompt_tokens(
+        &mut self,
+        stream: Resource<GenerationStream>,
+    ) -> wasmtime::Result<u32> {
+        let cached = self
+            .table
+            .get(&stream)?
+            .cached_prompt_tokens
+            .load(Ordering::Relaxed);
+        Ok(u32::try_from(cached).unwrap_or(u32::MAX))
     }
 
     async fn drop(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<()> {
@@ -341,9 +366,7 @@ impl ApiState {
                 tokens,
                 logprobs: logprobs_to_wit(logprobs),
             },
-            Some(GenEvent::Done(end)) => {
-                return Ok(Event::Done(stream.finish(&access, end_to_wit(end))))
-            }
+            Some(GenEvent::Done(end)) => return Ok(Event::Done(stream.finish(&access, end))),
             None => {
                 let end = GenerationEnd {
                     finish_reason: FinishReason::Error,
@@ -373,7 +396,7 @@ impl ApiState {
                     chunk.logprobs.extend(logprobs_to_wit(logprobs));
                 }
                 GenEvent::Done(end) => {
-                    stream.finish(&access, end_to_wit(end));
+                    stream.finish(&access, end);
                     break;
                 }
                 GenEvent::Prompt(_) => {}

@@ -21,7 +21,7 @@ fn n_choices_run_together_and_count_the_prompt_once() {
     }
     assert_eq!(
         v["usage"],
-        json!({"prompt_tokens": 7, "completion_tokens": 9, "total_tokens": 16})
+        json!({"prompt_tokens": 7, "completion_tokens": 9, "total_tokens": 16, "prompt_tokens_details": {"cached_tokens": 5}})
     );
     // All three started before any was read; each its own seed.
     let calls = h.gen_calls.borrow();
@@ -58,7 +58,7 @@ fn several_prompts_each_get_n_choices_in_order() {
     // Two prompts of 7 tokens, counted once each; four completions of 3.
     assert_eq!(
         v["usage"],
-        json!({"prompt_tokens": 14, "completion_tokens": 12, "total_tokens": 26})
+        json!({"prompt_tokens": 14, "completion_tokens": 12, "total_tokens": 26, "prompt_tokens_details": {"cached_tokens": 10}})
     );
 }
 
@@ -105,7 +105,7 @@ fn streamed_choices_interleave_with_their_index() {
     );
     assert_eq!(
         chunks.last().unwrap()["usage"],
-        json!({"prompt_tokens": 7, "completion_tokens": 6, "total_tokens": 13})
+        json!({"prompt_tokens": 7, "completion_tokens": 6, "total_tokens": 13, "prompt_tokens_details": {"cached_tokens": 5}})
     );
 }
 

@@ -23,7 +23,7 @@ fn chat_non_streaming() {
         json!({"id": id, "object": "chat.completion", "created": 1_700_000_123u64, "model": "smol",
                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"},
                             "logprobs": null, "finish_reason": "stop"}],
-               "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+               "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10, "prompt_tokens_details": {"cached_tokens": 5}},
                "system_fingerprint": null})
     );
     assert!(r
@@ -43,7 +43,8 @@ fn completions_non_streaming() {
         json!({"id": expected_id("cmpl-"), "object": "text_completion",
                "created": 1_700_000_123u64, "model": "base",
                "choices": [{"text": "Hello!", "index": 0, "logprobs": null, "finish_reason": "stop"}],
-               "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}})
+               "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10,
+                         "prompt_tokens_details": {"cached_tokens": 5}}})
     );
 }
 
@@ -168,7 +169,7 @@ fn chat_stream_with_usage() {
     assert_eq!(
         data[4],
         format!(
-            r#"{},"system_fingerprint":null,"choices":[],"usage":{{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}}}"#,
+            r#"{},"system_fingerprint":null,"choices":[],"usage":{{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10,"prompt_tokens_details":{{"cached_tokens":5}}}}}}"#,
             chunk_head(&expected_id("chatcmpl-"), "chat.completion.chunk", "smol")
         )
     );
@@ -195,7 +196,7 @@ fn completions_stream_exact_body() {
         choice("lo!", "null"),
         choice("", r#""stop""#),
         format!(
-            r#"data: {head},"choices":[],"usage":{{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}}}"#
+            r#"data: {head},"choices":[],"usage":{{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10,"prompt_tokens_details":{{"cached_tokens":5}}}}}}"#
         ) + "\n\n",
         "data: [DONE]\n\n".to_string(),
     ]

@@ -53,6 +53,7 @@ fn text_input_and_instructions_make_the_conversation() {
     assert_eq!(v["output"][0]["content"][0]["type"], "output_text");
     assert_eq!(v["output"][0]["content"][0]["text"], "Hello!");
     assert_eq!(v["usage"]["input_tokens"], 7);
+    assert_eq!(v["usage"]["input_tokens_details"]["cached_tokens"], 5);
     assert_eq!(v["usage"]["output_tokens"], 3);
     assert_eq!(v["usage"]["total_tokens"], 10);
     assert_eq!(

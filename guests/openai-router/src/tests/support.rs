@@ -67,6 +67,11 @@ impl GenerationStream for FakeStream {
         "cpu-test".into()
     }
 
+    /// 5 of the 7 prompt tokens, as if a previous turn had prefilled them.
+    fn cached_prompt_tokens(&self) -> u32 {
+        5
+    }
+
     fn next(&mut self) -> Event {
         self.log.borrow_mut().push("next".into());
         match self.events.pop_front() {

@@ -33,6 +33,9 @@ pub struct GenerateRequest {
     /// Score the prompt: each of its tokens' log probability with this many
     /// alternatives, sent as [`GenEvent::Prompt`] before the first generated token.
     pub prompt_logprobs: Option<usize>,
+    /// Set by the worker to the prompt tokens it took from the prefix cache, before
+    /// the generation's first token.
+    pub cached_prompt_tokens: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,6 +20,8 @@ pub struct StopRepeats {
     /// The usage of an end made here (the host's count comes with an end it no
     /// longer sends).
     prompt_tokens: u32,
+    /// The host's count, kept when the stream is cancelled here.
+    cached_prompt_tokens: u32,
     ended: bool,
 }
 
@@ -41,6 +43,7 @@ impl StopRepeats {
             calls: CallScanner::default(),
             completion_tokens: 0,
             prompt_tokens: prompt_tokens as u32,
+            cached_prompt_tokens: 0,
             ended: false,
         })
     }
@@ -68,6 +71,7 @@ impl GenerationStream for StopRepeats {
             });
         };
         let mut event = inner.next();
+        self.cached_prompt_tokens = inner.cached_prompt_tokens();
         if let Event::Chunk(chunk) = &mut event {
             self.completion_tokens += chunk.tokens.len() as u32;
             if let Some(end) = self.calls.feed(&chunk.text) {
@@ -83,6 +87,10 @@ impl GenerationStream for StopRepeats {
 
     fn provider(&self) -> String {
         self.provider.clone()
+    }
+
+    fn cached_prompt_tokens(&self) -> u32 {
+        self.cached_prompt_tokens
     }
 }
 

@@ -265,14 +265,23 @@ pub struct UsageJson {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u64,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+/// Of the prompt tokens, those the host's prefix cache held (OpenAI's prompt caching).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: u32,
 }
 
 impl UsageJson {
-    /// Adds one choice's usage; its prompt only if `counts_prompt`.
-    pub fn add(&mut self, u: Usage, counts_prompt: bool) {
+    /// Adds one choice's usage (`cached` of its prompt tokens came from the host's
+    /// prefix cache); its prompt only if `counts_prompt`.
+    pub fn add(&mut self, u: Usage, cached: u32, counts_prompt: bool) {
         if counts_prompt {
             self.prompt_tokens += u.prompt_tokens;
             self.total_tokens += u64::from(u.prompt_tokens);
+            self.prompt_tokens_details.cached_tokens += cached.min(u.prompt_tokens);
         }
         self.completion_tokens += u.completion_tokens;
         self.total_tokens += u64::from(u.completion_tokens);
@@ -285,6 +294,7 @@ impl From<Usage> for UsageJson {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
             total_tokens: u64::from(u.prompt_tokens) + u64::from(u.completion_tokens),
+            prompt_tokens_details: PromptTokensDetails::default(),
         }
     }
 }
@@ -295,6 +305,8 @@ pub struct Drained {
     pub text: String,
     pub logprobs: Vec<TokenLogprobs>,
     pub end: GenerationEnd,
+    /// Prompt tokens the host read from its prefix cache.
+    pub cached_prompt_tokens: u32,
 }
 
 /// Runs the generation to its end.
@@ -312,6 +324,7 @@ pub fn drain(mut stream: Box<dyn GenerationStream>) -> Drained {
                     text,
                     logprobs,
                     end,
+                    cached_prompt_tokens: stream.cached_prompt_tokens(),
                 }
             }
         }
@@ -344,7 +357,11 @@ pub fn collect(
         } = choice;
         let drained = drain(stream);
         let finish_reason = finish_reason(&drained.end)?;
-        usage.add(drained.end.usage, counts_prompt);
+        usage.add(
+            drained.end.usage,
+            drained.cached_prompt_tokens,
+            counts_prompt,
+        );
         finished.push((echo, drained, finish_reason));
     }
     if let Some(best) = best_of {

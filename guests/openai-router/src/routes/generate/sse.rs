@@ -167,7 +167,8 @@ impl SseBody {
                     }
                     Event::Done(end) => {
                         let index = r.choice.index;
-                        usage.add(end.usage, r.choice.counts_prompt);
+                        let cached = r.choice.stream.cached_prompt_tokens();
+                        usage.add(end.usage, cached, r.choice.counts_prompt);
                         let lp = if r.pending.is_empty() {
                             None
                         } else {

@@ -83,7 +83,7 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
     let mut body = head.object(
         &answer,
         &head.output(&answer, true, &drained.logprobs),
-        Some(drained.end.usage),
+        Some((drained.end.usage, drained.cached_prompt_tokens)),
     );
     if let Some(keeper) = keeper {
         keeper.keep(&mut body);
@@ -176,7 +176,13 @@ impl Head {
     }
 
     /// The `response` object. Without `usage` it is in progress (a streamed start).
-    pub fn object(&self, answer: &ShapedAnswer, output: &[Value], usage: Option<Usage>) -> Value {
+    /// `usage`: the generation's, and how many of its prompt tokens were cached.
+    pub fn object(
+        &self,
+        answer: &ShapedAnswer,
+        output: &[Value],
+        usage: Option<(Usage, u32)>,
+    ) -> Value {
         let e = &self.echo;
         let (state, incomplete) = match usage {
             None => ("in_progress", Value::Null),
@@ -185,8 +191,8 @@ impl Head {
             }
             Some(_) => ("completed", Value::Null),
         };
-        let usage = usage.map_or(Value::Null, |u| {
-            json!({"input_tokens": u.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+        let usage = usage.map_or(Value::Null, |(u, cached)| {
+            json!({"input_tokens": u.prompt_tokens, "input_tokens_details": {"cached_tokens": cached.min(u.prompt_tokens)},
                    "output_tokens": u.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
                    "total_tokens": u.prompt_tokens + u.completion_tokens})
         });

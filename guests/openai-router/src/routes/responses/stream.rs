@@ -170,7 +170,8 @@ impl Events<'_> {
                 )?;
             }
         }
-        let mut response = head.object(&answer, &output, Some(end.usage));
+        let cached = stream.cached_prompt_tokens();
+        let mut response = head.object(&answer, &output, Some((end.usage, cached)));
         if let Some(keeper) = keeper {
             keeper.keep(&mut response);
         }

@@ -30,6 +30,11 @@ impl Worker {
     /// A long or scored prompt, or one whose start is cached, is prefilled a chunk per
     /// step. A cached prompt's short rest goes before long prompts being chunked.
     pub(super) fn start_chunking(&mut self, job: Job, hit: Option<Hit>) {
+        if let Some(hit) = &hit {
+            job.request
+                .cached_prompt_tokens
+                .store(hit.len, std::sync::atomic::Ordering::Relaxed);
+        }
         let prompt = job.request.prompt.clone();
         let scoring = job
             .request
