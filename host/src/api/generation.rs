@@ -1,4 +1,5 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 use wasmtime::component::Resource;
@@ -21,7 +22,7 @@ pub struct GenerationStream {
     end: Option<GenerationEnd>,
     prompt_tokens: usize,
     /// Of the prompt, the tokens the worker read from the prefix cache.
-    cached_prompt_tokens: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    cached_prompt_tokens: Arc<AtomicUsize>,
     /// Tokens passed to the guest so far (the usage of a generation cut at the deadline).
     completion_tokens: usize,
 }
@@ -203,13 +204,13 @@ impl ApiState {
             OutputFormat::JsonSchema(text) => Some(parse_schema(&text)?),
         };
         let constraint = match schema {
-            Some(schema) => Some(decoder.json_constraint(std::sync::Arc::new(schema))?),
+            Some(schema) => Some(decoder.json_constraint(Arc::new(schema))?),
             None => None,
         };
         let stop = options.stop;
         let tenant = self.access.tenant.clone();
         let prompt_tokens = prompt.len();
-        let cached_prompt_tokens = std::sync::Arc::new(AtomicUsize::new(0));
+        let cached_prompt_tokens = Arc::new(AtomicUsize::new(0));
         let cached = cached_prompt_tokens.clone();
         let events = decoder.generate(
             prompt,
