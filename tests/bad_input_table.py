@@ -201,7 +201,7 @@ CASES: list[Case] = [
          b'{"model":"smollm2-135m-instruct","messages":[{"role":"user","content":"hi"}],"temperature":1e308}',
          JSON_CT, param="temperature"),
     Case("chat: temperature a string", "POST", CHAT, chat(temperature="hot"), param="temperature"),
-    Case("chat: top_p 0", "POST", CHAT, chat(top_p=0), param="top_p"),
+    Case("chat: top_p -0.1", "POST", CHAT, chat(top_p=-0.1), param="top_p"),
     Case("chat: top_p 1.5", "POST", CHAT, chat(top_p=1.5), param="top_p"),
     Case("chat: max_tokens -1", "POST", CHAT, chat(max_tokens=-1), param="max_tokens"),
     Case("chat: max_tokens 0", "POST", CHAT, chat(max_tokens=0), param="max_tokens"),

@@ -105,6 +105,16 @@ def test_seed_makes_sampling_reproducible(server):
     assert a == b
 
 
+def test_top_p_zero_is_greedy(server):
+    """OpenAI accepts a nucleus of 0 (clients send it for deterministic answers): only the most likely
+    token is kept, whatever the temperature and seed."""
+    greedy = chat(server, max_tokens=16).json()["choices"][0]["message"]["content"]
+    for seed in (1, 2):
+        r = chat(server, temperature=1.5, top_p=0, seed=seed, max_tokens=16)
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == greedy
+
+
 def test_gemma_base_model_completes(server):
     r = server.post("/v1/completions", {"model": BASE, "prompt": "The capital of France is", "max_tokens": 16,
                                         "temperature": 0})

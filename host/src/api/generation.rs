@@ -178,7 +178,13 @@ impl ApiState {
             .with_param("logit_bias"));
         }
         let sampling = SamplingParams {
-            temperature: options.temperature.max(0.0),
+            // A nucleus of 0 holds only the most likely token: greedy decoding, which also
+            // picks the most likely token a JSON constraint allows.
+            temperature: if options.top_p == 0.0 {
+                0.0
+            } else {
+                options.temperature.max(0.0)
+            },
             top_p: if options.top_p > 0.0 && options.top_p <= 1.0 {
                 options.top_p
             } else {

@@ -100,18 +100,12 @@ impl Sampling {
     }
 }
 
-/// `temperature` (0..2, default 1) and `top_p` (above 0, at most 1, default 1).
+/// `temperature` (0..2, default 1) and `top_p` (0..1, default 1). OpenAI accepts a
+/// `top_p` of 0, which clients send for deterministic answers: it keeps only the most
+/// likely token.
 pub fn temperature_and_top_p(f: &mut Fields) -> Result<(f32, f32), ApiError> {
     let temperature = f.number("temperature", 0.0, 2.0)?.unwrap_or(1.0) as f32;
-    let top_p = match f.number("top_p", 0.0, 1.0)? {
-        Some(0.0) => {
-            return Err(bad_value(
-                "top_p",
-                "0 is not allowed; use a value greater than 0 and at most 1 (or 'temperature': 0 for greedy decoding).",
-            ))
-        }
-        p => p.unwrap_or(1.0) as f32,
-    };
+    let top_p = f.number("top_p", 0.0, 1.0)?.unwrap_or(1.0) as f32;
     Ok((temperature, top_p))
 }
 

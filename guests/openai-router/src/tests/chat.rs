@@ -44,6 +44,8 @@ fn defaults_and_sampling_fields() {
     assert_eq!(o.seed, Some(7));
     assert_eq!(o.stop, ["\n"]);
 
+    // OpenAI accepts a nucleus of 0; the host then keeps only the most likely token.
+    assert_eq!(options_for(json!({"top_p": 0})).top_p, 0.0);
     assert_eq!(
         options_for(json!({"max_completion_tokens": 9})).max_tokens,
         Some(9)
@@ -104,7 +106,6 @@ fn invalid_fields_name_their_param() {
             "temperature",
             "expected a number",
         ),
-        (json!({"top_p": 0}), "top_p", "0 is not allowed"),
         (json!({"top_p": 1.1}), "top_p", "maximum of 1"),
         (json!({"top_k": -1}), "top_k", "minimum of 0"),
         (json!({"top_k": 2.5}), "top_k", "expected an integer"),
