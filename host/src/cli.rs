@@ -121,7 +121,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         )?);
         let admin_token = admin_token(&config.admin)?;
         let listen = config.server.listen;
+        let cors =
+            server::Cors::parse(&config.server.cors_allow_origins).map_err(anyhow::Error::msg)?;
         let state = Arc::new(AppState {
+            cors,
             config,
             registry,
             tenants,

@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// After SIGTERM/SIGINT: how long requests in flight may take to finish.
     pub shutdown_grace_ms: u64,
+    /// Web origins whose pages may call the API from a browser (see `server::cors`).
+    pub cors_allow_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +63,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".parse().unwrap(),
             max_body_bytes: 2 * 1024 * 1024,
             shutdown_grace_ms: 30_000,
+            cors_allow_origins: Vec::new(),
         }
     }
 }
@@ -467,6 +470,7 @@ impl Config {
             );
         }
         anyhow::ensure!(!self.tenants.is_empty(), "at least one tenant is needed");
+        crate::server::Cors::parse(&self.server.cors_allow_origins).map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! everything else to the calling tenant's guest.
 
 mod admin;
+mod cors;
 mod responses;
 mod routes;
 mod v2;
@@ -18,12 +19,16 @@ use crate::config::Config;
 use crate::models::Registry;
 use crate::tenants::Tenants;
 
+pub use cors::Cors;
+
 pub struct AppState {
     pub config: Config,
     pub registry: Arc<Registry>,
     pub tenants: Arc<Tenants>,
     /// sha256 of the admin token; None disables the admin API.
     pub admin_token: Option<crate::tenants::keys::KeyHash>,
+    /// From `[server] cors_allow_origins`.
+    pub cors: Cors,
     pub started: std::time::Instant,
 }
 

@@ -27,7 +27,20 @@ pub async fn handle(
 ) -> Result<HttpResponse, Infallible> {
     let started = Instant::now();
     let route = route_label(req.uri().path());
-    let (tenant, response) = dispatch(&state, req).await;
+    let grant = state.cors.grant(req.headers(), req.uri().path());
+    let (tenant, mut response) =
+        if state
+            .cors
+            .is_preflight(req.method(), req.headers(), req.uri().path())
+        {
+            let preflight = state.cors.preflight(grant.as_ref(), req.headers());
+            ("-".to_string(), preflight)
+        } else {
+            dispatch(&state, req).await
+        };
+    if let Some(grant) = &grant {
+        grant.apply(&mut response);
+    }
     let status = response.status().as_u16().to_string();
     metrics()
         .http_requests
