@@ -115,6 +115,17 @@ def test_top_p_zero_is_greedy(server):
         assert r.json()["choices"][0]["message"]["content"] == greedy
 
 
+def test_a_client_sending_every_field_with_its_empty_value_is_served(server):
+    """Clients generated from OpenAI's schema send every field, unset ones as null, false, 0 or []."""
+    r = chat(server, max_tokens=None, max_completion_tokens=4, stop=None, tools=[], tool_choice=None,
+             functions=[], function_call="none", logprobs=False, top_logprobs=0, seed=None, temperature=None, top_p=None, n=None,
+             presence_penalty=None, frequency_penalty=None, stream=False, user=None, response_format=None,
+             logit_bias=None, parallel_tool_calls=None, stream_options=None)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["usage"]["completion_tokens"] == 4 and body["choices"][0]["logprobs"] is None
+
+
 def test_gemma_base_model_completes(server):
     r = server.post("/v1/completions", {"model": BASE, "prompt": "The capital of France is", "max_tokens": 16,
                                         "temperature": 0})

@@ -177,13 +177,14 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
             let wanted = f.bool("logprobs")?.unwrap_or(false);
             let top = f.integer("top_logprobs", 0, i128::from(MAX_TOP_LOGPROBS_CHAT))?;
             match (wanted, top) {
+                // Clients that fill every field send 0 for "no alternatives".
+                (false, Some(0)) | (false, None) => None,
                 (false, Some(_)) => {
                     return Err(ApiError::invalid(
                         "top_logprobs",
                         "'top_logprobs' needs 'logprobs' to be true.",
                     ))
                 }
-                (false, None) => None,
                 (true, top) => Some(top.unwrap_or(0) as u32),
             }
         }

@@ -33,7 +33,7 @@ fn defaults_and_sampling_fields() {
     let o = options_for(
         json!({"max_tokens": 5, "temperature": 0, "top_p": 0.5, "top_k": 40,
         "seed": 7, "stop": "\n", "presence_penalty": -2, "frequency_penalty": 1.5, "n": 1,
-        "user": "u", "logprobs": false, "tools": [], "tool_choice": "none", "functions": null,
+        "user": "u", "logprobs": false, "tools": [], "tool_choice": "none", "functions": [], "function_call": "none",
         "parallel_tool_calls": true, "response_format": {"type": "text"}, "logit_bias": {},
         "store": false, "service_tier": "auto", "modalities": ["text"], "audio": null,
         "stream": false}),
@@ -177,7 +177,7 @@ fn invalid_fields_name_their_param() {
         ),
         (json!({"functions": [{}]}), "functions", "not supported"),
         (
-            json!({"function_call": "auto"}),
+            json!({"function_call": {"name": "f"}}),
             "function_call",
             "not supported",
         ),

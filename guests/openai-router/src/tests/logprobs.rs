@@ -84,6 +84,13 @@ fn logprobs_fields_are_checked() {
         json!({"model": "smol", "messages": hi(), "top_logprobs": 2}),
     );
     assert_error(&r, 400, Some("top_logprobs"), "needs 'logprobs' to be true");
+    // 0 alternatives without logprobs is what clients that send every field send.
+    let r = chat(
+        &gen_fake(),
+        json!({"model": "smol", "messages": hi(), "logprobs": false, "top_logprobs": 0}),
+    );
+    assert_eq!(r.0.status, 200, "{}", r.1);
+    assert_eq!(r.1["choices"][0]["logprobs"], Value::Null);
     let r = chat(
         &h,
         json!({"model": "smol", "messages": hi(), "logprobs": true, "top_logprobs": 21}),

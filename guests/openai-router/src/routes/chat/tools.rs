@@ -47,13 +47,18 @@ pub struct Tools {
 /// `tools`, `tool_choice` and `parallel_tool_calls`. None when no tools are offered
 /// or `tool_choice` is `none` (the model then answers as without tools).
 pub fn parse(f: &mut Fields) -> Result<Option<Tools>, ApiError> {
-    for legacy in ["functions", "function_call"] {
-        f.reject_unless(
-            legacy,
-            |_| false,
-            "is not supported: use 'tools' and 'tool_choice'.",
-        )?;
-    }
+    // The deprecated function calling; clients that send every field send it empty.
+    let why = "is not supported: use 'tools' and 'tool_choice'.";
+    f.reject_unless(
+        "functions",
+        |v| v.as_array().is_some_and(Vec::is_empty),
+        why,
+    )?;
+    f.reject_unless(
+        "function_call",
+        |v| matches!(v.as_str(), Some("none" | "auto")),
+        why,
+    )?;
     let tools = match f.take("tools") {
         None => Vec::new(),
         Some(Value::Array(items)) => {
