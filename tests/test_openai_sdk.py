@@ -116,6 +116,22 @@ def test_chat_with_raw_response_names_the_provider(client):
     assert raw.parse().choices[0].message.content
 
 
+def test_every_answer_has_a_request_id(client, server):
+    """As OpenAI's: the SDK reads it (`_request_id`); a proxy's own id is kept; errors and the host's
+    endpoints have one too."""
+    raw = client.embeddings.with_raw_response.create(model=EMBED, input="hi")
+    first = raw.headers["x-request-id"]
+    assert first.startswith("req_") and len(first) == 28
+    assert raw.parse()._request_id == first
+    assert client.embeddings.with_raw_response.create(model=EMBED, input="hi").headers["x-request-id"] != first
+    given = server.post("/v1/embeddings", {"model": EMBED, "input": "hi"}, headers={"x-request-id": "lb-7f3a.1"})
+    assert given.status_code == 200 and given.headers["x-request-id"] == "lb-7f3a.1"
+    with pytest.raises(openai.NotFoundError) as e:
+        client.embeddings.create(model="nope", input="hi")
+    assert e.value.request_id.startswith("req_")
+    assert server.get("/health").headers["x-request-id"].startswith("req_")
+
+
 def test_completions_streamed_and_not(client):
     result = client.completions.create(model=CHAT, prompt="Once upon a time", temperature=0, max_tokens=8)
     choice = result.choices[0]

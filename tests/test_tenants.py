@@ -320,7 +320,14 @@ def test_hostile_guests_fail_alone(host, mallory):
 
 def test_a_misbehaving_guest_puts_its_tenant_on_probation_and_it_is_still_served(host, mallory):
     assert admin(host, "GET", "/tenants/mallory").json()["on_probation"] in (True, False)
-    assert call(host, "GET", "/panic", key=mallory).status_code == 500
+    r = call(host, "GET", "/panic", key=mallory)
+    assert r.status_code == 500
+    # The host's log line for the failure names the request, as the answer does.
+    deadline = time.time() + 5
+    while r.headers["x-request-id"] not in host.log_text() and time.time() < deadline:
+        time.sleep(0.1)
+    assert any(r.headers["x-request-id"] in line and "guest request failed" in line
+               for line in host.log_text().splitlines())
     assert admin(host, "GET", "/tenants/mallory").json()["on_probation"] is True
     # On a quiet host a tenant on probation is served at once (background = when idle).
     started = time.time()

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use thiserror::Error;
+use tracing::Instrument;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode as HttpErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -208,7 +209,8 @@ pub async fn handle(
                 Ok(Err((false, e))) => Err(classify(e, &store, timeout, memory)),
                 Err(_) => Err(GuestFailure::Timeout(timeout)),
             }
-        },
+        }
+        .in_current_span(),
         demoted,
     ));
 

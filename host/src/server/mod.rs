@@ -3,6 +3,7 @@
 
 mod admin;
 mod cors;
+mod request_id;
 mod responses;
 mod routes;
 mod v2;

@@ -12,7 +12,7 @@ use hyper::{Method, Request};
 use serde_json::json;
 
 use super::responses::{self, HttpResponse};
-use super::{admin, v2, AppState};
+use super::{admin, request_id, v2, AppState};
 use crate::metrics::{metrics, route_label};
 use crate::sandbox;
 use crate::tenants::keys;
@@ -20,13 +20,22 @@ use crate::tenants::usage::Usage;
 use crate::tenants::AuthError;
 use crate::tenants::Tenant;
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 
 pub async fn handle(
     state: Arc<AppState>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<HttpResponse, Infallible> {
-    let started = Instant::now();
     let route = route_label(req.uri().path());
+    let id = request_id::take_or_make(req.headers_mut());
+    let span = tracing::info_span!("request", id = id.to_str().unwrap_or("?"), %route);
+    let mut response = respond(&state, req, route).instrument(span).await;
+    response.headers_mut().insert(request_id::HEADER, id);
+    Ok(response)
+}
+
+async fn respond(state: &AppState, req: Request<Incoming>, route: &'static str) -> HttpResponse {
+    let started = Instant::now();
     let grant = state.cors.grant(req.headers(), req.uri().path());
     let (tenant, mut response) =
         if state
@@ -36,7 +45,7 @@ pub async fn handle(
             let preflight = state.cors.preflight(grant.as_ref(), req.headers());
             ("-".to_string(), preflight)
         } else {
-            dispatch(&state, req).await
+            dispatch(state, req).await
         };
     if let Some(grant) = &grant {
         grant.apply(&mut response);
@@ -50,7 +59,7 @@ pub async fn handle(
         .http_latency
         .with_label_values(&[route, &tenant])
         .observe(started.elapsed().as_secs_f64());
-    Ok(response)
+    response
 }
 
 async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResponse) {
