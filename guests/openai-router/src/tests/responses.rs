@@ -85,7 +85,7 @@ fn items_with_earlier_calls_and_outputs_are_text_the_model_reads() {
     assert!(prompt.contains("<|im_start|>assistant\n{\"tool_calls\":[{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\"}}]}<|im_end|>"), "{prompt}");
     assert!(
         prompt.contains(
-            "<|im_start|>user\nResult of the tool call c1 (get_weather):\ncold<|im_end|>"
+            "<|im_start|>user\nResult of the tool call get_weather {\"city\":\"Oslo\"}:\ncold<|im_end|>"
         ),
         "{prompt}"
     );

@@ -174,7 +174,8 @@ fn earlier_calls_and_results_are_text_the_model_reads() {
             {"role": "user", "content": "Weather in Paris?"},
             {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
                 "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
-            {"role": "tool", "tool_call_id": "call_1", "content": "18 C, sunny"}
+            {"role": "tool", "tool_call_id": "call_1", "content": "18 C, sunny"},
+            {"role": "tool", "tool_call_id": "call_9", "content": "no such call"}
         ]})),
     );
     assert_eq!(r.status, 200, "{v}");
@@ -187,8 +188,14 @@ fn earlier_calls_and_results_are_text_the_model_reads() {
         "<|im_start|>assistant\n{\"tool_calls\":[{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}]}<|im_end|>"
     ), "{prompt}");
     assert!(prompt.contains(
-        "<|im_start|>user\nResult of the tool call call_1 (get_weather):\n18 C, sunny<|im_end|>"
+        "<|im_start|>user\nResult of the tool call get_weather {\"city\":\"Paris\"}:\n18 C, sunny<|im_end|>"
     ), "{prompt}");
+    // A call no earlier turn shows can only be named by its id.
+    assert!(
+        prompt
+            .contains("<|im_start|>user\nResult of the tool call call_9:\nno such call<|im_end|>"),
+        "{prompt}"
+    );
 }
 
 #[test]

@@ -219,7 +219,7 @@ pub fn parse_messages(v: Value) -> Result<Vec<Message>, ApiError> {
         ));
     }
     // Call id → function name, from the assistant turns so far.
-    let mut called: Vec<(String, String)> = Vec::new();
+    let mut called: Vec<(String, String, String)> = Vec::new();
     items
         .into_iter()
         .enumerate()
@@ -230,7 +230,7 @@ pub fn parse_messages(v: Value) -> Result<Vec<Message>, ApiError> {
 fn parse_message(
     v: Value,
     path: &str,
-    called: &mut Vec<(String, String)>,
+    called: &mut Vec<(String, String, String)>,
 ) -> Result<Message, ApiError> {
     let map = match v {
         Value::Object(m) => m,
@@ -307,7 +307,7 @@ fn parse_message(
                 .map(|(_, name, args)| (name.clone(), args.clone()))
                 .collect::<Vec<_>>(),
         );
-        called.extend(calls.into_iter().map(|(id, name, _)| (id, name)));
+        called.extend(calls);
         text
     };
     Ok(Message {
@@ -318,7 +318,10 @@ fn parse_message(
 }
 
 /// A `tool` message: a call's result, read by the model as a user turn.
-fn parse_tool_result(mut f: Fields, called: &[(String, String)]) -> Result<Message, ApiError> {
+fn parse_tool_result(
+    mut f: Fields,
+    called: &[(String, String, String)],
+) -> Result<Message, ApiError> {
     let id = f.required_string("tool_call_id")?;
     let content_path = f.path("content");
     let content = match f.take("content") {
@@ -332,14 +335,14 @@ fn parse_tool_result(mut f: Fields, called: &[(String, String)]) -> Result<Messa
     };
     f.string("name")?;
     f.finish()?;
-    let name = called
+    let call = called
         .iter()
         .rev()
-        .find(|(call, _)| *call == id)
-        .map(|(_, name)| name.as_str());
+        .find(|(call, _, _)| *call == id)
+        .map(|(_, name, arguments)| (name.as_str(), arguments.as_str()));
     Ok(Message {
         role: Role::User,
-        content: tools::result_as_text(name, &id, &content),
+        content: tools::result_as_text(call, &id, &content),
         name: None,
     })
 }

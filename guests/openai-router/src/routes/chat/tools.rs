@@ -396,10 +396,19 @@ pub fn calls_as_text(calls: &[(String, String)]) -> String {
     json!({ "tool_calls": calls }).to_string()
 }
 
-/// A tool message (a call's result) as the text of a user turn.
-pub fn result_as_text(name: Option<&str>, call_id: &str, content: &str) -> String {
-    match name {
-        Some(name) => format!("Result of the tool call {call_id} ({name}):\n{content}"),
+/// A tool message (a call's result) as the text of a user turn. A call of an earlier
+/// turn is named as the model wrote it (function and arguments), not by its id: the
+/// model never sees ids, and a random id in the prompt would make the next answer
+/// depend on chance (and defeat the prefix cache across runs). An id the conversation
+/// does not show is all there is to name the call by.
+pub fn result_as_text(call: Option<(&str, &str)>, call_id: &str, content: &str) -> String {
+    match call {
+        Some((name, arguments)) => {
+            let arguments = serde_json::from_str::<Value>(arguments)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|_| arguments.to_string());
+            format!("Result of the tool call {name} {arguments}:\n{content}")
+        }
         None => format!("Result of the tool call {call_id}:\n{content}"),
     }
 }

@@ -305,7 +305,7 @@ fn parse_items(
     messages: &mut Vec<Message>,
 ) -> Result<(), ApiError> {
     // Call id → function name, for the outputs that answer them.
-    let mut called: Vec<(String, String)> = Vec::new();
+    let mut called: Vec<(String, String, String)> = Vec::new();
     // Consecutive function calls are one assistant turn.
     let mut pending_calls: Vec<(String, String)> = Vec::new();
     let flush = |pending: &mut Vec<(String, String)>, messages: &mut Vec<Message>| {
@@ -359,7 +359,7 @@ fn parse_items(
                 f.string("id")?;
                 f.string("status")?;
                 f.finish()?;
-                called.push((call_id, name.clone()));
+                called.push((call_id, name.clone(), arguments.clone()));
                 pending_calls.push((name, arguments));
             }
             Some("function_call_output") => {
@@ -376,10 +376,14 @@ fn parse_items(
                 f.string("id")?;
                 f.string("status")?;
                 f.finish()?;
-                let name = called.iter().rev().find(|(id, _)| *id == call_id).map(|(_, n)| n.as_str());
+                let call = called
+                    .iter()
+                    .rev()
+                    .find(|(id, _, _)| *id == call_id)
+                    .map(|(_, name, arguments)| (name.as_str(), arguments.as_str()));
                 messages.push(Message {
                     role: Role::User,
-                    content: tools::result_as_text(name, &call_id, &output),
+                    content: tools::result_as_text(call, &call_id, &output),
                     name: None,
                 });
             }
