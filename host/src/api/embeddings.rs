@@ -18,6 +18,7 @@ impl Host for ApiState {
             return Ok(Err(e.into()));
         }
         let started = std::time::Instant::now();
+        let waiting = crate::sandbox::WaitingForInference::start();
         let result = async {
             let loaded = self.access.get(&model)?;
             let model = loaded.embedding().ok_or_else(|| {
@@ -48,6 +49,7 @@ impl Host for ApiState {
         }
         .await;
         // Waiting for the embedding queue is not the guest's CPU time.
+        drop(waiting);
         self.waited += started.elapsed();
         let result = result.and_then(|batch| self.charge(batch.data.len() * 4).map(|_| batch));
         Ok(result.map_err(Into::into))

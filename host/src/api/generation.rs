@@ -277,6 +277,7 @@ impl Host for ApiState {
         };
         // The worker sends the scored prompt first, once its prefill is done.
         let started = std::time::Instant::now();
+        let waiting = crate::sandbox::WaitingForInference::start();
         let first = match self.generation_deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, stream.events.recv())
                 .await
@@ -284,6 +285,7 @@ impl Host for ApiState {
                 .flatten(),
             None => stream.events.recv().await,
         };
+        drop(waiting);
         self.waited += started.elapsed();
         let prompt = match first {
             Some(GenEvent::Prompt(tokens)) => prompt_to_wit(tokens),
@@ -313,8 +315,10 @@ impl Host for ApiState {
 impl HostGenerationStream for ApiState {
     async fn next(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<Event> {
         let started = std::time::Instant::now();
+        let waiting = crate::sandbox::WaitingForInference::start();
         let event = self.next_event(stream).await;
         // Waiting for the next token is not the guest's CPU time.
+        drop(waiting);
         self.waited += started.elapsed();
         event
     }

@@ -59,17 +59,8 @@ impl Sandbox {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         crate::api::add_to_linker(&mut linker, |state: &mut GuestState| &mut state.api)?;
 
-        // Epoch ticker: a plain thread so it keeps time even if the async runtime is busy.
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })?;
+        // A plain thread, so it keeps time even if the async runtime is busy.
+        super::ticker::spawn(engine.weak())?;
 
         // A graph starting while guests run in the background interrupts them now,
         // not at the next tick.

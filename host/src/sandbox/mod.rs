@@ -8,7 +8,9 @@ mod limited_body;
 mod request;
 mod runtime;
 mod state;
+mod ticker;
 
 pub use engine::Sandbox;
 pub use request::{handle as handle_request, RequestLimits};
 pub use state::GuestState;
+pub use ticker::Waiting as WaitingForInference;

@@ -183,6 +183,7 @@ pub async fn handle(
     let task = tokio::spawn(super::runtime::run_demotable(
         async move {
             let _guard = guard;
+            let _running = super::ticker::Running::start();
             let run = async {
                 if starts_background {
                     // Not even instantiation runs before the host is idle.
