@@ -306,6 +306,15 @@ def run_all(b: Bench) -> dict:
             ceiling[n] = b.ort(n, 4.0)
         else:
             conc[n] = b.http(SHORT, n, 6.0, 1.0 if n < 32 else 1.5)
+    # The target row, 32 connections, in two more rounds beside a raw batch-32 run each: one 6 s window
+    # on a shared machine can land on a neighbour's burst. The table shows the median round; the
+    # ceiling stays the best raw run.
+    rounds32 = [(ceiling[32], conc[32])]
+    for _ in range(2):
+        rounds32.append((b.ort(32, 4.0), b.http(SHORT, 32, 6.0, 1.5)))
+    r["rounds32"] = rounds32
+    conc[32] = sorted((web for _, web in rounds32), key=lambda x: x["req_per_s"])[1]
+    ceiling[32] = max((raw for raw, _ in rounds32), key=lambda x: x["texts_per_s"])
     r["conc"], r["ceiling"] = conc, ceiling
     r["wrk32"] = b.wrk(32, 4.0)
 
