@@ -17,7 +17,6 @@ impl Host for ApiState {
         if let Err(e) = self.charge(input_bytes) {
             return Ok(Err(e.into()));
         }
-        let started = std::time::Instant::now();
         let waiting = crate::sandbox::WaitingForInference::start();
         let result = async {
             let loaded = self.access.get(&model)?;
@@ -49,8 +48,7 @@ impl Host for ApiState {
         }
         .await;
         // Waiting for the embedding queue is not the guest's CPU time.
-        drop(waiting);
-        self.waited += started.elapsed();
+        self.waited += waiting.end();
         let result = result.and_then(|batch| self.charge(batch.data.len() * 4).map(|_| batch));
         Ok(result.map_err(Into::into))
     }

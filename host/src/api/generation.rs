@@ -276,7 +276,6 @@ impl Host for ApiState {
             Err(e) => return Ok(Err(e.into())),
         };
         // The worker sends the scored prompt first, once its prefill is done.
-        let started = std::time::Instant::now();
         let waiting = crate::sandbox::WaitingForInference::start();
         let first = match self.generation_deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, stream.events.recv())
@@ -285,8 +284,7 @@ impl Host for ApiState {
                 .flatten(),
             None => stream.events.recv().await,
         };
-        drop(waiting);
-        self.waited += started.elapsed();
+        self.waited += waiting.end();
         let prompt = match first {
             Some(GenEvent::Prompt(tokens)) => prompt_to_wit(tokens),
             Some(GenEvent::Done(end)) => {
@@ -314,12 +312,10 @@ impl Host for ApiState {
 
 impl HostGenerationStream for ApiState {
     async fn next(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<Event> {
-        let started = std::time::Instant::now();
         let waiting = crate::sandbox::WaitingForInference::start();
         let event = self.next_event(stream).await;
         // Waiting for the next token is not the guest's CPU time.
-        drop(waiting);
-        self.waited += started.elapsed();
+        self.waited += waiting.end();
         event
     }
 

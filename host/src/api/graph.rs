@@ -94,12 +94,10 @@ impl HostExecutionContext for ApiState {
             named.push((name, self.table.get(&tensor)?.clone()));
         }
         // ORT blocks: run it on the blocking pool, never on an async worker.
-        let started = std::time::Instant::now();
         let waiting = crate::sandbox::WaitingForInference::start();
         let outputs = tokio::task::spawn_blocking(move || provider.run(named)).await;
         // The graph's run is not the guest's CPU time.
-        drop(waiting);
-        self.waited += started.elapsed();
+        self.waited += waiting.end();
         let outputs =
             outputs.map_err(|e| wasmtime::Error::msg(format!("graph worker panicked: {e}")))?;
         let outputs = match outputs {

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use wasmtime::EngineWeak;
 
@@ -96,14 +97,20 @@ impl Drop for Running {
     }
 }
 
-/// Held by a host call while its guest waits for inference: no wasm runs meanwhile.
+/// Held by a host call while its guest waits for inference: no wasm runs meanwhile,
+/// and the time is not the guest's CPU time.
 #[must_use]
-pub struct Waiting(());
+pub struct Waiting(Instant);
 
 impl Waiting {
     pub fn start() -> Self {
         GATE.fewer();
-        Self(())
+        Self(Instant::now())
+    }
+
+    /// How long the guest waited (for `ApiState::waited`); its wasm may run again.
+    pub fn end(self) -> Duration {
+        self.0.elapsed()
     }
 }
 
@@ -118,7 +125,6 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
     use std::sync::Arc;
-    use std::time::Duration;
 
     #[test]
     fn ticks_only_while_a_guest_runs() {
