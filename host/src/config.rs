@@ -82,8 +82,10 @@ pub struct ModelConfig {
     pub name: String,
     /// A folder in the Hugging Face sentence-transformers layout (what `models/prepare.py`
     /// writes, and what a downloaded HF repository already is).
+    /// A graph model's path may be the `.onnx` file itself.
     pub path: PathBuf,
-    /// "embedding", "chat" or "completion"; default: read from the folder.
+    /// "embedding", "chat", "completion" or "graph" (a bare ONNX graph for the `graph`
+    /// interface and `/v2`); default: read from the folder, "graph" when `path` is a file.
     pub kind: Option<String>,
     /// The ONNX file inside the folder (e.g. "onnx/model_fp32.onnx"); default onnx/model.onnx.
     pub onnx: Option<PathBuf>,

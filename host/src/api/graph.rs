@@ -85,24 +85,25 @@ impl HostExecutionContext for ApiState {
         context: Resource<ExecutionContext>,
         inputs: Vec<(String, Resource<Tensor>)>,
     ) -> wasmtime::Result<Result<Vec<(String, Resource<Tensor>)>, WitError>> {
-        let provider = match self.table.get(&context)?.model.graph() {
-            Ok((provider, _)) => provider,
-            Err(e) => return Ok(Err(e.into())),
-        };
+        let model = self.table.get(&context)?.model.clone();
         let mut named = Vec::with_capacity(inputs.len());
         for (name, tensor) in inputs {
             named.push((name, self.table.get(&tensor)?.clone()));
         }
         // ORT blocks: run it on the blocking pool, never on an async worker.
         let waiting = crate::sandbox::WaitingForInference::start();
-        let outputs = tokio::task::spawn_blocking(move || provider.run(named)).await;
+        let outputs = tokio::task::spawn_blocking(move || {
+            let (graph, _) = model.graph()?;
+            Ok::<_, InferenceError>(graph.run(named)?.0)
+        })
+        .await;
         // The graph's run is not the guest's CPU time.
         self.waited += waiting.end();
         let outputs =
             outputs.map_err(|e| wasmtime::Error::msg(format!("graph worker panicked: {e}")))?;
         let outputs = match outputs {
             Ok(outputs) => outputs,
-            Err(e) => return Ok(Err(InferenceError::from(e).into())),
+            Err(e) => return Ok(Err(e.into())),
         };
         let mut handles = Vec::with_capacity(outputs.len());
         for (name, tensor) in outputs {

@@ -11,6 +11,7 @@ impl From<&LoadedModel> for ModelInfo {
                 models::ModelKind::Embedding => ModelKind::Embedding,
                 models::ModelKind::Chat => ModelKind::Chat,
                 models::ModelKind::Completion => ModelKind::Completion,
+                models::ModelKind::RawGraph => ModelKind::RawGraph,
             },
             owned_by: info.owned_by.clone(),
             created: info.created,

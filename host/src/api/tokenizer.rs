@@ -24,7 +24,7 @@ impl Host for ApiState {
         skip_special_tokens: bool,
     ) -> wasmtime::Result<Result<String, WitError>> {
         let result = self.access.get(&model).and_then(|m| {
-            let tokenizer = m.tokenizer();
+            let tokenizer = m.tokenizer()?;
             // The tokenizer would skip unknown ids silently: a client sending them is told.
             if let Some(bad) = tokens.iter().find(|&&t| tokenizer.id_to_token(t).is_none()) {
                 return Err(InferenceError::invalid(format!(
@@ -68,7 +68,7 @@ impl ApiState {
             return decoder.encode_prompt(&text, add_special_tokens);
         }
         let encoding = model
-            .tokenizer()
+            .tokenizer()?
             .encode_fast(text, add_special_tokens)
             .map_err(|e| InferenceError::invalid(format!("tokenizing: {e}")))?;
         Ok(encoding.get_ids().to_vec())

@@ -94,6 +94,7 @@ pub fn detect_kind(dir: &Path) -> Option<&'static str> {
                 "chat" => Some("chat"),
                 "completion" => Some("completion"),
                 "embedding" => Some("embedding"),
+                "graph" | "raw_graph" => Some("graph"),
                 _ => None,
             };
         }

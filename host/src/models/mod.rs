@@ -3,6 +3,7 @@
 
 pub mod decoder;
 pub mod embedding;
+pub mod graph;
 pub mod layout;
 pub mod pooling;
 
@@ -14,9 +15,10 @@ use anyhow::{Context, Result};
 
 use crate::config::ModelConfig;
 use crate::error::{ErrorCode, InferenceError};
-use crate::providers::{GraphSignature, Provider};
+use crate::providers::{GraphSignature, NamedTensors, Provider, ProviderError};
 use decoder::DecoderModel;
 use embedding::EmbeddingModel;
+use graph::GraphModel;
 
 /// A model's `tokenizer.json` with its fixed padding and truncation turned off: the
 /// queues pad per batch (MiniLM's file pads every input to 128 tokens), and cutting
@@ -45,11 +47,20 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// What `/v1/models` metadata calls a model's ONNX file.
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelKind {
     Embedding,
     Chat,
     Completion,
+    /// A bare graph, reachable through the `graph` interface and `/v2` only.
+    RawGraph,
 }
 
 impl ModelKind {
@@ -58,6 +69,7 @@ impl ModelKind {
             ModelKind::Embedding => "embedding",
             ModelKind::Chat => "chat",
             ModelKind::Completion => "completion",
+            ModelKind::RawGraph => "raw_graph",
         }
     }
 }
@@ -84,6 +96,25 @@ pub struct ModelInfo {
 pub enum Model {
     Embedding(EmbeddingModel),
     Decoder(DecoderModel),
+    Graph(GraphModel),
+}
+
+/// Runs a model's graph for the `graph` interface and `/v2`.
+pub enum GraphRunner<'a> {
+    /// An embedding model's CPU session (its remote takes the embedding queue's batches).
+    Local(Arc<dyn Provider>),
+    /// A graph model: local or remote, as its router decides per batch.
+    Routed(&'a GraphModel),
+}
+
+impl GraphRunner<'_> {
+    /// Blocks: call it from a worker thread. Returns the outputs and the provider that ran them.
+    pub fn run(&self, inputs: NamedTensors) -> Result<(NamedTensors, String), ProviderError> {
+        match self {
+            GraphRunner::Local(provider) => Ok((provider.run(inputs)?, provider.name().into())),
+            GraphRunner::Routed(model) => model.run(inputs),
+        }
+    }
 }
 
 pub struct LoadedModel {
@@ -106,11 +137,24 @@ impl LoadedModel {
         }
     }
 
+    /// The router of a model with a local and maybe a remote provider.
+    pub fn router(&self) -> Option<&Arc<crate::providers::router::ProviderRouter>> {
+        match &self.model {
+            Model::Embedding(m) => Some(&m.router),
+            Model::Graph(m) => Some(&m.router),
+            Model::Decoder(_) => None,
+        }
+    }
+
     /// The ONNX graph behind the model, for the WASI-NN style `graph` interface.
     /// Decoders keep their session on their generation worker and are not exposed.
-    pub fn graph(&self) -> Result<(Arc<dyn Provider>, &GraphSignature), InferenceError> {
+    pub fn graph(&self) -> Result<(GraphRunner<'_>, &GraphSignature), InferenceError> {
         match &self.model {
-            Model::Embedding(m) => Ok((m.provider.clone() as Arc<dyn Provider>, m.signature())),
+            Model::Embedding(m) => Ok((
+                GraphRunner::Local(m.provider.clone() as Arc<dyn Provider>),
+                m.signature(),
+            )),
+            Model::Graph(m) => Ok((GraphRunner::Routed(m), m.signature())),
             Model::Decoder(_) => Err(InferenceError::new(
                 ErrorCode::Unsupported,
                 format!(
@@ -121,10 +165,20 @@ impl LoadedModel {
         }
     }
 
-    pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
+    /// The model's tokenizer; a graph model has one only when its folder does.
+    pub fn tokenizer(&self) -> Result<&tokenizers::Tokenizer, InferenceError> {
         match &self.model {
-            Model::Embedding(m) => &m.tokenizer,
-            Model::Decoder(m) => &m.tokenizer,
+            Model::Embedding(m) => Ok(&m.tokenizer),
+            Model::Decoder(m) => Ok(&m.tokenizer),
+            Model::Graph(m) => m.tokenizer.as_ref().ok_or_else(|| {
+                InferenceError::new(
+                    ErrorCode::Unsupported,
+                    format!(
+                        "model {} is a bare graph without a tokenizer.json",
+                        self.info.id
+                    ),
+                )
+            }),
         }
     }
 }
@@ -147,12 +201,16 @@ impl Registry {
             let kind = config
                 .kind
                 .as_deref()
+                .or_else(|| config.path.is_file().then_some("graph"))
                 .or_else(|| decoder::detect_kind(&config.path))
                 .unwrap_or("embedding");
             let loaded = match kind {
                 "embedding" => Self::embedding_model(config, created),
                 "chat" | "completion" => Self::decoder_model(config, created),
-                other => anyhow::bail!("kind {other:?} (expected embedding, chat or completion)"),
+                "graph" | "raw_graph" => Self::graph_model(config, created),
+                other => {
+                    anyhow::bail!("kind {other:?} (expected embedding, chat, completion or graph)")
+                }
             }
             .with_context(|| format!("model {:?}", config.name))?;
             tracing::info!(model = %config.name, kind = loaded.info.kind.as_str(), context_length = loaded.info.context_length,
@@ -172,11 +230,7 @@ impl Registry {
         } else {
             ModelKind::Completion
         };
-        let onnx = model
-            .onnx
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let onnx = file_name(&model.onnx);
         let info = ModelInfo {
             id: config.name.clone(),
             kind,
@@ -198,6 +252,47 @@ impl Registry {
         Ok(LoadedModel {
             info,
             model: Model::Decoder(model),
+        })
+    }
+
+    fn graph_model(config: &ModelConfig, created: u64) -> Result<LoadedModel> {
+        let model = GraphModel::load(config)?;
+        let describe = |list: &[crate::providers::TensorInfo]| {
+            list.iter()
+                .map(|t| format!("{}:{}{:?}", t.name, t.dtype.v2_name(), t.shape))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let signature = model.signature();
+        // A static leading dimension is the graph's batch size; a dynamic one takes any.
+        let max_batch_size = match signature.inputs.first().and_then(|i| i.shape.first()) {
+            Some(&rows) if rows > 0 => rows as u32,
+            _ => config.max_inputs as u32,
+        };
+        let onnx = file_name(&model.onnx);
+        let info = ModelInfo {
+            id: config.name.clone(),
+            kind: ModelKind::RawGraph,
+            owned_by: "nnhost".into(),
+            created,
+            context_length: config.max_tokens.unwrap_or(0) as u32,
+            dimensions: None,
+            max_batch_size,
+            chat_template: None,
+            bos_token: None,
+            eos_token: None,
+            stop_tokens: Vec::new(),
+            metadata: vec![
+                ("onnx".into(), onnx),
+                ("inputs".into(), describe(&signature.inputs)),
+                ("outputs".into(), describe(&signature.outputs)),
+                ("tokenizer".into(), model.tokenizer.is_some().to_string()),
+                ("provider".into(), crate::providers::cpu::label()),
+            ],
+        };
+        Ok(LoadedModel {
+            info,
+            model: Model::Graph(model),
         })
     }
 

@@ -256,25 +256,7 @@ impl Provider for CpuProvider {
     }
 
     fn run(&self, inputs: NamedTensors) -> Result<NamedTensors, ProviderError> {
-        for (name, tensor) in &inputs {
-            let Some(expected) = self.signature.inputs.iter().find(|i| &i.name == name) else {
-                return Err(ProviderError::InvalidInput(format!(
-                    "the graph has no input named {name:?}"
-                )));
-            };
-            check_input(expected, tensor)?;
-        }
-        if let Some(missing) = self
-            .signature
-            .inputs
-            .iter()
-            .find(|i| !inputs.iter().any(|(n, _)| n == &i.name))
-        {
-            return Err(ProviderError::InvalidInput(format!(
-                "missing input {:?}",
-                missing.name
-            )));
-        }
+        self.signature.check_inputs(&inputs)?;
         let rows = inputs
             .first()
             .and_then(|(_, t)| t.shape.first().copied())
@@ -315,28 +297,4 @@ const SPIN_ROWS_UNDER_LOAD: usize = 4;
 fn spin_pays(rows: usize) -> bool {
     crate::cpu_priority::quiet(1)
         || (rows <= SPIN_ROWS_UNDER_LOAD && !crate::cpu_priority::graph_running())
-}
-
-fn check_input(expected: &TensorInfo, tensor: &Tensor) -> Result<(), ProviderError> {
-    if expected.dtype != tensor.dtype() {
-        return Err(ProviderError::InvalidInput(format!(
-            "input {:?} must be {:?}, got {:?}",
-            expected.name,
-            expected.dtype,
-            tensor.dtype()
-        )));
-    }
-    let fits = expected.shape.len() == tensor.shape.len()
-        && expected
-            .shape
-            .iter()
-            .zip(&tensor.shape)
-            .all(|(&e, &a)| e < 0 || e as usize == a);
-    if !fits {
-        return Err(ProviderError::InvalidInput(format!(
-            "input {:?} must have shape {:?} (-1 = any), got {:?}",
-            expected.name, expected.shape, tensor.shape
-        )));
-    }
-    Ok(())
 }

@@ -37,6 +37,60 @@ pub struct GraphSignature {
     pub outputs: Vec<TensorInfo>,
 }
 
+impl GraphSignature {
+    /// Every input named once, known to the graph, of its dtype and shape (`-1` = any).
+    pub fn check_inputs(&self, inputs: &NamedTensors) -> Result<(), ProviderError> {
+        for (i, (name, tensor)) in inputs.iter().enumerate() {
+            let Some(expected) = self.inputs.iter().find(|e| &e.name == name) else {
+                return Err(ProviderError::InvalidInput(format!(
+                    "the graph has no input named {name:?}"
+                )));
+            };
+            if inputs[..i].iter().any(|(n, _)| n == name) {
+                return Err(ProviderError::InvalidInput(format!(
+                    "input {name:?} is given twice"
+                )));
+            }
+            check_input(expected, tensor)?;
+        }
+        if let Some(missing) = self
+            .inputs
+            .iter()
+            .find(|e| !inputs.iter().any(|(n, _)| n == &e.name))
+        {
+            return Err(ProviderError::InvalidInput(format!(
+                "missing input {:?}",
+                missing.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn check_input(expected: &TensorInfo, tensor: &Tensor) -> Result<(), ProviderError> {
+    if expected.dtype != tensor.dtype() {
+        return Err(ProviderError::InvalidInput(format!(
+            "input {:?} must be {:?}, got {:?}",
+            expected.name,
+            expected.dtype,
+            tensor.dtype()
+        )));
+    }
+    let fits = expected.shape.len() == tensor.shape.len()
+        && expected
+            .shape
+            .iter()
+            .zip(&tensor.shape)
+            .all(|(&e, &a)| e < 0 || e as usize == a);
+    if !fits {
+        return Err(ProviderError::InvalidInput(format!(
+            "input {:?} must have shape {:?} (-1 = any), got {:?}",
+            expected.name, expected.shape, tensor.shape
+        )));
+    }
+    Ok(())
+}
+
 pub trait Provider: Send + Sync {
     /// What responses and metrics call this provider, e.g. `cpu-x86_64`.
     fn name(&self) -> &str;

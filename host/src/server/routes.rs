@@ -198,7 +198,7 @@ fn status(state: &AppState) -> serde_json::Value {
             json!({
                 "id": m.info.id,
                 "kind": m.info.kind.as_str(),
-                "routing": m.embedding().map(|e| e.router.status()),
+                "routing": m.router().map(|r| r.status()),
             })
         })
         .collect();

@@ -139,11 +139,12 @@ async fn infer(model: Arc<LoadedModel>, headers: &hyper::HeaderMap, body: Bytes)
             Err(e) => return error(400, e),
         }
     }
-    let Ok((provider, _)) = model.graph() else {
-        return error(400, "no graph");
+    let runner = model.clone();
+    let run = move || match runner.graph() {
+        Ok((graph, _)) => graph.run(inputs),
+        Err(e) => Err(crate::providers::ProviderError::InvalidInput(e.message)),
     };
-    let provider_name = provider.name().to_string();
-    let outputs = match tokio::task::spawn_blocking(move || provider.run(inputs)).await {
+    let (outputs, provider_name) = match tokio::task::spawn_blocking(run).await {
         Ok(Ok(outputs)) => outputs,
         // As Triton does: a request the graph cannot run (out-of-range ids, more
         // positions than the model has, inconsistent shapes) is the client's 400.
