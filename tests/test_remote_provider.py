@@ -396,3 +396,67 @@ def test_a_bad_ca_file_stops_the_start_with_a_clear_error(tmp_path):
     bad.write_text("hello\n")
     with pytest.raises(RuntimeError, match="ca_file .*not-a-ca.pem.*no certificate"):
         start_b(tmp_path / "b", 9, url="https://127.0.0.1:9", ca_file=bad)
+
+
+GRAPH_B_CONFIG = """
+[[models]]
+name = "minilm-graph"
+path = "{onnx}"
+[models.remote]
+url = "http://127.0.0.1:{remote_port}"
+model = "{model}"
+token_env = "NNHOST_TEST_REMOTE_TOKEN"
+connect_timeout_ms = 300
+[models.routing]
+policy = "threshold"
+threshold = 4
+breaker_failures = 1
+probe_interval_ms = 200
+
+[[tenants]]
+name = "default"
+public = true
+component = "{router}"
+"""
+
+
+def test_a_bare_graph_routes_large_batches_to_the_remote(tmp_path):
+    """A `kind = "graph"` model routes as an embedding model does, the batch being the
+    first input's leading dimension: /v2 calls of 4 rows go to the remote, of 1 row stay
+    local, and fall back to the CPU when the remote is gone."""
+    port_a = free_port()
+    a = start_a(tmp_path / "a", port_a)
+    b = Server(GRAPH_B_CONFIG.format(onnx=MINILM / "onnx" / "model.onnx", remote_port=port_a, model=MODEL,
+                                     router=ROUTER_WASM), tmp_path / "b", env={"NNHOST_TEST_REMOTE_TOKEN": "s3cret"})
+
+    def infer(rows):
+        ids = [[101, 7592, 2088, 102]] * rows
+        inputs = [{"name": name, "datatype": "INT64", "shape": [rows, 4], "data": sum(data, [])}
+                  for name, data in (("input_ids", ids), ("attention_mask", [[1] * 4] * rows),
+                                     ("token_type_ids", [[0] * 4] * rows))]
+        r = b.post("/v2/models/minilm-graph/infer", json={"inputs": inputs})
+        assert r.status_code == 200, r.text
+        out = next(o for o in r.json()["outputs"] if o["name"] == "last_hidden_state")
+        return r.headers["x-nnhost-provider"], np.array(out["data"]).reshape(out["shape"])
+
+    try:
+        provider, one = infer(1)
+        assert provider.startswith("cpu-")
+        provider, four = infer(4)
+        assert provider == "azure"
+        assert np.max(np.abs(four[0] - one[0])) <= 1e-4
+        # A caller's bad tensor is answered before routing: the remote never sees it.
+        bad = b.post("/v2/models/minilm-graph/infer", json={"inputs": [
+            {"name": "input_ids", "datatype": "INT64", "shape": [4, 1], "data": [1, 2, 3, 4]}]})
+        assert bad.status_code == 400 and "missing input" in bad.json()["error"]
+        routing = b.get("/status").json()["models"][0]["routing"]
+        azure = next(p for p in routing["providers"] if p["name"] == "azure")
+        assert azure["requests"] == 1 and azure["errors"] == 0, azure
+
+        a.stop()
+        provider, four_local = infer(4)
+        assert provider.startswith("cpu-")
+        assert np.max(np.abs(four_local - four)) <= 1e-4
+    finally:
+        a.stop()
+        b.stop()
