@@ -231,6 +231,43 @@ def test_a_disconnected_stream_stops_its_generation(server):
 
 
 
+
+def chat_metric(server, name: str) -> float:
+    """A sample of the chat model's series in /metrics (`name` with its suffix), 0 if absent."""
+    for line in server.get("/metrics").text.splitlines():
+        if line.startswith(name + "{") and f'model="{CHAT}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_show_running_generations_and_token_latencies(server):
+    """What an operator watches on an LLM server (as vLLM exports it): generations
+    running and waiting, time to first token, time between tokens."""
+    first_before = chat_metric(server, "nnhost_time_to_first_token_seconds_count")
+    between_before = chat_metric(server, "nnhost_time_per_output_token_seconds_count")
+    r = server.session.post(server.url + "/v1/chat/completions", timeout=120, stream=True, json={
+        "model": CHAT, "messages": [{"role": "user", "content": "Write a very long story."}],
+        "max_tokens": 2000, "stream": True})
+    lines = r.iter_lines()
+    for _ in range(4):
+        next(lines)
+    assert chat_metric(server, "nnhost_generations_running") == 1
+    assert chat_metric(server, "nnhost_generations_waiting") == 0
+    r.close()
+    deadline = time.time() + 20
+    while time.time() < deadline and chat_metric(server, "nnhost_generations_running") != 0:
+        time.sleep(0.1)
+    assert chat_metric(server, "nnhost_generations_running") == 0
+
+    body = chat(server, max_tokens=8).json()
+    tokens = body["usage"]["completion_tokens"]
+    assert chat_metric(server, "nnhost_time_to_first_token_seconds_count") == first_before + 2
+    between = chat_metric(server, "nnhost_time_per_output_token_seconds_count") - between_before
+    # This answer's tokens after its first, plus those of the stream before it was dropped.
+    assert between >= tokens - 1, (between, tokens)
+    assert chat_metric(server, "nnhost_time_to_first_token_seconds_sum") > 0
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_client_gone_during_a_long_prefill_stops_it_there(server, stream):
     """The client hangs up while its ~1500-token prompt is being prefilled (before any

@@ -51,6 +51,7 @@ pub struct GeneratorLimits {
 struct Job {
     request: GenerateRequest,
     events: UnboundedSender<GenEvent>,
+    submitted: Instant,
 }
 
 /// A generation in the decode batch.
@@ -67,6 +68,8 @@ struct Active {
     cached: usize,
     last: u32,
     started: Instant,
+    /// When the request was submitted, then when its latest token was sampled.
+    last_token_at: Instant,
 }
 
 impl Generator {
@@ -100,6 +103,7 @@ impl Generator {
             },
             provider,
             model: model.to_string(),
+            metrics: WorkerMetrics::new(model),
         };
         let worker = std::thread::Builder::new()
             .name(format!("generate-{model}"))
@@ -132,7 +136,11 @@ impl Generator {
         self.jobs
             .as_ref()
             .expect("set until dropped")
-            .send(Job { request, events })
+            .send(Job {
+                request,
+                events,
+                submitted: Instant::now(),
+            })
             .map_err(|_| InferenceError::internal("the generation worker stopped"))?;
         Ok(receiver)
     }
@@ -168,6 +176,27 @@ struct Worker {
     prefix_cache: PrefixCache,
     provider: String,
     model: String,
+    metrics: WorkerMetrics,
+}
+
+/// This model's series, looked up once rather than per token.
+struct WorkerMetrics {
+    running: prometheus::IntGauge,
+    waiting: prometheus::IntGauge,
+    first_token: prometheus::Histogram,
+    per_token: prometheus::Histogram,
+}
+
+impl WorkerMetrics {
+    fn new(model: &str) -> Self {
+        let m = crate::metrics::metrics();
+        Self {
+            running: m.generations_running.with_label_values(&[model]),
+            waiting: m.generations_waiting.with_label_values(&[model]),
+            first_token: m.time_to_first_token.with_label_values(&[model]),
+            per_token: m.time_per_output_token.with_label_values(&[model]),
+        }
+    }
 }
 
 impl Worker {
@@ -179,6 +208,8 @@ impl Worker {
             let idle =
                 rows.iter().all(Option::is_none) && waiting.is_empty() && self.chunking.is_empty();
             if idle {
+                self.metrics.running.set(0);
+                self.metrics.waiting.set(0);
                 if !rows.is_empty() {
                     rows.clear();
                     let _ = self.batch.rebuild(&[], Vec::new());
@@ -209,6 +240,10 @@ impl Worker {
             if !joined.is_empty() || rows.iter().any(Option::is_none) {
                 self.regroup(&mut rows, joined);
             }
+            self.metrics
+                .running
+                .set((rows.iter().flatten().count() + self.chunking.len()) as i64);
+            self.metrics.waiting.set(waiting.len() as i64);
             if !rows.is_empty() {
                 self.decode(&mut rows);
             }
@@ -257,6 +292,9 @@ impl Worker {
             };
             chosen.push(next);
         }
+        // Counted before their prefill, which may take seconds.
+        self.metrics.running.set((live + chosen.len()) as i64);
+        self.metrics.waiting.set(waiting.len() as i64);
         let mut jobs = Vec::new();
         for (_, job) in chosen {
             let scored = job.request.prompt_logprobs.is_some();
@@ -332,6 +370,7 @@ impl Worker {
             cached: request.prompt.len(),
             last: 0,
             started,
+            last_token_at: job.submitted,
         };
         if seq.events.is_closed() {
             self.cancelled("before its prefill", 0);
@@ -380,6 +419,14 @@ impl Worker {
     /// Samples the next token from `logits` and emits its text; false when finished.
     fn accept(&mut self, seq: &mut Active, logits: &mut [f32]) -> bool {
         let (token, logprobs) = seq.sampler.sample(logits);
+        let now = Instant::now();
+        let since = now.duration_since(seq.last_token_at).as_secs_f64();
+        if seq.generated == 0 {
+            self.metrics.first_token.observe(since);
+        } else {
+            self.metrics.per_token.observe(since);
+        }
+        seq.last_token_at = now;
         seq.generated += 1;
         seq.last = token;
         if self.stop_ids.contains(&token) {
