@@ -41,6 +41,11 @@ batching = {{ prefix_cache_mib = 0 }}
 name = "default"
 public = true
 component = "{router}"
+
+[[tenants]]
+name = "other"
+api_keys = ["sk-other"]
+component = "{router}"
 """
 
 SYSTEM = ("You are a careful assistant for a small bakery. You answer questions about opening hours, "
@@ -149,6 +154,28 @@ def test_prompts_sharing_a_system_prompt_reuse_it(host):
     after = tokens(host, "smollm2")
     # The system prompt alone is ~45 tokens: reused by the second and the third prompts.
     assert after["reused"] - before["reused"] >= 2 * 40, (before, after)
+
+
+def test_a_tenant_never_reads_another_tenants_cached_prompt(host):
+    """A cache shared across tenants would leak their prompts: `cached_tokens` would
+    grow as a guess matched another tenant's system prompt, token by token."""
+    secret = [{"role": "system", "content": "The vault code is 4711. " + SYSTEM},
+              {"role": "user", "content": "What is the vault code?"}]
+    chat(host, "smollm2", secret, max_tokens=2)  # the default tenant's prompt, now cached
+
+    def as_other() -> dict:
+        r = requests.post(host.url + "/v1/chat/completions", timeout=300,
+                          headers={"authorization": "Bearer sk-other"},
+                          json={"model": "smollm2", "messages": secret, "max_tokens": 2, "temperature": 0})
+        assert r.status_code == 200, r.text
+        return r.json()["usage"]
+
+    assert as_other()["prompt_tokens_details"]["cached_tokens"] == 0
+    # Its own repeat is served from its own entry; the default tenant's still serves it.
+    usage = as_other()
+    assert usage["prompt_tokens_details"]["cached_tokens"] == usage["prompt_tokens"] - 2
+    _, usage = chat(host, "smollm2", secret, max_tokens=2)
+    assert usage["prompt_tokens_details"]["cached_tokens"] == usage["prompt_tokens"] - 2
 
 
 def test_the_same_prompt_twice_runs_only_its_last_two_tokens_again(host):

@@ -2,6 +2,12 @@
 //! starting with the same tokens (a shared system prompt, the earlier turns of a
 //! conversation, an agent's tool definitions) prefills only what follows them.
 //! Bounded in bytes; the least recently used prompt goes first.
+//!
+//! Entries are the tenant's own: a prompt never reuses another tenant's cache. Shared,
+//! a reused prefix would tell one tenant what another sent: `cached_tokens` in the
+//! usage (and the time to the first token) would grow token by token as a guess
+//! matched someone else's system prompt. OpenAI scopes its prompt cache to an
+//! organization for the same reason; vLLM salts its cache per user.
 
 use std::sync::Arc;
 
@@ -31,6 +37,7 @@ pub struct PrefixCache {
 }
 
 struct Entry {
+    tenant: Arc<str>,
     tokens: Vec<u32>,
     /// Row `row` of `[rows, kv_heads, width, head_dim]` per past input, holding
     /// `tokens.len()` positions placed as `layout` places them.
@@ -65,14 +72,15 @@ impl PrefixCache {
         2 * layers * kv_heads * head_dim * std::mem::size_of::<f32>()
     }
 
-    /// The longest cached prefix of `prompt`: at least [`MIN_PREFIX`] tokens, and never
-    /// its last [`MIN_REST`].
-    pub fn lookup(&mut self, prompt: &[u32]) -> Result<Option<Hit>> {
+    /// The longest prefix of `prompt` that `tenant` has cached: at least [`MIN_PREFIX`]
+    /// tokens, and never its last [`MIN_REST`].
+    pub fn lookup(&mut self, tenant: &str, prompt: &[u32]) -> Result<Option<Hit>> {
         let usable = prompt.len().saturating_sub(MIN_REST);
         let best = self
             .entries
             .iter()
             .enumerate()
+            .filter(|(_, e)| &*e.tenant == tenant)
             .map(|(i, e)| (common_prefix(&e.tokens, prompt).min(usable), i))
             .max(); // ties go to the most recently used (the later index)
         let Some((len, index)) = best.filter(|&(len, _)| len >= MIN_PREFIX) else {
@@ -86,7 +94,7 @@ impl PrefixCache {
 
     /// Keeps the cache of a prompt just prefilled. Shares `cache` when it is the
     /// prompt's alone; copies the row out of a batched prefill's padded values.
-    pub fn insert(&mut self, prompt: &[u32], cache: &Prefilled) -> Result<()> {
+    pub fn insert(&mut self, tenant: &Arc<str>, prompt: &[u32], cache: &Prefilled) -> Result<()> {
         let bytes = prompt.len() * self.token_bytes();
         if prompt.len() < MIN_PREFIX || bytes > self.max_bytes {
             return Ok(());
@@ -94,7 +102,7 @@ impl PrefixCache {
         if let Some(i) = self
             .entries
             .iter()
-            .position(|e| e.tokens.starts_with(prompt))
+            .position(|e| e.tenant == *tenant && e.tokens.starts_with(prompt))
         {
             let entry = self.entries.remove(i);
             self.entries.push(entry);
@@ -116,7 +124,7 @@ impl PrefixCache {
         // A cached prompt this one extends is covered by it.
         let mut freed = 0;
         self.entries.retain(|e| {
-            let covered = prompt.starts_with(&e.tokens);
+            let covered = e.tenant == *tenant && prompt.starts_with(&e.tokens);
             if covered {
                 freed += e.bytes;
             }
@@ -128,6 +136,7 @@ impl PrefixCache {
         }
         self.bytes += bytes;
         self.entries.push(Entry {
+            tenant: tenant.clone(),
             tokens: prompt.to_vec(),
             cache,
             bytes,
@@ -257,6 +266,10 @@ mod tests {
         past[0].try_extract_tensor::<f32>().unwrap().1.to_vec()
     }
 
+    fn t() -> Arc<str> {
+        Arc::from("t")
+    }
+
     fn cache(max_tokens: usize) -> PrefixCache {
         let layout = KvLayout::LeftPadded;
         PrefixCache::new(max_tokens * 2 * 2 * 4, layout, SHAPE)
@@ -267,11 +280,11 @@ mod tests {
         let mut cache = cache(1000);
         let system: Vec<u32> = (0..20).collect();
         let turn: Vec<u32> = (0..30).collect();
-        cache.insert(&system, &alone(20)).unwrap();
-        cache.insert(&turn, &alone(30)).unwrap();
+        cache.insert(&t(), &system, &alone(20)).unwrap();
+        cache.insert(&t(), &turn, &alone(30)).unwrap();
         assert_eq!(cache.entries.len(), 1, "the turn covers the system prompt");
         let next: Vec<u32> = (0..25).chain([99, 98]).collect();
-        let hit = cache.lookup(&next).unwrap().unwrap();
+        let hit = cache.lookup("t", &next).unwrap().unwrap();
         assert_eq!(hit.len, 25);
         assert_eq!(data(&hit.past)[..3], [0., 1., 2.]);
         assert_eq!(
@@ -279,10 +292,13 @@ mod tests {
             [10., 11., 12.],
             "head 1 follows head 0"
         );
-        assert_eq!(cache.lookup(&turn).unwrap().unwrap().len, 28);
-        assert!(cache.lookup(&[0, 1, 2]).unwrap().is_none(), "too short");
+        assert_eq!(cache.lookup("t", &turn).unwrap().unwrap().len, 28);
+        assert!(
+            cache.lookup("t", &[0, 1, 2]).unwrap().is_none(),
+            "too short"
+        );
         assert!(cache
-            .lookup(&(50..90).collect::<Vec<_>>())
+            .lookup("t", &(50..90).collect::<Vec<_>>())
             .unwrap()
             .is_none());
     }
@@ -297,8 +313,11 @@ mod tests {
             len: 20,
         };
         let prompt: Vec<u32> = (0..20).collect();
-        cache.insert(&prompt, &batch).unwrap();
-        let hit = cache.lookup(&(0..22).collect::<Vec<_>>()).unwrap().unwrap();
+        cache.insert(&t(), &prompt, &batch).unwrap();
+        let hit = cache
+            .lookup("t", &(0..22).collect::<Vec<_>>())
+            .unwrap()
+            .unwrap();
         assert_eq!(hit.len, 20);
         assert_eq!(data(&hit.past)[..2], [104., 105.]);
         assert_eq!(data(&hit.past)[20..22], [114., 115.]);
@@ -310,25 +329,41 @@ mod tests {
         let a: Vec<u32> = (0..20).collect();
         let b: Vec<u32> = (100..120).collect();
         let c: Vec<u32> = (200..220).collect();
-        cache.insert(&a, &alone(20)).unwrap();
-        cache.insert(&b, &alone(20)).unwrap();
+        cache.insert(&t(), &a, &alone(20)).unwrap();
+        cache.insert(&t(), &b, &alone(20)).unwrap();
         assert!(cache
-            .lookup(&[a.clone(), vec![7]].concat())
+            .lookup("t", &[a.clone(), vec![7]].concat())
             .unwrap()
             .is_some());
-        cache.insert(&c, &alone(20)).unwrap();
+        cache.insert(&t(), &c, &alone(20)).unwrap();
         assert_eq!(cache.cached_tokens(), 40);
         assert!(
-            cache.lookup(&[b, vec![7]].concat()).unwrap().is_none(),
+            cache.lookup("t", &[b, vec![7]].concat()).unwrap().is_none(),
             "b went"
         );
-        assert!(cache.lookup(&[a, vec![7]].concat()).unwrap().is_some());
+        assert!(cache.lookup("t", &[a, vec![7]].concat()).unwrap().is_some());
         let too_big: Vec<u32> = (0..60).collect();
-        cache.insert(&too_big, &alone(60)).unwrap();
+        cache.insert(&t(), &too_big, &alone(60)).unwrap();
         assert_eq!(
             cache.cached_tokens(),
             40,
             "larger than the whole cache: not kept"
         );
+    }
+
+    #[test]
+    fn a_tenant_never_reuses_another_tenants_prompt() {
+        let mut cache = cache(1000);
+        let system: Vec<u32> = (0..20).collect();
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        cache.insert(&a, &system, &alone(20)).unwrap();
+        let question: Vec<u32> = (0..20).chain([7, 8]).collect();
+        assert!(cache.lookup("b", &question).unwrap().is_none());
+        assert_eq!(cache.lookup("a", &question).unwrap().unwrap().len, 20);
+        // b's own copy of the same prompt is b's entry; a's longer prompt covers only a's.
+        cache.insert(&b, &system, &alone(20)).unwrap();
+        cache.insert(&a, &question, &alone(22)).unwrap();
+        assert_eq!(cache.entries.len(), 2);
+        assert_eq!(cache.lookup("b", &question).unwrap().unwrap().len, 20);
     }
 }

@@ -300,7 +300,7 @@ impl Worker {
             let scored = job.request.prompt_logprobs.is_some();
             // A scored prompt needs the logits of every position: none may come from a cache.
             let hit = (!scored)
-                .then(|| self.cached_prefix(&job.request.prompt))
+                .then(|| self.cached_prefix(&job.request.tenant, &job.request.prompt))
                 .flatten();
             if hit.is_some() || scored || job.request.prompt.len() > self.prefill_chunk {
                 self.start_chunking(job, hit);

@@ -63,8 +63,8 @@ impl Worker {
 
     /// The longest cached start of `prompt`, if any is worth using; counts the
     /// prompt's tokens as reused or to prefill.
-    pub(super) fn cached_prefix(&mut self, prompt: &[u32]) -> Option<Hit> {
-        let hit = self.prefix_cache.lookup(prompt).unwrap_or_else(|e| {
+    pub(super) fn cached_prefix(&mut self, tenant: &str, prompt: &[u32]) -> Option<Hit> {
+        let hit = self.prefix_cache.lookup(tenant, prompt).unwrap_or_else(|e| {
             tracing::warn!(model = %self.model, error = %format!("{e:#}"), "prefix cache lookup failed");
             None
         });
@@ -80,8 +80,8 @@ impl Worker {
     }
 
     /// Keeps a prefilled prompt's cache for later prompts that start the same.
-    pub(super) fn remember(&mut self, prompt: &[u32], cache: Prefilled) {
-        if let Err(e) = self.prefix_cache.insert(prompt, &cache) {
+    pub(super) fn remember(&mut self, tenant: &Arc<str>, prompt: &[u32], cache: Prefilled) {
+        if let Err(e) = self.prefix_cache.insert(tenant, prompt, &cache) {
             tracing::warn!(model = %self.model, error = %format!("{e:#}"), "prefix cache insert failed");
         }
     }
@@ -124,13 +124,14 @@ impl Worker {
             present,
         } = out;
         let present = Arc::new(present);
-        for (row, prompt) in prompts.iter().enumerate() {
+        for (row, (prompt, seq)) in prompts.iter().zip(&seqs).enumerate() {
             let cache = Prefilled {
                 values: present.clone(),
                 row,
                 len: prompt.len(),
             };
-            self.remember(prompt, cache);
+            let tenant = seq.tenant.clone();
+            self.remember(&tenant, prompt, cache);
         }
         let mut joined = Vec::new();
         for (row, (mut seq, logits)) in seqs.into_iter().zip(logits.rows_mut()).enumerate() {
@@ -208,7 +209,8 @@ impl Worker {
             row: 0,
             len: end,
         };
-        self.remember(&chunking.prompt, cache);
+        let tenant = chunking.seq.tenant.clone();
+        self.remember(&tenant, &chunking.prompt, cache);
         let mut seq = chunking.seq;
         if let Some(scoring) = chunking.scoring {
             let _ = seq.events.send(GenEvent::Prompt(scoring.into_tokens()));
