@@ -20,6 +20,10 @@ import requests
 from conftest import GEMMA, ROUTER_WASM, SMOLLM, Server, assert_same_or_near_tie
 
 CONFIG = """
+# The tenants have keys: /metrics is the operator's unless opened for a scraper.
+[server]
+public_metrics = true
+
 [[models]]
 name = "smollm2-fp32"
 path = "{smollm}"

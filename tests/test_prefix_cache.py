@@ -11,6 +11,9 @@ import requests
 from conftest import GEMMA, ROUTER_WASM, SMOLLM, Server, assert_same_or_near_tie
 
 CONFIG = """
+[server]
+public_metrics = true
+
 [[models]]
 name = "smollm2-fp32"
 path = "{smollm}"

@@ -97,7 +97,8 @@ def test_the_oldest_responses_make_room(host):
                                timeout=30).json()
     tiny = next(t for t in (tenants["tenants"] if isinstance(tenants, dict) else tenants) if t["name"] == "tiny")
     assert 0 < tiny["store"]["bytes"] <= 6000 and tiny["store"]["entries"] == kept.count(200)
-    metrics = host.session.get(host.url + "/metrics", timeout=30).text
+    metrics = host.session.get(host.url + "/metrics", headers={"authorization": f"Bearer {ADMIN}"},
+                               timeout=30).text
     line = next(l for l in metrics.splitlines() if l.startswith('nnhost_tenant_store_bytes{tenant="tiny"}'))
     assert int(line.split()[-1]) == tiny["store"]["bytes"]
 

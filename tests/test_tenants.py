@@ -156,8 +156,28 @@ def test_usage_is_reported_per_tenant(host):
     embed(host, "sk-alpha")
     alpha = admin(host, "GET", "/tenants/alpha").json()
     assert alpha["usage"]["requests"] > 0 and alpha["usage"]["prompt_tokens"] > 0
-    metrics = call(host, "GET", "/metrics").text
+    metrics = call(host, "GET", "/metrics", key=ADMIN).text
     assert 'nnhost_tokens_total{kind="prompt",model="all-MiniLM-L6-v2",tenant="alpha"}' in metrics
+
+
+def test_only_the_operator_sees_every_tenant(host):
+    """/metrics and /status name every tenant and its usage: the admin token sees them;
+    a tenant's key sees its own models and usage; no key (no public tenant here) nothing."""
+    assert_openai_error(call(host, "GET", "/metrics"), 401, code="invalid_admin_token")
+    assert_openai_error(call(host, "GET", "/metrics", key="sk-alpha"), 401, code="invalid_admin_token")
+    assert call(host, "GET", "/metrics", key=ADMIN).status_code == 200
+
+    full = call(host, "GET", "/status", key=ADMIN).json()
+    assert {"alpha", "beta"} <= {t["name"] for t in full["tenants"]}
+    assert {m["id"] for m in full["models"]} == {"all-MiniLM-L6-v2", "beta-model"}
+    alpha = call(host, "GET", "/status", key="sk-alpha").json()
+    assert [t["name"] for t in alpha["tenants"]] == ["alpha"]
+    assert [m["id"] for m in alpha["models"]] == ["all-MiniLM-L6-v2"]
+    assert alpha["models"][0]["routing"]["providers"][0]["requests"] >= 0
+    assert_openai_error(call(host, "GET", "/status"), 401, code="invalid_api_key")
+    assert_openai_error(call(host, "GET", "/status", key="sk-nope"), 401, code="invalid_api_key")
+    # Health stays open for load balancers.
+    assert call(host, "GET", "/health").status_code == 200
 
 
 # --- hostile guests -------------------------------------------------------------

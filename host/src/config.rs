@@ -55,6 +55,9 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Web origins whose pages may call the API from a browser (see `server::cors`).
     pub cors_allow_origins: Vec<String>,
+    /// Serve `/metrics` to anyone, not only the operator (a scraper on a private
+    /// network). Its series name every tenant.
+    pub public_metrics: bool,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             max_body_bytes: 2 * 1024 * 1024,
             shutdown_grace_ms: 30_000,
             cors_allow_origins: Vec::new(),
+            public_metrics: false,
         }
     }
 }

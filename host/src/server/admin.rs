@@ -18,6 +18,22 @@ use super::responses::{self, HttpResponse};
 use super::AppState;
 use crate::tenants::{keys, TenantSettings};
 
+/// Whether the request carries the admin token (false when there is none).
+pub fn has_admin_token(state: &AppState, headers: &http::HeaderMap) -> bool {
+    match (&state.admin_token, keys::from_headers(headers)) {
+        (Some(expected), Some(token)) => keys::constant_time_eq(&keys::hash(token), expected),
+        _ => false,
+    }
+}
+
+/// Whether the request may see every tenant (`/status`, `/metrics`): it carries the
+/// admin token, or the host has neither an admin token nor a tenant with keys, so
+/// whoever reaches it is its operator (`just run`).
+pub fn is_operator(state: &AppState, headers: &http::HeaderMap) -> bool {
+    has_admin_token(state, headers)
+        || (state.admin_token.is_none() && !state.tenants.all().iter().any(|t| t.has_keys()))
+}
+
 pub async fn handle(
     state: &AppState,
     method: &Method,
@@ -25,24 +41,21 @@ pub async fn handle(
     headers: &http::HeaderMap,
     body: Bytes,
 ) -> HttpResponse {
-    let Some(expected) = &state.admin_token else {
+    if state.admin_token.is_none() {
         return responses::error(
             403,
             "the admin API is disabled: set NNHOST_ADMIN_TOKEN (or admin.token_sha256)",
             None,
             Some("admin_disabled"),
         );
-    };
-    match keys::from_headers(headers) {
-        Some(token) if keys::constant_time_eq(&keys::hash(token), expected) => {}
-        _ => {
-            return responses::error(
-                401,
-                "a valid admin token is required",
-                None,
-                Some("invalid_admin_token"),
-            )
-        }
+    }
+    if !has_admin_token(state, headers) {
+        return responses::error(
+            401,
+            "a valid admin token is required",
+            None,
+            Some("invalid_admin_token"),
+        );
     }
     let parts: Vec<&str> = path
         .trim_start_matches("/admin")

@@ -39,6 +39,12 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {
         .with_context(|| format!("listening on {listen}"))?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "nnhost is serving");
+    if state.admin_token.is_none()
+        && !state.config.server.public_metrics
+        && state.tenants.all().iter().any(|t| t.has_keys())
+    {
+        tracing::warn!("tenants have API keys but no admin token is set: /metrics answers 401 and /status shows each caller its own tenant; set NNHOST_ADMIN_TOKEN for the operator's view");
+    }
     println!("nnhost listening on http://{local}");
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);

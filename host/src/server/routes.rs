@@ -68,6 +68,14 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
         (&Method::GET, "/health") => return host(responses::json(200, &json!({"status": "ok"}))),
         (&Method::GET, "/ready") => return host(ready(state)),
         (&Method::GET, "/metrics") => {
+            if !state.config.server.public_metrics && !admin::is_operator(state, req.headers()) {
+                return host(responses::error(
+                    401,
+                    "/metrics names every tenant: it needs the admin token (or [server] public_metrics = true)",
+                    None,
+                    Some("invalid_admin_token"),
+                ));
+            }
             let stores = &metrics().tenant_store_bytes;
             stores.reset(); // tenants removed since the last scrape disappear
             for tenant in state.tenants.all() {
@@ -82,7 +90,19 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
                 metrics().render(),
             ));
         }
-        (&Method::GET, "/status") => return host(responses::json(200, &status(state))),
+        (&Method::GET, "/status") => {
+            if admin::is_operator(state, req.headers()) {
+                return host(responses::json(200, &status(state, None)));
+            }
+            // Anyone else sees what their own tenant may use, and its own usage only.
+            return match state
+                .tenants
+                .authenticate(keys::from_headers(req.headers()), "/status")
+            {
+                Ok(tenant) => host(responses::json(200, &status(state, Some(&tenant)))),
+                Err(e) => host(unauthorized(e)),
+            };
+        }
         _ => {}
     }
     if req.uri().path() == "/admin" || req.uri().path().starts_with("/admin/") {
@@ -101,24 +121,7 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
         .authenticate(keys::from_headers(req.headers()), req.uri().path())
     {
         Ok(tenant) => tenant,
-        Err(AuthError::Missing) => {
-            let r = responses::error(
-                401,
-                "You didn't provide an API key. Provide it in the Authorization header (Bearer <key>).",
-                None,
-                Some("invalid_api_key"),
-            );
-            return ("-".into(), r);
-        }
-        Err(AuthError::Invalid) => {
-            let r = responses::error(
-                401,
-                "Incorrect API key provided.",
-                None,
-                Some("invalid_api_key"),
-            );
-            return ("-".into(), r);
-        }
+        Err(e) => return ("-".into(), unauthorized(e)),
     };
     let name = tenant.name.clone();
     Usage::add(&tenant.usage.requests, 1);
@@ -190,10 +193,23 @@ fn ready(state: &AppState) -> HttpResponse {
     responses::json(200, &json!({"status": "ready", "models": models}))
 }
 
-fn status(state: &AppState) -> serde_json::Value {
+fn unauthorized(e: AuthError) -> HttpResponse {
+    let message = match e {
+        AuthError::Missing => {
+            "You didn't provide an API key. Provide it in the Authorization header (Bearer <key>)."
+        }
+        AuthError::Invalid => "Incorrect API key provided.",
+    };
+    responses::error(401, message, None, Some("invalid_api_key"))
+}
+
+/// The host's state for the console and operators: every model and tenant, or, for
+/// a tenant's caller, the models it may use and its own usage.
+fn status(state: &AppState, only: Option<&Tenant>) -> serde_json::Value {
     let models: Vec<_> = state
         .registry
         .all()
+        .filter(|m| only.is_none_or(|t| t.access.get(&m.info.id).is_ok()))
         .map(|m| {
             json!({
                 "id": m.info.id,
@@ -207,7 +223,7 @@ fn status(state: &AppState) -> serde_json::Value {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "models": models,
-        "tenants": state.tenants.all().iter().map(|t| json!({
+        "tenants": state.tenants.all().iter().filter(|t| only.is_none_or(|o| o.name == t.name)).map(|t| json!({
             "name": t.name,
             "public": t.public,
             "usage": t.usage.to_json(),

@@ -148,6 +148,11 @@ impl Tenant {
         !self.public && self.usage.conduct.misbehaving()
     }
 
+    /// Whether callers need a key to be this tenant.
+    pub fn has_keys(&self) -> bool {
+        !self.key_hashes.is_empty()
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "name": self.name,
