@@ -4,6 +4,7 @@ reads exactly as if it had been prefilled whole."""
 from __future__ import annotations
 
 import re
+import threading
 
 import pytest
 import requests
@@ -250,3 +251,37 @@ def test_a_long_cached_document_is_not_prefilled_again(host):
     assert long_tokens > 600
     assert middle["prefilled"] - before["prefilled"] > 0.9 * long_tokens
     assert after["reused"] - middle["reused"] > long_tokens - 30
+
+
+def test_prompts_arriving_together_with_one_document_prefill_it_once(host):
+    """Three users ask about one long document at the same moment. Chunked prompts are
+    prefilled one after the other anyway, so the second and third wait for the first to
+    be cached and then prefill only their question; each answer is the one the model
+    gives without any cache (fp32: exact)."""
+    document = ("The lighthouse keeper's log for the winter of 1907 records storms, ships and supplies, "
+                "day after day, in a careful hand. ") * 30
+    questions = ["What does the log record?", "Who wrote the log?", "Which winter is it about?"]
+
+    def ask(model, question, out, i):
+        out[i] = chat(host, model, [{"role": "system", "content": document},
+                                    {"role": "user", "content": question}], max_tokens=8)
+
+    before = tokens(host, "smollm2-fp32")
+    answers: dict = {}
+    threads = [threading.Thread(target=ask, args=("smollm2-fp32", q, answers, i)) for i, q in enumerate(questions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = tokens(host, "smollm2-fp32")
+    prompt_tokens = [answers[i][1]["prompt_tokens"] for i in range(3)]
+    cached = sorted(answers[i][1]["prompt_tokens_details"]["cached_tokens"] for i in range(3))
+    assert min(prompt_tokens) > 600
+    # One prefilled the document; the two others reused it (all but their question's tokens).
+    assert cached[0] == 0 and cached[1] > min(prompt_tokens) - 40, (cached, prompt_tokens)
+    assert after["prefilled"] - before["prefilled"] < max(prompt_tokens) + 2 * 40, (before, after)
+
+    uncached: dict = {}
+    for i, q in enumerate(questions):
+        ask("smollm2-fp32-uncached", q, uncached, i)
+    assert [answers[i][0] for i in range(3)] == [uncached[i][0] for i in range(3)]

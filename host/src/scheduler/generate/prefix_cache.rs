@@ -75,15 +75,7 @@ impl PrefixCache {
     /// The longest prefix of `prompt` that `tenant` has cached: at least [`MIN_PREFIX`]
     /// tokens, and never its last [`MIN_REST`].
     pub fn lookup(&mut self, tenant: &str, prompt: &[u32]) -> Result<Option<Hit>> {
-        let usable = prompt.len().saturating_sub(MIN_REST);
-        let best = self
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| &*e.tenant == tenant)
-            .map(|(i, e)| (common_prefix(&e.tokens, prompt).min(usable), i))
-            .max(); // ties go to the most recently used (the later index)
-        let Some((len, index)) = best.filter(|&(len, _)| len >= MIN_PREFIX) else {
+        let Some((len, index)) = self.best(tenant, prompt) else {
             return Ok(None);
         };
         let entry = self.entries.remove(index);
@@ -92,11 +84,33 @@ impl PrefixCache {
         Ok(Some(Hit { len, past: past? }))
     }
 
+    /// How many of `prompt`'s tokens [`lookup`](Self::lookup) would give; 0 for none.
+    pub fn usable_len(&self, tenant: &str, prompt: &[u32]) -> usize {
+        self.best(tenant, prompt).map_or(0, |(len, _)| len)
+    }
+
+    /// Whether a prompt of `len` tokens would be kept by [`insert`](Self::insert).
+    pub fn would_keep(&self, len: usize) -> bool {
+        len >= MIN_PREFIX && len * self.token_bytes() <= self.max_bytes
+    }
+
+    /// The usable length and index of `tenant`'s entry sharing the longest start with `prompt`.
+    fn best(&self, tenant: &str, prompt: &[u32]) -> Option<(usize, usize)> {
+        let usable = prompt.len().saturating_sub(MIN_REST);
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| &*e.tenant == tenant)
+            .map(|(i, e)| (common_prefix(&e.tokens, prompt).min(usable), i))
+            .max() // ties go to the most recently used (the later index)
+            .filter(|&(len, _)| len >= MIN_PREFIX)
+    }
+
     /// Keeps the cache of a prompt just prefilled. Shares `cache` when it is the
     /// prompt's alone; copies the row out of a batched prefill's padded values.
     pub fn insert(&mut self, tenant: &Arc<str>, prompt: &[u32], cache: &Prefilled) -> Result<()> {
         let bytes = prompt.len() * self.token_bytes();
-        if prompt.len() < MIN_PREFIX || bytes > self.max_bytes {
+        if !self.would_keep(prompt.len()) {
             return Ok(());
         }
         if let Some(i) = self
@@ -150,7 +164,7 @@ impl PrefixCache {
     }
 }
 
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
@@ -365,5 +379,20 @@ mod tests {
         cache.insert(&a, &question, &alone(22)).unwrap();
         assert_eq!(cache.entries.len(), 2);
         assert_eq!(cache.lookup("b", &question).unwrap().unwrap().len, 20);
+    }
+
+    #[test]
+    fn usable_len_tells_what_a_lookup_would_give_without_taking_it() {
+        let mut cache = cache(30);
+        let prompt: Vec<u32> = (0..20).collect();
+        assert_eq!(cache.usable_len("t", &prompt), 0);
+        cache.insert(&t(), &prompt, &alone(20)).unwrap();
+        assert_eq!(cache.usable_len("t", &prompt), 18, "never the last two");
+        assert_eq!(
+            cache.usable_len("t", &[prompt.clone(), vec![5, 6]].concat()),
+            20
+        );
+        assert_eq!(cache.usable_len("other", &prompt), 0);
+        assert!(cache.would_keep(30) && !cache.would_keep(31) && !cache.would_keep(MIN_PREFIX - 1));
     }
 }

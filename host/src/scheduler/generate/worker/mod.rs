@@ -97,6 +97,7 @@ impl Generator {
             context_length: limits.context_length,
             max_batch: limits.max_batch.max(1),
             chunking: VecDeque::new(),
+            deferred: Vec::new(),
             prefill_chunk: match limits.prefill_chunk {
                 0 => usize::MAX,
                 n => n,
@@ -173,6 +174,9 @@ struct Worker {
     prefill_chunk: usize,
     /// Long prompts being prefilled, oldest first; one chunk of the first per step.
     chunking: VecDeque<Chunking>,
+    /// Admitted generations waiting for a prompt in `chunking` that starts as theirs
+    /// do: once it is cached, they prefill only what follows (see `waits_for_leader`).
+    deferred: Vec<Job>,
     prefix_cache: PrefixCache,
     provider: String,
     model: String,
@@ -205,8 +209,10 @@ impl Worker {
         // Row r of the KV batch; None once that generation is over (dropped at the next rebuild).
         let mut rows: Vec<Option<Active>> = Vec::new();
         loop {
-            let idle =
-                rows.iter().all(Option::is_none) && waiting.is_empty() && self.chunking.is_empty();
+            let idle = rows.iter().all(Option::is_none)
+                && waiting.is_empty()
+                && self.chunking.is_empty()
+                && self.deferred.is_empty();
             if idle {
                 self.metrics.running.set(0);
                 self.metrics.waiting.set(0);
@@ -243,7 +249,9 @@ impl Worker {
             self.metrics
                 .running
                 .set((rows.iter().flatten().count() + self.chunking.len()) as i64);
-            self.metrics.waiting.set(waiting.len() as i64);
+            self.metrics
+                .waiting
+                .set((waiting.len() + self.deferred.len()) as i64);
             if !rows.is_empty() {
                 self.decode(&mut rows);
             }
@@ -258,7 +266,8 @@ impl Worker {
         for mut seq in rows.into_iter().flatten().chain(chunking) {
             self.finish(&mut seq, FinishReason::Error, error.clone());
         }
-        for job in waiting.into_items() {
+        let deferred: Vec<Job> = self.deferred.drain(..).collect();
+        for job in deferred.into_iter().chain(waiting.into_items()) {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             let _ = job.events.send(GenEvent::Done(GenerationEnd {
                 finish_reason: FinishReason::Error,
@@ -276,7 +285,7 @@ impl Worker {
         waiting: &mut Admission<Job>,
         rows: &[Option<Active>],
     ) -> Vec<(Active, Prefilled)> {
-        let live = rows.iter().flatten().count() + self.chunking.len();
+        let live = rows.iter().flatten().count() + self.chunking.len() + self.deferred.len();
         let mut chosen: Vec<(Arc<str>, Job)> = Vec::new();
         while live + chosen.len() < self.max_batch {
             let running = |tenant: &str| {
@@ -285,6 +294,11 @@ impl Worker {
                     .chain(self.chunking.iter().map(|c| &c.seq))
                     .filter(|a| &*a.tenant == tenant)
                     .count()
+                    + self
+                        .deferred
+                        .iter()
+                        .filter(|j| &*j.request.tenant == tenant)
+                        .count()
                     + chosen.iter().filter(|(t, _)| &**t == tenant).count()
             };
             let Some(next) = waiting.next(running) else {
@@ -294,9 +308,20 @@ impl Worker {
         }
         // Counted before their prefill, which may take seconds.
         self.metrics.running.set((live + chosen.len()) as i64);
-        self.metrics.waiting.set(waiting.len() as i64);
+        self.metrics
+            .waiting
+            .set((waiting.len() + self.deferred.len()) as i64);
+        // Deferred jobs first: they were admitted earlier.
+        let deferred = self.take_deferred();
         let mut jobs = Vec::new();
-        for (_, job) in chosen {
+        for job in deferred
+            .into_iter()
+            .chain(chosen.into_iter().map(|(_, job)| job))
+        {
+            if self.waits_for_leader(&job) {
+                self.deferred.push(job);
+                continue;
+            }
             let scored = job.request.prompt_logprobs.is_some();
             // A scored prompt needs the logits of every position: none may come from a cache.
             let hit = (!scored)

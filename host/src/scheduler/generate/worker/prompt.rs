@@ -10,7 +10,7 @@ use ort::value::DynValue;
 use super::super::decoder_graph::StepOutput;
 use super::super::kv_batch::Prefilled;
 use super::super::prefill::{chunk_step, prefill_step};
-use super::super::prefix_cache::Hit;
+use super::super::prefix_cache::{common_prefix, Hit, MIN_PREFIX, MIN_REST};
 use super::super::prompt_scoring::{PromptScoring, SCORED_CHUNK};
 use super::super::{FinishReason, GenEvent};
 use super::{Active, Job, Worker};
@@ -59,6 +59,41 @@ impl Worker {
             }
             false => self.chunking.push_back(chunking),
         }
+    }
+
+    /// Whether `job` should wait for a prompt being prefilled in chunks that starts as
+    /// its own does (its tenant's: one document asked about by several users at once,
+    /// agents sharing their instructions). Chunked prompts are prefilled one after the
+    /// other, so waiting costs nothing: once the other prompt is cached, this one
+    /// prefills only what follows the shared start. Worth it when that start is a chunk
+    /// longer than what the cache holds for it already.
+    pub(super) fn waits_for_leader(&self, job: &Job) -> bool {
+        if job.request.prompt_logprobs.is_some() {
+            return false; // scored prompts never read the cache
+        }
+        let prompt = &job.request.prompt;
+        let usable = prompt.len().saturating_sub(MIN_REST);
+        let shared = self
+            .chunking
+            .iter()
+            .filter(|c| c.seq.tenant == job.request.tenant)
+            .filter(|c| self.prefix_cache.would_keep(c.prompt.len()))
+            .map(|c| common_prefix(&c.prompt, prompt).min(usable))
+            .max()
+            .unwrap_or(0);
+        let cached = self.prefix_cache.usable_len(&job.request.tenant, prompt);
+        shared >= MIN_PREFIX && shared >= cached.saturating_add(self.prefill_chunk)
+    }
+
+    /// The deferred jobs, for another look; those whose client went away are dropped.
+    pub(super) fn take_deferred(&mut self) -> Vec<Job> {
+        let deferred = std::mem::take(&mut self.deferred);
+        let (gone, live): (Vec<Job>, Vec<Job>) =
+            deferred.into_iter().partition(|j| j.events.is_closed());
+        for _ in gone {
+            self.cancelled("before its prefill", 0);
+        }
+        live
     }
 
     /// The longest cached start of `prompt`, if any is worth using; counts the
