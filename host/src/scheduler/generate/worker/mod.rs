@@ -307,10 +307,13 @@ impl Worker {
             chosen.push(next);
         }
         // Counted before their prefill, which may take seconds.
-        self.metrics.running.set((live + chosen.len()) as i64);
+        let deferred_count = self.deferred.len();
+        self.metrics
+            .running
+            .set((live - deferred_count + chosen.len()) as i64);
         self.metrics
             .waiting
-            .set((waiting.len() + self.deferred.len()) as i64);
+            .set((waiting.len() + deferred_count) as i64);
         // Deferred jobs first: they were admitted earlier.
         let deferred = self.take_deferred();
         let mut jobs = Vec::new();
