@@ -31,6 +31,18 @@ pub struct TensorInfo {
     pub shape: Vec<i64>,
 }
 
+impl TensorInfo {
+    /// Whether `shape` is one this tensor may have.
+    pub fn shape_fits(&self, shape: &[usize]) -> bool {
+        self.shape.len() == shape.len()
+            && self
+                .shape
+                .iter()
+                .zip(shape)
+                .all(|(&e, &a)| e < 0 || e as usize == a)
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct GraphSignature {
     pub inputs: Vec<TensorInfo>,
@@ -76,13 +88,7 @@ fn check_input(expected: &TensorInfo, tensor: &Tensor) -> Result<(), ProviderErr
             tensor.dtype()
         )));
     }
-    let fits = expected.shape.len() == tensor.shape.len()
-        && expected
-            .shape
-            .iter()
-            .zip(&tensor.shape)
-            .all(|(&e, &a)| e < 0 || e as usize == a);
-    if !fits {
+    if !expected.shape_fits(&tensor.shape) {
         return Err(ProviderError::InvalidInput(format!(
             "input {:?} must have shape {:?} (-1 = any), got {:?}",
             expected.name, expected.shape, tensor.shape

@@ -181,14 +181,7 @@ impl ProviderRouter {
                     expected.name
                 )));
             };
-            let fits = t.dtype() == expected.dtype
-                && t.shape.len() == expected.shape.len()
-                && expected
-                    .shape
-                    .iter()
-                    .zip(&t.shape)
-                    .all(|(&e, &a)| e < 0 || e as usize == a);
-            if !fits {
+            if t.dtype() != expected.dtype || !expected.shape_fits(&t.shape) {
                 return Err(ProviderError::Backend(format!(
                     "malformed reply: output {:?} is {:?} {:?}, expected {:?} {:?}",
                     expected.name,

@@ -285,7 +285,9 @@ impl Worker {
         waiting: &mut Admission<Job>,
         rows: &[Option<Active>],
     ) -> Vec<(Active, Prefilled)> {
-        let live = rows.iter().flatten().count() + self.chunking.len() + self.deferred.len();
+        let running_now = rows.iter().flatten().count() + self.chunking.len();
+        // Deferred prompts keep their places in the batch.
+        let live = running_now + self.deferred.len();
         let mut chosen: Vec<(Arc<str>, Job)> = Vec::new();
         while live + chosen.len() < self.max_batch {
             let running = |tenant: &str| {
@@ -307,13 +309,12 @@ impl Worker {
             chosen.push(next);
         }
         // Counted before their prefill, which may take seconds.
-        let deferred_count = self.deferred.len();
         self.metrics
             .running
-            .set((live - deferred_count + chosen.len()) as i64);
+            .set((running_now + chosen.len()) as i64);
         self.metrics
             .waiting
-            .set((waiting.len() + deferred_count) as i64);
+            .set((waiting.len() + self.deferred.len()) as i64);
         // Deferred jobs first: they were admitted earlier.
         let deferred = self.take_deferred();
         let mut jobs = Vec::new();
