@@ -42,7 +42,10 @@ def rss_mib(pid: int) -> float:
 def histogram(url: str, tenant: str) -> tuple[float, float]:
     """(count, sum) of the instantiation histogram for one tenant."""
     count = total = 0.0
-    for line in requests.get(url + "/metrics", timeout=10).text.splitlines():
+    # /metrics is the operator's once the host has an admin token.
+    r = requests.get(url + "/metrics", headers={"authorization": f"Bearer {TOKEN}"}, timeout=10)
+    r.raise_for_status()
+    for line in r.text.splitlines():
         if f'tenant="{tenant}"' not in line:
             continue
         if line.startswith("nnhost_guest_instantiate_seconds_count"):
@@ -175,6 +178,8 @@ def main() -> None:
             s.get(url + "/v1/models", timeout=10)
         elapsed = time.perf_counter() - started
         count, total = histogram(url, "default")
+        if count - before_count < args.requests:
+            sys.exit(f"the instantiation histogram counted {count - before_count:.0f} of {args.requests} requests")
         inst_us = (total - before_sum) / max(count - before_count, 1) * 1e6
         per_request_ms = elapsed / args.requests * 1e3
 
