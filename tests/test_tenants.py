@@ -373,6 +373,48 @@ def test_guests_see_no_files_env_or_network(host, mallory):
     assert all(str(v).startswith("error") for v in sock.values()), sock
 
 
+def rss_mib(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_guest_cannot_hoard_graph_outputs_in_host_memory(host, mallory):
+    """Outputs of `compute` stay in the host until the guest drops them: they count
+    against max_host_bytes (8 MiB here) like tensors it makes, so computing over and
+    over without reading stops at the budget, not at host memory's end. Each compute
+    makes three 800-byte inputs and one 150 KiB output (1 × 100 × 384 floats)."""
+    before = rss_mib(host.proc.pid)
+    r = call(host, "GET", "/graph-hoard", key=mallory)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["host_error"]["code"] == "resource-exhausted", body
+    # 8 MiB / ~152 KiB: 53 computes. Without the charge, the inputs alone (2.4 KB a
+    # compute) would have allowed ~3,500, or max_resources (1,000 handles) ~250.
+    assert body["computes"] == 53, body
+    assert rss_mib(host.proc.pid) - before < 256
+    assert call(host, "GET", "/ok", key=mallory).json() == {"ok": True}
+
+
+@pytest.mark.parametrize("query,says", [
+    ("", "max_batch_inputs"),                   # 512 rows of 512 tokens: over 64 rows
+    ("?rows=64&len=512", "max_batch_tokens"),   # 32,768 tokens: over 16,384
+])
+def test_a_graph_run_larger_than_one_batch_is_refused_before_it_runs(host, mallory, query, says):
+    """Through `compute`, MiniLM's graph takes what one batch of its queue may hold:
+    512 × 512 tokens would need tens of GB for attention (one 128 × 512 run took
+    ONNX Runtime 5.7 GB, which its arena then kept)."""
+    started = time.time()
+    r = call(host, "GET", "/graph-oversized" + query, key=mallory)
+    assert r.status_code == 200, r.text
+    err = r.json()["host_error"]
+    assert err["code"] == "invalid-argument" and says in err["message"], err
+    assert time.time() - started < 5
+    ok = call(host, "GET", "/graph-oversized?rows=2&len=8", key=mallory).json()
+    assert ok["host_ok"]["outputs"] >= 1, ok
+
+
 def test_per_tenant_concurrency_limit_is_429(host, mallory):
     r = admin(host, "PUT", "/tenants/mallory", json={"api_keys": ["sk-mallory"], "models": [],
                                                     "limits": {**MALLORY_LIMITS, "max_concurrent_requests": 1}})

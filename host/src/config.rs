@@ -319,6 +319,16 @@ pub struct BatchingConfig {
     pub prefix_cache_mib: usize,
 }
 
+impl BatchingConfig {
+    /// The largest graph run a caller may ask for: one batch of the queue.
+    pub fn run_limits(&self) -> crate::providers::RunLimits {
+        crate::providers::RunLimits {
+            max_rows: self.max_batch_inputs,
+            max_tokens: self.max_batch_tokens,
+        }
+    }
+}
+
 impl Default for BatchingConfig {
     fn default() -> Self {
         Self {

@@ -86,9 +86,11 @@ impl HostExecutionContext for ApiState {
         inputs: Vec<(String, Resource<Tensor>)>,
     ) -> wasmtime::Result<Result<Vec<(String, Resource<Tensor>)>, WitError>> {
         let model = self.table.get(&context)?.model.clone();
+        // The guest hands its input tensors over (`own<tensor>`): take them out of
+        // the table rather than copy them and leave the originals behind.
         let mut named = Vec::with_capacity(inputs.len());
         for (name, tensor) in inputs {
-            named.push((name, self.table.get(&tensor)?.clone()));
+            named.push((name, self.delete(tensor)?));
         }
         // ORT blocks: run it on the blocking pool, never on an async worker.
         let waiting = crate::sandbox::WaitingForInference::start();
@@ -105,6 +107,16 @@ impl HostExecutionContext for ApiState {
             Ok(outputs) => outputs,
             Err(e) => return Ok(Err(e.into())),
         };
+        // The outputs stay in host memory for as long as the guest holds them, so
+        // they count against the request's budget as a tensor it made would;
+        // otherwise a guest could pile up outputs far beyond it, one compute at a time.
+        let bytes = outputs
+            .iter()
+            .map(|(_, t)| t.data.len() * t.dtype().size())
+            .sum();
+        if let Err(e) = self.charge(bytes) {
+            return Ok(Err(e.into()));
+        }
         let mut handles = Vec::with_capacity(outputs.len());
         for (name, tensor) in outputs {
             handles.push((name, self.push(tensor)?));

@@ -13,7 +13,7 @@ use crate::error::{ErrorCode, InferenceError};
 use crate::providers::cpu::CpuProvider;
 use crate::providers::remote::RemoteProvider;
 use crate::providers::router::ProviderRouter;
-use crate::providers::GraphSignature;
+use crate::providers::{GraphSignature, RunLimits};
 use crate::scheduler::embed_queue::{EmbedQueue, Embeddings, PoolingPlan, Sequence};
 
 pub struct EmbeddingModel {
@@ -33,6 +33,8 @@ pub struct EmbeddingModel {
     vocab_size: u32,
     pub provider: Arc<CpuProvider>,
     pub router: Arc<ProviderRouter>,
+    /// The largest run `/v2` and guests' `compute` may ask of the graph.
+    pub run_limits: RunLimits,
     queue: EmbedQueue,
 }
 
@@ -105,6 +107,7 @@ impl EmbeddingModel {
             truncating,
             provider,
             router,
+            run_limits: config.batching.run_limits(),
             queue,
         })
     }

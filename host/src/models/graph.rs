@@ -14,7 +14,7 @@ use crate::config::ModelConfig;
 use crate::providers::cpu::CpuProvider;
 use crate::providers::remote::RemoteProvider;
 use crate::providers::router::ProviderRouter;
-use crate::providers::{GraphSignature, NamedTensors, ProviderError};
+use crate::providers::{GraphSignature, NamedTensors, ProviderError, RunLimits};
 
 pub struct GraphModel {
     pub onnx: PathBuf,
@@ -22,6 +22,7 @@ pub struct GraphModel {
     /// Local CPU, or the remote endpoint for large batches (`remote`, `routing`).
     pub router: Arc<ProviderRouter>,
     signature: GraphSignature,
+    limits: RunLimits,
 }
 
 impl GraphModel {
@@ -49,6 +50,7 @@ impl GraphModel {
             tokenizer,
             router,
             signature,
+            limits: config.batching.run_limits(),
         })
     }
 
@@ -61,6 +63,7 @@ impl GraphModel {
     /// caller's mistake is never charged to the remote endpoint's health.
     pub fn run(&self, inputs: NamedTensors) -> Result<(NamedTensors, String), ProviderError> {
         self.signature.check_inputs(&inputs)?;
+        self.signature.check_run_size(&inputs, self.limits)?;
         let rows = inputs
             .first()
             .and_then(|(_, t)| t.shape.first().copied())

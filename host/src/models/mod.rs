@@ -102,7 +102,7 @@ pub enum Model {
 /// Runs a model's graph for the `graph` interface and `/v2`.
 pub enum GraphRunner<'a> {
     /// An embedding model's CPU session (its remote takes the embedding queue's batches).
-    Local(Arc<dyn Provider>),
+    Local(&'a EmbeddingModel),
     /// A graph model: local or remote, as its router decides per batch.
     Routed(&'a GraphModel),
 }
@@ -111,7 +111,12 @@ impl GraphRunner<'_> {
     /// Blocks: call it from a worker thread. Returns the outputs and the provider that ran them.
     pub fn run(&self, inputs: NamedTensors) -> Result<(NamedTensors, String), ProviderError> {
         match self {
-            GraphRunner::Local(provider) => Ok((provider.run(inputs)?, provider.name().into())),
+            GraphRunner::Local(model) => {
+                let signature = model.signature();
+                signature.check_inputs(&inputs)?;
+                signature.check_run_size(&inputs, model.run_limits)?;
+                Ok((model.provider.run(inputs)?, model.provider.name().into()))
+            }
             GraphRunner::Routed(model) => model.run(inputs),
         }
     }
@@ -150,10 +155,7 @@ impl LoadedModel {
     /// Decoders keep their session on their generation worker and are not exposed.
     pub fn graph(&self) -> Result<(GraphRunner<'_>, &GraphSignature), InferenceError> {
         match &self.model {
-            Model::Embedding(m) => Ok((
-                GraphRunner::Local(m.provider.clone() as Arc<dyn Provider>),
-                m.signature(),
-            )),
+            Model::Embedding(m) => Ok((GraphRunner::Local(m), m.signature())),
             Model::Graph(m) => Ok((GraphRunner::Routed(m), m.signature())),
             Model::Decoder(_) => Err(InferenceError::new(
                 ErrorCode::Unsupported,
@@ -264,10 +266,11 @@ impl Registry {
                 .join(" ")
         };
         let signature = model.signature();
-        // A static leading dimension is the graph's batch size; a dynamic one takes any.
+        // A static leading dimension is the graph's batch size; a dynamic one takes
+        // what one run may hold (`RunLimits`).
         let max_batch_size = match signature.inputs.first().and_then(|i| i.shape.first()) {
             Some(&rows) if rows > 0 => rows as u32,
-            _ => config.max_inputs as u32,
+            _ => config.batching.max_batch_inputs as u32,
         };
         let onnx = file_name(&model.onnx);
         let info = ModelInfo {

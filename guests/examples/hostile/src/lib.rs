@@ -3,7 +3,8 @@
 //! that the host stops it cleanly and keeps serving. Never deploy it for real.
 //!
 //! Routes (all GET): /loop /alloc /recurse /panic /big-response /resources
-//! /oversized-host-call[?count=N&len=M] /read-file /env /socket /ok
+//! /oversized-host-call[?count=N&len=M] /graph-hoard /graph-oversized[?rows=N&len=M]
+//! /read-file /env /socket /ok
 
 // The handler is exported on wasm32 only; `cargo test` also builds this natively.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -13,7 +14,7 @@ wit_bindgen::generate!({
     world: "router",
 });
 
-use nnhost::inference::{embeddings, tensors};
+use nnhost::inference::{embeddings, graph, tensors};
 use serde_json::{json, Value};
 use std::hint::black_box;
 use wasip2::http::types::{
@@ -35,6 +36,8 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
             "/big-response" => big_response(out),
             "/resources" => tensors_forever(),
             "/oversized-host-call" => send_json(out, 200, &oversized_host_call(query)),
+            "/graph-hoard" => send_json(out, 200, &graph_hoard()),
+            "/graph-oversized" => send_json(out, 200, &graph_oversized(query)),
             "/read-file" => send_json(out, 200, &read_file()),
             "/env" => send_json(out, 200, &env()),
             "/socket" => send_json(out, 200, &socket()),
@@ -133,15 +136,7 @@ fn tensors_forever() -> ! {
 
 /// One embeddings call with `count` strings of `len` chars (default 100,000 × 1,000).
 fn oversized_host_call(query: &str) -> Value {
-    let param = |name: &str, default: usize| {
-        query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == name)
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let (count, len) = (param("count", 100_000), param("len", 1_000));
+    let (count, len) = (param(query, "count", 100_000), param(query, "len", 1_000));
     let texts = vec!["x".repeat(len); count];
     let input = embeddings::EmbedInput::Texts(texts);
     match embeddings::embed(
@@ -155,6 +150,71 @@ fn oversized_host_call(query: &str) -> Value {
         Err(e) => json!({ "sent": { "count": count, "len": len }, "host_error": {
             "code": code_name(e.code), "message": e.message, "param": e.param } }),
     }
+}
+
+/// MiniLM's three token inputs, `rows` × `len` each.
+fn token_inputs(rows: usize, len: usize) -> Vec<(String, tensors::Tensor)> {
+    let ids: Vec<u8> = (0..rows * len)
+        .flat_map(|i| (if i % len == 0 { 101i64 } else { 1000 }).to_le_bytes())
+        .collect();
+    let ones: Vec<u8> = (0..rows * len).flat_map(|_| 1i64.to_le_bytes()).collect();
+    let zeros = vec![0u8; rows * len * 8];
+    let dims = [rows as u32, len as u32];
+    [
+        ("input_ids", ids),
+        ("attention_mask", ones),
+        ("token_type_ids", zeros),
+    ]
+    .into_iter()
+    .map(|(name, data)| {
+        let t = tensors::Tensor::new(&dims, tensors::TensorType::I64, &data);
+        (name.to_string(), t)
+    })
+    .collect()
+}
+
+/// Computes MiniLM's graph on one small batch over and over, keeping every output
+/// and never reading one: the host holds them, so they must count against the
+/// request's budget, or the guest could pile up host memory without end.
+fn graph_hoard() -> Value {
+    let context =
+        match graph::load_by_name("all-MiniLM-L6-v2").and_then(|g| g.init_execution_context()) {
+            Ok(c) => c,
+            Err(e) => return json!({ "setup_error": e.message }),
+        };
+    let mut kept = Vec::new();
+    loop {
+        match context.compute(token_inputs(1, 100)) {
+            Ok(outputs) => kept.push(outputs),
+            Err(e) => {
+                return json!({ "computes": kept.len(), "host_error": {
+                    "code": code_name(e.code), "message": e.message } })
+            }
+        }
+    }
+}
+
+/// One compute far beyond what one batch of the model may hold (default 512 rows
+/// of 512 tokens: ONNX Runtime would need tens of GB for its attention).
+fn graph_oversized(query: &str) -> Value {
+    let (rows, len) = (param(query, "rows", 512), param(query, "len", 512));
+    let result = graph::load_by_name("all-MiniLM-L6-v2")
+        .and_then(|g| g.init_execution_context())
+        .and_then(|c| c.compute(token_inputs(rows, len)));
+    match result {
+        Ok(outputs) => json!({ "sent": [rows, len], "host_ok": { "outputs": outputs.len() } }),
+        Err(e) => json!({ "sent": [rows, len], "host_error": {
+            "code": code_name(e.code), "message": e.message } }),
+    }
+}
+
+fn param(query: &str, name: &str, default: usize) -> usize {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// The WIT name of an error code, e.g. `invalid-argument`.
