@@ -9,6 +9,7 @@ import math
 import time
 
 import pytest
+import requests
 
 from conftest import MINILM, ROOT, ROUTER_WASM, Server
 from test_embeddings import assert_openai_error
@@ -226,3 +227,49 @@ def test_an_embedding_models_graph_takes_one_queue_batch_at_most_through_v2(host
                           headers={"inference-header-content-length": str(len(head))}, timeout=60)
     assert r.status_code == 400 and "max_batch_tokens" in r.json()["error"], r.text
     assert time.time() - started < 5
+
+
+def binary_infer(host, model: str, rows: int, length: int, timeout: float = 300):
+    import numpy as np
+    ids = np.full((rows, length), 1000, np.int64).tobytes()
+    ones, zeros = np.ones((rows, length), np.int64).tobytes(), np.zeros((rows, length), np.int64).tobytes()
+    parts = [("input_ids", ids), ("attention_mask", ones), ("token_type_ids", zeros)]
+    header = {"inputs": [{"name": n, "datatype": "INT64", "shape": [rows, length],
+                          "parameters": {"binary_data_size": len(b)}} for n, b in parts],
+              "outputs": [{"name": "last_hidden_state", "parameters": {"binary_data": True}}]}
+    head = json.dumps(header).encode()
+    return requests.post(host.url + f"/v2/models/{model}/infer", data=head + b"".join(b for _, b in parts),
+                         headers={"inference-header-content-length": str(len(head))}, timeout=timeout)
+
+
+def test_v2_runs_whose_clients_went_away_while_waiting_never_run(host):
+    """Runs asked of a graph directly take turns, one at a time: a caller that gives
+    up while in line leaves it, so the graph is not run for nobody. Five clients ask
+    for the largest run at once and give up after 0.3 s: the first run is under way
+    by then; the four waiting ones never start (the model's router counts runs)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def runs_done():
+        status = {m["id"]: m for m in host.get("/status").json()["models"]}
+        return sum(p["requests"] for p in status["minilm-graph"]["routing"]["providers"])
+
+    started = time.time()
+    warm = binary_infer(host, "minilm-graph", 64, 256)
+    one_run = time.time() - started
+    assert warm.status_code == 200, warm.text[:300]
+    before = runs_done()
+
+    def impatient(_):
+        try:
+            binary_infer(host, "minilm-graph", 64, 256, timeout=0.3)
+        except requests.exceptions.RequestException:
+            pass
+    with ThreadPoolExecutor(5) as pool:
+        list(pool.map(impatient, range(5)))
+    deadline = time.time() + 60
+    while runs_done() - before < 1 and time.time() < deadline:
+        time.sleep(0.1)
+    assert runs_done() - before == 1
+    # Had the others stayed in line, the next would end within about one run.
+    time.sleep(max(3.0, 2 * one_run))
+    assert runs_done() - before == 1

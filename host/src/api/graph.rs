@@ -92,14 +92,22 @@ impl HostExecutionContext for ApiState {
         for (name, tensor) in inputs {
             named.push((name, self.delete(tensor)?));
         }
-        // ORT blocks: run it on the blocking pool, never on an async worker.
+        // Waiting for the turn and the run are not the guest's CPU time.
         let waiting = crate::sandbox::WaitingForInference::start();
+        let turn = match model.graph_turn().await {
+            Ok(turn) => turn,
+            Err(e) => {
+                self.waited += waiting.end();
+                return Ok(Err(e.into()));
+            }
+        };
+        // ORT blocks: run it on the blocking pool, never on an async worker.
         let outputs = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let (graph, _) = model.graph()?;
             Ok::<_, InferenceError>(graph.run(named)?.0)
         })
         .await;
-        // The graph's run is not the guest's CPU time.
         self.waited += waiting.end();
         let outputs =
             outputs.map_err(|e| wasmtime::Error::msg(format!("graph worker panicked: {e}")))?;

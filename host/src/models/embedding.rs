@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use tokenizers::{Encoding, Token, Tokenizer, TruncationParams};
 
+use super::graph_gate::GraphGate;
 use super::layout::SentenceTransformerFolder;
 use super::pooling::Pooling;
 use crate::config::ModelConfig;
@@ -35,6 +36,8 @@ pub struct EmbeddingModel {
     pub router: Arc<ProviderRouter>,
     /// The largest run `/v2` and guests' `compute` may ask of the graph.
     pub run_limits: RunLimits,
+    /// Where those runs wait for their turn.
+    pub gate: GraphGate,
     queue: EmbedQueue,
 }
 
@@ -108,6 +111,7 @@ impl EmbeddingModel {
             provider,
             router,
             run_limits: config.batching.run_limits(),
+            gate: GraphGate::new(config.batching.graph_runs_waiting()),
             queue,
         })
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use tokenizers::Tokenizer;
 
+use super::graph_gate::GraphGate;
 use crate::config::ModelConfig;
 use crate::providers::cpu::CpuProvider;
 use crate::providers::remote::RemoteProvider;
@@ -23,6 +24,8 @@ pub struct GraphModel {
     pub router: Arc<ProviderRouter>,
     signature: GraphSignature,
     limits: RunLimits,
+    /// Where runs wait for their turn.
+    pub gate: GraphGate,
 }
 
 impl GraphModel {
@@ -51,6 +54,7 @@ impl GraphModel {
             router,
             signature,
             limits: config.batching.run_limits(),
+            gate: GraphGate::new(config.batching.graph_runs_waiting()),
         })
     }
 

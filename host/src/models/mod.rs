@@ -4,6 +4,7 @@
 pub mod decoder;
 pub mod embedding;
 pub mod graph;
+pub mod graph_gate;
 pub mod layout;
 pub mod pooling;
 
@@ -164,6 +165,17 @@ impl LoadedModel {
                     self.info.id
                 ),
             )),
+        }
+    }
+
+    /// Waits for a turn to run the graph directly (`/v2`, `compute`): see `graph_gate`.
+    pub async fn graph_turn(&self) -> Result<graph_gate::Turn, InferenceError> {
+        match &self.model {
+            Model::Embedding(m) => m.gate.turn().await,
+            Model::Graph(m) => m.gate.turn().await,
+            Model::Decoder(_) => Err(self.graph().err().unwrap_or_else(|| {
+                InferenceError::new(ErrorCode::Unsupported, "a decoder has no graph to run")
+            })),
         }
     }
 

@@ -139,10 +139,22 @@ async fn infer(model: Arc<LoadedModel>, headers: &hyper::HeaderMap, body: Bytes)
             Err(e) => return error(400, e),
         }
     }
+    let turn = match model.graph_turn().await {
+        Ok(turn) => turn,
+        Err(e) => {
+            let mut busy = error(429, e.message);
+            busy.headers_mut()
+                .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+            return busy;
+        }
+    };
     let runner = model.clone();
-    let run = move || match runner.graph() {
-        Ok((graph, _)) => graph.run(inputs),
-        Err(e) => Err(crate::providers::ProviderError::InvalidInput(e.message)),
+    let run = move || {
+        let _turn = turn; // until the run ends, even if the client has gone
+        match runner.graph() {
+            Ok((graph, _)) => graph.run(inputs),
+            Err(e) => Err(crate::providers::ProviderError::InvalidInput(e.message)),
+        }
     };
     let (outputs, provider_name) = match tokio::task::spawn_blocking(run).await {
         Ok(Ok(outputs)) => outputs,
