@@ -319,22 +319,6 @@ pub struct BatchingConfig {
     pub prefix_cache_mib: usize,
 }
 
-impl BatchingConfig {
-    /// Graph runs that may wait for their turn: as many as would hold the queue's
-    /// waiting inputs in full batches.
-    pub fn graph_runs_waiting(&self) -> usize {
-        (self.max_queued_inputs / self.max_batch_inputs.max(1)).max(1)
-    }
-
-    /// The largest graph run a caller may ask for: one batch of the queue.
-    pub fn run_limits(&self) -> crate::providers::RunLimits {
-        crate::providers::RunLimits {
-            max_rows: self.max_batch_inputs,
-            max_tokens: self.max_batch_tokens,
-        }
-    }
-}
-
 impl Default for BatchingConfig {
     fn default() -> Self {
         Self {

@@ -14,7 +14,7 @@ use crate::error::{ErrorCode, InferenceError};
 use crate::providers::cpu::CpuProvider;
 use crate::providers::remote::RemoteProvider;
 use crate::providers::router::ProviderRouter;
-use crate::providers::{GraphSignature, RunLimits};
+use crate::providers::GraphSignature;
 use crate::scheduler::embed_queue::{EmbedQueue, Embeddings, PoolingPlan, Sequence};
 
 pub struct EmbeddingModel {
@@ -34,9 +34,7 @@ pub struct EmbeddingModel {
     vocab_size: u32,
     pub provider: Arc<CpuProvider>,
     pub router: Arc<ProviderRouter>,
-    /// The largest run `/v2` and guests' `compute` may ask of the graph.
-    pub run_limits: RunLimits,
-    /// Where those runs wait for their turn.
+    /// The door to runs `/v2` and guests' `compute` ask of the graph.
     pub gate: GraphGate,
     queue: EmbedQueue,
 }
@@ -110,8 +108,7 @@ impl EmbeddingModel {
             truncating,
             provider,
             router,
-            run_limits: config.batching.run_limits(),
-            gate: GraphGate::new(config.batching.graph_runs_waiting()),
+            gate: GraphGate::new(&config.batching),
             queue,
         })
     }

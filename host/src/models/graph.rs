@@ -15,7 +15,7 @@ use crate::config::ModelConfig;
 use crate::providers::cpu::CpuProvider;
 use crate::providers::remote::RemoteProvider;
 use crate::providers::router::ProviderRouter;
-use crate::providers::{GraphSignature, NamedTensors, ProviderError, RunLimits};
+use crate::providers::{GraphSignature, NamedTensors, ProviderError};
 
 pub struct GraphModel {
     pub onnx: PathBuf,
@@ -23,8 +23,7 @@ pub struct GraphModel {
     /// Local CPU, or the remote endpoint for large batches (`remote`, `routing`).
     pub router: Arc<ProviderRouter>,
     signature: GraphSignature,
-    limits: RunLimits,
-    /// Where runs wait for their turn.
+    /// The door to runs: their size and their turn.
     pub gate: GraphGate,
 }
 
@@ -53,8 +52,7 @@ impl GraphModel {
             tokenizer,
             router,
             signature,
-            limits: config.batching.run_limits(),
-            gate: GraphGate::new(config.batching.graph_runs_waiting()),
+            gate: GraphGate::new(&config.batching),
         })
     }
 
@@ -67,7 +65,7 @@ impl GraphModel {
     /// caller's mistake is never charged to the remote endpoint's health.
     pub fn run(&self, inputs: NamedTensors) -> Result<(NamedTensors, String), ProviderError> {
         self.signature.check_inputs(&inputs)?;
-        self.signature.check_run_size(&inputs, self.limits)?;
+        self.gate.check_size(&self.signature, &inputs)?;
         let rows = inputs
             .first()
             .and_then(|(_, t)| t.shape.first().copied())

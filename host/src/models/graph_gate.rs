@@ -1,18 +1,22 @@
-//! Runs that callers ask of a model's graph directly (`/v2`, guests' `compute`) take
-//! turns here, one at a time in order of arrival, before they reach the model's
-//! session. A caller that goes away while in line leaves it without costing a run
-//! (a blocking task waiting for the session would have run the graph for nobody),
-//! and beyond `max_waiting` runs in line callers are told to retry (busy), as the
-//! embedding queue does beyond its waiting inputs.
+//! The door to runs that callers ask of a model's graph directly (`/v2`, guests'
+//! `compute`). A run may be at most one batch of the model's queue (`RunLimits`).
+//! Runs take turns here, one at a time in order of arrival, before they reach the
+//! model's session: a caller that goes away while in line leaves it without costing
+//! a run (a blocking task waiting for the session would have run the graph for
+//! nobody), and beyond `max_waiting` runs in line callers are told to retry (busy),
+//! as the embedding queue does beyond its waiting inputs.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::config::BatchingConfig;
 use crate::error::{ErrorCode, InferenceError};
+use crate::providers::{GraphSignature, NamedTensors, ProviderError, RunLimits};
 
 pub struct GraphGate {
+    limits: RunLimits,
     turn: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
@@ -23,12 +27,33 @@ pub struct GraphGate {
 pub type Turn = OwnedSemaphorePermit;
 
 impl GraphGate {
-    pub fn new(max_waiting: usize) -> Self {
+    /// One run holds at most a batch of the queue; as many runs may wait as would
+    /// hold the queue's waiting inputs in full batches.
+    pub fn new(batching: &BatchingConfig) -> Self {
+        let limits = RunLimits {
+            max_rows: batching.max_batch_inputs,
+            max_tokens: batching.max_batch_tokens,
+        };
+        let max_waiting = batching.max_queued_inputs / batching.max_batch_inputs.max(1);
+        Self::with(limits, max_waiting)
+    }
+
+    fn with(limits: RunLimits, max_waiting: usize) -> Self {
         Self {
+            limits,
             turn: Arc::new(Semaphore::new(1)),
             waiting: AtomicUsize::new(0),
             max_waiting: max_waiting.max(1),
         }
+    }
+
+    /// Whether the inputs are a run this model may take (`RunLimits`).
+    pub fn check_size(
+        &self,
+        signature: &GraphSignature,
+        inputs: &NamedTensors,
+    ) -> Result<(), ProviderError> {
+        signature.check_run_size(inputs, self.limits)
     }
 
     /// Waits for this caller's turn (first come, first served). A caller that goes
@@ -69,7 +94,11 @@ mod tests {
 
     #[tokio::test]
     async fn runs_take_turns_and_a_full_line_is_busy() {
-        let gate = GraphGate::new(2);
+        let limits = RunLimits {
+            max_rows: 4,
+            max_tokens: 64,
+        };
+        let gate = GraphGate::with(limits, 2);
         let first = gate.turn().await.unwrap();
         // Two wait behind the first; a third finds the line full.
         let mut second = Box::pin(gate.turn());

@@ -113,9 +113,8 @@ impl GraphRunner<'_> {
     pub fn run(&self, inputs: NamedTensors) -> Result<(NamedTensors, String), ProviderError> {
         match self {
             GraphRunner::Local(model) => {
-                let signature = model.signature();
-                signature.check_inputs(&inputs)?;
-                signature.check_run_size(&inputs, model.run_limits)?;
+                model.signature().check_inputs(&inputs)?;
+                model.gate.check_size(model.signature(), &inputs)?;
                 Ok((model.provider.run(inputs)?, model.provider.name().into()))
             }
             GraphRunner::Routed(model) => model.run(inputs),
@@ -158,13 +157,7 @@ impl LoadedModel {
         match &self.model {
             Model::Embedding(m) => Ok((GraphRunner::Local(m), m.signature())),
             Model::Graph(m) => Ok((GraphRunner::Routed(m), m.signature())),
-            Model::Decoder(_) => Err(InferenceError::new(
-                ErrorCode::Unsupported,
-                format!(
-                    "model {} is a decoder; use the generation interface",
-                    self.info.id
-                ),
-            )),
+            Model::Decoder(_) => Err(self.no_graph()),
         }
     }
 
@@ -173,10 +166,18 @@ impl LoadedModel {
         match &self.model {
             Model::Embedding(m) => m.gate.turn().await,
             Model::Graph(m) => m.gate.turn().await,
-            Model::Decoder(_) => Err(self.graph().err().unwrap_or_else(|| {
-                InferenceError::new(ErrorCode::Unsupported, "a decoder has no graph to run")
-            })),
+            Model::Decoder(_) => Err(self.no_graph()),
         }
+    }
+
+    fn no_graph(&self) -> InferenceError {
+        InferenceError::new(
+            ErrorCode::Unsupported,
+            format!(
+                "model {} is a decoder; use the generation interface",
+                self.info.id
+            ),
+        )
     }
 
     /// The model's tokenizer; a graph model has one only when its folder does.
