@@ -215,16 +215,8 @@ def test_an_embedding_models_graph_takes_one_queue_batch_at_most_through_v2(host
     """At most 64 rows and 16,384 tokens by default: before this limit, a 1.5 MB binary
     request of 128 × 512 tokens ran for 20 s and left ONNX Runtime's arena 5.7 GB
     larger. 64 × 512 tokens fit the rows but not the tokens."""
-    import numpy as np
-    rows, length = 64, 512
-    ids = np.full((rows, length), 1000, np.int64).tobytes()
-    parts = [("input_ids", ids), ("attention_mask", ids), ("token_type_ids", ids)]
-    header = {"inputs": [{"name": n, "datatype": "INT64", "shape": [rows, length],
-                          "parameters": {"binary_data_size": len(b)}} for n, b in parts]}
-    head = json.dumps(header).encode()
     started = time.time()
-    r = host.session.post(host.url + "/v2/models/all-MiniLM-L6-v2/infer", data=head + b"".join(b for _, b in parts),
-                          headers={"inference-header-content-length": str(len(head))}, timeout=60)
+    r = binary_infer(host, "all-MiniLM-L6-v2", 64, 512, timeout=60)
     assert r.status_code == 400 and "max_batch_tokens" in r.json()["error"], r.text
     assert time.time() - started < 5
 
