@@ -221,7 +221,7 @@ def test_an_embedding_models_graph_takes_one_queue_batch_at_most_through_v2(host
     assert time.time() - started < 5
 
 
-def binary_infer(host, model: str, rows: int, length: int, timeout: float = 300):
+def binary_infer(host, model: str, rows: int, length: int, timeout: float = 300, key: str | None = None):
     import numpy as np
     ids = np.full((rows, length), 1000, np.int64).tobytes()
     ones, zeros = np.ones((rows, length), np.int64).tobytes(), np.zeros((rows, length), np.int64).tobytes()
@@ -230,8 +230,11 @@ def binary_infer(host, model: str, rows: int, length: int, timeout: float = 300)
                           "parameters": {"binary_data_size": len(b)}} for n, b in parts],
               "outputs": [{"name": "last_hidden_state", "parameters": {"binary_data": True}}]}
     head = json.dumps(header).encode()
+    headers = {"inference-header-content-length": str(len(head))}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
     return requests.post(host.url + f"/v2/models/{model}/infer", data=head + b"".join(b for _, b in parts),
-                         headers={"inference-header-content-length": str(len(head))}, timeout=timeout)
+                         headers=headers, timeout=timeout)
 
 
 def test_v2_runs_whose_clients_went_away_while_waiting_never_run(host):
@@ -265,3 +268,27 @@ def test_v2_runs_whose_clients_went_away_while_waiting_never_run(host):
     # Had the others stayed in line, the next would end within about one run.
     time.sleep(max(3.0, 2 * one_run))
     assert runs_done() - before == 1
+
+
+def test_v2_runs_of_two_tenants_take_turns(host):
+    """One tenant's burst of direct runs does not hold another tenant's run behind
+    all of it: tenants take turns at the graph, and none runs twice in a row while
+    another waits. The public tenant sends four large runs at once; while the first
+    runs, the "graphs" tenant sends one, which runs next (in order of arrival it
+    would run last)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.time()
+    assert binary_infer(host, "minilm-graph", 32, 256).status_code == 200
+    one_run = time.time() - started
+    finished = []
+
+    def run(who):
+        if who == "graphs":
+            time.sleep(min(0.3, one_run / 3))
+        r = binary_infer(host, "minilm-graph", 32, 256, key="sk-graph" if who == "graphs" else None)
+        assert r.status_code == 200, r.text[:300]
+        finished.append(who)
+    with ThreadPoolExecutor(5) as pool:
+        list(pool.map(run, ["public"] * 4 + ["graphs"]))
+    assert finished.index("graphs") == 1, (finished, one_run)

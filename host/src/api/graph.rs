@@ -94,7 +94,7 @@ impl HostExecutionContext for ApiState {
         }
         // Waiting for the turn and the run are not the guest's CPU time.
         let waiting = crate::sandbox::WaitingForInference::start();
-        let turn = match model.graph_turn().await {
+        let turn = match model.graph_turn(&self.access.tenant).await {
             Ok(turn) => turn,
             Err(e) => {
                 self.waited += waiting.end();

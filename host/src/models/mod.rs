@@ -161,11 +161,12 @@ impl LoadedModel {
         }
     }
 
-    /// Waits for a turn to run the graph directly (`/v2`, `compute`): see `graph_gate`.
-    pub async fn graph_turn(&self) -> Result<graph_gate::Turn, InferenceError> {
+    /// Waits for a turn to run the graph directly (`/v2`, `compute`), tenants in
+    /// turn: see `graph_gate`.
+    pub async fn graph_turn(&self, tenant: &Arc<str>) -> Result<graph_gate::Turn, InferenceError> {
         match &self.model {
-            Model::Embedding(m) => m.gate.turn().await,
-            Model::Graph(m) => m.gate.turn().await,
+            Model::Embedding(m) => m.gate.turn(tenant).await,
+            Model::Graph(m) => m.gate.turn(tenant).await,
             Model::Decoder(_) => Err(self.no_graph()),
         }
     }

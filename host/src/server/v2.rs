@@ -48,7 +48,7 @@ pub async fn handle(
         (&Method::POST, ["models", name, rest @ ..]) if strip_version(rest) == ["infer"] => {
             match model(access, name) {
                 Err(e) => e,
-                Ok(m) => infer(m, headers, body).await,
+                Ok(m) => infer(m, &access.tenant, headers, body).await,
             }
         }
         _ => error(404, format!("unknown endpoint {method} {path}")),
@@ -94,7 +94,12 @@ fn metadata(model: &LoadedModel) -> HttpResponse {
     )
 }
 
-async fn infer(model: Arc<LoadedModel>, headers: &hyper::HeaderMap, body: Bytes) -> HttpResponse {
+async fn infer(
+    model: Arc<LoadedModel>,
+    tenant: &Arc<str>,
+    headers: &hyper::HeaderMap,
+    body: Bytes,
+) -> HttpResponse {
     let header_len = headers
         .get("inference-header-content-length")
         .and_then(|v| v.to_str().ok())
@@ -139,7 +144,7 @@ async fn infer(model: Arc<LoadedModel>, headers: &hyper::HeaderMap, body: Bytes)
             Err(e) => return error(400, e),
         }
     }
-    let turn = match model.graph_turn().await {
+    let turn = match model.graph_turn(tenant).await {
         Ok(turn) => turn,
         Err(e) => {
             let mut busy = error(429, e.message);
