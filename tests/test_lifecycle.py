@@ -60,6 +60,9 @@ def test_sigterm_finishes_requests_in_flight(tmp_path):
 
 
 def test_past_capacity_generations_get_429_with_retry_after(tmp_path):
+    """A model's generations are bounded (max_generations); past the bound a tenant
+    gets 429, except one holding less than an equal share of them, so one tenant's
+    flood does not lock the others out."""
     from conftest import SMOLLM
 
     config = f"""
@@ -67,11 +70,16 @@ def test_past_capacity_generations_get_429_with_retry_after(tmp_path):
 name = "smollm2-135m-instruct"
 path = "{SMOLLM}"
 [models.batching]
-max_generations = 1
+max_generations = 2
 
 [[tenants]]
 name = "default"
 public = true
+component = "{ROUTER_WASM}"
+
+[[tenants]]
+name = "other"
+api_keys = ["sk-other"]
 component = "{ROUTER_WASM}"
 """
     server = Server(config, tmp_path)
@@ -80,14 +88,23 @@ component = "{ROUTER_WASM}"
         # running when the second request comes (a sampled early stop once freed the slot first).
         body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Tell a long story."}],
                 "max_tokens": 400, "stream": True, "logit_bias": {"0": -100, "2": -100}}
-        first = requests.post(server.url + "/v1/chat/completions", json=body, stream=True, timeout=60)
-        assert first.status_code == 200
-        next(first.iter_lines())
-        second = requests.post(server.url + "/v1/chat/completions", json={**body, "stream": False}, timeout=60)
-        assert second.status_code == 429, second.text
-        assert second.headers["retry-after"] == "1"
-        assert second.json()["error"]["code"] == "server_busy"
-        first.close()
+        streams = []
+        for _ in range(2):
+            streams.append(requests.post(server.url + "/v1/chat/completions", json=body, stream=True, timeout=60))
+            assert streams[-1].status_code == 200
+            next(streams[-1].iter_lines())
+        third = requests.post(server.url + "/v1/chat/completions", json={**body, "stream": False}, timeout=60)
+        assert third.status_code == 429, third.text
+        assert third.headers["retry-after"] == "1"
+        assert third.json()["error"]["code"] == "server_busy"
+        # The other tenant holds none of the two: it may have one (an equal share).
+        other = requests.post(server.url + "/v1/chat/completions", timeout=60,
+                              headers={"authorization": "Bearer sk-other"},
+                              json={**body, "stream": False, "max_tokens": 4})
+        assert other.status_code == 200, other.text
+        assert other.json()["usage"]["completion_tokens"] == 4
+        for stream in streams:
+            stream.close()
         # Once the first generation is gone, the slot is free again.
         deadline = time.time() + 20
         while time.time() < deadline:

@@ -3,12 +3,12 @@
 //! Runs take turns here, one at a time, before they reach the model's session:
 //! tenants in turn (round-robin), each tenant's own runs in order of arrival, and no
 //! tenant gets two runs in a row while another waits. So one tenant's burst delays
-//! another's run by at most one run per tenant in line, as the embedding queue fills
-//! its batches fairly across tenants. A caller that goes away
-//! while in line leaves it without costing a run (a blocking task waiting for the
-//! session would have run the graph for nobody), and beyond `max_waiting` runs in
-//! line callers are told to retry (busy), as the embedding queue does beyond its
-//! waiting inputs.
+//! another's run by about one run per tenant in line, as the embedding queue fills
+//! its batches fairly across tenants. A caller that goes away while in line leaves
+//! it without costing a run (a blocking task waiting for the session would have run
+//! the graph for nobody). Beyond `max_waiting` runs in line, callers are told to
+//! retry (busy), as the embedding queue does beyond its waiting inputs, except a
+//! tenant holding less than an equal share of the line (`fair_share`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use crate::config::BatchingConfig;
 use crate::error::{ErrorCode, InferenceError};
 use crate::providers::{GraphSignature, NamedTensors, ProviderError, RunLimits};
+use crate::scheduler::fair_share;
 
 pub struct GraphGate {
     limits: RunLimits,
@@ -91,7 +92,7 @@ impl GraphGate {
                     line: Some(self.line.clone()),
                 });
             }
-            if line.waiting >= self.max_waiting {
+            if !line.admits(tenant, self.max_waiting) {
                 return Err(InferenceError::new(
                     ErrorCode::Busy,
                     format!(
@@ -116,6 +117,14 @@ impl GraphGate {
 }
 
 impl Line {
+    /// `fair_share`: a full line still takes a tenant holding less than an equal
+    /// share of it.
+    fn admits(&self, tenant: &Arc<str>, capacity: usize) -> bool {
+        let held = self.callers.get(tenant).map_or(0, VecDeque::len);
+        let others = self.callers.len() - usize::from(held > 0);
+        fair_share::admits(capacity, self.waiting, held, 1, others)
+    }
+
     fn join(&mut self, tenant: &Arc<str>) -> (u64, oneshot::Receiver<Turn>) {
         let (tx, rx) = oneshot::channel();
         let id = self.next_id;
@@ -223,6 +232,12 @@ mod tests {
             panic!("a full line gave a turn");
         };
         assert_eq!(err.code, ErrorCode::Busy);
+        // Another tenant may still hold an equal share of it (one of two places).
+        let b: Arc<str> = "b".into();
+        let mut other = Box::pin(gate.turn(&b));
+        assert!(poll(&mut other).is_none());
+        assert!(gate.turn(&b).await.is_err());
+        drop(other);
         // One leaves the line (its caller went away): there is room again.
         drop(third);
         let mut fourth = Box::pin(gate.turn(&a));

@@ -22,6 +22,7 @@ use crate::metrics::metrics;
 use crate::models::pooling::{normalize, Pooling};
 use crate::providers::router::ProviderRouter;
 use crate::providers::GraphSignature;
+use crate::scheduler::fair_share;
 use crate::tensor::{Tensor, TensorData};
 
 /// One tokenized input.
@@ -175,7 +176,7 @@ impl EmbedQueue {
         items.sort_by_key(|(_, s)| s.ids.len());
         {
             let mut state = self.shared.queue.lock();
-            if state.queued_inputs + count > self.limits.max_queued_inputs {
+            if !state.admits(&job.tenant, count, self.limits.max_queued_inputs) {
                 return Err(InferenceError::new(
                     ErrorCode::Busy,
                     format!(
@@ -208,6 +209,27 @@ impl Drop for EmbedQueue {
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
         }
+    }
+}
+
+impl State {
+    /// Whether a tenant may queue `count` more inputs (`fair_share`: a full queue
+    /// still takes a tenant holding less than an equal share of it).
+    fn admits(&self, tenant: &str, count: usize, capacity: usize) -> bool {
+        if self.queued_inputs + count <= capacity {
+            return true;
+        }
+        let mut held = 0;
+        let mut others: Vec<&str> = Vec::new();
+        for queued in &self.requests {
+            let owner = &*queued.job.tenant;
+            if owner == tenant {
+                held += queued.items.len();
+            } else if !others.contains(&owner) {
+                others.push(owner);
+            }
+        }
+        fair_share::admits(capacity, self.queued_inputs, held, count, others.len())
     }
 }
 
@@ -499,6 +521,22 @@ mod tests {
         assert!(batch.iter().any(|i| Arc::ptr_eq(&i.job, &single)));
         // Within one tenant, requests are served in arrival order.
         assert!(Arc::ptr_eq(&batch[0].job, &flood[0].0));
+    }
+
+    #[test]
+    fn a_full_queue_still_takes_another_tenants_share() {
+        let (flood, _rx1) = job_of("a");
+        let (other, _rx2) = job_of("b");
+        let s = state(vec![(flood, vec![5; 100])]);
+        // a holds every place: more of a is refused, b may queue up to half.
+        assert!(!s.admits("a", 1, 100));
+        assert!(s.admits("b", 50, 100));
+        assert!(!s.admits("b", 51, 100));
+        let s = state(vec![
+            (s.requests[0].job.clone(), vec![5; 100]),
+            (other, vec![5; 40]),
+        ]);
+        assert!(s.admits("b", 10, 100) && !s.admits("b", 11, 100));
     }
 
     #[test]

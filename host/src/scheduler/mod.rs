@@ -2,4 +2,5 @@
 //! into few, well-filled batches.
 
 pub mod embed_queue;
+pub mod fair_share;
 pub mod generate;

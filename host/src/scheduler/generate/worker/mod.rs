@@ -1,5 +1,4 @@
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +18,7 @@ use super::sampler::Sampler;
 use super::text::{IncrementalDecoder, Matched, StopMatcher};
 use super::{FinishReason, GenEvent, GenerateRequest, GenerationEnd, TokenLogprobs};
 use crate::error::{ErrorCode, InferenceError};
+use crate::scheduler::fair_share::{Place, Places};
 use prompt::Chunking;
 
 /// Handle to a decoder model's generation worker.
@@ -28,10 +28,10 @@ pub struct Generator {
     jobs: Option<mpsc::Sender<Job>>,
     /// Joined on drop, so no graph step is running when ONNX Runtime is torn down at exit.
     worker: Option<std::thread::JoinHandle<()>>,
-    /// Generations queued or running; past `max_generations` new ones are refused
-    /// (busy) instead of queueing without bound.
-    in_flight: Arc<AtomicUsize>,
-    max_generations: usize,
+    /// Generations queued or running, per tenant; past `max_generations` new ones
+    /// are refused (busy) instead of queueing without bound, except a tenant's
+    /// within an equal share (`fair_share`).
+    places: Places,
 }
 
 /// Limits of one model's generation worker.
@@ -49,6 +49,8 @@ pub struct GeneratorLimits {
 }
 
 struct Job {
+    /// Held until the generation ends, however it ends.
+    place: Place,
     request: GenerateRequest,
     events: UnboundedSender<GenEvent>,
     submitted: Instant,
@@ -56,6 +58,7 @@ struct Job {
 
 /// A generation in the decode batch.
 struct Active {
+    _place: Place,
     tenant: Arc<str>,
     events: UnboundedSender<GenEvent>,
     sampler: Sampler,
@@ -82,9 +85,7 @@ impl Generator {
         limits: GeneratorLimits,
     ) -> std::io::Result<Self> {
         let (jobs, inbox) = mpsc::channel();
-        let in_flight = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
-            in_flight: in_flight.clone(),
             prefix_cache: PrefixCache::new(
                 limits.prefix_cache_bytes,
                 graph.layout(),
@@ -112,8 +113,7 @@ impl Generator {
         Ok(Self {
             jobs: Some(jobs),
             worker: Some(worker),
-            in_flight,
-            max_generations: limits.max_generations.max(1),
+            places: Places::new(limits.max_generations),
         })
     }
 
@@ -123,21 +123,21 @@ impl Generator {
         &self,
         request: GenerateRequest,
     ) -> Result<UnboundedReceiver<GenEvent>, InferenceError> {
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.max_generations {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let Some(place) = self.places.take(&request.tenant) else {
             return Err(InferenceError::new(
                 ErrorCode::Busy,
                 format!(
                     "{} generations are in progress, the most this model runs at once; retry shortly",
-                    self.max_generations
+                    self.places.capacity()
                 ),
             ));
-        }
+        };
         let (events, receiver) = unbounded_channel();
         self.jobs
             .as_ref()
             .expect("set until dropped")
             .send(Job {
+                place,
                 request,
                 events,
                 submitted: Instant::now(),
@@ -160,7 +160,6 @@ impl Drop for Generator {
 /// run; between runs finished ones leave and waiting ones join (after their own
 /// prefill), so a new request never waits for the others to end.
 struct Worker {
-    in_flight: Arc<AtomicUsize>,
     graph: DecoderGraph,
     batch: KvBatch,
     tokenizer: Arc<Tokenizer>,
@@ -268,7 +267,6 @@ impl Worker {
         }
         let deferred: Vec<Job> = self.deferred.drain(..).collect();
         for job in deferred.into_iter().chain(waiting.into_items()) {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
             let _ = job.events.send(GenEvent::Done(GenerationEnd {
                 finish_reason: FinishReason::Error,
                 prompt_tokens: job.request.prompt.len(),
@@ -379,7 +377,6 @@ impl Worker {
             .generations
             .with_label_values(&[&self.model, "cancelled"])
             .inc();
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// A job's generation, or None when it needs no graph run (its client went away,
@@ -388,6 +385,7 @@ impl Worker {
         let request = job.request;
         let scored = request.prompt_logprobs.is_some();
         let mut seq = Active {
+            _place: job.place,
             tenant: request.tenant,
             events: job.events,
             sampler: Sampler::new(request.sampling).with_constraint(request.constraint),
@@ -502,7 +500,6 @@ impl Worker {
     }
 
     fn finish(&self, seq: &mut Active, reason: FinishReason, error: Option<String>) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
         if reason != FinishReason::Stop {
             send_held_text(seq);
         }
