@@ -114,6 +114,20 @@ component = "{ROUTER_WASM}"
                 break
             time.sleep(0.2)
         assert r.status_code == 200, r.text
+        # A finished generation gives its place back before its client hears the end:
+        # one client asking again at once, two at a time, is never refused.
+        answers = []
+
+        def ask_in_turn():
+            for _ in range(8):
+                answers.append(requests.post(server.url + "/v1/chat/completions",
+                                             json={**body, "stream": False, "max_tokens": 1}, timeout=60))
+        pair = [threading.Thread(target=ask_in_turn) for _ in range(2)]
+        for t in pair:
+            t.start()
+        for t in pair:
+            t.join()
+        assert [a.status_code for a in answers] == [200] * 16, [a.text for a in answers if a.status_code != 200]
     finally:
         server.stop()
 

@@ -58,7 +58,9 @@ struct Job {
 
 /// A generation in the decode batch.
 struct Active {
-    _place: Place,
+    /// Given back as the generation finishes, before its client hears of the end
+    /// (a client that at once asks again must find it free), or when dropped.
+    place: Option<Place>,
     tenant: Arc<str>,
     events: UnboundedSender<GenEvent>,
     sampler: Sampler,
@@ -385,7 +387,7 @@ impl Worker {
         let request = job.request;
         let scored = request.prompt_logprobs.is_some();
         let mut seq = Active {
-            _place: job.place,
+            place: Some(job.place),
             tenant: request.tenant,
             events: job.events,
             sampler: Sampler::new(request.sampling).with_constraint(request.constraint),
@@ -500,6 +502,7 @@ impl Worker {
     }
 
     fn finish(&self, seq: &mut Active, reason: FinishReason, error: Option<String>) {
+        seq.place = None;
         if reason != FinishReason::Stop {
             send_held_text(seq);
         }
