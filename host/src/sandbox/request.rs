@@ -22,6 +22,7 @@ use crate::cpu_priority;
 
 /// CPU a request may use (~5 ms; the router guest needs well under 1 ms) before it
 /// becomes background: it then runs only while no graph runs (see `cpu_priority`).
+/// Counted as a burst that waiting for inference pays back (`GuestState::burst_ticks`).
 const BACKGROUND_AFTER_TICKS: u64 = 5;
 /// The longest a background guest steps aside at a time, so that it still reaches its
 /// own limits on a host that is never idle. Long: each forced slice lands on the
@@ -118,21 +119,29 @@ pub async fn handle(
         // waited in inference host calls (e.g. for its next generated token).
         let since = now.saturating_duration_since(state.last_tick);
         let stepped_aside = Duration::from_nanos(state.stepped_aside.swap(0, Ordering::Relaxed));
-        let computing = since
-            .saturating_sub(std::mem::take(&mut state.api.waited))
-            .saturating_sub(stepped_aside)
-            >= EPOCH_TICK / 2;
+        let waited = std::mem::take(&mut state.api.waited);
+        let computing =
+            since.saturating_sub(waited).saturating_sub(stepped_aside) >= EPOCH_TICK / 2;
+        // Waiting for inference pays the burst back, tick for tick: a guest streaming a
+        // long generation computes a little per token (and on a busy host now and then
+        // looks as if it computed for a tick while it waited for a core), which over
+        // minutes added up to a loop's burst and sent streams to the background, where
+        // they stalled for up to a second behind other requests' prefills.
+        let waited_ticks = (waited.as_nanos() / EPOCH_TICK.as_nanos()) as u64;
+        state.burst_ticks = state.burst_ticks.saturating_sub(waited_ticks);
         state.last_tick = now;
         if stepped_aside >= MAX_STEP_ASIDE {
             state.forced_slice_ticks = FORCED_SLICE_TICKS;
         }
         if computing {
             state.cpu_ticks += 1;
+            state.burst_ticks += 1;
         }
         if state.cpu_ticks > budget || state.started.elapsed() > timeout {
             return Ok(UpdateDeadline::Interrupt);
         }
-        if computing && state.cpu_ticks > BACKGROUND_AFTER_TICKS && state.background.is_none() {
+        if computing && state.burst_ticks > BACKGROUND_AFTER_TICKS && state.background.is_none() {
+            tracing::debug!(cpu_ticks = state.cpu_ticks, "guest turned background");
             state.foreground = None;
             state.background = Some(cpu_priority::background_guest());
             state.demoted.store(true, Ordering::Relaxed);

@@ -25,6 +25,9 @@ pub struct GuestState {
     pub(super) started: Instant,
     /// Epoch ticks seen while wasm was running: the request's CPU time, roughly.
     pub(super) cpu_ticks: u64,
+    /// Those ticks less the ticks spent waiting for inference since (never below 0):
+    /// past a short burst of them the guest turns background.
+    pub(super) burst_ticks: u64,
     /// When the epoch deadline callback last ran (or the request started).
     pub(super) last_tick: Instant,
     /// Until the guest computes past its burst: background guests wait for it.
@@ -63,6 +66,7 @@ impl GuestState {
             api: ApiState::new(access, limits.max_host_bytes, limits.max_resources),
             started: Instant::now(),
             cpu_ticks: 0,
+            burst_ticks: 0,
             last_tick: Instant::now(),
             foreground: (!background).then(cpu_priority::foreground_request),
             background: background.then(cpu_priority::background_guest),
