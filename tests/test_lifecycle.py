@@ -88,11 +88,14 @@ component = "{ROUTER_WASM}"
         # running when the second request comes (a sampled early stop once freed the slot first).
         body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Tell a long story."}],
                 "max_tokens": 400, "stream": True, "logit_bias": {"0": -100, "2": -100}}
-        streams = []
+        streams, readers = [], []
         for _ in range(2):
             streams.append(requests.post(server.url + "/v1/chat/completions", json=body, stream=True, timeout=60))
             assert streams[-1].status_code == 200
-            next(streams[-1].iter_lines())
+            # Kept: a line iterator that is dropped closes the connection (urllib3 closes a
+            # chunked response whose read is abandoned), which ends the generation.
+            readers.append(streams[-1].iter_lines())
+            next(readers[-1])
         third = requests.post(server.url + "/v1/chat/completions", json={**body, "stream": False}, timeout=60)
         assert third.status_code == 429, third.text
         assert third.headers["retry-after"] == "1"
