@@ -32,7 +32,6 @@ struct Line {
     /// The tenant whose run holds the turn (or to whom it is on its way); none
     /// while the graph is free.
     holder: Option<Arc<str>>,
-    waiting: usize,
     /// Tenants with callers in line, in the order they are served next.
     tenants: VecDeque<Arc<str>>,
     callers: HashMap<Arc<str>, VecDeque<Caller>>,
@@ -122,14 +121,17 @@ impl Line {
     fn admits(&self, tenant: &Arc<str>, capacity: usize) -> bool {
         let held = self.callers.get(tenant).map_or(0, VecDeque::len);
         let others = self.callers.len() - usize::from(held > 0);
-        fair_share::admits(capacity, self.waiting, held, 1, others)
+        fair_share::admits(capacity, self.waiting(), held, 1, others)
+    }
+
+    fn waiting(&self) -> usize {
+        self.callers.values().map(VecDeque::len).sum()
     }
 
     fn join(&mut self, tenant: &Arc<str>) -> (u64, oneshot::Receiver<Turn>) {
         let (tx, rx) = oneshot::channel();
         let id = self.next_id;
         self.next_id += 1;
-        self.waiting += 1;
         let callers = self.callers.entry(tenant.clone()).or_default();
         if callers.is_empty() {
             self.tenants.push_back(tenant.clone());
@@ -154,7 +156,6 @@ impl Line {
             self.tenants.push_back(tenant.clone());
         }
         self.holder = Some(tenant);
-        self.waiting -= caller.is_some() as usize;
         caller
     }
 
@@ -162,9 +163,7 @@ impl Line {
         let Some(callers) = self.callers.get_mut(tenant) else {
             return;
         };
-        let before = callers.len();
         callers.retain(|c| c.id != id);
-        self.waiting -= before - callers.len();
         if callers.is_empty() {
             self.callers.remove(tenant);
             self.tenants.retain(|t| t != tenant);
@@ -309,7 +308,7 @@ mod tests {
         drop(turn);
         // Nobody waits: the next caller gets the turn at once.
         assert!(matches!(poll(&mut Box::pin(gate.turn(&a))), Some(Ok(_))));
-        assert_eq!(gate.line.lock().waiting, 0);
+        assert_eq!(gate.line.lock().waiting(), 0);
     }
 
     fn poll<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
