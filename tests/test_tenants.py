@@ -364,6 +364,30 @@ def test_a_misbehaving_guest_puts_its_tenant_on_probation_and_it_is_still_served
     assert admin(host, "GET", "/tenants/mallory").json()["on_probation"] is False
 
 
+def background_count(host, tenant: str, reason: str) -> float:
+    for line in call(host, "GET", "/metrics", key=ADMIN).text.splitlines():
+        if line.startswith("nnhost_guests_background_total{") and f'tenant="{tenant}"' in line \
+                and f'reason="{reason}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_guests_sent_to_the_background_are_counted_by_reason(host, mallory):
+    """Operators see demotions in /metrics: a loop past its burst (`cpu`), and a tenant on
+    probation whose requests start in the background (`probation`)."""
+    time.sleep(2.1)  # the tenant's recent requests are forgotten: the loop alone puts it on probation
+    cpu, probation = background_count(host, "mallory", "cpu"), background_count(host, "mallory", "probation")
+    assert call(host, "GET", "/loop", key=mallory).status_code == 504
+    assert background_count(host, "mallory", "cpu") == cpu + 1
+    assert admin(host, "GET", "/tenants/mallory").json()["on_probation"] is True
+    assert call(host, "GET", "/ok", key=mallory).json() == {"ok": True}
+    assert background_count(host, "mallory", "probation") >= probation + 1
+    # A quick embedding request never leaves the foreground.
+    assert embed(host, "sk-alpha").status_code == 200
+    assert background_count(host, "alpha", "cpu") == 0
+    time.sleep(2.1)  # probation is forgotten: the next tests see a well-behaved tenant
+
+
 def test_guests_see_no_files_env_or_network(host, mallory):
     files = call(host, "GET", "/read-file", key=mallory).json()
     assert str(files["read_file"]).startswith("error") and str(files["read_dir"]).startswith("error"), files

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub prefix_cache_tokens: IntCounterVec,
     pub guest_failures: IntCounterVec,
     pub guest_instantiate: HistogramVec,
+    pub guests_background: IntCounterVec,
     /// Set when `/metrics` is scraped.
     pub tenant_store_bytes: IntGaugeVec,
 }
@@ -183,6 +184,12 @@ pub fn metrics() -> &'static Metrics {
                 "Instantiating a tenant's guest in its fresh store, per request",
                 &["tenant"],
                 exponential_buckets(0.00001, 2.0, 16).expect("buckets"),
+            ),
+            guests_background: counter(
+                &r,
+                "guests_background_total",
+                "Guest requests moved to the background threads, by tenant and reason: `cpu` (computed past its burst) or `probation` (its tenant's guest misbehaves)",
+                &["tenant", "reason"],
             ),
             tenant_store_bytes: gauge(
                 &r,

@@ -111,6 +111,8 @@ pub async fn handle(
     let max_response_bytes = limits.max_response_bytes;
     let memory = limits.memory_bytes;
     let timeout = limits.timeout;
+    let background_total = crate::metrics::metrics().guests_background.clone();
+    let turned_background = background_total.with_label_values(&[&tenant, "cpu"]);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |mut ctx| {
         let state = ctx.data_mut();
@@ -142,6 +144,7 @@ pub async fn handle(
         }
         if computing && state.burst_ticks > BACKGROUND_AFTER_TICKS && state.background.is_none() {
             tracing::debug!(cpu_ticks = state.cpu_ticks, "guest turned background");
+            turned_background.inc();
             state.foreground = None;
             state.background = Some(cpu_priority::background_guest());
             state.demoted.store(true, Ordering::Relaxed);
@@ -188,6 +191,11 @@ pub async fn handle(
     // response head has gone out.
     let demoted = store.data().demoted.clone();
     let starts_background = store.data().background.is_some();
+    if starts_background {
+        background_total
+            .with_label_values(&[&tenant, "probation"])
+            .inc();
+    }
     let stepped_aside = store.data().stepped_aside.clone();
     let task = tokio::spawn(super::runtime::run_demotable(
         async move {
