@@ -199,6 +199,10 @@ pub struct CpuOptions {
     pub memory_arena: bool,
     pub memory_pattern: bool,
     pub spinning: Spinning,
+    /// Embedding models: sessions that run batches side by side under load, each on
+    /// `intra_op_threads ÷ lanes` threads; 1 = one batch at a time on all threads.
+    /// More throughput, worse tail latency: see `providers::cpu::lane_count`.
+    pub lanes: usize,
 }
 
 /// Whether ORT's worker threads spin-wait for the next operator instead of sleeping.
@@ -275,6 +279,7 @@ impl Default for CpuOptions {
             memory_arena: true,
             memory_pattern: true,
             spinning: Spinning::WhenIdle,
+            lanes: 1,
         }
     }
 }

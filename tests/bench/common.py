@@ -17,6 +17,7 @@ OPTION_SETS = [
     ("spinning always (ORT's default)", ["--spinning", "always"]),
     ("parallel mode, inter-op 2 (the seed's choice)", ["--execution-mode", "parallel", "--inter-threads", "2"]),
     ("intra-op 1", ["--intra-threads", "1"]),
+    ("2 lanes: two 1-thread sessions, batches side by side", ["--lanes", "2"]),
 ]
 
 

@@ -236,7 +236,8 @@ def write_report(r: dict, m: dict, b: Bench, out: Path, elapsed: float, plot_not
     w("")
     w("`nnhost bench ort` with one option changed from the defaults, at batch 1 and batch 32 of the short text.")
     w("Three passes (forward, backward, forward), 1.5 s per run; the samples of the passes that other processes")
-    w("left alone (≤ 0.3 cores; all passes when none did) are merged. texts/s = batch ÷ mean time per run.")
+    w("left alone (≤ 0.3 cores; all passes when none did) are merged. texts/s = batch ÷ mean time per run")
+    w("(× lanes for `--lanes`, whose lanes run at once; the server's `lanes` option, off by default: PROVIDERS.md).")
     w("")
     w("| options | batch 1: p50 ms | batch 1: texts/s | batch 32: p50 ms | batch 32: texts/s | texts/s vs defaults (b1 / b32) | PEERS.md (b1 / b32 texts/s) | other load |")
     w("|---|---|---|---|---|---|---|---|")
@@ -244,7 +245,8 @@ def write_report(r: dict, m: dict, b: Bench, out: Path, elapsed: float, plot_not
     for name, _ in OPTION_SETS:
         for batch in (1, 32):
             used[(name, batch)] = undisturbed(r["opts"][(name, batch)])
-            tps[(name, batch)] = batch / (stats(merged(used[(name, batch)]))["mean"] / 1e3)
+            lanes = used[(name, batch)][0]["options"].get("lanes", 1)  # lanes run at once
+            tps[(name, batch)] = batch * lanes / (stats(merged(used[(name, batch)]))["mean"] / 1e3)
     default_name = OPTION_SETS[0][0]
     for name, extra in OPTION_SETS:
         cells = []

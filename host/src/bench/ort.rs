@@ -69,6 +69,11 @@ pub struct OrtArgs {
     /// Memory pattern optimisation: true | false
     #[arg(long, action = clap::ArgAction::Set)]
     mem_pattern: Option<bool>,
+    /// Sessions running batches side by side (`cpu.lanes`): with more than 1, each
+    /// lane runs its own batches back to back on its share of the threads, all at
+    /// once, and texts/s counts them together.
+    #[arg(long)]
+    lanes: Option<usize>,
     /// Also write every timed sample (ms, one per line) to this file.
     #[arg(long)]
     latencies_out: Option<PathBuf>,
@@ -119,12 +124,16 @@ pub fn run(args: OrtArgs) -> Result<()> {
     if let Some(v) = args.mem_pattern {
         options.memory_pattern = v;
     }
+    if let Some(v) = args.lanes {
+        options.lanes = v;
+    }
 
     let library = ort_env::init(&config.onnxruntime.library)?;
     let dir = args.model_dir.clone().unwrap_or_else(|| model.path.clone());
     let folder = SentenceTransformerFolder::read(&dir)?;
     let load_started = Instant::now();
-    let provider = CpuProvider::load(&folder.onnx, &options)?;
+    let provider = CpuProvider::load_with_lanes(&folder.onnx, &options)?;
+    let lanes = provider.lanes();
     let load_ms = load_started.elapsed().as_secs_f64() * 1e3;
 
     // Same tokenizer set-up as `EmbeddingModel::load`: no fixed padding, no truncation.
@@ -143,40 +152,61 @@ pub fn run(args: OrtArgs) -> Result<()> {
     let inputs = pad_batch(&provider, &rows)?;
     let width = inputs.first().map(|(_, t)| t.shape[1]).unwrap_or(0);
 
-    let timed = |inputs: NamedTensors| -> Result<f64> {
+    let timed = |lane: Option<usize>, inputs: NamedTensors| -> Result<f64> {
         let started = Instant::now();
-        let outputs = provider.run(inputs).map_err(|e| anyhow!("run: {e}"))?;
+        let outputs = match lane {
+            Some(lane) => provider.run_on_lane(lane, inputs),
+            None => provider.run(inputs),
+        }
+        .map_err(|e| anyhow!("run: {e}"))?;
         let elapsed = started.elapsed().as_secs_f64();
         drop(outputs);
         Ok(elapsed)
     };
-    for _ in 0..args.warmup {
-        timed(inputs.clone())?;
-    }
     let budget = std::time::Duration::from_secs_f64(args.seconds.max(0.0));
     let pause = std::time::Duration::from_secs_f64(args.pause_ms.max(0.0) / 1e3);
-    let mut samples = Vec::new();
-    let started = Instant::now();
-    loop {
-        if args.iterations > 0 && samples.len() >= args.iterations {
-            break;
+    // Each lane (or the whole provider) runs back to back; with lanes, all at once.
+    let run_loop = |lane: Option<usize>| -> Result<Vec<f64>> {
+        for _ in 0..args.warmup {
+            timed(lane, inputs.clone())?;
         }
-        if started.elapsed() >= budget && (args.iterations == 0 || !samples.is_empty()) {
-            break;
+        let mut samples = Vec::new();
+        let started = Instant::now();
+        loop {
+            if args.iterations > 0 && samples.len() >= args.iterations {
+                break;
+            }
+            if started.elapsed() >= budget && (args.iterations == 0 || !samples.is_empty()) {
+                break;
+            }
+            let copy = inputs.clone();
+            if pause > std::time::Duration::ZERO {
+                std::thread::sleep(pause);
+            }
+            samples.push(timed(lane, copy)?);
         }
-        let copy = inputs.clone();
-        if pause > std::time::Duration::ZERO {
-            std::thread::sleep(pause);
-        }
-        samples.push(timed(copy)?);
-    }
+        Ok(samples)
+    };
+    let mut samples = if lanes > 1 {
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..lanes)
+                .map(|lane| scope.spawn(move || run_loop(Some(lane))))
+                .collect();
+            runs.into_iter()
+                .map(|run| run.join().map_err(|_| anyhow!("a lane panicked"))?)
+                .collect::<Result<Vec<_>>>()
+        })?
+        .concat()
+    } else {
+        run_loop(None)?
+    };
     if let Some(path) = &args.latencies_out {
         super::write_samples(path, &samples)?;
     }
     let summary = Summary::of(&mut samples);
     let mean_s = summary.mean_ms / 1e3;
     let texts_per_s = if mean_s > 0.0 {
-        args.batch as f64 / mean_s
+        (args.batch * lanes) as f64 / mean_s
     } else {
         0.0
     };
@@ -208,6 +238,7 @@ pub fn run(args: OrtArgs) -> Result<()> {
             "intra_op_threads": intra,
             "inter_op_threads": options.inter_op_threads.max(1),
             "spinning": options.spinning.name(),
+            "lanes": lanes,
             "optimization_level": lower_debug(options.optimization_level),
             "memory_arena": options.memory_arena,
             "memory_pattern": options.memory_pattern,

@@ -61,7 +61,7 @@ impl EmbeddingModel {
             }))
             .map_err(|e| anyhow!("{e}"))?;
 
-        let provider = Arc::new(CpuProvider::load(&folder.onnx, &config.cpu)?);
+        let provider = Arc::new(CpuProvider::load_with_lanes(&folder.onnx, &config.cpu)?);
         let signature = provider.signature().clone();
         let dimensions = folder
             .dimensions

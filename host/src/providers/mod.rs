@@ -150,6 +150,20 @@ pub trait Provider: Send + Sync {
     fn name(&self) -> &str;
     /// Runs the graph once. Blocks: call it from a worker thread, never from an async task.
     fn run(&self, inputs: NamedTensors) -> Result<NamedTensors, ProviderError>;
+    /// Sessions that run batches side by side, each on its share of the cores; 1 = none.
+    fn lanes(&self) -> usize {
+        1
+    }
+    /// Runs the graph once on lane `lane` (below [`Provider::lanes`]), beside runs on
+    /// the other lanes.
+    fn run_on_lane(
+        &self,
+        lane: usize,
+        inputs: NamedTensors,
+    ) -> Result<NamedTensors, ProviderError> {
+        let _ = lane;
+        self.run(inputs)
+    }
 }
 
 #[cfg(test)]

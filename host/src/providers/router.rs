@@ -99,6 +99,22 @@ impl ProviderRouter {
         size: usize,
         inputs: NamedTensors,
     ) -> Result<(NamedTensors, String), ProviderError> {
+        self.run_on(size, inputs, None)
+    }
+
+    /// Lanes of the local provider: batches that may run side by side.
+    pub fn local_lanes(&self) -> usize {
+        self.local.lanes()
+    }
+
+    /// [`ProviderRouter::run`], on lane `lane` of the local provider when the batch
+    /// stays local (`None`: on all of its cores).
+    pub fn run_on(
+        self: &Arc<Self>,
+        size: usize,
+        inputs: NamedTensors,
+        lane: Option<usize>,
+    ) -> Result<(NamedTensors, String), ProviderError> {
         if let Some(remote) = self.remote.as_ref().filter(|_| self.prefer_remote(size)) {
             let started = Instant::now();
             let result = remote
@@ -130,7 +146,10 @@ impl ProviderRouter {
             }
         }
         let started = Instant::now();
-        let result = self.local.run(inputs);
+        let result = match lane {
+            Some(lane) => self.local.run_on_lane(lane, inputs),
+            None => self.local.run(inputs),
+        };
         self.record(
             LOCAL,
             size,

@@ -1,7 +1,11 @@
-//! The embedding queue of one model: requests put their tokenized inputs in, one
-//! worker thread takes batches out under a padded-token budget (as TEI does: cost =
-//! longest input × inputs), runs them on the provider, pools, and answers each
-//! request when its last input is done.
+//! The embedding queue of one model: requests put their tokenized inputs in, worker
+//! threads take batches out under a padded-token budget (as TEI does: cost =
+//! longest input × inputs), run them on the provider, pool, and answer each request
+//! when its last input is done.
+//!
+//! One worker per lane of the provider (`cpu.lanes`). A lone batch runs on all of
+//! the provider's cores; once enough inputs wait, or a batch is already running,
+//! batches run side by side, one per lane, each on its share of the cores.
 //!
 //! Batches are filled round-robin across the queued requests, so one request with
 //! thousands of inputs does not make a concurrent one-text request wait for all of
@@ -107,13 +111,36 @@ struct State {
     requests: VecDeque<Queued>,
     queued_inputs: usize,
     closed: bool,
+    /// Batches running now.
+    running: usize,
+    /// A batch runs on all of the provider's cores: the lanes wait for it.
+    whole_running: bool,
 }
+
+/// Where a batch runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// On all of the provider's cores, alone.
+    Whole,
+    /// On one lane, beside batches on the other lanes.
+    Lane(usize),
+}
+
+/// Waiting inputs from which an idle worker starts a batch on its lane beside a
+/// running one.
+const BESIDE_FROM_INPUTS: usize = 4;
+
+/// Waiting inputs from which idle workers split them across their lanes instead of
+/// running them as one batch on all cores. Fewer make a batch that all cores finish
+/// sooner than one core would half of it (a lone text: 3.4 ms on two threads against
+/// 5.8 ms on one, docs/PROVIDERS.md).
+const SPLIT_FROM_INPUTS: usize = 8;
 
 pub struct EmbedQueue {
     model: String,
     shared: Arc<Shared>,
     limits: BatchingConfig,
-    worker: Option<std::thread::JoinHandle<()>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl EmbedQueue {
@@ -129,27 +156,33 @@ impl EmbedQueue {
                 requests: VecDeque::new(),
                 queued_inputs: 0,
                 closed: false,
+                running: 0,
+                whole_running: false,
             }),
             wakeup: Condvar::new(),
         });
-        let worker = {
-            let shared = shared.clone();
-            let limits = limits.clone();
-            let runner = BatchRunner {
-                router,
-                signature,
-                plan,
-                model: model.to_string(),
-            };
-            std::thread::Builder::new()
-                .name(format!("embed-{model}"))
-                .spawn(move || worker_loop(&shared, &limits, &runner))?
-        };
+        let lanes = router.local_lanes();
+        let runner = Arc::new(BatchRunner {
+            router,
+            signature,
+            plan,
+            model: model.to_string(),
+        });
+        let workers = (0..lanes)
+            .map(|lane| {
+                let shared = shared.clone();
+                let limits = limits.clone();
+                let runner = runner.clone();
+                std::thread::Builder::new()
+                    .name(format!("embed-{model}-{lane}"))
+                    .spawn(move || worker_loop(&shared, &limits, &runner, lane, lanes))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Self {
             model: model.to_string(),
             shared,
             limits,
-            worker: Some(worker),
+            workers,
         })
     }
 
@@ -206,13 +239,34 @@ impl Drop for EmbedQueue {
     fn drop(&mut self) {
         self.shared.queue.lock().closed = true;
         self.shared.wakeup.notify_all();
-        if let Some(worker) = self.worker.take() {
+        for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
     }
 }
 
 impl State {
+    /// Where the next batch of worker `lane` (of `lanes`) runs, and how many inputs
+    /// it may take: all it can on all cores when it is alone with few inputs waiting,
+    /// else its share of the waiting inputs on its own lane.
+    fn placement(&self, lane: usize, lanes: usize, max_inputs: usize) -> (Placement, usize) {
+        if lanes <= 1 || (self.running == 0 && self.queued_inputs < SPLIT_FROM_INPUTS) {
+            return (Placement::Whole, max_inputs);
+        }
+        let free = lanes.saturating_sub(self.running).max(1);
+        let share = self.queued_inputs.div_ceil(free).clamp(1, max_inputs);
+        (Placement::Lane(lane), share)
+    }
+
+    /// Whether an idle worker may start a batch now: not beside a batch on all cores,
+    /// and beside batches on lanes only with enough inputs to make a batch worth a
+    /// core (fewer wait for a running lane to finish and join the next batch).
+    fn may_start(&self) -> bool {
+        !self.requests.is_empty()
+            && !self.whole_running
+            && (self.running == 0 || self.queued_inputs >= BESIDE_FROM_INPUTS)
+    }
+
     /// Whether a tenant may queue `count` more inputs (`fair_share`: a full queue
     /// still takes a tenant holding less than an equal share of it).
     fn admits(&self, tenant: &str, count: usize, capacity: usize) -> bool {
@@ -233,23 +287,30 @@ impl State {
     }
 }
 
-fn worker_loop(shared: &Shared, limits: &BatchingConfig, runner: &BatchRunner) {
+fn worker_loop(
+    shared: &Shared,
+    limits: &BatchingConfig,
+    runner: &BatchRunner,
+    lane: usize,
+    lanes: usize,
+) {
+    let mut state = shared.queue.lock();
     loop {
+        while !state.closed && !state.may_start() {
+            shared.wakeup.wait(&mut state);
+        }
+        if state.closed {
+            for queued in state.requests.drain(..) {
+                queued.job.fail(InferenceError::new(
+                    ErrorCode::Busy,
+                    "the server is shutting down",
+                ));
+            }
+            return;
+        }
+        let (placement, max_inputs) = state.placement(lane, lanes, limits.max_batch_inputs);
         let batch = {
-            let mut state = shared.queue.lock();
-            while state.requests.is_empty() && !state.closed {
-                shared.wakeup.wait(&mut state);
-            }
-            if state.closed {
-                for queued in state.requests.drain(..) {
-                    queued.job.fail(InferenceError::new(
-                        ErrorCode::Busy,
-                        "the server is shutting down",
-                    ));
-                }
-                return;
-            }
-            let (batch, dropped) = take_batch(&mut state, limits);
+            let (batch, dropped) = take_batch(&mut state, limits, max_inputs);
             if dropped > 0 {
                 tracing::debug!(dropped, "dropped the queued inputs of departed clients");
                 metrics()
@@ -263,16 +324,30 @@ fn worker_loop(shared: &Shared, limits: &BatchingConfig, runner: &BatchRunner) {
                 .set(state.queued_inputs as i64);
             batch
         };
-        if !batch.is_empty() {
-            runner.run(batch);
+        if batch.is_empty() {
+            continue;
         }
+        state.running += 1;
+        state.whole_running = placement == Placement::Whole;
+        if !state.requests.is_empty() && !state.whole_running {
+            // The rest is another lane's share.
+            shared.wakeup.notify_one();
+        }
+        parking_lot::MutexGuard::unlocked(&mut state, || runner.run(batch, placement));
+        state.running -= 1;
+        if placement == Placement::Whole {
+            state.whole_running = false;
+        }
+        // Workers held back by a whole batch, or left a share, may start now.
+        shared.wakeup.notify_all();
     }
 }
 
 /// Takes inputs round-robin across queued requests until the next one would break
 /// the input or padded-token budget. Always takes at least one input. Also returns
 /// how many queued inputs it dropped because their request's caller went away.
-fn take_batch(state: &mut State, limits: &BatchingConfig) -> (Vec<Item>, usize) {
+fn take_batch(state: &mut State, limits: &BatchingConfig, max_inputs: usize) -> (Vec<Item>, usize) {
+    let max_inputs = max_inputs.min(limits.max_batch_inputs);
     let mut batch = Vec::new();
     let mut longest = 0usize;
     let before: usize = state.requests.iter().map(|q| q.items.len()).sum();
@@ -292,8 +367,7 @@ fn take_batch(state: &mut State, limits: &BatchingConfig) -> (Vec<Item>, usize) 
             }
             let len = next.ids.len();
             let padded = longest.max(len) * (batch.len() + 1);
-            if !batch.is_empty()
-                && (batch.len() >= limits.max_batch_inputs || padded > limits.max_batch_tokens)
+            if !batch.is_empty() && (batch.len() >= max_inputs || padded > limits.max_batch_tokens)
             {
                 break 'fill;
             }
@@ -325,9 +399,9 @@ struct BatchRunner {
 }
 
 impl BatchRunner {
-    fn run(&self, batch: Vec<Item>) {
+    fn run(&self, batch: Vec<Item>, placement: Placement) {
         let started = Instant::now();
-        match self.forward(&batch) {
+        match self.forward(&batch, placement) {
             Ok((vectors, provider)) => {
                 metrics()
                     .batch_size
@@ -348,12 +422,17 @@ impl BatchRunner {
         tracing::debug!(
             size = batch.len(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            ?placement,
             "embedding batch"
         );
     }
 
     /// Pads the batch to its longest input, runs the graph and pools each row.
-    fn forward(&self, batch: &[Item]) -> Result<(Vec<f32>, String), InferenceError> {
+    fn forward(
+        &self,
+        batch: &[Item],
+        placement: Placement,
+    ) -> Result<(Vec<f32>, String), InferenceError> {
         let rows = batch.len();
         let width = batch
             .iter()
@@ -398,7 +477,11 @@ impl BatchRunner {
                 },
             ));
         }
-        let (outputs, provider) = self.router.run(rows, inputs)?;
+        let lane = match placement {
+            Placement::Whole => None,
+            Placement::Lane(lane) => Some(lane),
+        };
+        let (outputs, provider) = self.router.run_on(rows, inputs, lane)?;
         let dim = self.plan.dimensions;
         let hidden = outputs
             .iter()
@@ -500,7 +583,31 @@ mod tests {
             requests,
             queued_inputs,
             closed: false,
+            running: 0,
+            whole_running: false,
         }
+    }
+
+    #[test]
+    fn a_few_inputs_run_on_all_cores_and_many_split_across_lanes() {
+        let (j, _rx) = job();
+        let mut s = state(vec![(j.clone(), vec![5; 3])]);
+        assert_eq!(s.placement(1, 2, 32), (Placement::Whole, 32));
+        // One lane only: always the whole provider.
+        s.queued_inputs = 20;
+        assert_eq!(s.placement(0, 1, 32), (Placement::Whole, 32));
+        // Enough waiting: the first idle worker takes half, the other the rest.
+        assert_eq!(s.placement(1, 2, 32), (Placement::Lane(1), 10));
+        s.running = 1;
+        s.queued_inputs = 10;
+        assert_eq!(s.placement(0, 2, 32), (Placement::Lane(0), 10));
+        // Beside a running lane even one input takes the free lane.
+        s.queued_inputs = 1;
+        assert_eq!(s.placement(0, 2, 32), (Placement::Lane(0), 1));
+        // A share never exceeds the batch limit.
+        s.running = 0;
+        s.queued_inputs = 100;
+        assert_eq!(s.placement(0, 2, 32), (Placement::Lane(0), 32));
     }
 
     #[test]
@@ -516,7 +623,7 @@ mod tests {
             max_queued_inputs: 1000,
             ..Default::default()
         };
-        let (batch, _) = take_batch(&mut s, &limits);
+        let (batch, _) = take_batch(&mut s, &limits, usize::MAX);
         assert_eq!(batch.len(), 8);
         assert!(batch.iter().any(|i| Arc::ptr_eq(&i.job, &single)));
         // Within one tenant, requests are served in arrival order.
@@ -550,7 +657,7 @@ mod tests {
             max_queued_inputs: 1000,
             ..Default::default()
         };
-        let (batch, _) = take_batch(&mut s, &limits);
+        let (batch, _) = take_batch(&mut s, &limits, usize::MAX);
         assert_eq!(batch.len(), 8);
         assert!(
             batch.iter().any(|i| Arc::ptr_eq(&i.job, &small)),
@@ -569,8 +676,8 @@ mod tests {
             max_queued_inputs: 1000,
             ..Default::default()
         };
-        assert_eq!(take_batch(&mut s, &limits).0.len(), 3); // 4 × 100 padded would exceed 100... 3 × 10 fits
-        assert_eq!(take_batch(&mut s, &limits).0.len(), 1); // an input alone may exceed the budget
+        assert_eq!(take_batch(&mut s, &limits, usize::MAX).0.len(), 3); // 4 × 100 padded would exceed 100... 3 × 10 fits
+        assert_eq!(take_batch(&mut s, &limits, usize::MAX).0.len(), 1); // an input alone may exceed the budget
         assert_eq!(s.queued_inputs, 0);
     }
 
@@ -581,7 +688,7 @@ mod tests {
         let (b, _rx) = job();
         let mut s = state(vec![(a, vec![3, 3]), (b.clone(), vec![3])]);
         let limits = BatchingConfig::default();
-        let (batch, dropped) = take_batch(&mut s, &limits);
+        let (batch, dropped) = take_batch(&mut s, &limits, usize::MAX);
         assert_eq!(batch.len(), 1);
         assert_eq!(dropped, 2);
         assert!(Arc::ptr_eq(&batch[0].job, &b));
