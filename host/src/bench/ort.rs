@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{round3, Summary};
 use crate::config::{Config, CpuOptions, ExecutionMode, OptimizationLevel, Spinning};
 use crate::models::layout::SentenceTransformerFolder;
-use crate::providers::cpu::{default_threads, CpuProvider};
+use crate::providers::cpu::{threads, CpuProvider};
 use crate::providers::{ort_env, NamedTensors, Provider};
 use crate::tensor::{Tensor, TensorData};
 
@@ -210,11 +210,7 @@ pub fn run(args: OrtArgs) -> Result<()> {
     } else {
         0.0
     };
-    let intra = if options.intra_op_threads == 0 {
-        default_threads()
-    } else {
-        options.intra_op_threads
-    };
+    let intra = threads(&options);
     let report = json!({
         "model": dir.display().to_string(),
         "onnx": folder.onnx.display().to_string(),

@@ -51,7 +51,7 @@ pub fn default_threads() -> usize {
 }
 
 /// Intra-op threads a session of `options` gets.
-fn threads(options: &CpuOptions) -> usize {
+pub fn threads(options: &CpuOptions) -> usize {
     if options.intra_op_threads == 0 {
         default_threads()
     } else {
@@ -306,7 +306,7 @@ impl Provider for CpuProvider {
             Some(idle) if spin_pays(rows) => idle,
             _ => &self.session,
         };
-        run_session(&mut session.lock(), inputs)
+        run_session(session, inputs)
     }
 
     fn lanes(&self) -> usize {
@@ -322,17 +322,22 @@ impl Provider for CpuProvider {
             return self.run(inputs);
         };
         self.signature.check_inputs(&inputs)?;
-        run_session(&mut session.lock(), inputs)
+        run_session(session, inputs)
     }
 }
 
-/// Runs `session`, counted as a graph run (background guests wait for it).
-fn run_session(session: &mut Session, inputs: NamedTensors) -> Result<NamedTensors, ProviderError> {
+/// Runs `session`, counted as a graph run (background guests wait for it). The
+/// inputs are converted before the session is locked.
+fn run_session(
+    session: &Mutex<Session>,
+    inputs: NamedTensors,
+) -> Result<NamedTensors, ProviderError> {
     let values = inputs
         .into_iter()
         .map(|(name, tensor)| Ok((name, to_ort(tensor)?)))
         .collect::<ort::Result<Vec<_>>>()
         .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
+    let mut session = session.lock();
     let _run = crate::cpu_priority::graph_run();
     // ORT reports inputs the graph cannot take (e.g. a token id beyond the
     // vocabulary) as INVALID_ARGUMENT: the caller's fault, not the backend's.
