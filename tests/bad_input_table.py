@@ -3,6 +3,7 @@ get (status, and the error's `param` where the row pins it)."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 
 EMB = "/v1/embeddings"
@@ -49,6 +50,10 @@ class Case:
         if self.method == "HEAD":
             return None
         return "v2" if self.path.startswith("/v2") else "openai"
+
+
+def _gzip(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=1)
 
 
 def chat(**fields):
@@ -380,6 +385,12 @@ CASES: list[Case] = [
     Case("header: HTTP/1.0 without Host (valid HTTP/1.0)", "GET", "/v1/models", status=200,
          raw_head=b"GET /v1/models HTTP/1.0\r\n", http10=True, shape=None),
     Case("header: garbage request line (hyper's 400)", "GET", "/", raw_head=b"\x00\x01\x02 garbage\r\n", shape=None),
+    Case("header: Content-Encoding br (not supported)", "POST", EMB, b"x", {"content-encoding": "br"},
+         status=415),
+    Case("header: Content-Encoding gzip, body not gzip", "POST", EMB, b"not gzip at all",
+         {"content-encoding": "gzip", **JSON_CT}),
+    Case("header: gzip bomb (100 MB of zeros in ~100 KB)", "POST", EMB, lambda: _gzip(bytes(100_000_000)),
+         {"content-encoding": "gzip", **JSON_CT}, status=413),
     # --- /v2 (Open Inference Protocol) --------------------------------------------------
     Case("v2: empty body", "POST", V2_INFER, b"", JSON_CT),
     Case("v2: not JSON", "POST", V2_INFER, b"hello", JSON_CT),

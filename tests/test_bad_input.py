@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import shutil
 import socket
+import subprocess
 import time
 from collections import Counter
 
@@ -191,3 +194,45 @@ def test_openai_sdk_placeholder_key_reaches_the_public_tenant(server):
 
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
     assert MINILM in {m.id for m in client.models.list()}
+
+
+def _curl_head(url: str, http2: bool) -> tuple[int, dict]:
+    """HEAD through curl, the one HTTP/2 client at hand; curl fails (exit 16 or 92) on a
+    HEAD response that carries DATA frames, a protocol error in HTTP/2."""
+    curl = shutil.which("curl")
+    if curl is None:
+        if os.environ.get("CI"):
+            pytest.fail("curl is missing (apt-get install curl)")
+        pytest.skip("curl is missing")
+    version = "--http2-prior-knowledge" if http2 else "--http1.1"
+    out = subprocess.run([curl, "-sS", "-I", version, "--max-time", "30", url],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, (url, http2, out.stderr)
+    lines = out.stdout.replace("\r", "").strip().split("\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), headers
+
+
+def test_head_answers_like_get_without_a_body(server):
+    """HEAD is GET without the body (RFC 9110), on the host's routes and a guest's, over
+    HTTP/1.1 and HTTP/2."""
+    for path in ("/health", "/v1/models", "/"):
+        get = server.get(path)
+        for http2 in (False, True):
+            status, headers = _curl_head(server.url + path, http2)
+            assert status == 200, (path, http2)
+            assert headers["content-type"] == get.headers["content-type"]
+            if path != "/v1/models":  # the model list's `created` may tick between the two
+                assert int(headers["content-length"]) == len(get.content), (path, http2)
+
+
+def test_gzip_and_deflate_request_bodies_are_decoded(server):
+    import gzip
+    import zlib
+
+    body = json.dumps({"model": MINILM, "input": ["compressed upload"] * 3}).encode()
+    plain = server.post(EMB, json=json.loads(body)).json()["data"]
+    for encoding, packed in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
+        r = server.post(EMB, data=packed, headers={"content-encoding": encoding, "content-type": "application/json"})
+        assert r.status_code == 200, r.text
+        assert [d["embedding"] for d in r.json()["data"]] == [d["embedding"] for d in plain]

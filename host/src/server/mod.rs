@@ -2,6 +2,7 @@
 //! everything else to the calling tenant's guest.
 
 mod admin;
+mod content_encoding;
 mod cors;
 mod request_id;
 mod responses;

@@ -12,7 +12,7 @@ use hyper::{Method, Request};
 use serde_json::json;
 
 use super::responses::{self, HttpResponse};
-use super::{admin, request_id, v2, AppState};
+use super::{admin, content_encoding, request_id, v2, AppState};
 use crate::metrics::{metrics, route_label};
 use crate::sandbox;
 use crate::tenants::keys;
@@ -34,8 +34,18 @@ pub async fn handle(
     Ok(response)
 }
 
-async fn respond(state: &AppState, req: Request<Incoming>, route: &'static str) -> HttpResponse {
+async fn respond(
+    state: &AppState,
+    mut req: Request<Incoming>,
+    route: &'static str,
+) -> HttpResponse {
     let started = Instant::now();
+    // Whatever answers GET answers HEAD (RFC 9110 §9.3.2), with the GET response's
+    // headers and no body (HTTP/2 must not send one at all).
+    let head = req.method() == Method::HEAD;
+    if head {
+        *req.method_mut() = Method::GET;
+    }
     let grant = state.cors.grant(req.headers(), req.uri().path());
     let (tenant, mut response) =
         if state
@@ -50,6 +60,9 @@ async fn respond(state: &AppState, req: Request<Incoming>, route: &'static str) 
     if let Some(grant) = &grant {
         grant.apply(&mut response);
     }
+    if head {
+        without_body(&mut response);
+    }
     let status = response.status().as_u16().to_string();
     metrics()
         .http_requests
@@ -60,6 +73,17 @@ async fn respond(state: &AppState, req: Request<Incoming>, route: &'static str) 
         .with_label_values(&[route, &tenant])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+fn without_body(response: &mut HttpResponse) {
+    let length = http_body::Body::size_hint(response.body()).exact();
+    if let Some(length) = length {
+        response
+            .headers_mut()
+            .entry(hyper::header::CONTENT_LENGTH)
+            .or_insert(length.into());
+    }
+    *response.body_mut() = responses::full(Bytes::new());
 }
 
 async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResponse) {
@@ -106,8 +130,9 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
         _ => {}
     }
     if req.uri().path() == "/admin" || req.uri().path().starts_with("/admin/") {
-        let (parts, body) = req.into_parts();
-        let body = match read_body(state.config.sandbox.max_component_bytes, &parts, body).await {
+        let (mut parts, body) = req.into_parts();
+        let body = match read_body(state.config.sandbox.max_component_bytes, &mut parts, body).await
+        {
             Ok(body) => body,
             Err(response) => return ("-".into(), response),
         };
@@ -166,7 +191,7 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
             http::HeaderValue::from_static("localhost"),
         );
     }
-    let body = match read_body(limit, &parts, body).await {
+    let body = match read_body(limit, &mut parts, body).await {
         Ok(body) => body,
         Err(response) => return (name, response),
     };
@@ -235,7 +260,7 @@ fn status(state: &AppState, only: Option<&Tenant>) -> serde_json::Value {
 /// upload never costs an instance.
 async fn read_body(
     limit: usize,
-    parts: &http::request::Parts,
+    parts: &mut http::request::Parts,
     body: Incoming,
 ) -> Result<Bytes, HttpResponse> {
     let declared = parts
@@ -247,7 +272,8 @@ async fn read_body(
         return Err(too_large(limit));
     }
     match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
+        Ok(collected) => content_encoding::decode(&mut parts.headers, collected.to_bytes(), limit)
+            .map_err(|e| responses::error(e.http_status(), e.to_string(), None, Some(e.code()))),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
