@@ -58,6 +58,12 @@ pub struct ServerConfig {
     /// Serve `/metrics` to anyone, not only the operator (a scraper on a private
     /// network). Its series name every tenant.
     pub public_metrics: bool,
+    /// How long a client may take to send a request's head, and how long an idle
+    /// keep-alive connection stays open (HTTP/1).
+    pub header_read_timeout_ms: u64,
+    /// How long a client may take to send a request's whole body; slower uploads get
+    /// 408, so a trickling client cannot hold a connection's request open forever.
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +74,8 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 30_000,
             cors_allow_origins: Vec::new(),
             public_metrics: false,
+            header_read_timeout_ms: 30_000,
+            body_read_timeout_ms: 60_000,
         }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -50,6 +50,10 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let header_read_timeout = match state.config.server.header_read_timeout_ms {
+        0 => None,
+        ms => Some(std::time::Duration::from_millis(ms)),
+    };
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -64,7 +68,12 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let service = service_fn(move |req| routes::handle(state.clone(), req));
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
         let connection = graceful.watch(
             builder
                 .serve_connection(TokioIo::new(stream), service)

@@ -39,7 +39,7 @@ pub fn error(
     let kind = match status {
         401 => "authentication_error",
         403 => "permission_error",
-        404 | 400 | 405 | 413 | 422 => "invalid_request_error",
+        400 | 404 | 405 | 408 | 413 | 415 | 422 => "invalid_request_error",
         429 => "rate_limit_error",
         504 => "timeout_error",
         _ if status >= 500 => "server_error",

@@ -131,8 +131,8 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
     }
     if req.uri().path() == "/admin" || req.uri().path().starts_with("/admin/") {
         let (mut parts, body) = req.into_parts();
-        let body = match read_body(state.config.sandbox.max_component_bytes, &mut parts, body).await
-        {
+        let limit = state.config.sandbox.max_component_bytes;
+        let body = match read_body(state, limit, &mut parts, body).await {
             Ok(body) => body,
             Err(response) => return ("-".into(), response),
         };
@@ -158,14 +158,6 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
         let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
         return (name, limit_hit(&tenant, message, seconds));
     }
-    // The permit lives until the guest is done, streaming included.
-    let Ok(permit) = tenant.concurrency.clone().try_acquire_owned() else {
-        let message = format!(
-            "Too many concurrent requests for this API key (limit {})",
-            tenant.settings.limits.max_concurrent_requests
-        );
-        return (name, limit_hit(&tenant, message, 1));
-    };
     let limit = tenant
         .settings
         .limits
@@ -191,9 +183,18 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
             http::HeaderValue::from_static("localhost"),
         );
     }
-    let body = match read_body(limit, &mut parts, body).await {
+    let body = match read_body(state, limit, &mut parts, body).await {
         Ok(body) => body,
         Err(response) => return (name, response),
+    };
+    // Taken once the body is in, so clients trickling their uploads do not hold the
+    // tenant's slots; the permit lives until the guest is done, streaming included.
+    let Ok(permit) = tenant.concurrency.clone().try_acquire_owned() else {
+        let message = format!(
+            "Too many concurrent requests for this API key (limit {})",
+            tenant.settings.limits.max_concurrent_requests
+        );
+        return (name, limit_hit(&tenant, message, 1));
     };
     if parts.uri.path() == "/v2" || parts.uri.path().starts_with("/v2/") {
         let response = v2::handle(
@@ -256,9 +257,10 @@ fn status(state: &AppState, only: Option<&Tenant>) -> serde_json::Value {
     })
 }
 
-/// Reads the whole body (up to the limit) before any guest runs, so an oversized
-/// upload never costs an instance.
+/// Reads the whole body (up to the limit, within `[server] body_read_timeout_ms`)
+/// before any guest runs, so an oversized or trickling upload never costs an instance.
 async fn read_body(
+    state: &AppState,
     limit: usize,
     parts: &mut http::request::Parts,
     body: Incoming,
@@ -271,7 +273,22 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }
-    match Limited::new(body, limit).collect().await {
+    let collect = Limited::new(body, limit).collect();
+    let collected = match state.config.server.body_read_timeout_ms {
+        0 => collect.await,
+        ms => match tokio::time::timeout(std::time::Duration::from_millis(ms), collect).await {
+            Ok(collected) => collected,
+            Err(_) => {
+                return Err(responses::error(
+                    408,
+                    format!("the request body did not arrive within {ms} ms"),
+                    None,
+                    Some("request_timeout"),
+                ))
+            }
+        },
+    };
+    match collected {
         Ok(collected) => content_encoding::decode(&mut parts.headers, collected.to_bytes(), limit)
             .map_err(|e| responses::error(e.http_status(), e.to_string(), None, Some(e.code()))),
         Err(e)
