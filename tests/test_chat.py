@@ -213,6 +213,24 @@ def cancelled_generations(server) -> float:
                if line.startswith("nnhost_generations_total") and 'finish_reason="cancelled"' in line)
 
 
+def test_finished_generations_are_counted_by_openais_finish_reason(server):
+    def finished() -> dict[str, float]:
+        counts: dict[str, float] = {}
+        for line in server.get("/metrics").text.splitlines():
+            if line.startswith("nnhost_generations_total{") and f'model="{CHAT}"' in line:
+                reason = line.split('finish_reason="', 1)[1].split('"', 1)[0]
+                counts[reason] = counts.get(reason, 0) + float(line.rsplit(" ", 1)[1])
+        return counts
+
+    before = finished()
+    r = server.post("/v1/chat/completions", {"model": CHAT, "max_tokens": 2,
+                                             "messages": [{"role": "user", "content": "Tell me a story."}]})
+    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length", r.text
+    after = finished()
+    assert set(after) <= {"stop", "length", "cancelled", "error"}, after
+    assert after["length"] == before.get("length", 0) + 1
+
+
 def test_a_disconnected_stream_stops_its_generation(server):
     def cancelled() -> float:
         return cancelled_generations(server)

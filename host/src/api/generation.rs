@@ -55,10 +55,9 @@ impl GenerationStream {
     ) -> GenerationEnd {
         let end = end_to_wit(end);
         self.count_usage(access, &end);
-        let reason = format!("{:?}", end.finish_reason).to_lowercase();
         crate::metrics::metrics()
             .generations
-            .with_label_values(&[&self.model, &reason])
+            .with_label_values(&[&self.model, reason_label(end.finish_reason)])
             .inc();
         self.end = Some(end.clone());
         end
@@ -132,6 +131,16 @@ fn parse_schema(text: &str) -> Result<Schema, InferenceError> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| invalid(format!("not JSON ({e})")))?;
     Schema::compile(&value).map_err(|e| invalid(e.to_string()))
+}
+
+/// The `finish_reason` label of `nnhost_generations_total`: OpenAI's words.
+fn reason_label(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::Cancelled => "cancelled",
+        FinishReason::Error => "error",
+    }
 }
 
 fn end_to_wit(end: generate::GenerationEnd) -> GenerationEnd {
