@@ -73,7 +73,12 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout);
-        builder.http2().timer(TokioTimer::new());
+        // HTTP/2 has no idle timeout in hyper; pings at least drop peers that vanished.
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(std::time::Duration::from_secs(30))
+            .keep_alive_timeout(std::time::Duration::from_secs(20));
         let connection = graceful.watch(
             builder
                 .serve_connection(TokioIo::new(stream), service)
