@@ -470,6 +470,16 @@ mod tests {
         assert_eq!(s.placement(0, 2, 32), (Placement::Lane(0), 32));
     }
 
+    /// Batches of at most 8 inputs, with room to spare in tokens and in the queue.
+    fn eight_per_batch() -> BatchingConfig {
+        BatchingConfig {
+            max_batch_tokens: 1000,
+            max_batch_inputs: 8,
+            max_queued_inputs: 1000,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn one_tenants_flood_does_not_starve_another_tenants_text() {
         let flood: Vec<_> = (0..100).map(|_| job_of("a")).collect();
@@ -477,12 +487,7 @@ mod tests {
         let mut requests: Vec<_> = flood.iter().map(|(j, _)| (j.clone(), vec![5])).collect();
         requests.push((single.clone(), vec![5]));
         let mut s = state(requests);
-        let limits = BatchingConfig {
-            max_batch_tokens: 1000,
-            max_batch_inputs: 8,
-            max_queued_inputs: 1000,
-            ..Default::default()
-        };
+        let limits = eight_per_batch();
         let (batch, _) = take_batch(&mut s, &limits, usize::MAX);
         assert_eq!(batch.len(), 8);
         assert!(batch.iter().any(|i| Arc::ptr_eq(&i.job, &single)));
@@ -511,12 +516,7 @@ mod tests {
         let (big, _rx1) = job_of("a");
         let (small, _rx2) = job_of("b");
         let mut s = state(vec![(big.clone(), vec![5; 100]), (small.clone(), vec![5])]);
-        let limits = BatchingConfig {
-            max_batch_tokens: 1000,
-            max_batch_inputs: 8,
-            max_queued_inputs: 1000,
-            ..Default::default()
-        };
+        let limits = eight_per_batch();
         let (batch, _) = take_batch(&mut s, &limits, usize::MAX);
         assert_eq!(batch.len(), 8);
         assert!(
