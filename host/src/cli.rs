@@ -126,8 +126,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         let listen = config.server.listen;
         let cors =
             server::Cors::parse(&config.server.cors_allow_origins).map_err(anyhow::Error::msg)?;
+        let body_budget = server::BodyBudget::new(config.server.max_buffered_body_bytes);
         let state = Arc::new(AppState {
             cors,
+            body_budget,
             config,
             registry,
             tenants,

@@ -64,6 +64,13 @@ pub struct ServerConfig {
     /// How long a client may take to send a request's whole body; slower uploads get
     /// 408, so a trickling client cannot hold a connection's request open forever.
     pub body_read_timeout_ms: u64,
+    /// Most connections open at once; further clients wait in the listen backlog until
+    /// one closes. 0: the open-file limit less 256 descriptors for the host itself.
+    pub max_connections: usize,
+    /// Most request-body bytes held in memory at once, over all requests (bodies are
+    /// read before a tenant's slot is taken); a body that would pass it gets 503.
+    /// 0: no budget.
+    pub max_buffered_body_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +83,8 @@ impl Default for ServerConfig {
             public_metrics: false,
             header_read_timeout_ms: 30_000,
             body_read_timeout_ms: 60_000,
+            max_connections: 0,
+            max_buffered_body_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -489,6 +498,12 @@ impl Config {
             );
         }
         anyhow::ensure!(!self.tenants.is_empty(), "at least one tenant is needed");
+        let budget = self.server.max_buffered_body_bytes;
+        anyhow::ensure!(
+            budget == 0 || budget >= self.server.max_body_bytes,
+            "server.max_buffered_body_bytes ({budget}) must be at least max_body_bytes ({}), or 0 for no budget",
+            self.server.max_body_bytes
+        );
         crate::server::Cors::parse(&self.server.cors_allow_origins).map_err(anyhow::Error::msg)?;
         Ok(())
     }
@@ -525,6 +540,22 @@ mod tests {
         assert_eq!(parse("\"when-idle\"").unwrap(), Spinning::WhenIdle);
         assert!(parse("\"sometimes\"").is_err());
         assert_eq!(CpuOptions::default().spinning, Spinning::WhenIdle);
+    }
+
+    #[test]
+    fn the_body_budget_must_hold_one_largest_body() {
+        let parse = |server: &str| {
+            Config::parse(&format!(
+                "[server]\n{server}\n[[tenants]]\nname = \"a\"\ncomponent = \"x\"\n"
+            ))
+        };
+        let err = parse("max_body_bytes = 1000\nmax_buffered_body_bytes = 999").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("max_buffered_body_bytes"),
+            "{err:#}"
+        );
+        assert!(parse("max_body_bytes = 1000\nmax_buffered_body_bytes = 1000").is_ok());
+        assert!(parse("max_body_bytes = 1000\nmax_buffered_body_bytes = 0").is_ok());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub struct Metrics {
     registry: Registry,
     pub http_requests: IntCounterVec,
     pub http_latency: HistogramVec,
+    pub http_connections: IntGaugeVec,
     pub provider_runs: IntCounterVec,
     pub provider_latency: HistogramVec,
     pub batch_size: HistogramVec,
@@ -84,6 +85,7 @@ pub fn metrics() -> &'static Metrics {
                 &["route", "tenant"],
                 seconds.clone(),
             ),
+            http_connections: gauge(&r, "http_connections", "HTTP connections open", &[]),
             provider_runs: counter(
                 &r,
                 "provider_runs_total",

@@ -34,6 +34,28 @@ pub fn is_operator(state: &AppState, headers: &http::HeaderMap) -> bool {
         || (state.admin_token.is_none() && !state.tenants.all().iter().any(|t| t.has_keys()))
 }
 
+/// The refusal for a request that may not use the admin API (it is off, or the request
+/// lacks its token); None when it may.
+pub fn refusal(state: &AppState, headers: &http::HeaderMap) -> Option<HttpResponse> {
+    if state.admin_token.is_none() {
+        return Some(responses::error(
+            403,
+            "the admin API is disabled: set NNHOST_ADMIN_TOKEN (or admin.token_sha256)",
+            None,
+            Some("admin_disabled"),
+        ));
+    }
+    if !has_admin_token(state, headers) {
+        return Some(responses::error(
+            401,
+            "a valid admin token is required",
+            None,
+            Some("invalid_admin_token"),
+        ));
+    }
+    None
+}
+
 pub async fn handle(
     state: &AppState,
     method: &Method,
@@ -41,21 +63,8 @@ pub async fn handle(
     headers: &http::HeaderMap,
     body: Bytes,
 ) -> HttpResponse {
-    if state.admin_token.is_none() {
-        return responses::error(
-            403,
-            "the admin API is disabled: set NNHOST_ADMIN_TOKEN (or admin.token_sha256)",
-            None,
-            Some("admin_disabled"),
-        );
-    }
-    if !has_admin_token(state, headers) {
-        return responses::error(
-            401,
-            "a valid admin token is required",
-            None,
-            Some("invalid_admin_token"),
-        );
+    if let Some(refused) = refusal(state, headers) {
+        return refused;
     }
     let parts: Vec<&str> = path
         .trim_start_matches("/admin")

@@ -2,6 +2,8 @@
 //! everything else to the calling tenant's guest.
 
 mod admin;
+mod body;
+mod connections;
 mod content_encoding;
 mod cors;
 mod request_id;
@@ -21,6 +23,7 @@ use crate::config::Config;
 use crate::models::Registry;
 use crate::tenants::Tenants;
 
+pub use body::BodyBudget;
 pub use cors::Cors;
 
 pub struct AppState {
@@ -31,6 +34,8 @@ pub struct AppState {
     pub admin_token: Option<crate::tenants::keys::KeyHash>,
     /// From `[server] cors_allow_origins`.
     pub cors: Cors,
+    /// From `[server] max_buffered_body_bytes`.
+    pub body_budget: BodyBudget,
     pub started: std::time::Instant,
 }
 
@@ -46,20 +51,40 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {
     {
         tracing::warn!("tenants have API keys but no admin token is set: /metrics answers 401 and /status shows each caller its own tenant; set NNHOST_ADMIN_TOKEN for the operator's view");
     }
+    let open_files = connections::raise_open_file_limit();
+    let slots = connections::Slots::new(connections::max_connections(
+        state.config.server.max_connections,
+        open_files,
+    ));
+    tracing::info!(
+        max_connections = slots.max(),
+        open_file_limit = open_files,
+        "connection limit"
+    );
     println!("nnhost listening on http://{local}");
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let header_read_timeout = match state.config.server.header_read_timeout_ms {
+    let (closing, closing_watch) = tokio::sync::watch::channel(false);
+    let idle_timeout = match state.config.server.header_read_timeout_ms {
         0 => None,
         ms => Some(std::time::Duration::from_millis(ms)),
     };
     loop {
+        // A slot first: at the limit, new clients wait in the listen backlog.
+        let slot = tokio::select! {
+            slot = slots.take() => slot,
+            _ = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
+                Err(e) if connections::is_resource_exhaustion(&e) => {
+                    tracing::warn!(error = %e, "accept failed: out of resources; pausing 100 ms");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::debug!(error = %e, "accept failed");
                     continue;
                 }
             },
@@ -67,25 +92,36 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let service = service_fn(move |req| routes::handle(state.clone(), req));
+        let activity = connections::Activity::new();
+        let service = service_fn({
+            let activity = activity.clone();
+            move |req| connections::tracked(activity.clone(), routes::handle(state.clone(), req))
+        });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout);
-        // HTTP/2 has no idle timeout in hyper; pings at least drop peers that vanished.
+            .header_read_timeout(idle_timeout);
+        // Pings drop HTTP/2 peers that vanished; idle ones are closed by `connections`.
         builder
             .http2()
             .timer(TokioTimer::new())
             .keep_alive_interval(std::time::Duration::from_secs(30))
             .keep_alive_timeout(std::time::Duration::from_secs(20));
-        let connection = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let closing = closing_watch.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let served = connections::serve(
+                connection,
+                |connection| connection.graceful_shutdown(),
+                activity,
+                idle_timeout,
+                closing,
+                slot,
+            );
+            if let Err(e) = served.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -98,7 +134,8 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {
         grace_ms = grace.as_millis() as u64,
         "shutting down: finishing requests in flight"
     );
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
+    let _ = closing.send(true);
+    match tokio::time::timeout(grace, slots.all_free()).await {
         Ok(()) => tracing::info!("all connections closed"),
         Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
     }

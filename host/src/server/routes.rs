@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 use serde_json::json;
 
 use super::responses::{self, HttpResponse};
-use super::{admin, content_encoding, request_id, v2, AppState};
+use super::{admin, body, request_id, v2, AppState};
 use crate::metrics::{metrics, route_label};
 use crate::sandbox;
 use crate::tenants::keys;
@@ -130,11 +130,17 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
         _ => {}
     }
     if req.uri().path() == "/admin" || req.uri().path().starts_with("/admin/") {
+        // Checked before the body is read: only the operator may upload, and its
+        // uploads (components) are not counted against the body budget.
+        if let Some(refused) = admin::refusal(state, req.headers()) {
+            return ("-".into(), refused);
+        }
         let (mut parts, body) = req.into_parts();
         let limit = state.config.sandbox.max_component_bytes;
-        let body = match read_body(state, limit, &mut parts, body).await {
-            Ok(body) => body,
-            Err(response) => return ("-".into(), response),
+        let timeout = state.config.server.body_read_timeout_ms;
+        let body = match body::read(&mut parts, body, limit, timeout, None).await {
+            Ok((body, _)) => body,
+            Err(e) => return ("-".into(), e.into_response()),
         };
         return (
             "-".into(),
@@ -183,10 +189,13 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
             http::HeaderValue::from_static("localhost"),
         );
     }
-    let body = match read_body(state, limit, &mut parts, body).await {
-        Ok(body) => body,
-        Err(response) => return (name, response),
-    };
+    let timeout = state.config.server.body_read_timeout_ms;
+    // `_reserved` holds the body's share of the host's body budget until the guest is done.
+    let (body, _reserved) =
+        match body::read(&mut parts, body, limit, timeout, Some(&state.body_budget)).await {
+            Ok(read) => read,
+            Err(e) => return (name, e.into_response()),
+        };
     // Taken once the body is in, so clients trickling their uploads do not hold the
     // tenant's slots; the permit lives until the guest is done, streaming included.
     let Ok(permit) = tenant.concurrency.clone().try_acquire_owned() else {
@@ -257,55 +266,6 @@ fn status(state: &AppState, only: Option<&Tenant>) -> serde_json::Value {
     })
 }
 
-/// Reads the whole body (up to the limit, within `[server] body_read_timeout_ms`)
-/// before any guest runs, so an oversized or trickling upload never costs an instance.
-async fn read_body(
-    state: &AppState,
-    limit: usize,
-    parts: &mut http::request::Parts,
-    body: Incoming,
-) -> Result<Bytes, HttpResponse> {
-    let declared = parts
-        .headers
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large(limit));
-    }
-    let collect = Limited::new(body, limit).collect();
-    let collected = match state.config.server.body_read_timeout_ms {
-        0 => collect.await,
-        ms => match tokio::time::timeout(std::time::Duration::from_millis(ms), collect).await {
-            Ok(collected) => collected,
-            Err(_) => {
-                return Err(responses::error(
-                    408,
-                    format!("the request body did not arrive within {ms} ms"),
-                    None,
-                    Some("request_timeout"),
-                ))
-            }
-        },
-    };
-    match collected {
-        Ok(collected) => content_encoding::decode(&mut parts.headers, collected.to_bytes(), limit)
-            .map_err(|e| responses::error(e.http_status(), e.to_string(), None, Some(e.code()))),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large(limit))
-        }
-        Err(e) => Err(responses::error(
-            400,
-            format!("could not read the request body: {e}"),
-            None,
-            None,
-        )),
-    }
-}
-
 async fn to_guest(
     tenant: &Tenant,
     request: Request<Full<Bytes>>,
@@ -350,13 +310,4 @@ fn limit_hit(tenant: &Tenant, message: String, retry_after_seconds: u64) -> Http
     r.headers_mut()
         .insert("retry-after", http::HeaderValue::from(retry_after_seconds));
     r
-}
-
-fn too_large(limit: usize) -> HttpResponse {
-    responses::error(
-        413,
-        format!("The request body is larger than the limit of {limit} bytes"),
-        None,
-        Some("request_too_large"),
-    )
 }
