@@ -26,7 +26,7 @@ use crate::metrics::metrics;
 
 /// Descriptors kept back for the host's own files (models, components, ORT, logs)
 /// when the connection limit is derived from the open-file limit.
-const RESERVED_DESCRIPTORS: u64 = 256;
+pub const RESERVED_DESCRIPTORS: u64 = 256;
 /// The derived limit's ceiling: beyond it memory, not descriptors, runs out first.
 const MOST_DERIVED_CONNECTIONS: u64 = 65_536;
 

@@ -61,6 +61,16 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {
         open_file_limit = open_files,
         "connection limit"
     );
+    if let Some(open_files) = open_files {
+        if slots.max() as u64 > open_files.saturating_sub(connections::RESERVED_DESCRIPTORS) {
+            tracing::warn!(
+                max_connections = slots.max(),
+                open_file_limit = open_files,
+                "max_connections is above what the open-file limit leaves after the host's own files; accepts may fail"
+            );
+        }
+    }
+    let mut last_exhaustion_warning: Option<std::time::Instant> = None;
     println!("nnhost listening on http://{local}");
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -79,7 +89,10 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) if connections::is_resource_exhaustion(&e) => {
-                    tracing::warn!(error = %e, "accept failed: out of resources; pausing 100 ms");
+                    if last_exhaustion_warning.is_none_or(|at| at.elapsed().as_secs() >= 10) {
+                        last_exhaustion_warning = Some(std::time::Instant::now());
+                        tracing::warn!(error = %e, "accept failed: out of resources; pausing 100 ms per try (logged every 10 s)");
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
