@@ -82,9 +82,21 @@ bench-peers: setup
     have=$({{python}} -c 'import llama_cpp; print(llama_cpp.__version__)' 2>/dev/null || true)
     [ "$have" = "$want" ] && exit 0
     echo "==> building llama-cpp-python $want (llama.cpp from source, CPU only; 15-30 minutes on 2 cores)"
-    export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DLLAMA_CURL=OFF}"
+    # x86-64: the machine's vector extensions named one by one rather than -march=native, whose
+    # AMX kernels crash llama_decode (SIGSEGV, 0.3.36 on an AVX-512/AMX Xeon); elsewhere native.
+    isa="-DGGML_NATIVE=ON"
+    if [ "$(uname -m)" = x86_64 ]; then
+        flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+        has() { case "$flags" in *" $1 "*) echo ON ;; *) echo OFF ;; esac; }
+        isa="-DGGML_NATIVE=OFF -DGGML_AVX=$(has avx) -DGGML_AVX2=$(has avx2) -DGGML_FMA=$(has fma)"
+        isa="$isa -DGGML_F16C=$(has f16c) -DGGML_AVX_VNNI=$(has avx_vnni) -DGGML_AVX512=$(has avx512f)"
+        isa="$isa -DGGML_AVX512_VNNI=$(has avx512_vnni) -DGGML_AVX512_BF16=$(has avx512_bf16)"
+        isa="$isa -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+    fi
+    export CMAKE_ARGS="${CMAKE_ARGS:-$isa -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DLLAMA_CURL=OFF}"
     export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
-    {{python}} -m pip install --quiet --disable-pip-version-check -r tests/bench/requirements-peers.txt
+    # No wheel cache: a wheel built with other CMAKE_ARGS would be reinstalled as it is.
+    {{python}} -m pip install --quiet --disable-pip-version-check --no-cache-dir -r tests/bench/requirements-peers.txt
 
 # Check formatting and lints.
 lint:

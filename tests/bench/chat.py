@@ -267,6 +267,30 @@ def llama_cpp_version() -> str | None:
     return getattr(llama_cpp, "__version__", "?")
 
 
+def llama_cpp_probe(models: list[Model]) -> str | None:
+    """Why llama.cpp cannot run here, or None. Its native code can crash the process outright
+    (seen: a segmentation fault in llama_decode with a -march=native build on an AVX-512/AMX Xeon),
+    so one short generation per model, 1 and 4 streams, runs first in a child process."""
+    for m in models:
+        try:
+            child = subprocess.run([sys.executable, __file__, "--probe-llama-cpp", m.name],
+                                   capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            return f"a probe generation with {m.name} did not finish within 600 s"
+        if child.returncode < 0:  # llama.cpp's log lines say nothing of where it crashed
+            return f"a probe generation with {m.name} was killed by signal {-child.returncode}"
+        if child.returncode != 0:  # a Python exception: its last line says what
+            tail = (child.stderr.strip().splitlines() or [""])[-1][:200]
+            return f"a probe generation with {m.name} exited with {child.returncode}: {tail}"
+    return None
+
+
+def probe_llama_cpp(name: str) -> None:
+    cpp = LlamaCpp(MODELS[name])
+    cpp.run()
+    cpp.run_multi()
+
+
 def source_gguf(name: str) -> Path:
     """The GGUF file the prepared model was converted from: models/prepare.py keeps it in
     models/cache/sources/<wheel stem>/ (one wheel) or joined-<file>/ (a file split over wheels).
@@ -450,7 +474,8 @@ def measure(url: str, models: list[Model], rounds: int, with_cpp: bool) -> dict:
             "gguf": {m.name: setups[m.name]["cpp"].gguf for m in models if with_cpp}, "notes": notes}
 
 
-def render(models: list[Model], result: dict, rounds: int, cpp_version: str | None) -> str:
+def render(models: list[Model], result: dict, rounds: int, cpp_version: str | None,
+           cpp_broken: str | None = None) -> str:
     load = os.getloadavg()[0]
     cpp_label = f"llama.cpp (llama-cpp-python {cpp_version})"
     omp = os.environ.get("OMP_WAIT_POLICY", "unset (libgomp spins at barriers; a busy neighbour process then "
@@ -484,8 +509,11 @@ def render(models: list[Model], result: dict, rounds: int, cpp_version: str | No
                              f"{r['ttft_ms']:.0f} | {r['decode_tok_s']:.1f} | {r['aggregate_tok_s']:.1f} |")
     lines.append("")
     if cpp_version is None:
-        lines += ["`llama-cpp-python` is not installed here (`just bench-peers` installs it; its build failed or "
-                  "was skipped), so llama.cpp was not run side by side. PEERS.md, another day: llama.cpp 55.9 tok/s "
+        why = (f"`llama-cpp-python` is installed but llama.cpp failed on this machine: {cpp_broken}"
+               if cpp_broken else
+               "`llama-cpp-python` is not installed here (`just bench-peers` installs it; its build failed or "
+               "was skipped)")
+        lines += [f"{why}, so llama.cpp was not run side by side. PEERS.md, another day: llama.cpp 55.9 tok/s "
                   "SmolLM2-135M, 40.0 tok/s Gemma 3 270M, first token 19 / 28 ms.", ""]
     lines += ["| model | nnhost / raw ORT decode (1 stream) | nnhost decode / llama.cpp decode (1 stream; target ≥ 1.5) "
               "| nnhost TTFT / llama.cpp TTFT (1 stream; target ≤ 1) | nnhost / llama.cpp aggregate (4 streams) "
@@ -559,16 +587,24 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     ap.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp even if llama_cpp is importable")
+    ap.add_argument("--probe-llama-cpp", metavar="MODEL", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.probe_llama_cpp:
+        probe_llama_cpp(args.probe_llama_cpp)
+        return
     models = [MODELS[n] for n in args.models]
     cpp_version = None if args.no_llama_cpp else llama_cpp_version()
+    cpp_broken = llama_cpp_probe(models) if cpp_version else None
+    if cpp_broken:
+        print(f"==> llama.cpp is not run side by side: {cpp_broken}", flush=True)
+        cpp_version = None
     proc, url = start_server()
     try:
         result = measure(url, models, args.rounds, cpp_version is not None)
     finally:
         proc.terminate()
         proc.wait(30)
-    section = render(models, result, args.rounds, cpp_version)
+    section = render(models, result, args.rounds, cpp_version, cpp_broken)
     print(section)
     text = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
     if BEGIN in text and END in text:
