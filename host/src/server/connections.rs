@@ -26,7 +26,7 @@ use crate::metrics::metrics;
 
 /// Descriptors kept back for the host's own files (models, components, ORT, logs)
 /// when the connection limit is derived from the open-file limit.
-pub const RESERVED_DESCRIPTORS: u64 = 256;
+const RESERVED_DESCRIPTORS: u64 = 256;
 /// The derived limit's ceiling: beyond it memory, not descriptors, runs out first.
 const MOST_DERIVED_CONNECTIONS: u64 = 65_536;
 
@@ -45,8 +45,25 @@ impl Slots {
         }
     }
 
-    pub fn max(&self) -> usize {
-        self.max as usize
+    /// The slots for `[server] max_connections` (0: derived from the open-file limit,
+    /// which this raises first), saying in the log what the limit came to.
+    pub fn for_limit(configured: usize) -> Self {
+        let open_files = raise_open_file_limit();
+        let slots = Self::new(max_connections(configured, open_files));
+        let max = slots.max as u64;
+        tracing::info!(
+            max_connections = max,
+            open_file_limit = open_files,
+            "connection limit"
+        );
+        if open_files.is_some_and(|n| max > n.saturating_sub(RESERVED_DESCRIPTORS)) {
+            tracing::warn!(
+                max_connections = max,
+                open_file_limit = open_files,
+                "max_connections is above what the open-file limit leaves after the host's own files; accepts may fail"
+            );
+        }
+        slots
     }
 
     /// Waits for a free slot; the connection gives it back when its task ends.
@@ -72,7 +89,7 @@ impl Slots {
 
 /// The connection limit: as configured, or (0) the open-file limit less what the host
 /// needs for itself.
-pub fn max_connections(configured: usize, open_files: Option<u64>) -> usize {
+fn max_connections(configured: usize, open_files: Option<u64>) -> usize {
     if configured > 0 {
         return configured;
     }
@@ -86,7 +103,7 @@ pub fn max_connections(configured: usize, open_files: Option<u64>) -> usize {
 /// Raises the soft open-file limit to the hard one, as Go's runtime and most servers
 /// do: shells and service managers often start processes at 1024, which a busy server
 /// passes with connections alone. Returns the limit now in force.
-pub fn raise_open_file_limit() -> Option<u64> {
+fn raise_open_file_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -51,25 +51,7 @@ pub async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {
     {
         tracing::warn!("tenants have API keys but no admin token is set: /metrics answers 401 and /status shows each caller its own tenant; set NNHOST_ADMIN_TOKEN for the operator's view");
     }
-    let open_files = connections::raise_open_file_limit();
-    let slots = connections::Slots::new(connections::max_connections(
-        state.config.server.max_connections,
-        open_files,
-    ));
-    tracing::info!(
-        max_connections = slots.max(),
-        open_file_limit = open_files,
-        "connection limit"
-    );
-    if let Some(open_files) = open_files {
-        if slots.max() as u64 > open_files.saturating_sub(connections::RESERVED_DESCRIPTORS) {
-            tracing::warn!(
-                max_connections = slots.max(),
-                open_file_limit = open_files,
-                "max_connections is above what the open-file limit leaves after the host's own files; accepts may fail"
-            );
-        }
-    }
+    let slots = connections::Slots::for_limit(state.config.server.max_connections);
     let mut last_exhaustion_warning: Option<std::time::Instant> = None;
     println!("nnhost listening on http://{local}");
     let shutdown = shutdown_signal();
