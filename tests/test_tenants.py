@@ -229,11 +229,13 @@ ATTACKS = {
     # route: (expected statuses, fragments of the error message: one must appear)
     # A guest that computes past its short burst runs in the background, only while the
     # host is otherwise idle (and a slice a second when it never is): under the
-    # neighbour's steady load a runaway loop or allocation may reach its deadline
-    # before its CPU budget or memory limit.
+    # neighbour's steady load a runaway loop, allocation or recursion may reach its
+    # deadline before its CPU budget, memory limit or stack (the tenant is on probation
+    # by then, so even its start waits). Each one's own failure on a quiet host:
+    # `test_each_attack_fails_with_its_own_error_on_a_quiet_host`.
     "/loop": ((504,), ["CPU budget", "time limit"]),
     "/alloc": ((500, 504), ["memory limit", "time limit"]),
-    "/recurse": ((500,), ["stack"]),
+    "/recurse": ((500, 504), ["stack", "time limit"]),
     "/panic": ((500,), ["guest"]),
     "/resources": ((500,), ["live resources"]),
 }
@@ -338,6 +340,16 @@ def test_hostile_guests_fail_alone(host, mallory):
     assert embed(host, "sk-alpha").status_code == 200
 
 
+def test_each_attack_fails_with_its_own_error_on_a_quiet_host(host, mallory):
+    quiet = {"/loop": (504, "CPU budget"), "/alloc": (500, "memory limit"), "/recurse": (500, "stack"),
+             "/panic": (500, "guest"), "/resources": (500, "live resources")}
+    for route, (status, fragment) in quiet.items():
+        r = call(host, "GET", route, key=mallory)
+        assert r.status_code == status, (route, r.text[:300])
+        assert fragment.lower() in r.json()["error"]["message"].lower(), (route, r.text[:300])
+    time.sleep(2.1)  # probation is forgotten: the next tests see a well-behaved tenant
+
+
 def test_a_misbehaving_guest_puts_its_tenant_on_probation_and_it_is_still_served(host, mallory):
     assert admin(host, "GET", "/tenants/mallory").json()["on_probation"] in (True, False)
     r = call(host, "GET", "/panic", key=mallory)
@@ -385,6 +397,28 @@ def test_guests_sent_to_the_background_are_counted_by_reason(host, mallory):
     # A quick embedding request never leaves the foreground.
     assert embed(host, "sk-alpha").status_code == 200
     assert background_count(host, "alpha", "cpu") == 0
+    time.sleep(2.1)  # probation is forgotten: the next tests see a well-behaved tenant
+
+
+def test_a_guest_sent_to_the_background_stops_when_its_client_goes(host, mallory):
+    """A runaway loop is demoted to the background threads within milliseconds; its client
+    hangs up and the guest goes with it (the tenant's slot is free again), instead of
+    computing on until its CPU budget (300 ms at a quarter core: about a second)."""
+    import socket
+
+    demoted_before = background_count(host, "mallory", "cpu")
+    with socket.create_connection(("127.0.0.1", host.port)) as s:
+        s.sendall(b"GET /loop HTTP/1.1\r\nHost: nnhost\r\nAuthorization: Bearer " + mallory.encode() + b"\r\n\r\n")
+        deadline = time.time() + 5
+        while background_count(host, "mallory", "cpu") == demoted_before and time.time() < deadline:
+            time.sleep(0.01)
+        assert admin(host, "GET", "/tenants/mallory").json()["in_flight"] == 1
+        time.sleep(0.1)
+    hung_up = time.time()
+    while admin(host, "GET", "/tenants/mallory").json()["in_flight"] > 0 and time.time() < hung_up + 5:
+        time.sleep(0.01)
+    stopped_after = time.time() - hung_up
+    assert stopped_after < 0.4, stopped_after
     time.sleep(2.1)  # probation is forgotten: the next tests see a well-behaved tenant
 
 

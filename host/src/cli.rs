@@ -108,36 +108,50 @@ fn serve(args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        let registry = Arc::new(Registry::load(&config.models)?);
-        let max_memory = config
-            .tenants
-            .iter()
-            .map(|t| t.limits.memory_bytes)
-            .max()
-            .unwrap_or(0);
-        let sandbox = Sandbox::new(&config.sandbox, max_memory)?;
-        let tenants = Arc::new(Tenants::load(
-            &config.tenants,
-            sandbox.clone(),
-            registry.clone(),
-        )?);
-        let admin_token = admin_token(&config.admin)?;
-        let listen = config.server.listen;
-        let cors =
-            server::Cors::parse(&config.server.cors_allow_origins).map_err(anyhow::Error::msg)?;
-        let body_budget = server::BodyBudget::new(config.server.max_buffered_body_bytes);
-        let state = Arc::new(AppState {
-            cors,
-            body_budget,
-            config,
-            registry,
-            tenants,
-            admin_token,
-            started: std::time::Instant::now(),
-        });
-        server::serve(state, listen).await.context("serving")
-    })
+    let registry = {
+        let _in_runtime = runtime.enter();
+        Arc::new(Registry::load(&config.models)?)
+    };
+    let served = runtime.block_on({
+        let registry = registry.clone();
+        async move {
+            let max_memory = config
+                .tenants
+                .iter()
+                .map(|t| t.limits.memory_bytes)
+                .max()
+                .unwrap_or(0);
+            let sandbox = Sandbox::new(&config.sandbox, max_memory)?;
+            let tenants = Arc::new(Tenants::load(
+                &config.tenants,
+                sandbox.clone(),
+                registry.clone(),
+            )?);
+            let admin_token = admin_token(&config.admin)?;
+            let listen = config.server.listen;
+            let cors = server::Cors::parse(&config.server.cors_allow_origins)
+                .map_err(anyhow::Error::msg)?;
+            let body_budget = server::BodyBudget::new(config.server.max_buffered_body_bytes);
+            let state = Arc::new(AppState {
+                cors,
+                body_budget,
+                config,
+                registry,
+                tenants,
+                admin_token,
+                started: std::time::Instant::now(),
+            });
+            server::serve(state, listen).await.context("serving")
+        }
+    });
+    // Past the grace period. Generations still running end with "the server is
+    // shutting down" while their guests can still say so; then the guests are dropped
+    // and, last, the background ones, so that no graph runs as ONNX Runtime is torn
+    // down at exit (it failed with "GetElementType is not implemented").
+    registry.stop_workers();
+    drop(runtime);
+    crate::sandbox::shut_down_background(std::time::Duration::from_secs(5));
+    served
 }
 
 /// The admin token's digest: from `admin.token_sha256`, else from the variable it names.

@@ -347,4 +347,9 @@ impl DecoderModel {
         }
         self.generator.submit(request(prompt, wanted))
     }
+
+    /// See `Registry::stop_workers`.
+    pub fn stop(&self) {
+        self.generator.stop();
+    }
 }

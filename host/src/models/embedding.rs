@@ -176,6 +176,11 @@ impl EmbeddingModel {
         Ok((embeddings, prompt_tokens))
     }
 
+    /// See `Registry::stop_workers`.
+    pub fn stop(&self) {
+        self.queue.stop();
+    }
+
     /// Token-id inputs get the same special tokens a text input would ([CLS] … [SEP]
     /// for BERT), so `encode(text)` and `text` embed identically.
     fn wrap_token_ids(

@@ -354,4 +354,17 @@ impl Registry {
     pub fn all(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
         self.models.iter()
     }
+
+    /// Stops every model's worker threads after the batch or step they are running.
+    /// Called at exit: guests still holding the registry (and so keeping it alive)
+    /// must not leave a graph run going while ONNX Runtime is torn down.
+    pub fn stop_workers(&self) {
+        for model in &self.models {
+            match &model.model {
+                Model::Embedding(m) => m.stop(),
+                Model::Decoder(m) => m.stop(),
+                Model::Graph(_) => {}
+            }
+        }
+    }
 }

@@ -10,6 +10,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use super::runtime::AbortOnDrop;
+
 pub fn limit(body: HyperOutgoingBody, max: u64, guest: AbortOnDrop) -> HyperOutgoingBody {
     Limited {
         inner: body,
@@ -17,27 +19,6 @@ pub fn limit(body: HyperOutgoingBody, max: u64, guest: AbortOnDrop) -> HyperOutg
         guest,
     }
     .boxed_unsync()
-}
-
-/// Aborts a guest's task when dropped, unless disarmed first.
-pub struct AbortOnDrop(Option<tokio::task::AbortHandle>);
-
-impl AbortOnDrop {
-    pub fn new(task: tokio::task::AbortHandle) -> Self {
-        Self(Some(task))
-    }
-
-    pub fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
-            task.abort();
-        }
-    }
 }
 
 struct Limited {

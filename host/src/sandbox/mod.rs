@@ -3,6 +3,7 @@
 //! request (the `wasmtime serve` pattern).
 
 mod cache;
+mod cpu_time;
 mod engine;
 mod limited_body;
 mod request;
@@ -12,5 +13,6 @@ mod ticker;
 
 pub use engine::Sandbox;
 pub use request::{handle as handle_request, RequestLimits};
+pub use runtime::shut_down_background;
 pub use state::GuestState;
 pub use ticker::Waiting as WaitingForInference;

@@ -16,7 +16,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
 use super::engine::EPOCH_TICK;
-use super::limited_body::AbortOnDrop;
+use super::runtime::AbortOnDrop;
 use super::state::GuestState;
 use crate::cpu_priority;
 
@@ -117,18 +117,20 @@ pub async fn handle(
     store.epoch_deadline_callback(move |mut ctx| {
         let state = ctx.data_mut();
         let now = std::time::Instant::now();
-        // Only ticks spent running wasm count as CPU: take out the time the guest
-        // waited in inference host calls (e.g. for its next generated token).
         let since = now.saturating_duration_since(state.last_tick);
         let stepped_aside = Duration::from_nanos(state.stepped_aside.swap(0, Ordering::Relaxed));
         let waited = std::mem::take(&mut state.api.waited);
-        let computing =
-            since.saturating_sub(waited).saturating_sub(stepped_aside) >= EPOCH_TICK / 2;
+        // The thread's CPU clock (see `cpu_time`); without one, the wall time since the
+        // last tick less what the guest spent waiting for inference or stepping aside.
+        let cpu = state
+            .cpu_mark
+            .take()
+            .unwrap_or_else(|| since.saturating_sub(waited).saturating_sub(stepped_aside));
+        let computing = cpu >= EPOCH_TICK / 2;
         // Waiting for inference pays the burst back, tick for tick: a guest streaming a
-        // long generation computes a little per token (and on a busy host now and then
-        // looks as if it computed for a tick while it waited for a core), which over
-        // minutes added up to a loop's burst and sent streams to the background, where
-        // they stalled for up to a second behind other requests' prefills.
+        // long generation computes a little per token, which over minutes added up to
+        // a loop's burst and sent streams to the background, where they stalled for up
+        // to a second behind other requests' prefills.
         let waited_ticks = (waited.as_nanos() / EPOCH_TICK.as_nanos()) as u64;
         state.burst_ticks = state.burst_ticks.saturating_sub(waited_ticks);
         state.last_tick = now;
@@ -197,37 +199,41 @@ pub async fn handle(
             .inc();
     }
     let stepped_aside = store.data().stepped_aside.clone();
+    let cpu_mark = store.data().cpu_mark.clone();
     let task = tokio::spawn(super::runtime::run_demotable(
-        async move {
-            let _guard = guard;
-            let _running = super::ticker::Running::start();
-            let run = async {
-                if starts_background {
-                    // Not even instantiation runs before the host is idle.
-                    step_aside(Duration::ZERO, &stepped_aside).await;
+        super::cpu_time::Marked::new(
+            async move {
+                let _guard = guard;
+                let _running = super::ticker::Running::start();
+                let run = async {
+                    if starts_background {
+                        // Not even instantiation runs before the host is idle.
+                        step_aside(Duration::ZERO, &stepped_aside).await;
+                    }
+                    let started = std::time::Instant::now();
+                    let proxy = pre
+                        .instantiate_async(&mut store)
+                        .await
+                        .map_err(|e| (true, e))?;
+                    crate::metrics::metrics()
+                        .guest_instantiate
+                        .with_label_values(&[&tenant])
+                        .observe(started.elapsed().as_secs_f64());
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, req, out)
+                        .await
+                        .map_err(|e| (false, e))
+                };
+                match tokio::time::timeout(timeout, run).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err((true, e))) => Err(GuestFailure::Instantiate(format!("{e:#}"))),
+                    Ok(Err((false, e))) => Err(classify(e, &store, timeout, memory)),
+                    Err(_) => Err(GuestFailure::Timeout(timeout)),
                 }
-                let started = std::time::Instant::now();
-                let proxy = pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(|e| (true, e))?;
-                crate::metrics::metrics()
-                    .guest_instantiate
-                    .with_label_values(&[&tenant])
-                    .observe(started.elapsed().as_secs_f64());
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await
-                    .map_err(|e| (false, e))
-            };
-            match tokio::time::timeout(timeout, run).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err((true, e))) => Err(GuestFailure::Instantiate(format!("{e:#}"))),
-                Ok(Err((false, e))) => Err(classify(e, &store, timeout, memory)),
-                Err(_) => Err(GuestFailure::Timeout(timeout)),
-            }
-        }
+            },
+            cpu_mark,
+        )
         .in_current_span(),
         demoted,
     ));

@@ -30,6 +30,8 @@ pub struct GuestState {
     pub(super) burst_ticks: u64,
     /// When the epoch deadline callback last ran (or the request started).
     pub(super) last_tick: Instant,
+    /// The thread clock when the guest last started running or was last ticked.
+    pub(super) cpu_mark: super::cpu_time::Mark,
     /// Until the guest computes past its burst: background guests wait for it.
     pub(super) foreground: Option<Foreground>,
     /// From then on: the guest runs only while the host is otherwise idle.
@@ -68,6 +70,7 @@ impl GuestState {
             cpu_ticks: 0,
             burst_ticks: 0,
             last_tick: Instant::now(),
+            cpu_mark: Default::default(),
             foreground: (!background).then(cpu_priority::foreground_request),
             background: background.then(cpu_priority::background_guest),
             demoted: Arc::new(AtomicBool::new(background)),

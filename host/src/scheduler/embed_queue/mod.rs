@@ -141,7 +141,8 @@ pub struct EmbedQueue {
     model: String,
     shared: Arc<Shared>,
     limits: BatchingConfig,
-    workers: Vec<std::thread::JoinHandle<()>>,
+    /// Joined by `stop`, so no batch is running when ONNX Runtime is torn down at exit.
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl EmbedQueue {
@@ -183,8 +184,19 @@ impl EmbedQueue {
             model: model.to_string(),
             shared,
             limits,
-            workers,
+            workers: Mutex::new(workers),
         })
+    }
+
+    /// Stops the workers once their current batches are done; requests still queued,
+    /// and any that come later, fail with "the server is shutting down".
+    pub fn stop(&self) {
+        self.shared.queue.lock().closed = true;
+        self.shared.wakeup.notify_all();
+        let workers = std::mem::take(&mut *self.workers.lock());
+        for worker in workers {
+            let _ = worker.join();
+        }
     }
 
     /// Queues the inputs and waits for their vectors.
@@ -210,6 +222,9 @@ impl EmbedQueue {
         items.sort_by_key(|(_, s)| s.ids.len());
         {
             let mut state = self.shared.queue.lock();
+            if state.closed {
+                return Err(shutting_down());
+            }
             if !state.admits(&job.tenant, count, self.limits.max_queued_inputs) {
                 return Err(InferenceError::new(
                     ErrorCode::Busy,
@@ -238,12 +253,12 @@ impl EmbedQueue {
 
 impl Drop for EmbedQueue {
     fn drop(&mut self) {
-        self.shared.queue.lock().closed = true;
-        self.shared.wakeup.notify_all();
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
-        }
+        self.stop();
     }
+}
+
+fn shutting_down() -> InferenceError {
+    InferenceError::new(ErrorCode::Busy, "the server is shutting down")
 }
 
 impl State {
@@ -302,10 +317,7 @@ fn worker_loop(
         }
         if state.closed {
             for queued in state.requests.drain(..) {
-                queued.job.fail(InferenceError::new(
-                    ErrorCode::Busy,
-                    "the server is shutting down",
-                ));
+                queued.job.fail(shutting_down());
             }
             return;
         }

@@ -3,6 +3,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::Mutex;
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -23,11 +24,11 @@ use prompt::Chunking;
 
 /// Handle to a decoder model's generation worker.
 pub struct Generator {
-    /// None once dropping: the worker sees its inbox close, ends the generations it
+    /// None once stopped: the worker sees its inbox close, ends the generations it
     /// holds and returns.
-    jobs: Option<mpsc::Sender<Job>>,
-    /// Joined on drop, so no graph step is running when ONNX Runtime is torn down at exit.
-    worker: Option<std::thread::JoinHandle<()>>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Joined by `stop`, so no graph step is running when ONNX Runtime is torn down at exit.
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Generations queued or running, per tenant; past `max_generations` new ones
     /// are refused (busy) instead of queueing without bound, except a tenant's
     /// within an equal share (`fair_share`).
@@ -113,8 +114,8 @@ impl Generator {
             .name(format!("generate-{model}"))
             .spawn(move || worker.run(inbox))?;
         Ok(Self {
-            jobs: Some(jobs),
-            worker: Some(worker),
+            jobs: Mutex::new(Some(jobs)),
+            worker: Mutex::new(Some(worker)),
             places: Places::new(limits.max_generations),
         })
     }
@@ -135,26 +136,39 @@ impl Generator {
             ));
         };
         let (events, receiver) = unbounded_channel();
-        self.jobs
-            .as_ref()
-            .expect("set until dropped")
-            .send(Job {
-                place,
-                request,
-                events,
-                submitted: Instant::now(),
-            })
-            .map_err(|_| InferenceError::internal("the generation worker stopped"))?;
+        let jobs = self.jobs.lock();
+        let Some(jobs) = jobs.as_ref() else {
+            return Err(InferenceError::new(
+                ErrorCode::Busy,
+                "the server is shutting down",
+            ));
+        };
+        jobs.send(Job {
+            place,
+            request,
+            events,
+            submitted: Instant::now(),
+        })
+        .map_err(|_| InferenceError::internal("the generation worker stopped"))?;
         Ok(receiver)
+    }
+}
+
+impl Generator {
+    /// Ends the generations in progress ("the server is shutting down") after the
+    /// current graph step and stops the worker; later submissions fail the same way.
+    pub fn stop(&self) {
+        self.jobs.lock().take();
+        let worker = self.worker.lock().take();
+        if let Some(worker) = worker {
+            let _ = worker.join();
+        }
     }
 }
 
 impl Drop for Generator {
     fn drop(&mut self) {
-        self.jobs = None;
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
+        self.stop();
     }
 }
 
