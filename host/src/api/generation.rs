@@ -359,6 +359,12 @@ impl ApiState {
         if let Some(end) = &stream.end {
             return Ok(Event::Done(end.clone()));
         }
+        // Checked before the channel too: a guest slower than the generation (a busy
+        // host, a slow client) always finds a token waiting and would never time out
+        // the receive below, and its stream was cut at the hard limit instead.
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return Ok(Event::Done(stream.cut_at_deadline(&access)));
+        }
         let first = match deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline, stream.events.recv()).await {
                 Ok(event) => event,

@@ -227,6 +227,13 @@ pub async fn handle(
                 };
                 match tokio::time::timeout(timeout, run).await {
                     Ok(Ok(())) => Ok(()),
+                    // Its limits stop a guest's start too (a tenant on probation starts in
+                    // the background and on a host never idle may reach its deadline there).
+                    Ok(Err((true, e)))
+                        if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) =>
+                    {
+                        Err(classify(e, &store, timeout, memory))
+                    }
                     Ok(Err((true, e))) => Err(GuestFailure::Instantiate(format!("{e:#}"))),
                     Ok(Err((false, e))) => Err(classify(e, &store, timeout, memory)),
                     Err(_) => Err(GuestFailure::Timeout(timeout)),
