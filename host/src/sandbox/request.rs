@@ -20,10 +20,13 @@ use super::runtime::AbortOnDrop;
 use super::state::GuestState;
 use crate::cpu_priority;
 
-/// CPU a request may use (~5 ms; the router guest needs well under 1 ms) before it
-/// becomes background: it then runs only while no graph runs (see `cpu_priority`).
-/// Counted as a burst that waiting for inference pays back (`GuestState::burst_ticks`).
-const BACKGROUND_AFTER_TICKS: u64 = 5;
+/// CPU a request may use (~20 ms) before it becomes background: it then runs only while
+/// no graph runs (see `cpu_priority`). Counted as a burst that waiting for inference
+/// pays back (`GuestState::burst_ticks`). The router guest needs well under 1 ms for an
+/// embedding request, but a chat request's start (its template compiled in a fresh
+/// instance) took 1–4 ms warm and up to 13 ms on a new instance slot; at 5 ms such a
+/// request was demoted and then stalled behind its own generation's graph runs.
+const BACKGROUND_AFTER_TICKS: u64 = 20;
 /// The longest a background guest steps aside at a time, so that it still reaches its
 /// own limits on a host that is never idle. Long: each forced slice lands on the
 /// foreground work it should have waited for (at 100 ms, a neighbour's p99 during a
