@@ -65,6 +65,16 @@ class Server:
         self.log.flush()
         return self.log_path.read_text(errors="replace")[-5000:]
 
+    def log_once(self, seen, timeout: float = 5.0) -> str:
+        """The whole log as soon as `seen(log)` holds (or after `timeout`): the host logs
+        some events (a batch, a generation's end) just after the answer has gone out."""
+        deadline = time.time() + timeout
+        while True:
+            log = self.log_path.read_text(errors="replace")
+            if seen(log) or time.time() >= deadline:
+                return log
+            time.sleep(0.02)
+
     def get(self, path: str, **kw) -> requests.Response:
         return self.session.get(self.url + path, timeout=60, **kw)
 

@@ -45,9 +45,14 @@ def vectors(host, model: str, inputs) -> np.ndarray:
     return np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
 
 
-def lane_batches(host) -> dict[str, int]:
-    log = host.log_path.read_text(errors="replace")
-    return {lane: log.count(f"placement=Lane({lane})") for lane in "01"}
+def lane_batches(host, more_than: dict[str, int] | None = None) -> dict[str, int]:
+    """Batches logged per lane; with `more_than`, waits for more on each lane (a batch is
+    logged just after its answer)."""
+    def count(log):
+        return {lane: log.count(f"placement=Lane({lane})") for lane in "01"}
+    if more_than is None:
+        return count(host.log_path.read_text(errors="replace"))
+    return count(host.log_once(lambda log: all(n > more_than[lane] for lane, n in count(log).items())))
 
 
 def test_many_inputs_split_across_lanes_with_the_same_vectors(host):
@@ -55,7 +60,7 @@ def test_many_inputs_split_across_lanes_with_the_same_vectors(host):
     before = lane_batches(host)
     # 48 inputs queued at once on an idle model: two batches of 24, side by side.
     split = vectors(host, "minilm-lanes", TEXTS)
-    after = lane_batches(host)
+    after = lane_batches(host, more_than=before)
     assert after["0"] > before["0"] and after["1"] > before["1"], (before, after)
     assert split.shape == reference.shape
     assert np.abs(split - reference).max() < 1e-4
@@ -86,4 +91,5 @@ def test_concurrent_requests_on_lanes_each_get_their_own_vectors(host):
 def test_a_lone_text_runs_on_all_cores(host):
     log_before = host.log_path.read_text(errors="replace").count("placement=Whole")
     vectors(host, "minilm-lanes", "one text alone")
-    assert host.log_path.read_text(errors="replace").count("placement=Whole") > log_before
+    log = host.log_once(lambda log: log.count("placement=Whole") > log_before)
+    assert log.count("placement=Whole") > log_before
