@@ -203,48 +203,43 @@ pub async fn handle(
     }
     let stepped_aside = store.data().stepped_aside.clone();
     let cpu_mark = store.data().cpu_mark.clone();
+    let guest = async move {
+        let _guard = guard;
+        let _running = super::ticker::Running::start();
+        let run = async {
+            if starts_background {
+                // Not even instantiation runs before the host is idle.
+                step_aside(Duration::ZERO, &stepped_aside).await;
+            }
+            let started = std::time::Instant::now();
+            let proxy = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| (true, e))?;
+            crate::metrics::metrics()
+                .guest_instantiate
+                .with_label_values(&[&tenant])
+                .observe(started.elapsed().as_secs_f64());
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+                .map_err(|e| (false, e))
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(())) => Ok(()),
+            // Its limits stop a guest's start too (a tenant on probation starts in
+            // the background and on a host never idle may reach its deadline there).
+            Ok(Err((true, e))) if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) => {
+                Err(classify(e, &store, timeout, memory))
+            }
+            Ok(Err((true, e))) => Err(GuestFailure::Instantiate(format!("{e:#}"))),
+            Ok(Err((false, e))) => Err(classify(e, &store, timeout, memory)),
+            Err(_) => Err(GuestFailure::Timeout(timeout)),
+        }
+    };
     let task = tokio::spawn(super::runtime::run_demotable(
-        super::cpu_time::Marked::new(
-            async move {
-                let _guard = guard;
-                let _running = super::ticker::Running::start();
-                let run = async {
-                    if starts_background {
-                        // Not even instantiation runs before the host is idle.
-                        step_aside(Duration::ZERO, &stepped_aside).await;
-                    }
-                    let started = std::time::Instant::now();
-                    let proxy = pre
-                        .instantiate_async(&mut store)
-                        .await
-                        .map_err(|e| (true, e))?;
-                    crate::metrics::metrics()
-                        .guest_instantiate
-                        .with_label_values(&[&tenant])
-                        .observe(started.elapsed().as_secs_f64());
-                    proxy
-                        .wasi_http_incoming_handler()
-                        .call_handle(&mut store, req, out)
-                        .await
-                        .map_err(|e| (false, e))
-                };
-                match tokio::time::timeout(timeout, run).await {
-                    Ok(Ok(())) => Ok(()),
-                    // Its limits stop a guest's start too (a tenant on probation starts in
-                    // the background and on a host never idle may reach its deadline there).
-                    Ok(Err((true, e)))
-                        if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) =>
-                    {
-                        Err(classify(e, &store, timeout, memory))
-                    }
-                    Ok(Err((true, e))) => Err(GuestFailure::Instantiate(format!("{e:#}"))),
-                    Ok(Err((false, e))) => Err(classify(e, &store, timeout, memory)),
-                    Err(_) => Err(GuestFailure::Timeout(timeout)),
-                }
-            },
-            cpu_mark,
-        )
-        .in_current_span(),
+        super::cpu_time::Marked::new(guest, cpu_mark).in_current_span(),
         demoted,
     ));
 
