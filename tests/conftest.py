@@ -107,8 +107,9 @@ def hf_folder_from_minilm(dest: Path, pooling: str) -> Path:
     assembled from the prepared MiniLM files. No nnhost.json: nothing of ours."""
     dest.mkdir(parents=True)
     (dest / "onnx").mkdir()
-    os.link(MINILM / "onnx" / "model.onnx", dest / "onnx" / "model.onnx") if _same_fs(MINILM, dest) else \
-        shutil.copy(MINILM / "onnx" / "model.onnx", dest / "onnx" / "model.onnx")
+    for graph_file in (MINILM / "onnx").iterdir():   # the graph and its weights (model.onnx.data)
+        os.link(graph_file, dest / "onnx" / graph_file.name) if _same_fs(MINILM, dest) else \
+            shutil.copy(graph_file, dest / "onnx" / graph_file.name)
     for name in ["tokenizer.json", "config.json", "tokenizer_config.json", "special_tokens_map.json"]:
         if (MINILM / name).exists():
             shutil.copy(MINILM / name, dest / name)

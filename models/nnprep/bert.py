@@ -22,6 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from tqdm import tqdm
 
+from . import onnx_file
 from .errors import PrepError
 
 OPSET = 17
@@ -175,9 +176,7 @@ def convert(src: Path, out_onnx: Path, log: Callable[[str], None] = print) -> di
     log(f"building ONNX graph: {config['num_hidden_layers']} layers, hidden {config['hidden_size']}, "
         f"{config['num_attention_heads']} heads, opset {OPSET}")
     model = build_bert_onnx(config, weights, progress=True)
-    out_onnx.parent.mkdir(parents=True, exist_ok=True)
-    out_onnx.unlink(missing_ok=True)
-    onnx.save_model(model, str(out_onnx))  # weights inside the file (< 2 GB)
-    log(f"wrote {out_onnx.name} ({out_onnx.stat().st_size / 1e6:.1f} MB)")
+    onnx_file.save(model, out_onnx)
+    log(f"wrote {out_onnx.name} and its weights ({onnx_file.stored_bytes(out_onnx) / 1e6:.1f} MB)")
     return {"dimensions": int(config["hidden_size"]),
             "max_position_embeddings": int(config.get("max_position_embeddings", 512))}

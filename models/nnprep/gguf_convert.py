@@ -1,6 +1,7 @@
 """GGUF decoder (llama, gemma3) -> the onnx-community decoder layout.
 
   NAME/onnx/model.onnx            int4 (MatMulNBits block 32, accuracy_level 4; see quantize.py)
+                                  (each graph's weights beside it in NAME.onnx.data: onnx_file.py)
   NAME/onnx/model_fp32.onnx       float32 reference (weights dequantized from the GGUF)
   NAME/onnx/model_fused.onnx      int4 like model.onnx, fused graph (GroupQueryAttention, ragged KV layout;
                                   see decoder_fused.py); variant "int4-fused"
@@ -18,8 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import onnx
-
+from . import onnx_file
 from .checksums import sha256_file
 from .decoder import build_decoder_onnx
 from .decoder_fused import build_fused_decoder_onnx
@@ -70,18 +70,6 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _save(model: onnx.ModelProto, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    data = path.with_name(path.name + ".data")
-    data.unlink(missing_ok=True)   # save_model appends to an existing external-data file
-    if model.ByteSize() > 1_900_000_000:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data.name, size_threshold=1024)
-    else:
-        onnx.save_model(model, str(path))
-
-
 def open_gguf(manifest: Manifest, src: Path, log: Callable[[str], None]) -> GGUFModel:
     opts = manifest.decoder
     path = src / opts.gguf
@@ -110,21 +98,21 @@ def convert(manifest: Manifest, src: Path, dst: Path, log: Callable[[str], None]
     log(f"dequantized in {time.monotonic() - t:.1f}s")
 
     t = time.monotonic()
-    _save(build_decoder_onnx(s, weights), dst / FP32_PATH)
-    log(f"wrote {FP32_PATH} ({(dst / FP32_PATH).stat().st_size / 1e6:.0f} MB) in {time.monotonic() - t:.1f}s")
+    onnx_file.save(build_decoder_onnx(s, weights), dst / FP32_PATH)
+    log(f"wrote {FP32_PATH} ({onnx_file.stored_bytes(dst / FP32_PATH) / 1e6:.0f} MB) in {time.monotonic() - t:.1f}s")
 
     t = time.monotonic()
     model = build_decoder_onnx(s, weights, untie_lm_head=opts.lm_head_bits != 0)
     model = quantize_weights(model, embedding=opts.int4_embedding, lm_head_bits=opts.lm_head_bits,
                              weight_bits=opts.weight_bits)
-    _save(model, dst / INT4_PATH)
+    onnx_file.save(model, dst / INT4_PATH)
     del model
     if opts.weight_bits == 8:
         what = f"8-bit MatMuls and LM head, embedding {'8-bit' if opts.int4_embedding else 'float32'}"
     else:
         what = (f"int4 MatMuls, LM head {f'{opts.lm_head_bits}-bit' if opts.lm_head_bits else 'float32'}, "
                 f"embedding {'int4' if opts.int4_embedding else 'float32'}")
-    log(f"wrote {INT4_PATH} ({(dst / INT4_PATH).stat().st_size / 1e6:.0f} MB; {what}) "
+    log(f"wrote {INT4_PATH} ({onnx_file.stored_bytes(dst / INT4_PATH) / 1e6:.0f} MB; {what}) "
         f"in {time.monotonic() - t:.1f}s")
 
     t = time.monotonic()
@@ -133,8 +121,8 @@ def convert(manifest: Manifest, src: Path, dst: Path, log: Callable[[str], None]
     del weights
     model = quantize_weights(model, embedding=opts.int4_embedding, lm_head_bits=opts.lm_head_bits,
                              weight_bits=opts.weight_bits)
-    _save(model, dst / FUSED_PATH)
-    log(f"wrote {FUSED_PATH} ({(dst / FUSED_PATH).stat().st_size / 1e6:.0f} MB; fused graph, {what}) "
+    onnx_file.save(model, dst / FUSED_PATH)
+    log(f"wrote {FUSED_PATH} ({onnx_file.stored_bytes(dst / FUSED_PATH) / 1e6:.0f} MB; fused graph, {what}) "
         f"in {time.monotonic() - t:.1f}s")
     return {"spec": s, "gguf": g}
 

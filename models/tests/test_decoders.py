@@ -83,10 +83,22 @@ def gemma():
     return _models.get(NAMES[1]) or _models.setdefault(NAMES[1], Model(NAMES[1]))
 
 
+
+def assert_weights_beside(graph):
+    """Weights in GRAPH.data, the graph itself small: ONNX Runtime maps that file rather than
+    copying the weights out of the protobuf for each session (nnprep/onnx_file.py)."""
+    data = graph.with_name(graph.name + ".data")
+    assert data.is_file(), f"{data.name} missing"
+    assert graph.stat().st_size < 1_000_000 < data.stat().st_size, (graph.stat().st_size, data.stat().st_size)
+    assert data.stat().st_mode & 0o777 == graph.stat().st_mode & 0o777, "the weights as readable as the graph"
+
+
 def test_layout_and_nnhost(model):
     for rel in ("onnx/model.onnx", "onnx/model_fp32.onnx", "onnx/model_fused.onnx", "tokenizer.json", "tokenizer_config.json",
                 "special_tokens_map.json", "config.json", "generation_config.json", "nnhost.json"):
         assert (model.dir / rel).is_file(), rel
+    for graph in ("onnx/model.onnx", "onnx/model_fp32.onnx", "onnx/model_fused.onnx"):
+        assert_weights_beside(model.dir / graph)
     assert verify_folder(model.dir) == []
     m = model.meta
     assert m["variants"] == {"int4": "onnx/model.onnx", "fp32": "onnx/model_fp32.onnx",

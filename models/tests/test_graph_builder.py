@@ -69,3 +69,26 @@ def test_rejects_unsupported_configs():
     del W2["encoder.layer.1.output.dense.bias"]
     with pytest.raises(PrepError, match="encoder.layer.1.output.dense.bias"):
         bert.build_bert_onnx(cfg, W2)
+
+
+def test_saved_with_its_weights_beside_it(tiny, tmp_path):
+    """The prepared layout: the graph small, its weights in model.onnx.data (as readable as the
+    graph), and ONNX Runtime finds them there: the same outputs as the graph held in memory."""
+    from nnprep import onnx_file
+
+    _, _, model, sess = tiny
+    saved = onnx.ModelProto()
+    saved.CopyFrom(model)   # saving moves the weights out of the proto it is given
+    path = tmp_path / "onnx" / "model.onnx"
+    onnx_file.save(saved, path)
+    data = tmp_path / "onnx" / "model.onnx.data"
+    graph = onnx.load(str(path), load_external_data=False)
+    inside = [t.name for t in graph.graph.initializer
+              if t.data_location != onnx.TensorProto.EXTERNAL and t.ByteSize() > 1024]
+    assert inside == [] and data.stat().st_size > 0
+    assert onnx_file.stored_bytes(path) == path.stat().st_size + data.stat().st_size
+    assert data.stat().st_mode & 0o777 == path.stat().st_mode & 0o777
+    onnx_file.save(model, path)   # again: the weights file is replaced, not appended to
+    assert (tmp_path / "onnx" / "model.onnx.data").stat().st_size == data.stat().st_size
+    feeds = _feeds([[1, 7, 8, 2]], [[1, 1, 1, 1]])
+    np.testing.assert_array_equal(ort_session(path).run(None, feeds)[0], sess.run(None, feeds)[0])
