@@ -6,8 +6,13 @@ from pathlib import Path
 import onnx
 
 
+def weights_path(path: Path) -> Path:
+    """Where the weights of the graph at `path` are kept."""
+    return path.with_name(path.name + ".data")
+
+
 def save(model: onnx.ModelProto, path: Path) -> None:
-    """Writes `model` to `path` with every tensor over 1 KiB in `path.name + ".data"`.
+    """Writes `model` to `path` with every tensor over 1 KiB in `weights_path(path)`.
 
     Why external data even under protobuf's 2 GB limit: ONNX Runtime maps an external
     weights file into memory and uses the tensors it does not repack (embedding tables)
@@ -19,7 +24,7 @@ def save(model: onnx.ModelProto, path: Path) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
-    data = path.with_name(path.name + ".data")
+    data = weights_path(path)
     data.unlink(missing_ok=True)   # save_model appends to an existing external-data file
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=data.name, size_threshold=1024)
@@ -30,5 +35,5 @@ def save(model: onnx.ModelProto, path: Path) -> None:
 
 def stored_bytes(path: Path) -> int:
     """The graph's size on disk, weights included."""
-    data = path.with_name(path.name + ".data")
+    data = weights_path(path)
     return path.stat().st_size + (data.stat().st_size if data.exists() else 0)

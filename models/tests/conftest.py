@@ -12,6 +12,19 @@ CACHE = MODELS / "cache"
 DEFAULT = "all-MiniLM-L6-v2"
 
 
+def assert_weights_beside(graph: Path, min_weights_bytes: int = 1_000_000) -> None:
+    """The graph small, its weights in their own file (ONNX Runtime maps that file rather than
+    copying the weights out of the protobuf for each session: nnprep/onnx_file.py), as readable
+    as the graph."""
+    from nnprep.onnx_file import weights_path
+
+    data = weights_path(graph)
+    assert data.is_file(), f"{data.name} missing"
+    assert graph.stat().st_size < 1_000_000 and data.stat().st_size > min_weights_bytes, \
+        (graph.stat().st_size, data.stat().st_size)
+    assert data.stat().st_mode & 0o777 == graph.stat().st_mode & 0o777, "the weights as readable as the graph"
+
+
 def ort_session(path):
     import onnxruntime as ort
 

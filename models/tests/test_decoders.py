@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from conftest import CACHE, MODELS, PREPARED
+from conftest import CACHE, MODELS, PREPARED, assert_weights_beside
 from reference_decoder import forward, load_gguf
 
 from nnprep.checksums import verify_folder
@@ -81,16 +81,6 @@ def smol():
 
 def gemma():
     return _models.get(NAMES[1]) or _models.setdefault(NAMES[1], Model(NAMES[1]))
-
-
-
-def assert_weights_beside(graph):
-    """Weights in GRAPH.data, the graph itself small: ONNX Runtime maps that file rather than
-    copying the weights out of the protobuf for each session (nnprep/onnx_file.py)."""
-    data = graph.with_name(graph.name + ".data")
-    assert data.is_file(), f"{data.name} missing"
-    assert graph.stat().st_size < 1_000_000 < data.stat().st_size, (graph.stat().st_size, data.stat().st_size)
-    assert data.stat().st_mode & 0o777 == graph.stat().st_mode & 0o777, "the weights as readable as the graph"
 
 
 def test_layout_and_nnhost(model):

@@ -77,18 +77,22 @@ def test_saved_with_its_weights_beside_it(tiny, tmp_path):
     from nnprep import onnx_file
 
     _, _, model, sess = tiny
-    saved = onnx.ModelProto()
-    saved.CopyFrom(model)   # saving moves the weights out of the proto it is given
+    def copy():   # saving moves the weights out of the proto it is given
+        saved = onnx.ModelProto()
+        saved.CopyFrom(model)
+        return saved
+
     path = tmp_path / "onnx" / "model.onnx"
-    onnx_file.save(saved, path)
-    data = tmp_path / "onnx" / "model.onnx.data"
+    onnx_file.save(copy(), path)
+    data = onnx_file.weights_path(path)
     graph = onnx.load(str(path), load_external_data=False)
     inside = [t.name for t in graph.graph.initializer
               if t.data_location != onnx.TensorProto.EXTERNAL and t.ByteSize() > 1024]
     assert inside == [] and data.stat().st_size > 0
     assert onnx_file.stored_bytes(path) == path.stat().st_size + data.stat().st_size
     assert data.stat().st_mode & 0o777 == path.stat().st_mode & 0o777
-    onnx_file.save(model, path)   # again: the weights file is replaced, not appended to
-    assert (tmp_path / "onnx" / "model.onnx.data").stat().st_size == data.stat().st_size
+    first = data.stat().st_size
+    onnx_file.save(copy(), path)   # again: the weights file is replaced, not appended to
+    assert data.stat().st_size == first
     feeds = _feeds([[1, 7, 8, 2]], [[1, 1, 1, 1]])
     np.testing.assert_array_equal(ort_session(path).run(None, feeds)[0], sess.run(None, feeds)[0])
