@@ -285,3 +285,62 @@ def test_prompts_arriving_together_with_one_document_prefill_it_once(host):
     for i, q in enumerate(questions):
         ask("smollm2-fp32-uncached", q, uncached, i)
     assert [answers[i][0] for i in range(3)] == [uncached[i][0] for i in range(3)]
+
+
+def prefills_of_several(host, model: str) -> float:
+    """The model's prefill runs so far that held two prompts or more."""
+    count = single = 0.0
+    for line in host.get("/metrics").text.splitlines():
+        if f'model="{model}"' not in line:
+            continue
+        if line.startswith("nnhost_prefill_prompts_count"):
+            count = float(line.split()[-1])
+        elif line.startswith("nnhost_prefill_prompts_bucket") and 'le="1"' in line:
+            single = float(line.split()[-1])
+    return count - single
+
+
+def test_prompts_arriving_together_after_a_cached_system_prompt_prefill_together(host):
+    """Users asking at the same moment with a system prompt already cached: their rests
+    run in one prefill, lined up on the longest (a row with a shorter rest runs a few of
+    its cached tokens again), not one prompt per decode step. Each answer is the one the
+    model gives without any cache (fp32: exact), and each usage reports what its prompt
+    took from the cache."""
+    system = ("You answer questions about the town library: its opening hours, its books, its "
+              "reading rooms and its events. Keep every answer short and friendly.")
+    questions = ["When does it open?", "Can I borrow ten books at once for a school project?",
+                 "Is there wifi?", "Do you have a reading room for children and their parents?",
+                 "Where is the library?"]
+    model = "smollm2-fp32"
+
+    def ask(which, question, out, i):
+        out[i] = chat(host, which, [{"role": "system", "content": system},
+                                    {"role": "user", "content": question}], max_tokens=8)
+
+    ask(model, "Hello!", {}, 0)  # caches the system prompt
+    # The first arrival is prefilled alone while the others come in; how the rest group
+    # depends on the clients' timing, so a burst is sent again if none ran together.
+    for _ in range(3):
+        before, runs_before = tokens(host, model), prefills_of_several(host, model)
+        answers: dict = {}
+        threads = [threading.Thread(target=ask, args=(model, q, answers, i)) for i, q in enumerate(questions)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        after = tokens(host, model)
+        usages = [answers[i][1] for i in range(len(questions))]
+        cached = [u["prompt_tokens_details"]["cached_tokens"] for u in usages]
+        assert all(0 < c <= u["prompt_tokens"] - 2 for c, u in zip(cached, usages)), usages
+        assert after["reused"] - before["reused"] == sum(cached)
+        assert (after["reused"] + after["prefilled"]) - (before["reused"] + before["prefilled"]) \
+            == sum(u["prompt_tokens"] for u in usages)
+        if prefills_of_several(host, model) > runs_before:
+            break
+    else:
+        pytest.fail("three bursts of five prompts, and never two prefilled in one run")
+
+    uncached: dict = {}
+    for i, q in enumerate(questions):
+        ask(model + "-uncached", q, uncached, i)
+    assert [answers[i][0] for i in range(len(questions))] == [uncached[i][0] for i in range(len(questions))]

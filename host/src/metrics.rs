@@ -28,6 +28,7 @@ pub struct Metrics {
     pub time_to_first_token: HistogramVec,
     pub time_per_output_token: HistogramVec,
     pub prefix_cache_tokens: IntCounterVec,
+    pub prefill_prompts: HistogramVec,
     pub guest_failures: IntCounterVec,
     pub guest_instantiate: HistogramVec,
     pub guests_background: IntCounterVec,
@@ -173,6 +174,13 @@ pub fn metrics() -> &'static Metrics {
                 "prefix_cache_tokens_total",
                 "Prompt tokens of generations by model: reused from the prefix cache or prefilled",
                 &["model", "outcome"],
+            ),
+            prefill_prompts: histogram(
+                &r,
+                "prefill_prompts",
+                "Prompts per prefill run of a chat model (a chunk of a long prompt counts one)",
+                &["model"],
+                exponential_buckets(1.0, 2.0, 9).expect("buckets"),
             ),
             guest_failures: counter(
                 &r,

@@ -30,27 +30,53 @@ pub fn group_sizes(sorted_lens: &[usize]) -> Vec<usize> {
 
 /// The inputs of one prefill: every prompt padded to the longest, on the side the
 /// cache layout wants (left for concatenating graphs, right for ragged ones).
-pub fn prefill_step(prompts: &[Vec<u32>], layout: KvLayout) -> Step {
-    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+///
+/// Left-padded, row r may start from a cached prefix: its first `cached[r]` tokens
+/// come from the past (right-aligned in `max(cached)` positions) and only the rest
+/// is new. Every row's new tokens then end at the last column, and its cached and
+/// new tokens must meet there: all rows with a cached prefix have rests of the same
+/// length, the longest. A row with a shorter rest runs some of its cached tokens again,
+/// which costs what padding costs; [`group_sizes`] over the rests keeps that cheap.
+pub fn prefill_step(prompts: &[&[u32]], cached: &[usize], layout: KvLayout) -> Step {
+    debug_assert_eq!(prompts.len(), cached.len());
+    debug_assert!(layout == KvLayout::LeftPadded || cached.iter().all(|&c| c == 0));
+    let past = cached.iter().copied().max().unwrap_or(0);
+    let seq = prompts
+        .iter()
+        .zip(cached)
+        .map(|(p, &c)| p.len() - c)
+        .max()
+        .unwrap_or(0);
+    let width = past + seq;
     let batch = prompts.len();
-    let mut ids = vec![0i64; batch * width];
+    let mut ids = vec![0i64; batch * seq];
     let mut mask = vec![0i64; batch * width];
-    let mut positions = vec![0i64; batch * width];
-    for (row, prompt) in prompts.iter().enumerate() {
+    let mut positions = vec![0i64; batch * seq];
+    for (row, (prompt, &cached)) in prompts.iter().zip(cached).enumerate() {
+        let rest = &prompt[cached..];
+        debug_assert!(
+            cached == 0 || rest.len() == seq,
+            "a gap between past and rest"
+        );
         let start = match layout {
-            KvLayout::LeftPadded => width - prompt.len(),
+            KvLayout::LeftPadded => seq - rest.len(),
             KvLayout::Ragged => 0,
         };
-        let line = row * width + start;
-        for (i, &token) in prompt.iter().enumerate() {
+        let line = row * seq + start;
+        for (i, &token) in rest.iter().enumerate() {
             ids[line + i] = token as i64;
-            mask[line + i] = 1;
-            positions[line + i] = i as i64;
+            positions[line + i] = (cached + i) as i64;
         }
+        let mask_start = row * width
+            + match layout {
+                KvLayout::LeftPadded => width - prompt.len(),
+                KvLayout::Ragged => 0,
+            };
+        mask[mask_start..mask_start + prompt.len()].fill(1);
     }
     Step {
         batch,
-        seq: width,
+        seq,
         ids,
         mask,
         width,
@@ -96,13 +122,32 @@ mod tests {
 
     #[test]
     fn prefill_padding_follows_the_layout() {
-        let prompts = [vec![7, 8], vec![1, 2, 3]];
-        let left = prefill_step(&prompts, KvLayout::LeftPadded);
+        let prompts: [&[u32]; 2] = [&[7, 8], &[1, 2, 3]];
+        let left = prefill_step(&prompts, &[0, 0], KvLayout::LeftPadded);
         assert_eq!(left.ids, [0, 7, 8, 1, 2, 3]);
         assert_eq!(left.mask, [0, 1, 1, 1, 1, 1]);
         assert_eq!(left.positions, [0, 0, 1, 0, 1, 2]);
-        let right = prefill_step(&prompts, KvLayout::Ragged);
+        let right = prefill_step(&prompts, &[0, 0], KvLayout::Ragged);
         assert_eq!(right.ids, [7, 8, 0, 1, 2, 3]);
         assert_eq!(right.mask, [1, 1, 0, 1, 1, 1]);
+    }
+
+    #[test]
+    fn rows_starting_from_cached_prefixes_run_only_their_rests() {
+        // Two prompts with 4 and 6 tokens cached and rests of 3 (the common rest); a
+        // short uncached prompt, left-padded across past and rest.
+        let a: Vec<u32> = (10..17).collect();
+        let b: Vec<u32> = (20..29).collect();
+        let prompts: [&[u32]; 3] = [&a, &b, &[5, 6]];
+        let step = prefill_step(&prompts, &[4, 6, 0], KvLayout::LeftPadded);
+        assert_eq!((step.batch, step.seq, step.width), (3, 3, 9));
+        assert_eq!(step.ids, [14, 15, 16, 26, 27, 28, 0, 5, 6]);
+        assert_eq!(step.positions, [4, 5, 6, 6, 7, 8, 0, 0, 1]);
+        #[rustfmt::skip]
+        assert_eq!(step.mask, [
+            0, 0, 1, 1, 1, 1, 1, 1, 1,
+            1, 1, 1, 1, 1, 1, 1, 1, 1,
+            0, 0, 0, 0, 0, 0, 0, 1, 1,
+        ]);
     }
 }

@@ -72,19 +72,34 @@ impl PrefixCache {
         2 * layers * kv_heads * head_dim * std::mem::size_of::<f32>()
     }
 
-    /// The longest prefix of `prompt` that `tenant` has cached: at least [`MIN_PREFIX`]
-    /// tokens, and never its last [`MIN_REST`].
+    #[cfg(test)]
     pub fn lookup(&mut self, tenant: &str, prompt: &[u32]) -> Result<Option<Hit>> {
+        self.lookup_at_most(tenant, prompt, usize::MAX)
+    }
+
+    /// The longest prefix of `prompt` that `tenant` has cached (at least [`MIN_PREFIX`]
+    /// tokens, never its last [`MIN_REST`]), cut to `max_len` tokens: a batched prefill
+    /// may run some cached tokens again to line its rows up. None for none.
+    pub fn lookup_at_most(
+        &mut self,
+        tenant: &str,
+        prompt: &[u32],
+        max_len: usize,
+    ) -> Result<Option<Hit>> {
         let Some((len, index)) = self.best(tenant, prompt) else {
             return Ok(None);
         };
+        let len = len.min(max_len);
+        if len == 0 {
+            return Ok(None);
+        }
         let entry = self.entries.remove(index);
         let past = copy_prefix(&entry.cache, len, self.layout, self.shape);
         self.entries.push(entry);
         Ok(Some(Hit { len, past: past? }))
     }
 
-    /// How many of `prompt`'s tokens [`lookup`](Self::lookup) would give; 0 for none.
+    /// How many of `prompt`'s tokens [`lookup_at_most`](Self::lookup_at_most) would give at most; 0 for none.
     pub fn usable_len(&self, tenant: &str, prompt: &[u32]) -> usize {
         self.best(tenant, prompt).map_or(0, |(len, _)| len)
     }
@@ -307,6 +322,11 @@ mod tests {
             "head 1 follows head 0"
         );
         assert_eq!(cache.lookup("t", &turn).unwrap().unwrap().len, 28);
+        let fewer = cache.lookup_at_most("t", &next, 7).unwrap().unwrap();
+        assert_eq!(fewer.len, 7, "a batched prefill may take fewer");
+        assert_eq!(data(&fewer.past)[..3], [0., 1., 2.]);
+        assert_eq!(data(&fewer.past)[7..10], [10., 11., 12.]);
+        assert!(cache.lookup_at_most("t", &next, 0).unwrap().is_none());
         assert!(
             cache.lookup("t", &[0, 1, 2]).unwrap().is_none(),
             "too short"

@@ -10,7 +10,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 mod prompt;
 
 use super::admission::Admission;
-use super::decoder_graph::DecoderGraph;
+use super::decoder_graph::{DecoderGraph, KvLayout};
 use super::kv_batch::{KvBatch, Prefilled};
 use super::prefill::group_sizes;
 use super::prefix_cache::PrefixCache;
@@ -204,6 +204,7 @@ struct WorkerMetrics {
     waiting: prometheus::IntGauge,
     first_token: prometheus::Histogram,
     per_token: prometheus::Histogram,
+    prefill_prompts: prometheus::Histogram,
 }
 
 impl WorkerMetrics {
@@ -214,6 +215,7 @@ impl WorkerMetrics {
             waiting: m.generations_waiting.with_label_values(&[model]),
             first_token: m.time_to_first_token.with_label_values(&[model]),
             per_token: m.time_per_output_token.with_label_values(&[model]),
+            prefill_prompts: m.prefill_prompts.with_label_values(&[model]),
         }
     }
 }
@@ -331,7 +333,8 @@ impl Worker {
             .set((waiting.len() + self.deferred.len()) as i64);
         // Deferred jobs first: they were admitted earlier.
         let deferred = self.take_deferred();
-        let mut jobs = Vec::new();
+        // Jobs to prefill together now, with the tokens the cache holds of each prompt.
+        let mut ready: Vec<(Job, usize)> = Vec::new();
         for job in deferred
             .into_iter()
             .chain(chosen.into_iter().map(|(_, job)| job))
@@ -340,21 +343,32 @@ impl Worker {
                 self.deferred.push(job);
                 continue;
             }
-            let scored = job.request.prompt_logprobs.is_some();
-            // A scored prompt needs the logits of every position: none may come from a cache.
-            let hit = (!scored)
-                .then(|| self.cached_prefix(&job.request.tenant, &job.request.prompt))
-                .flatten();
-            if hit.is_some() || scored || job.request.prompt.len() > self.prefill_chunk {
-                self.start_chunking(job, hit);
+            let prompt = &job.request.prompt;
+            if job.request.prompt_logprobs.is_some() {
+                // A scored prompt needs the logits of every position: none may come from a cache.
+                self.cached_prefix(&job.request.tenant, prompt, 0);
+                self.start_chunking(job, None);
+                continue;
+            }
+            let usable = self.prefix_cache.usable_len(&job.request.tenant, prompt);
+            // In-place (ragged) caches cannot line rows with different pasts up.
+            let lines_up = usable == 0 || self.graph.layout() == KvLayout::LeftPadded;
+            if lines_up && prompt.len() - usable <= self.prefill_chunk {
+                ready.push((job, usable));
             } else {
-                jobs.push(job);
+                let hit = self.cached_prefix(&job.request.tenant, prompt, usize::MAX);
+                self.start_chunking(job, hit);
             }
         }
-        jobs.sort_by_key(|job| job.request.prompt.len());
+        // Grouped by what each runs: the rest of its prompt after the cached start.
+        ready.sort_by_key(|(job, usable)| job.request.prompt.len() - usable);
+        let rests: Vec<usize> = ready
+            .iter()
+            .map(|(job, usable)| job.request.prompt.len() - usable)
+            .collect();
         let mut joined = Vec::new();
-        for group in prefill_groups(&jobs) {
-            let group: Vec<Job> = jobs.drain(..group).collect();
+        for size in group_sizes(&rests) {
+            let group: Vec<(Job, usize)> = ready.drain(..size).collect();
             joined.extend(self.prefill(group));
         }
         joined
@@ -543,10 +557,4 @@ fn send_held_text(seq: &mut Active) {
             logprobs: Vec::new(),
         });
     }
-}
-
-/// Sizes of the groups the (length-sorted) jobs' prompts are prefilled in.
-fn prefill_groups(jobs: &[Job]) -> Vec<usize> {
-    let lens: Vec<usize> = jobs.iter().map(|j| j.request.prompt.len()).collect();
-    group_sizes(&lens)
 }

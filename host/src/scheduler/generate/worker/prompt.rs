@@ -1,6 +1,7 @@
-//! How a new generation's prompt gets into the KV cache: prompts of similar length
-//! prefilled together; long, scored or partly cached ones a chunk per decode step;
-//! the prefix cache consulted before and filled after.
+//! How a new generation's prompt gets into the KV cache: prompts whose rests (what
+//! the prefix cache does not hold) are of similar length prefilled together; long or
+//! scored ones, and cached starts a ragged cache cannot line up, a chunk per decode
+//! step; the prefix cache consulted before and filled after.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,7 +9,7 @@ use std::time::Instant;
 use ort::value::DynValue;
 
 use super::super::decoder_graph::StepOutput;
-use super::super::kv_batch::Prefilled;
+use super::super::kv_batch::{KvBatch, Prefilled};
 use super::super::prefill::{chunk_step, prefill_step};
 use super::super::prefix_cache::{common_prefix, Hit, MIN_PREFIX, MIN_REST};
 use super::super::prompt_scoring::{PromptScoring, SCORED_CHUNK};
@@ -27,8 +28,9 @@ pub(super) struct Chunking {
 }
 
 impl Worker {
-    /// A long or scored prompt, or one whose start is cached, is prefilled a chunk per
-    /// step. A cached prompt's short rest goes before long prompts being chunked.
+    /// A long or scored prompt, or one whose cached start a ragged cache cannot line up
+    /// with others, is prefilled a chunk per step. A cached prompt's short rest goes
+    /// before long prompts being chunked.
     pub(super) fn start_chunking(&mut self, job: Job, hit: Option<Hit>) {
         if let Some(hit) = &hit {
             job.request
@@ -96,13 +98,24 @@ impl Worker {
         live
     }
 
-    /// The longest cached start of `prompt`, if any is worth using; counts the
-    /// prompt's tokens as reused or to prefill.
-    pub(super) fn cached_prefix(&mut self, tenant: &str, prompt: &[u32]) -> Option<Hit> {
-        let hit = self.prefix_cache.lookup(tenant, prompt).unwrap_or_else(|e| {
-            tracing::warn!(model = %self.model, error = %format!("{e:#}"), "prefix cache lookup failed");
-            None
-        });
+    /// The longest cached start of `prompt` (at most `max_len` tokens), if any is worth
+    /// using; counts the prompt's tokens as reused or to prefill.
+    pub(super) fn cached_prefix(
+        &mut self,
+        tenant: &str,
+        prompt: &[u32],
+        max_len: usize,
+    ) -> Option<Hit> {
+        let hit = match max_len {
+            0 => None,
+            _ => self
+                .prefix_cache
+                .lookup_at_most(tenant, prompt, max_len)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(model = %self.model, error = %format!("{e:#}"), "prefix cache lookup failed");
+                    None
+                }),
+        };
         let reused = hit.as_ref().map_or(0, |h| h.len);
         let counter = &crate::metrics::metrics().prefix_cache_tokens;
         counter
@@ -123,24 +136,52 @@ impl Worker {
 
     /// Runs the prompts of new generations together (padded as the cache layout
     /// wants) and samples each one's first token. Returns those still going.
-    pub(super) fn prefill(&mut self, jobs: Vec<Job>) -> Vec<(Active, Prefilled)> {
+    ///
+    /// Each job comes with the tokens the prefix cache holds of its prompt (0 on
+    /// ragged caches). Rows line up on the longest rest, so a row whose rest is
+    /// shorter takes fewer cached tokens and runs the others again: several prompts
+    /// sharing a system prompt are prefilled in one run instead of one per step.
+    pub(super) fn prefill(&mut self, group: Vec<(Job, usize)>) -> Vec<(Active, Prefilled)> {
         let started = Instant::now();
-        let mut seqs = Vec::with_capacity(jobs.len());
-        let mut prompts = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        let rest = group
+            .iter()
+            .map(|(job, usable)| job.request.prompt.len() - usable)
+            .max()
+            .unwrap_or(0);
+        let mut seqs = Vec::with_capacity(group.len());
+        let mut prompts = Vec::with_capacity(group.len());
+        let mut hits = Vec::with_capacity(group.len());
+        for (job, _) in group {
             let prompt = job.request.prompt.clone();
+            let take = prompt.len().saturating_sub(rest);
+            let hit = self.cached_prefix(&job.request.tenant, &prompt, take);
+            let taken = hit.as_ref().map_or(0, |h| h.len);
+            if taken != take {
+                // The cache lost part of that prefix to an insert since it was asked.
+                self.start_chunking(job, hit);
+                continue;
+            }
+            job.request
+                .cached_prompt_tokens
+                .store(taken, std::sync::atomic::Ordering::Relaxed);
             if let Some(seq) = self.activate(job, started) {
                 seqs.push(seq);
                 prompts.push(prompt);
+                hits.push(hit);
             }
         }
         if seqs.is_empty() {
             return Vec::new();
         }
-        let step = prefill_step(&prompts, self.graph.layout());
+        self.metrics.prefill_prompts.observe(seqs.len() as f64);
+        let cached: Vec<usize> = hits
+            .iter()
+            .map(|h| h.as_ref().map_or(0, |h| h.len))
+            .collect();
+        let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+        let step = prefill_step(&refs, &cached, self.graph.layout());
         let result = self
-            .graph
-            .empty_past(prompts.len())
+            .prefill_past(hits)
             .and_then(|past| self.graph.run(step, past));
         let out = match result {
             Ok(out) => out,
@@ -153,6 +194,7 @@ impl Worker {
         };
         tracing::debug!(model = %self.model, sequences = seqs.len(),
             prompt_tokens = prompts.iter().map(Vec::len).sum::<usize>(),
+            cached_tokens = cached.iter().sum::<usize>(),
             prefill_ms = started.elapsed().as_secs_f64() * 1e3, "prefill");
         let StepOutput {
             mut logits,
@@ -185,6 +227,30 @@ impl Worker {
         joined
     }
 
+    /// The `past` of a prefill whose rows start from `hits` (none: an empty cache).
+    fn prefill_past(&self, hits: Vec<Option<Hit>>) -> anyhow::Result<Vec<DynValue>> {
+        if hits.iter().all(Option::is_none) {
+            return self.graph.empty_past(hits.len());
+        }
+        let empty = Arc::new(self.graph.empty_past(1)?);
+        let rows = hits
+            .into_iter()
+            .map(|hit| match hit {
+                Some(hit) => Prefilled {
+                    values: Arc::new(hit.past),
+                    row: 0,
+                    len: hit.len,
+                },
+                None => Prefilled {
+                    values: empty.clone(),
+                    row: 0,
+                    len: 0,
+                },
+            })
+            .collect();
+        KvBatch::stacked(self.graph.shape(), rows)
+    }
+
     /// Runs the next chunk of the oldest long prompt; after its last chunk, samples
     /// the first token and returns the generation ready to join the batch.
     pub(super) fn prefill_chunk(&mut self) -> Option<(Active, Prefilled)> {
@@ -198,6 +264,7 @@ impl Worker {
             .done
             .saturating_add(chunk)
             .min(chunking.prompt.len());
+        self.metrics.prefill_prompts.observe(1.0);
         let step = chunk_step(&chunking.prompt, chunking.done, end);
         let past = if chunking.done == 0 {
             self.graph.empty_past(1)
