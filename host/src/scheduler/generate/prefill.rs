@@ -4,23 +4,32 @@
 use super::decoder_graph::{KvLayout, Step};
 
 /// Padded tokens one prefill may hold: the plain graphs' attention scores grow with
-/// rows × longest², so long prompts go alone.
+/// rows × new tokens × (cached + new), so long prompts go alone.
 const MAX_PREFILL_TOKENS: usize = 2048;
 
-/// Prompts (sorted by length) prefilled together cost their padding: a group grows
-/// while the padded tokens stay within 1.5× the real ones (+64) and under
-/// `MAX_PREFILL_TOKENS`. Returns the group sizes, in order.
-pub fn group_sizes(sorted_lens: &[usize]) -> Vec<usize> {
+/// Prompts prefilled together cost their padding. `rows` holds each prompt's rest
+/// (what it runs: the prompt after its cached start) and its whole length, sorted by
+/// rest. A group grows while its padded rests stay within 1.5× the real ones (+64) and
+/// under `MAX_PREFILL_TOKENS`, and its attention scores (padded rests × the longest
+/// prompt) under what one prompt of `MAX_PREFILL_TOKENS` has: rows over a long cached
+/// conversation would otherwise multiply that. Returns the group sizes, in order.
+pub fn group_sizes(rows: &[(usize, usize)]) -> Vec<usize> {
     let mut groups = Vec::new();
-    let (mut size, mut real) = (0usize, 0usize);
-    for &len in sorted_lens {
-        let padded = len * (size + 1);
-        if size > 0 && (padded > MAX_PREFILL_TOKENS || 2 * padded > 3 * (real + len) + 128) {
+    let (mut size, mut real, mut longest) = (0usize, 0usize, 0usize);
+    for &(rest, len) in rows {
+        let padded = rest * (size + 1);
+        let scores = padded.saturating_mul(longest.max(len));
+        if size > 0
+            && (padded > MAX_PREFILL_TOKENS
+                || 2 * padded > 3 * (real + rest) + 128
+                || scores > MAX_PREFILL_TOKENS * MAX_PREFILL_TOKENS)
+        {
             groups.push(size);
-            (size, real) = (0, 0);
+            (size, real, longest) = (0, 0, 0);
         }
         size += 1;
-        real += len;
+        real += rest;
+        longest = longest.max(len);
     }
     if size > 0 {
         groups.push(size);
@@ -113,11 +122,17 @@ mod tests {
 
     #[test]
     fn similar_prompts_are_prefilled_together_and_long_ones_alone() {
-        assert_eq!(group_sizes(&[10, 12, 14, 15]), [4]);
-        assert_eq!(group_sizes(&[5, 6, 400, 2000]), [2, 1, 1]);
-        assert!(group_sizes(&[300; 10])
+        let uncached = |lens: &[usize]| lens.iter().map(|&l| (l, l)).collect::<Vec<_>>();
+        assert_eq!(group_sizes(&uncached(&[10, 12, 14, 15])), [4]);
+        assert_eq!(group_sizes(&uncached(&[5, 6, 400, 2000])), [2, 1, 1]);
+        assert!(group_sizes(&uncached(&[300; 10]))
             .iter()
             .all(|&n| n * 300 <= MAX_PREFILL_TOKENS));
+        // Short rests after a shared system prompt run together...
+        assert_eq!(group_sizes(&[(12, 40), (14, 42), (15, 43)]), [3]);
+        // ...but rests over a long cached conversation share a run only while their
+        // attention scores stay within one long prompt's.
+        assert_eq!(group_sizes(&[(100, 8000); 8]), [5, 3]);
     }
 
     #[test]

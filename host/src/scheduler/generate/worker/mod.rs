@@ -362,12 +362,12 @@ impl Worker {
         }
         // Grouped by what each runs: the rest of its prompt after the cached start.
         ready.sort_by_key(|(job, usable)| job.request.prompt.len() - usable);
-        let rests: Vec<usize> = ready
+        let rows: Vec<(usize, usize)> = ready
             .iter()
-            .map(|(job, usable)| job.request.prompt.len() - usable)
+            .map(|(job, usable)| (job.request.prompt.len() - usable, job.request.prompt.len()))
             .collect();
         let mut joined = Vec::new();
-        for size in group_sizes(&rests) {
+        for size in group_sizes(&rows) {
             let group: Vec<(Job, usize)> = ready.drain(..size).collect();
             joined.extend(self.prefill(group));
         }
