@@ -20,6 +20,12 @@ use super::kv_batch::Prefilled;
 /// Shorter shared prefixes are not worth leaving the batched prefill for.
 pub const MIN_PREFIX: usize = 16;
 
+/// Longer cached starts are not lined up with other prompts in one prefill: each row's
+/// prefix is copied out of the cache, into the batch and back, which past a few hundred
+/// tokens costs more than the decode steps a joint prefill saves (docs/PROVIDERS.md,
+/// prefix cache). Those go a chunk per step.
+pub const MAX_LINED_UP_PREFIX: usize = 512;
+
 /// Prompt tokens that always run after a cached prefix. One would do (its logits give
 /// the next token), but on AVX2-only CPUs MatMulNBits runs a single row on another
 /// kernel than several, which rounds differently; with two or more the rest of a prompt

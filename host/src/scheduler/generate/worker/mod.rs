@@ -13,7 +13,7 @@ use super::admission::Admission;
 use super::decoder_graph::{DecoderGraph, KvLayout};
 use super::kv_batch::{KvBatch, Prefilled};
 use super::prefill::group_sizes;
-use super::prefix_cache::PrefixCache;
+use super::prefix_cache::{PrefixCache, MAX_LINED_UP_PREFIX};
 use super::prompt_scoring::token_logprob;
 use super::sampler::Sampler;
 use super::text::{IncrementalDecoder, Matched, StopMatcher};
@@ -352,7 +352,8 @@ impl Worker {
             }
             let usable = self.prefix_cache.usable_len(&job.request.tenant, prompt);
             // In-place (ragged) caches cannot line rows with different pasts up.
-            let lines_up = usable == 0 || self.graph.layout() == KvLayout::LeftPadded;
+            let lines_up = usable == 0
+                || (self.graph.layout() == KvLayout::LeftPadded && usable <= MAX_LINED_UP_PREFIX);
             if lines_up && prompt.len() - usable <= self.prefill_chunk {
                 ready.push((job, usable));
             } else {
