@@ -17,7 +17,7 @@ use ort::value::{DynValue, Tensor};
 use super::decoder_graph::{DecoderShape, KvLayout};
 use super::kv_batch::Prefilled;
 
-/// Shorter shared prefixes are not worth leaving the batched prefill for.
+/// Shorter shared prefixes are not worth copying their cache for.
 pub const MIN_PREFIX: usize = 16;
 
 /// Longer cached starts are not lined up with other prompts in one prefill: each row's
@@ -105,7 +105,8 @@ impl PrefixCache {
         Ok(Some(Hit { len, past: past? }))
     }
 
-    /// How many of `prompt`'s tokens [`lookup_at_most`](Self::lookup_at_most) would give at most; 0 for none.
+    /// The most tokens of `prompt` that [`lookup_at_most`](Self::lookup_at_most) would
+    /// give; 0 for none.
     pub fn usable_len(&self, tenant: &str, prompt: &[u32]) -> usize {
         self.best(tenant, prompt).map_or(0, |(len, _)| len)
     }
