@@ -79,14 +79,6 @@ impl KvBatch {
         Ok(logits)
     }
 
-    /// `rows` as one left-padded `[rows, kv_heads, longest, head_dim]` value per past
-    /// input: the `past` of a prefill whose rows start from cached prefixes.
-    pub fn stacked(shape: DecoderShape, rows: Vec<Prefilled>) -> Result<Vec<DynValue>> {
-        let mut stack = Self::new(KvLayout::LeftPadded, shape, usize::MAX);
-        stack.rebuild(&[], rows)?;
-        Ok(stack.values)
-    }
-
     pub fn rows(&self) -> usize {
         self.lens.len()
     }

@@ -20,11 +20,12 @@ use super::kv_batch::Prefilled;
 /// Shorter shared prefixes are not worth copying their cache for.
 pub const MIN_PREFIX: usize = 16;
 
-/// Longer cached starts are not lined up with other prompts in one prefill: each row's
-/// prefix is copied out of the cache, into the batch and back, which past a few hundred
-/// tokens costs more than the decode steps a joint prefill saves (docs/PROVIDERS.md,
-/// prefix cache). Those go a chunk per step.
-pub const MAX_LINED_UP_PREFIX: usize = 512;
+/// Longer cached starts are not lined up with other prompts in one prefill: a joint
+/// prefill copies each row's prefix into the batch and the row back into the cache
+/// (a prompt prefilled alone is cached without a copy), and it was measured only up to
+/// ~1,800 tokens, where it still paid (docs/PROVIDERS.md, prefix cache). Those go a
+/// chunk per step.
+pub const MAX_LINED_UP_PREFIX: usize = 2048;
 
 /// Prompt tokens that always run after a cached prefix. One would do (its logits give
 /// the next token), but on AVX2-only CPUs MatMulNBits runs a single row on another
@@ -78,35 +79,19 @@ impl PrefixCache {
         2 * layers * kv_heads * head_dim * std::mem::size_of::<f32>()
     }
 
-    #[cfg(test)]
+    /// The longest prefix of `prompt` that `tenant` has cached: at least [`MIN_PREFIX`]
+    /// tokens, and never its last [`MIN_REST`].
     pub fn lookup(&mut self, tenant: &str, prompt: &[u32]) -> Result<Option<Hit>> {
-        self.lookup_at_most(tenant, prompt, usize::MAX)
-    }
-
-    /// The longest prefix of `prompt` that `tenant` has cached (at least [`MIN_PREFIX`]
-    /// tokens, never its last [`MIN_REST`]), cut to `max_len` tokens: a batched prefill
-    /// may run some cached tokens again to line its rows up. None for none.
-    pub fn lookup_at_most(
-        &mut self,
-        tenant: &str,
-        prompt: &[u32],
-        max_len: usize,
-    ) -> Result<Option<Hit>> {
         let Some((len, index)) = self.best(tenant, prompt) else {
             return Ok(None);
         };
-        let len = len.min(max_len);
-        if len == 0 {
-            return Ok(None);
-        }
         let entry = self.entries.remove(index);
         let past = copy_prefix(&entry.cache, len, self.layout, self.shape);
         self.entries.push(entry);
         Ok(Some(Hit { len, past: past? }))
     }
 
-    /// The most tokens of `prompt` that [`lookup_at_most`](Self::lookup_at_most) would
-    /// give; 0 for none.
+    /// How many of `prompt`'s tokens [`lookup`](Self::lookup) would give; 0 for none.
     pub fn usable_len(&self, tenant: &str, prompt: &[u32]) -> usize {
         self.best(tenant, prompt).map_or(0, |(len, _)| len)
     }
@@ -126,6 +111,70 @@ impl PrefixCache {
             .map(|(i, e)| (common_prefix(&e.tokens, prompt).min(usable), i))
             .max() // ties go to the most recently used (the later index)
             .filter(|&(len, _)| len >= MIN_PREFIX)
+    }
+
+    /// The `past` of a prefill whose row r starts with the first `rows[r].2` tokens of
+    /// its prompt (`rows[r]` = tenant, prompt, tokens to take; 0 for none): one
+    /// `[rows, kv_heads, longest, head_dim]` value per past input, each prefix copied
+    /// once, straight from its entry, right-aligned (concatenating caches only). Fails
+    /// when the cache no longer holds a prefix that long.
+    pub fn stacked(&mut self, rows: &[(&str, &[u32], usize)]) -> Result<Vec<DynValue>> {
+        ensure!(
+            self.layout == KvLayout::LeftPadded,
+            "stacked prefixes are left-padded"
+        );
+        let sources = rows
+            .iter()
+            .map(|&(tenant, prompt, take)| match take {
+                0 => Ok(None),
+                _ => match self.best(tenant, prompt) {
+                    Some((len, index)) if len >= take => Ok(Some(index)),
+                    _ => anyhow::bail!("the cache no longer holds {take} tokens of a prompt"),
+                },
+            })
+            .collect::<Result<Vec<Option<usize>>>>()?;
+        let DecoderShape {
+            kv_heads, head_dim, ..
+        } = self.shape;
+        let width = rows.iter().map(|r| r.2).max().unwrap_or(0);
+        let inputs = sources
+            .iter()
+            .flatten()
+            .next()
+            .map_or(0, |&i| self.entries[i].cache.values.len());
+        let mut values = Vec::with_capacity(inputs);
+        for input in 0..inputs {
+            let mut data = vec![0f32; rows.len() * kv_heads * width * head_dim];
+            for (row, (source, &(_, _, take))) in sources.iter().zip(rows).enumerate() {
+                let Some(entry) = source.map(|i| &self.entries[i]) else {
+                    continue;
+                };
+                let cache = &entry.cache;
+                let (dims, src) = cache.values[input].try_extract_tensor::<f32>()?;
+                let src_width = dims[2] as usize;
+                ensure!(
+                    dims.len() == 4 && src_width >= cache.len && cache.len >= take,
+                    "a cache of shape {dims:?} holding {} tokens",
+                    cache.len
+                );
+                let start = src_width - cache.len;
+                for head in 0..kv_heads {
+                    let from = ((cache.row * kv_heads + head) * src_width + start) * head_dim;
+                    let to = ((row * kv_heads + head) * width + width - take) * head_dim;
+                    data[to..to + take * head_dim]
+                        .copy_from_slice(&src[from..from + take * head_dim]);
+                }
+            }
+            let dims = [rows.len(), kv_heads, width, head_dim];
+            values.push(Tensor::from_array((dims, data))?.into_dyn());
+        }
+        // The entries read are the most recently used now.
+        let mut used: Vec<usize> = sources.into_iter().flatten().collect();
+        used.sort_unstable();
+        used.dedup();
+        let touched: Vec<Entry> = used.iter().rev().map(|&i| self.entries.remove(i)).collect();
+        self.entries.extend(touched.into_iter().rev());
+        Ok(values)
     }
 
     /// Keeps the cache of a prompt just prefilled. Shares `cache` when it is the
@@ -329,11 +378,6 @@ mod tests {
             "head 1 follows head 0"
         );
         assert_eq!(cache.lookup("t", &turn).unwrap().unwrap().len, 28);
-        let fewer = cache.lookup_at_most("t", &next, 7).unwrap().unwrap();
-        assert_eq!(fewer.len, 7, "a batched prefill may take fewer");
-        assert_eq!(data(&fewer.past)[..3], [0., 1., 2.]);
-        assert_eq!(data(&fewer.past)[7..10], [10., 11., 12.]);
-        assert!(cache.lookup_at_most("t", &next, 0).unwrap().is_none());
         assert!(
             cache.lookup("t", &[0, 1, 2]).unwrap().is_none(),
             "too short"
@@ -342,6 +386,38 @@ mod tests {
             .lookup("t", &(50..90).collect::<Vec<_>>())
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn prefixes_are_stacked_right_aligned_for_a_joint_prefill() {
+        let mut cache = cache(1000);
+        let a: Vec<u32> = (0..20).collect();
+        let b: Vec<u32> = (100..130).collect();
+        cache.insert(&t(), &a, &alone(20)).unwrap();
+        cache.insert(&t(), &b, &alone(30)).unwrap();
+        let (pa, pb): (Vec<u32>, Vec<u32>) = ((0..24).collect(), (100..140).collect());
+        // Row 0 takes 17 of a's tokens, row 1 none, row 2 all 28 it may of b's.
+        let rows: [(&str, &[u32], usize); 3] = [("t", &pa, 17), ("t", &[7; 5], 0), ("t", &pb, 28)];
+        let past = cache.stacked(&rows).unwrap();
+        let (dims, values) = past[0].try_extract_tensor::<f32>().unwrap();
+        assert_eq!(&dims[..], [3, 2, 28, 1]);
+        let at = |row: usize, head: usize| &values[(row * 2 + head) * 28..][..28];
+        let expected_a: Vec<f32> = [vec![0.; 11], (0..17).map(|p| p as f32).collect()].concat();
+        assert_eq!(at(0, 0), expected_a);
+        assert_eq!(at(0, 1)[11], 10., "head 1 follows head 0");
+        assert!(at(1, 0).iter().chain(at(1, 1)).all(|&v| v == 0.));
+        assert_eq!(at(2, 0), (0..28).map(|p| p as f32).collect::<Vec<_>>());
+        assert_eq!(
+            cache.entries.last().unwrap().tokens,
+            b,
+            "read entries are recent"
+        );
+        // A prefix the cache no longer holds that long fails rather than leaving a gap.
+        assert!(cache.stacked(&[("t", &pa, 21)]).is_err());
+        assert!(
+            cache.stacked(&[("u", &pa, 17)]).is_err(),
+            "another tenant's"
+        );
     }
 
     #[test]

@@ -346,7 +346,7 @@ impl Worker {
             let prompt = &job.request.prompt;
             if job.request.prompt_logprobs.is_some() {
                 // A scored prompt needs the logits of every position: none may come from a cache.
-                self.cached_prefix(&job.request.tenant, prompt, 0);
+                self.count_prompt_tokens(0, prompt.len());
                 self.start_chunking(job, None);
                 continue;
             }
@@ -357,7 +357,7 @@ impl Worker {
             if lines_up && prompt.len() - usable <= self.prefill_chunk {
                 ready.push((job, usable));
             } else {
-                let hit = self.cached_prefix(&job.request.tenant, prompt, usize::MAX);
+                let hit = self.cached_prefix(&job.request.tenant, prompt);
                 self.start_chunking(job, hit);
             }
         }

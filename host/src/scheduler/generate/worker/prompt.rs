@@ -9,7 +9,7 @@ use std::time::Instant;
 use ort::value::DynValue;
 
 use super::super::decoder_graph::StepOutput;
-use super::super::kv_batch::{KvBatch, Prefilled};
+use super::super::kv_batch::Prefilled;
 use super::super::prefill::{chunk_step, prefill_step};
 use super::super::prefix_cache::{common_prefix, Hit, MIN_PREFIX, MIN_REST};
 use super::super::prompt_scoring::{PromptScoring, SCORED_CHUNK};
@@ -98,33 +98,26 @@ impl Worker {
         live
     }
 
-    /// The longest cached start of `prompt` (at most `max_len` tokens), if any is worth
-    /// using; counts the prompt's tokens as reused or to prefill.
-    pub(super) fn cached_prefix(
-        &mut self,
-        tenant: &str,
-        prompt: &[u32],
-        max_len: usize,
-    ) -> Option<Hit> {
-        let hit = match max_len {
-            0 => None,
-            _ => self
-                .prefix_cache
-                .lookup_at_most(tenant, prompt, max_len)
-                .unwrap_or_else(|e| {
-                    tracing::warn!(model = %self.model, error = %format!("{e:#}"), "prefix cache lookup failed");
-                    None
-                }),
-        };
+    /// The longest cached start of `prompt`, if any is worth using; counts the
+    /// prompt's tokens as reused or to prefill.
+    pub(super) fn cached_prefix(&mut self, tenant: &str, prompt: &[u32]) -> Option<Hit> {
+        let hit = self.prefix_cache.lookup(tenant, prompt).unwrap_or_else(|e| {
+            tracing::warn!(model = %self.model, error = %format!("{e:#}"), "prefix cache lookup failed");
+            None
+        });
         let reused = hit.as_ref().map_or(0, |h| h.len);
+        self.count_prompt_tokens(reused, prompt.len() - reused);
+        hit
+    }
+
+    pub(super) fn count_prompt_tokens(&self, reused: usize, prefilled: usize) {
         let counter = &crate::metrics::metrics().prefix_cache_tokens;
         counter
             .with_label_values(&[&self.model, "reused"])
             .inc_by(reused as u64);
         counter
             .with_label_values(&[&self.model, "prefilled"])
-            .inc_by((prompt.len() - reused) as u64);
-        hit
+            .inc_by(prefilled as u64);
     }
 
     /// Keeps a prefilled prompt's cache for later prompts that start the same.
@@ -150,39 +143,45 @@ impl Worker {
             .unwrap_or(0);
         let mut seqs = Vec::with_capacity(group.len());
         let mut prompts = Vec::with_capacity(group.len());
-        let mut hits = Vec::with_capacity(group.len());
+        let mut cached = Vec::with_capacity(group.len());
         for (job, _) in group {
             let prompt = job.request.prompt.clone();
             let take = prompt.len().saturating_sub(rest);
-            let hit = self.cached_prefix(&job.request.tenant, &prompt, take);
-            let taken = hit.as_ref().map_or(0, |h| h.len);
-            if taken != take {
+            if take > self.prefix_cache.usable_len(&job.request.tenant, &prompt) {
                 // The cache lost part of that prefix to an insert since it was asked.
+                let hit = self.cached_prefix(&job.request.tenant, &prompt);
                 self.start_chunking(job, hit);
                 continue;
             }
+            self.count_prompt_tokens(take, prompt.len() - take);
             job.request
                 .cached_prompt_tokens
-                .store(taken, std::sync::atomic::Ordering::Relaxed);
+                .store(take, std::sync::atomic::Ordering::Relaxed);
             if let Some(seq) = self.activate(job, started) {
                 seqs.push(seq);
                 prompts.push(prompt);
-                hits.push(hit);
+                cached.push(take);
             }
         }
         if seqs.is_empty() {
             return Vec::new();
         }
         self.metrics.prefill_prompts.observe(seqs.len() as f64);
-        let cached: Vec<usize> = hits
-            .iter()
-            .map(|h| h.as_ref().map_or(0, |h| h.len))
-            .collect();
         let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
         let step = prefill_step(&refs, &cached, self.graph.layout());
-        let result = self
-            .prefill_past(hits)
-            .and_then(|past| self.graph.run(step, past));
+        let past = match cached.iter().all(|&c| c == 0) {
+            true => self.graph.empty_past(seqs.len()),
+            false => {
+                let rows: Vec<(&str, &[u32], usize)> = seqs
+                    .iter()
+                    .zip(&refs)
+                    .zip(&cached)
+                    .map(|((seq, prompt), &take)| (&*seq.tenant, *prompt, take))
+                    .collect();
+                self.prefix_cache.stacked(&rows)
+            }
+        };
+        let result = past.and_then(|past| self.graph.run(step, past));
         let out = match result {
             Ok(out) => out,
             Err(e) => {
@@ -225,30 +224,6 @@ impl Worker {
             }
         }
         joined
-    }
-
-    /// The `past` of a prefill whose rows start from `hits` (none: an empty cache).
-    fn prefill_past(&self, hits: Vec<Option<Hit>>) -> anyhow::Result<Vec<DynValue>> {
-        if hits.iter().all(Option::is_none) {
-            return self.graph.empty_past(hits.len());
-        }
-        let empty = Arc::new(self.graph.empty_past(1)?);
-        let rows = hits
-            .into_iter()
-            .map(|hit| match hit {
-                Some(hit) => Prefilled {
-                    values: Arc::new(hit.past),
-                    row: 0,
-                    len: hit.len,
-                },
-                None => Prefilled {
-                    values: empty.clone(),
-                    row: 0,
-                    len: 0,
-                },
-            })
-            .collect();
-        KvBatch::stacked(self.graph.shape(), rows)
     }
 
     /// Runs the next chunk of the oldest long prompt; after its last chunk, samples
