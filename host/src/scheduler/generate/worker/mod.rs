@@ -333,7 +333,7 @@ impl Worker {
             .set((waiting.len() + self.deferred.len()) as i64);
         // Deferred jobs first: they were admitted earlier.
         let deferred = self.take_deferred();
-        // Jobs to prefill together now, with the tokens the cache holds of each prompt.
+        // Jobs to prefill together now, with each one's rest: its prompt after the cached start.
         let mut ready: Vec<(Job, usize)> = Vec::new();
         for job in deferred
             .into_iter()
@@ -354,18 +354,19 @@ impl Worker {
             // In-place (ragged) caches cannot line rows with different pasts up.
             let lines_up = usable == 0
                 || (self.graph.layout() == KvLayout::LeftPadded && usable <= MAX_LINED_UP_PREFIX);
-            if lines_up && prompt.len() - usable <= self.prefill_chunk {
-                ready.push((job, usable));
+            let rest = prompt.len() - usable;
+            if lines_up && rest <= self.prefill_chunk {
+                ready.push((job, rest));
             } else {
                 let hit = self.cached_prefix(&job.request.tenant, prompt);
                 self.start_chunking(job, hit);
             }
         }
-        // Grouped by what each runs: the rest of its prompt after the cached start.
-        ready.sort_by_key(|(job, usable)| job.request.prompt.len() - usable);
+        // Grouped by what each runs: its rest.
+        ready.sort_by_key(|&(_, rest)| rest);
         let rows: Vec<(usize, usize)> = ready
             .iter()
-            .map(|(job, usable)| (job.request.prompt.len() - usable, job.request.prompt.len()))
+            .map(|(job, rest)| (*rest, job.request.prompt.len()))
             .collect();
         let mut joined = Vec::new();
         for size in group_sizes(&rows) {

@@ -1,7 +1,7 @@
 //! How a new generation's prompt gets into the KV cache: prompts whose rests (what
 //! the prefix cache does not hold) are of similar length prefilled together; long or
-//! scored ones, and cached starts a ragged cache cannot line up, a chunk per decode
-//! step; the prefix cache consulted before and filled after.
+//! scored ones, and cached starts that cannot be lined up, a chunk per decode step;
+//! the prefix cache consulted before and filled after.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,8 +28,8 @@ pub(super) struct Chunking {
 }
 
 impl Worker {
-    /// A long or scored prompt, or one whose cached start a ragged cache cannot line up
-    /// with others, is prefilled a chunk per step. A cached prompt's short rest goes
+    /// A long or scored prompt, or one whose cached start cannot be lined up with others
+    /// (a ragged cache, or a start over `MAX_LINED_UP_PREFIX`), is prefilled a chunk per step. A cached prompt's short rest goes
     /// before long prompts being chunked.
     pub(super) fn start_chunking(&mut self, job: Job, hit: Option<Hit>) {
         if let Some(hit) = &hit {
@@ -130,17 +130,13 @@ impl Worker {
     /// Runs the prompts of new generations together (padded as the cache layout
     /// wants) and samples each one's first token. Returns those still going.
     ///
-    /// Each job comes with the tokens the prefix cache holds of its prompt (0 on
-    /// ragged caches). Rows line up on the longest rest, so a row whose rest is
-    /// shorter takes fewer cached tokens and runs the others again: several prompts
-    /// sharing a system prompt are prefilled in one run instead of one per step.
+    /// Each job comes with its rest: its prompt after what the prefix cache holds (the
+    /// whole prompt on ragged caches). Rows line up on the longest rest, so a row whose
+    /// rest is shorter takes fewer cached tokens and runs the others again: several
+    /// prompts sharing a system prompt are prefilled in one run instead of one per step.
     pub(super) fn prefill(&mut self, group: Vec<(Job, usize)>) -> Vec<(Active, Prefilled)> {
         let started = Instant::now();
-        let rest = group
-            .iter()
-            .map(|(job, usable)| job.request.prompt.len() - usable)
-            .max()
-            .unwrap_or(0);
+        let rest = group.iter().map(|&(_, rest)| rest).max().unwrap_or(0);
         let mut seqs = Vec::with_capacity(group.len());
         let mut prompts = Vec::with_capacity(group.len());
         let mut cached = Vec::with_capacity(group.len());
