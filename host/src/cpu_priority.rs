@@ -251,7 +251,9 @@ mod tests {
         assert!(waited >= Duration::from_millis(30) && waited < Duration::from_secs(1));
         drop(run);
         drop(guest);
-        assert!(activity.until_idle(Duration::from_secs(10)).await < Duration::from_millis(5));
+        // Idle at once: it returns after its 2 ms of quiet, not at the 10 s cap (a bound of
+        // 5 ms failed about once in six runs on the loaded 2-core machine).
+        assert!(activity.until_idle(Duration::from_secs(10)).await < Duration::from_secs(1));
     }
 
     #[test]
