@@ -339,6 +339,9 @@ pub struct BatchingConfig {
     /// Decoders: MiB of recent prompts' KV caches kept for later prompts that start
     /// with the same tokens (0 = none).
     pub prefix_cache_mib: usize,
+    /// Decoders: tokens drafted per step by n-gram lookup in the prompt and the
+    /// generated text, checked by the step itself (speculative decoding; 0 = off).
+    pub speculative_tokens: usize,
 }
 
 impl Default for BatchingConfig {
@@ -351,6 +354,7 @@ impl Default for BatchingConfig {
             max_batch_sequences: 8,
             prefill_chunk_tokens: 128,
             prefix_cache_mib: 256,
+            speculative_tokens: 4,
         }
     }
 }

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub time_per_output_token: HistogramVec,
     pub prefix_cache_tokens: IntCounterVec,
     pub prefill_prompts: HistogramVec,
+    pub speculative_tokens: IntCounterVec,
     pub guest_failures: IntCounterVec,
     pub guest_instantiate: HistogramVec,
     pub guests_background: IntCounterVec,
@@ -181,6 +182,12 @@ pub fn metrics() -> &'static Metrics {
                 "Prompts per prefill run of a chat model (a chunk of a long prompt counts one)",
                 &["model"],
                 exponential_buckets(1.0, 2.0, 9).expect("buckets"),
+            ),
+            speculative_tokens: counter(
+                &r,
+                "speculative_tokens_total",
+                "Tokens drafted by n-gram lookup for a decode step to check, and those its samples confirmed",
+                &["model", "outcome"],
             ),
             guest_failures: counter(
                 &r,

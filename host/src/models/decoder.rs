@@ -227,6 +227,7 @@ impl DecoderModel {
                 max_batch: config.batching.max_batch_sequences,
                 prefill_chunk: config.batching.prefill_chunk_tokens,
                 prefix_cache_bytes: config.batching.prefix_cache_mib << 20,
+                speculative_tokens: config.batching.speculative_tokens,
             },
         )?;
         let base_model = nnhost.base_model

@@ -198,7 +198,7 @@ impl DecoderGraph {
         self.layout
     }
 
-    /// Whether [`Self::run_scoring`] can give every position's logits.
+    /// Whether [`Self::run_every_position`] can give every position's logits.
     pub fn scores_prompts(&self) -> bool {
         self.prompt_logits != PromptLogits::LastOnly
     }
@@ -294,6 +294,12 @@ impl DecoderGraph {
     /// the prompt): `seq × vocab` logits, position by position.
     pub fn run_scoring(&mut self, step: Step, past: Vec<DynValue>) -> Result<StepOutput> {
         ensure!(step.batch == 1, "a scored prefill runs one prompt");
+        self.run_every_position(step, past)
+    }
+
+    /// A run whose logits are wanted at every new position of every row (a scored
+    /// prompt, or a step checking drafted tokens): `batch × seq × vocab` logits.
+    pub fn run_every_position(&mut self, step: Step, past: Vec<DynValue>) -> Result<StepOutput> {
         ensure!(
             self.scores_prompts(),
             "the decoder graph returns the last position's logits only"

@@ -83,6 +83,116 @@ impl KvBatch {
         self.lens.len()
     }
 
+    /// A step that feeds every row its last token followed by its draft (speculative
+    /// decoding; concatenating graphs only) and returns `rows × seq × vocab` logits,
+    /// `seq` being one more than the longest draft. Each row's cache then ends with
+    /// `seq` new positions, the draft's and the padding after a shorter draft alike:
+    /// [`KvBatch::discard`] must take off those the samples did not confirm.
+    pub fn step_drafted(
+        &mut self,
+        graph: &mut DecoderGraph,
+        last: &[u32],
+        drafts: &[&[u32]],
+    ) -> Result<Logits> {
+        ensure!(
+            self.in_place.is_none(),
+            "drafts are checked on concatenating graphs only"
+        );
+        let rows = self.rows();
+        ensure!(last.len() == rows && drafts.len() == rows);
+        let step = self.drafted_input(last, drafts);
+        let (seq, width) = (step.seq, step.width);
+        let past = std::mem::take(&mut self.values);
+        let out = graph.run_every_position(step, past)?;
+        for value in &out.present {
+            let (shape, _) = value.try_extract_tensor::<f32>()?;
+            ensure!(
+                shape.len() == 4 && shape[0] as usize == rows && shape[2] as usize == width,
+                "the decoder returned a cache of shape {shape:?}, expected {rows} rows of {width} positions"
+            );
+        }
+        self.values = out.present;
+        self.width = width;
+        for len in &mut self.lens {
+            *len += seq;
+        }
+        Ok(out.logits)
+    }
+
+    /// The input of [`KvBatch::step_drafted`]: row by row, the last token, the draft
+    /// and padding; the mask covers the row's cache, its last token and its draft.
+    fn drafted_input(&self, last: &[u32], drafts: &[&[u32]]) -> Step {
+        let rows = self.rows();
+        let seq = 1 + drafts.iter().map(|d| d.len()).max().unwrap_or(0);
+        let width = self.width + seq;
+        let mut ids = Vec::with_capacity(rows * seq);
+        let mut positions = Vec::with_capacity(rows * seq);
+        let mut mask = vec![0i64; rows * width];
+        for (row, (&len, draft)) in self.lens.iter().zip(drafts).enumerate() {
+            ids.push(last[row] as i64);
+            ids.extend(draft.iter().map(|&t| t as i64));
+            // Padding repeats the last token; it is masked and discarded afterwards.
+            ids.extend(std::iter::repeat_n(last[row] as i64, seq - 1 - draft.len()));
+            positions.extend((len..len + seq).map(|p| p as i64));
+            let line = &mut mask[row * width..(row + 1) * width];
+            line[self.width - len..self.width + 1 + draft.len()].fill(1);
+        }
+        Step {
+            batch: rows,
+            seq,
+            ids,
+            mask,
+            width,
+            positions,
+        }
+    }
+
+    /// Takes `counts[row]` positions off the end of each row: drafted tokens that
+    /// were not confirmed, and the padding after shorter drafts. Rows are copied
+    /// into a narrower cache only when something is taken off.
+    pub fn discard(&mut self, counts: &[usize]) -> Result<()> {
+        ensure!(counts.len() == self.rows());
+        if counts.iter().all(|&n| n == 0) {
+            return Ok(());
+        }
+        ensure!(
+            counts.iter().zip(&self.lens).all(|(&n, &len)| n <= len),
+            "cannot discard more positions than a row holds"
+        );
+        let lens: Vec<usize> = self.lens.iter().zip(counts).map(|(&l, &n)| l - n).collect();
+        if self.in_place.is_some() {
+            // The positions past a row's length are overwritten by its next tokens.
+            self.lens = lens;
+            return Ok(());
+        }
+        let DecoderShape {
+            kv_heads, head_dim, ..
+        } = self.shape;
+        let (old_width, rows) = (self.width, self.rows());
+        let width = lens.iter().copied().max().unwrap_or(0);
+        let mut values = Vec::with_capacity(self.values.len());
+        for value in &self.values {
+            let (_, src) = value.try_extract_tensor::<f32>()?;
+            let mut data = vec![0f32; rows * kv_heads * width * head_dim];
+            for (row, (&old_len, &len)) in self.lens.iter().zip(&lens).enumerate() {
+                // Right-aligned before and after: the row's first token moves from
+                // `old_width - old_len` to `width - len`.
+                for head in 0..kv_heads {
+                    let from =
+                        ((row * kv_heads + head) * old_width + old_width - old_len) * head_dim;
+                    let to = ((row * kv_heads + head) * width + width - len) * head_dim;
+                    data[to..to + len * head_dim]
+                        .copy_from_slice(&src[from..from + len * head_dim]);
+                }
+            }
+            values.push(Tensor::from_array(([rows, kv_heads, width, head_dim], data))?.into_dyn());
+        }
+        self.values = values;
+        self.lens = lens;
+        self.width = width;
+        Ok(())
+    }
+
     /// The input for one decode step that feeds `last[row]` to every row, and the
     /// cache it runs on (taken out of the batch until [`KvBatch::advance`]).
     pub fn decode_step(&mut self, last: &[u32]) -> (Step, Vec<DynValue>) {
@@ -293,6 +403,59 @@ mod tests {
         let (step, _) = batch.decode_step(&[7, 8]);
         assert_eq!(step.mask, [0, 1, 1, 1, 1, 1, 1, 1]);
         assert_eq!(step.positions, [2, 3]);
+    }
+
+    #[test]
+    fn a_drafted_step_masks_each_rows_padding() {
+        let mut batch = KvBatch::new(KvLayout::LeftPadded, SHAPE, 100);
+        batch
+            .rebuild(&[], vec![prefilled(100.0, 2), prefilled(200.0, 3)])
+            .unwrap();
+        let step = batch.drafted_input(&[7, 8], &[&[70, 71], &[]]);
+        assert_eq!((step.seq, step.width), (3, 6));
+        assert_eq!(step.ids, [7, 70, 71, 8, 8, 8]);
+        assert_eq!(step.positions, [2, 3, 4, 3, 4, 5]);
+        // Row 0: one padding slot, two cached, last and two drafts; row 1: three cached
+        // and its last token, the two padding positions after it masked.
+        assert_eq!(step.mask, [0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]);
+    }
+
+    #[test]
+    fn discarding_keeps_rows_right_aligned() {
+        let mut batch = KvBatch::new(KvLayout::LeftPadded, SHAPE, 100);
+        batch
+            .rebuild(&[], vec![prefilled(100.0, 2), prefilled(200.0, 3)])
+            .unwrap();
+        // As after a drafted step of width 3 + 2 (the prefilled rows pretend to hold
+        // two more positions each).
+        batch
+            .rebuild(&[], vec![prefilled(100.0, 4), prefilled(200.0, 5)])
+            .unwrap();
+        batch.discard(&[0, 0]).unwrap();
+        assert_eq!(batch.lens, [4, 5], "nothing to take off: no copy");
+        batch.discard(&[1, 3]).unwrap();
+        assert_eq!((batch.lens.clone(), batch.width), (vec![3, 2], 3));
+        assert_eq!(
+            data(&batch),
+            [100., 101., 102., 110., 111., 112., 0., 200., 201., 0., 210., 211.]
+        );
+        let (step, _) = batch.decode_step(&[7, 8]);
+        assert_eq!(step.mask, [1, 1, 1, 1, 0, 1, 1, 1]);
+        assert_eq!(step.positions, [3, 2]);
+        assert!(batch.discard(&[0]).is_err(), "one count per row");
+    }
+
+    #[test]
+    fn discarding_from_an_in_place_cache_only_shortens_the_rows() {
+        let mut batch = KvBatch::new(KvLayout::Ragged, SHAPE, 6);
+        batch
+            .rebuild(&[], vec![prefilled(100.0, 2), prefilled(200.0, 3)])
+            .unwrap();
+        let before = data(&batch);
+        batch.discard(&[1, 2]).unwrap();
+        assert_eq!(batch.lens, [1, 1]);
+        assert_eq!(data(&batch), before);
+        assert!(batch.discard(&[2, 0]).is_err());
     }
 
     #[test]

@@ -6,8 +6,10 @@
 mod admission;
 pub mod constraint;
 mod decoder_graph;
+mod draft_budget;
 mod kv_batch;
 mod log_softmax;
+mod lookup_draft;
 mod prefill;
 mod prefix_cache;
 mod prompt_scoring;

@@ -11,7 +11,9 @@ mod prompt;
 
 use super::admission::Admission;
 use super::decoder_graph::{DecoderGraph, KvLayout};
+use super::draft_budget::DraftBudget;
 use super::kv_batch::{KvBatch, Prefilled};
+use super::lookup_draft;
 use super::prefill::group_sizes;
 use super::prefix_cache::{PrefixCache, MAX_LINED_UP_PREFIX};
 use super::prompt_scoring::token_logprob;
@@ -47,6 +49,8 @@ pub struct GeneratorLimits {
     pub prefill_chunk: usize,
     /// Recent prompts' KV caches kept for later prompts that start the same (0 = none).
     pub prefix_cache_bytes: usize,
+    /// Tokens drafted per step by n-gram lookup and checked in the same run (0 = none).
+    pub speculative_tokens: usize,
 }
 
 struct Job {
@@ -73,6 +77,8 @@ struct Active {
     /// Tokens in the KV cache; the next step adds one.
     cached: usize,
     last: u32,
+    /// The prompt and the tokens generated so far: where drafts are looked up.
+    history: Vec<u32>,
     started: Instant,
     /// When the request was submitted, then when its latest token was sampled.
     last_token_at: Instant,
@@ -106,6 +112,8 @@ impl Generator {
                 0 => usize::MAX,
                 n => n,
             },
+            draft_tokens: limits.speculative_tokens,
+            draft_budget: DraftBudget::default(),
             provider,
             model: model.to_string(),
             metrics: WorkerMetrics::new(model),
@@ -187,6 +195,9 @@ struct Worker {
     /// 1500-token prompt joining a SmolLM2 stream stalled it for 2 s, in chunks of
     /// 128 for at most 170 ms (docs/BENCHMARKS.md). `usize::MAX`: never.
     prefill_chunk: usize,
+    /// Tokens drafted per row and step (speculative decoding, `lookup_draft`); 0 = never.
+    draft_tokens: usize,
+    draft_budget: DraftBudget,
     /// Long prompts being prefilled, oldest first; one chunk of the first per step.
     chunking: VecDeque<Chunking>,
     /// Admitted generations waiting for a prompt in `chunking` that starts as theirs
@@ -205,6 +216,8 @@ struct WorkerMetrics {
     first_token: prometheus::Histogram,
     per_token: prometheus::Histogram,
     prefill_prompts: prometheus::Histogram,
+    drafted: prometheus::IntCounter,
+    draft_accepted: prometheus::IntCounter,
 }
 
 impl WorkerMetrics {
@@ -216,6 +229,8 @@ impl WorkerMetrics {
             first_token: m.time_to_first_token.with_label_values(&[model]),
             per_token: m.time_per_output_token.with_label_values(&[model]),
             prefill_prompts: m.prefill_prompts.with_label_values(&[model]),
+            drafted: m.speculative_tokens.with_label_values(&[model, "drafted"]),
+            draft_accepted: m.speculative_tokens.with_label_values(&[model, "accepted"]),
         }
     }
 }
@@ -428,6 +443,7 @@ impl Worker {
             max_tokens: request.max_tokens,
             cached: request.prompt.len(),
             last: 0,
+            history: request.prompt,
             started,
             last_token_at: job.submitted,
         };
@@ -442,8 +458,18 @@ impl Worker {
         }
     }
 
-    /// One token for every row of the batch.
+    /// One token for every row of the batch, or more where a draft is confirmed.
     fn decode(&mut self, rows: &mut Vec<Option<Active>>) {
+        let mut drafts = self.drafts(rows);
+        let lens: Vec<usize> = drafts.iter().map(Vec::len).collect();
+        let positions = self.draft_budget.positions(&lens);
+        if positions > 1 {
+            for draft in &mut drafts {
+                draft.truncate(positions - 1);
+            }
+            self.decode_drafted(rows, &drafts);
+            return;
+        }
         let last: Vec<u32> = rows
             .iter()
             .map(|r| r.as_ref().map_or(0, |a| a.last))
@@ -452,8 +478,11 @@ impl Worker {
             .batch_size
             .with_label_values(&[&self.model, &self.provider])
             .observe(rows.len() as f64);
+        let started = Instant::now();
         match self.batch.step(&mut self.graph, &last) {
             Ok(mut logits) => {
+                self.draft_budget
+                    .plain_step(rows.len(), started.elapsed().as_secs_f64());
                 for (row, logits) in rows.iter_mut().zip(logits.rows_mut()) {
                     if let Some(seq) = row {
                         seq.cached += 1;
@@ -465,6 +494,88 @@ impl Worker {
             }
             Err(e) => self.fail_all(rows, &e),
         }
+    }
+
+    /// Each row's draft for this step (speculative decoding, on concatenating graphs
+    /// that give every position's logits), empty where none is found; drafts stop
+    /// short of the row's token limit and of the context.
+    fn drafts(&self, rows: &[Option<Active>]) -> Vec<Vec<u32>> {
+        let drafting = self.draft_tokens > 0
+            && self.graph.layout() == KvLayout::LeftPadded
+            && self.graph.scores_prompts();
+        rows.iter()
+            .map(|row| match row {
+                Some(seq) if drafting => {
+                    let room = (seq.max_tokens - seq.generated)
+                        .saturating_sub(1)
+                        .min(self.context_length.saturating_sub(seq.cached + 2))
+                        .min(self.draft_tokens);
+                    lookup_draft::draft(&seq.history, room).to_vec()
+                }
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// A step that checks drafts: row by row, each position's logits are sampled as
+    /// usual, and the next position counts only while the sample equals the draft's
+    /// token there. What is generated is thus what one token per step would give (up
+    /// to the rounding of a batch of positions, as in a prefill), sampling and the
+    /// seeded generator included; unconfirmed positions leave the cache.
+    fn decode_drafted(&mut self, rows: &mut Vec<Option<Active>>, drafts: &[Vec<u32>]) {
+        let last: Vec<u32> = rows
+            .iter()
+            .map(|r| r.as_ref().map_or(0, |a| a.last))
+            .collect();
+        let refs: Vec<&[u32]> = drafts.iter().map(Vec::as_slice).collect();
+        let seq_len = 1 + refs.iter().map(|d| d.len()).max().unwrap_or(0);
+        crate::metrics::metrics()
+            .batch_size
+            .with_label_values(&[&self.model, &self.provider])
+            .observe(rows.len() as f64);
+        let started = Instant::now();
+        let mut logits = match self.batch.step_drafted(&mut self.graph, &last, &refs) {
+            Ok(logits) => logits,
+            Err(e) => return self.fail_all(rows, &e),
+        };
+        let mut elapsed = started.elapsed().as_secs_f64();
+        let (mut confirmed, mut mismatched) = (0, 0);
+        let mut positions = logits.rows_mut();
+        let mut discard = Vec::with_capacity(rows.len());
+        for (row, draft) in rows.iter_mut().zip(drafts) {
+            let mut this_row = positions.by_ref().take(seq_len);
+            let mut kept = seq_len;
+            if let Some(seq) = row {
+                kept = 0;
+                let mut alive = true;
+                for logits in this_row.by_ref() {
+                    kept += 1;
+                    seq.cached += 1;
+                    alive = self.accept(seq, logits);
+                    // Position `kept` was fed draft[kept - 1]: it counts if that is what was sampled.
+                    if !alive || kept > draft.len() || seq.last != draft[kept - 1] {
+                        break;
+                    }
+                }
+                confirmed += kept - 1;
+                mismatched += usize::from(kept - 1 < draft.len());
+                if !alive {
+                    *row = None;
+                }
+            }
+            this_row.for_each(drop);
+            discard.push(seq_len - kept);
+        }
+        let drafted: usize = drafts.iter().map(Vec::len).sum();
+        self.metrics.drafted.inc_by(drafted as u64);
+        self.metrics.draft_accepted.inc_by(confirmed as u64);
+        let discarding = Instant::now();
+        if let Err(e) = self.batch.discard(&discard) {
+            return self.fail_all(rows, &e);
+        }
+        elapsed += discarding.elapsed().as_secs_f64();
+        self.draft_budget
+            .drafted_step(rows.len(), seq_len, elapsed, confirmed, mismatched);
     }
 
     fn fail_all(&mut self, rows: &mut Vec<Option<Active>>, error: &anyhow::Error) {
@@ -488,6 +599,7 @@ impl Worker {
         seq.last_token_at = now;
         seq.generated += 1;
         seq.last = token;
+        seq.history.push(token);
         if self.stop_ids.contains(&token) {
             self.finish(seq, FinishReason::Stop, None);
             return false;
