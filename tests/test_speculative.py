@@ -31,6 +31,13 @@ onnx = "onnx/model_fp32.onnx"
 batching = {{ prefix_cache_mib = 0, speculative_tokens = 0 }}
 
 [[models]]
+name = "smollm2-fp32-short"
+path = "{smollm}"
+onnx = "onnx/model_fp32.onnx"
+max_tokens = 64
+batching = {{ prefix_cache_mib = 0 }}
+
+[[models]]
 name = "gemma-fused"
 path = "{gemma}"
 onnx = "onnx/model_fused.onnx"
@@ -163,6 +170,22 @@ def test_generations_drafting_together_keep_their_own_caches(host):
             assert t is not None
             assert_same_or_near_tie(a, t, f"prompt {i}")
     assert drafts(host, "smollm2-fp32")["accepted"] > before["accepted"]
+
+
+def test_a_generation_filling_the_context_drafts_up_to_its_end(host):
+    """Drafts stop short of the context (64 tokens here): the answer fills it exactly and
+    is the one a model with room to spare gives."""
+    prompt_tokens = complete(host, "smollm2-fp32-short", max_tokens=1)["usage"]["prompt_tokens"]
+    before = drafts(host, "smollm2-fp32-short")
+    full = complete(host, "smollm2-fp32-short", max_tokens=64 - prompt_tokens)
+    assert drafts(host, "smollm2-fp32-short")["accepted"] > before["accepted"]
+    assert full["usage"]["prompt_tokens"] + full["usage"]["completion_tokens"] == 64
+    assert full["choices"][0]["finish_reason"] == "length"
+    plain = complete(host, "smollm2-fp32-plain", max_tokens=64 - prompt_tokens)
+    assert full["choices"][0]["text"] == plain["choices"][0]["text"]
+    r = requests.post(host.url + "/v1/completions", timeout=60,
+                      json={"model": "smollm2-fp32-short", "prompt": LIST, "max_tokens": 65 - prompt_tokens})
+    assert r.status_code == 400, r.text
 
 
 def test_graphs_writing_their_cache_in_place_do_not_draft(host):

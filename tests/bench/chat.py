@@ -70,6 +70,8 @@ WHOLE = "-whole-prefill"
 # Suffix of the model names served without the prefix cache: the decode table's requests repeat one
 # prompt, and llama.cpp's rows prefill it every time (`reset()`), so nnhost's do too.
 COLD = "-cold"
+# Suffix of the cold models served without speculative decoding (`speculative_tokens = 0`): one token per step.
+NO_DRAFTS = "-no-drafts"
 LONG_PROMPT = ("In the year 1852, the town of Millbrook was a quiet place where farmers brought their grain "
                "to the mill by the river. ") * 55  # ~1500 tokens
 
@@ -80,6 +82,10 @@ def fused(m: Model) -> Model:
 
 def cold(m: Model) -> Model:
     return dataclasses.replace(m, name=m.name + COLD)
+
+
+def no_drafts(m: Model) -> Model:
+    return dataclasses.replace(m, name=m.name + NO_DRAFTS)
 
 
 def free_port() -> int:
@@ -188,9 +194,11 @@ def start_server() -> tuple[subprocess.Popen, str]:
         config += (f'\n[[models]]\nname = "{m.name}{FUSED}"\npath = "models/prepared/{m.name}"\n'
                    f'onnx = "onnx/model_fused.onnx"\nbatching = {{ prefix_cache_mib = 0 }}\n')
         config += (f'\n[[models]]\nname = "{m.name}{WHOLE}"\npath = "models/prepared/{m.name}"\n'
-                   f'batching = {{ prefill_chunk_tokens = 0, prefix_cache_mib = 0 }}\n')
+                   f'batching = {{ prefill_chunk_tokens = 0, prefix_cache_mib = 0, speculative_tokens = 0 }}\n')
         config += (f'\n[[models]]\nname = "{m.name}{COLD}"\npath = "models/prepared/{m.name}"\n'
                    f'batching = {{ prefix_cache_mib = 0 }}\n')
+        config += (f'\n[[models]]\nname = "{m.name}{NO_DRAFTS}"\npath = "models/prepared/{m.name}"\n'
+                   f'batching = {{ prefix_cache_mib = 0, speculative_tokens = 0 }}\n')
     config_path = Path(tempfile.mkdtemp()) / "nnhost.toml"
     config_path.write_text(config)
     proc = subprocess.Popen([str(HOST), "serve", "--listen", f"127.0.0.1:{port}", "--config", str(config_path)],
@@ -296,6 +304,7 @@ def measure(url: str, models: list[Model], rounds: int, with_cpp: bool) -> dict:
         raw = RawOrt(m)
         cpp = LlamaCpp(m, NEW_TOKENS, THREADS) if with_cpp else None
         stream_once(url, cold(m))  # warm-ups
+        stream_once(url, no_drafts(m))
         stream_once(url, fused(m))
         raw.run()
         if cpp:
@@ -308,6 +317,8 @@ def measure(url: str, models: list[Model], rounds: int, with_cpp: bool) -> dict:
             raw, cpp = setups[m.name]["raw"], setups[m.name]["cpp"]
             steps = [(("nnhost", 1), lambda: http_streams(url, cold(m), 1)),
                      (("nnhost", 4), lambda: http_streams(url, cold(m), 4)),
+                     (("nodraft", 1), lambda: http_streams(url, no_drafts(m), 1)),
+                     (("nodraft", 4), lambda: http_streams(url, no_drafts(m), 4)),
                      (("fused", 1), lambda: http_streams(url, fused(m), 1)),
                      (("fused", 4), lambda: http_streams(url, fused(m), 4)),
                      (("raw", 1), raw.run)]
@@ -325,10 +336,10 @@ def measure(url: str, models: list[Model], rounds: int, with_cpp: bool) -> dict:
     notes = {m.name: getattr(setups[m.name]["cpp"], "multi_error", None) for m in models if with_cpp}
     joins = {}
     for m in models:
-        for variant in (COLD, WHOLE):
+        for variant in (NO_DRAFTS, WHOLE):
             long_prompt_joins(url, m.name + variant)  # warm-up
             joins[(m.name, variant)] = median_row([long_prompt_joins(url, m.name + variant) for _ in range(2)])
-        print(f"long prompt joining {m.name}: {joins[(m.name, COLD)]} vs in one piece {joins[(m.name, WHOLE)]}",
+        print(f"long prompt joining {m.name}: {joins[(m.name, NO_DRAFTS)]} vs in one piece {joins[(m.name, WHOLE)]}",
               file=sys.stderr, flush=True)
     from conversation import conversation_turns, document_burst
 
@@ -351,6 +362,12 @@ def render(models: list[Model], result: dict, rounds: int, cpp_version: str | No
              "**nnhost**: streamed through HTTP (SSE) → guest (template, SSE) → host generation engine → ONNX "
              "Runtime, with the prefix cache off (`prefix_cache_mib = 0`): every request repeats one prompt, which "
              "llama.cpp's rows prefill anew each time (`reset()`); the cache's gain is measured separately below. "
+             "Speculative decoding by n-gram lookup is on, as by default (`speculative_tokens = 4`: tokens that "
+             "followed an earlier occurrence of the last 2-3 tokens are checked in the same step, each position "
+             "sampled as usual, so the text is the same); the **no drafts** rows decode one token per step. "
+             "llama-cpp-python's own prompt lookup (`LlamaPromptLookupDecoding`) is not a row: it needs "
+             "`logits_all=True` and decoded slower than without it on this machine (SmolLM2 54 vs 74-77 tok/s, "
+             "Gemma 35 vs 35-39 tok/s with Gemma's text changed), so llama.cpp runs one token per step. "
              "**raw ORT**: onnxruntime's Python API on the naive int4 graph (onnx/model.onnx), greedy "
              "loop. **llama.cpp**: llama-cpp-python on the GGUF file the model was prepared from "
              "(models/cache/sources/…, sha256 checked against the manifest), same prompt tokens; 1 stream is "
@@ -363,10 +380,11 @@ def render(models: list[Model], result: dict, rounds: int, cpp_version: str | No
              "| model | path | streams | prompt tokens | time to first token ms | decode tok/s per stream "
              "| aggregate tok/s |",
              "|---|---|---|---|---|---|---|"]
-    names = {"nnhost": "nnhost HTTP", "fused": "nnhost HTTP, fused graph (int4-fused, KV in place)", "raw": "raw ORT (Python loop, naive graph)", "cpp": cpp_label}
+    names = {"nnhost": "nnhost HTTP", "nodraft": "nnhost HTTP, no drafts (`speculative_tokens = 0`)",
+             "fused": "nnhost HTTP, fused graph (int4-fused, KV in place)", "raw": "raw ORT (Python loop, naive graph)", "cpp": cpp_label}
     for m in models:
         rows = result["rows"][m.name]
-        for key in [("nnhost", 1), ("nnhost", 4), ("fused", 1), ("fused", 4), ("raw", 1), ("cpp", 1), ("cpp", 4)]:
+        for key in [("nnhost", 1), ("nnhost", 4), ("nodraft", 1), ("nodraft", 4), ("fused", 1), ("fused", 4), ("raw", 1), ("cpp", 1), ("cpp", 4)]:
             if key in rows:
                 r = rows[key]
                 short = f" ({r['tokens']:.0f} tokens)" if r["tokens"] < NEW_TOKENS else ""
@@ -382,8 +400,9 @@ def render(models: list[Model], result: dict, rounds: int, cpp_version: str | No
                   "SmolLM2-135M, 40.0 tok/s Gemma 3 270M, first token 19 / 28 ms.", ""]
     lines += ["| model | nnhost / raw ORT decode (1 stream) | nnhost decode / llama.cpp decode (1 stream; target ≥ 1.5) "
               "| nnhost TTFT / llama.cpp TTFT (1 stream; target ≤ 1) | nnhost / llama.cpp aggregate (4 streams) "
-              "| nnhost aggregate 4 / 1 streams (target ≥ 2.5) | fused / plain graph decode (1 stream) |",
-              "|---|---|---|---|---|---|---|"]
+              "| nnhost aggregate 4 / 1 streams (target ≥ 2.5) | the same without drafts "
+              "| drafts on / off decode (1 stream) | fused / plain graph decode (1 stream) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for m in models:
         runs = result["runs"][m.name]
 
@@ -399,17 +418,20 @@ def render(models: list[Model], result: dict, rounds: int, cpp_version: str | No
                      f"{ratio(('nnhost', 1), ('cpp', 1), 'ttft_ms', lambda v: v <= 1)} | "
                      f"{ratio(('nnhost', 4), ('cpp', 4), 'aggregate_tok_s')} | "
                      f"{ratio(('nnhost', 4), ('nnhost', 1), 'aggregate_tok_s', lambda v: v >= 2.5)} | "
-                     f"{ratio(('fused', 1), ('nnhost', 1), 'decode_tok_s')} |")
+                     f"{ratio(('nodraft', 4), ('nodraft', 1), 'aggregate_tok_s', lambda v: v >= 2.5)} | "
+                     f"{ratio(('nnhost', 1), ('nodraft', 1), 'decode_tok_s')} | "
+                     f"{ratio(('fused', 1), ('nodraft', 1), 'decode_tok_s')} |")
     lines += ["", "Ratios are medians over the rounds of each round's ratio (the paths of a round ran back to back).",
               "", "**A long prompt joining a running stream** (`batching.prefill_chunk_tokens`): one stream decodes; "
               "0.5 s in, a prompt of ~1500 tokens arrives (/v1/completions, one token asked). The stream's gaps between "
               "tokens meanwhile, and the long prompt's latency; median of 2 runs after a warm-up, default (chunks of "
               "128 tokens, a decode step of the running stream after each) against the same model with "
-              "`prefill_chunk_tokens = 0` (in one piece).", "",
+              "`prefill_chunk_tokens = 0` (in one piece); both without drafts (`speculative_tokens = 0`), whose "
+              "tokens arriving several per step would hide the gaps.", "",
               "| model | prefill | prompt tokens | long prompt latency ms | stream gap p50 ms | stream gap max ms |",
               "|---|---|---|---|---|---|"]
     for m in models:
-        for variant, label in ((COLD, "chunks of 128"), (WHOLE, "one piece")):
+        for variant, label in ((NO_DRAFTS, "chunks of 128"), (WHOLE, "one piece")):
             j = result["joins"][(m.name, variant)]
             lines.append(f"| {m.name} | {label} | {j['prompt_tokens']:.0f} | {j['long_ms']:.0f} | "
                          f"{j['gap_p50_ms']:.1f} | {j['gap_max_ms']:.0f} |")

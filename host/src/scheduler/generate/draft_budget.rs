@@ -5,8 +5,9 @@
 //! step of one, a Gemma 3 8-bit step 1.27x; four rows of 3 positions 1.59x and
 //! 1.24x four rows of one. So the budget is learned as the worker runs: the time of
 //! plain steps by batch size, the extra time per row-position of drafted steps, and
-//! how often a drafted token is confirmed. A step takes the number of positions
-//! that maximizes expected tokens per second.
+//! how often a drafted token is confirmed, for the model and for each generation (a
+//! greedy answer quoting its prompt confirms most drafts, a sampled story few). A
+//! step takes the number of positions that maximizes expected tokens per second.
 
 /// Weight of the newest measurement in the running estimates.
 const NEWEST: f64 = 0.2;
@@ -15,11 +16,22 @@ const NEWEST: f64 = 0.2;
 const FIRST_POSITION_SHARE: f64 = 0.08;
 /// Decay of the confirmation counts per drafted step: about the last 50 steps count.
 const KEEP: f64 = 0.98;
+/// Weight, in drafted tokens, of the model's confirmation rate in a generation's own:
+/// its first drafts are judged by the model's record, later ones mostly by its own.
+const ROW_PRIOR: f64 = 4.0;
 /// When the estimates advise against drafts that were found, every this many such
 /// steps drafts one token per row anyway: estimates learned only from drafted steps
 /// would otherwise never recover from a bad stretch (or a slow first run at a new
 /// shape).
 const EXPLORE_EVERY: u32 = 8;
+
+/// One row's draft: its length and how likely each drafted token is to be confirmed
+/// once the one before it was ([`DraftBudget::row_rate`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Draft {
+    pub len: usize,
+    pub rate: f64,
+}
 
 pub struct DraftBudget {
     /// Seconds of a plain (one-position) step, by rows; None until one was timed.
@@ -49,10 +61,10 @@ impl Default for DraftBudget {
 }
 
 impl DraftBudget {
-    /// Positions (1 = no drafts) for a step whose rows found these draft lengths.
-    pub fn positions(&mut self, draft_lens: &[usize]) -> usize {
-        let best = self.best_positions(draft_lens);
-        if best > 1 || draft_lens.iter().all(|&d| d == 0) || !self.timed(draft_lens.len()) {
+    /// Positions (1 = no drafts) for a step whose rows found these drafts.
+    pub fn positions(&mut self, drafts: &[Draft]) -> usize {
+        let best = self.best_positions(drafts);
+        if best > 1 || drafts.iter().all(|d| d.len == 0) || !self.timed(drafts.len()) {
             return best;
         }
         self.declined += 1;
@@ -68,9 +80,9 @@ impl DraftBudget {
     }
 
     /// The positions that maximize expected tokens per second.
-    fn best_positions(&self, draft_lens: &[usize]) -> usize {
-        let rows = draft_lens.len();
-        let longest = draft_lens.iter().copied().max().unwrap_or(0);
+    fn best_positions(&self, drafts: &[Draft]) -> usize {
+        let rows = drafts.len();
+        let longest = drafts.iter().map(|d| d.len).max().unwrap_or(0);
         let Some(plain) = self.plain.get(rows).copied().flatten() else {
             return 1; // a plain step first: it is what drafts are measured against
         };
@@ -80,13 +92,15 @@ impl DraftBudget {
         let per_position = self
             .per_position
             .unwrap_or(FIRST_POSITION_SHARE * plain / rows as f64);
-        let p = self.confirmation_rate();
         let (mut best, mut best_rate) = (1, rows as f64 / plain);
         let mut expected = rows as f64;
         for extra in 1..=longest {
             // A row's `extra`-th drafted token counts if it and every one before it do.
-            let reaching = draft_lens.iter().filter(|&&d| d >= extra).count();
-            expected += reaching as f64 * p.powi(extra as i32);
+            expected += drafts
+                .iter()
+                .filter(|d| d.len >= extra)
+                .map(|d| d.rate.powi(extra as i32))
+                .sum::<f64>();
             let rate = expected / (plain + per_position * (rows * extra) as f64);
             if rate > best_rate {
                 (best, best_rate) = (extra + 1, rate);
@@ -97,6 +111,13 @@ impl DraftBudget {
 
     pub fn confirmation_rate(&self) -> f64 {
         self.confirmed / (self.confirmed + self.mismatched)
+    }
+
+    /// The rate for a generation whose drafts so far had `confirmed` tokens confirmed
+    /// and `mismatched` cut short: its own record, drawn toward the model's.
+    pub fn row_rate(&self, confirmed: usize, mismatched: usize) -> f64 {
+        (confirmed as f64 + ROW_PRIOR * self.confirmation_rate())
+            / ((confirmed + mismatched) as f64 + ROW_PRIOR)
     }
 
     /// A plain step of `rows` rows took `seconds`.
@@ -145,6 +166,10 @@ fn blend(old: f64, new: f64) -> f64 {
 mod tests {
     use super::*;
 
+    fn at(rate: f64, lens: &[usize]) -> Vec<Draft> {
+        lens.iter().map(|&len| Draft { len, rate }).collect()
+    }
+
     fn budget(plain: &[(usize, f64)], per_position: f64, rate: f64) -> DraftBudget {
         let mut b = DraftBudget::default();
         for &(rows, s) in plain {
@@ -159,43 +184,75 @@ mod tests {
     #[test]
     fn no_drafts_before_a_plain_step_of_that_size_was_timed() {
         let mut b = DraftBudget::default();
-        assert_eq!(b.positions(&[4]), 1);
+        let p = b.confirmation_rate();
+        assert_eq!(b.positions(&at(p, &[4])), 1);
         b.plain_step(1, 0.010);
-        assert!(b.positions(&[4]) > 1, "the first guess drafts on one row");
-        assert_eq!(b.positions(&[4, 4]), 1, "two rows: not timed yet");
-        assert_eq!(b.positions(&[0]), 1, "nothing drafted");
+        assert!(
+            b.positions(&at(p, &[4])) > 1,
+            "the first guess drafts on one row"
+        );
+        assert_eq!(b.positions(&at(p, &[4, 4])), 1, "two rows: not timed yet");
+        assert_eq!(b.positions(&at(p, &[0])), 1, "nothing drafted");
     }
 
     #[test]
     fn cheap_positions_and_good_drafts_check_them_all() {
         // Gemma-like: 0.6 ms an extra position on a 19 ms step, 70 % confirmed.
         let b = budget(&[(1, 0.019)], 0.0006, 0.7);
-        assert_eq!(b.best_positions(&[4]), 5);
-        assert!(b.best_positions(&[8]) >= 7);
+        assert_eq!(b.best_positions(&at(0.7, &[4])), 5);
+        assert!(b.best_positions(&at(0.7, &[8])) >= 7);
     }
 
     #[test]
     fn costly_positions_or_poor_drafts_check_fewer() {
         // SmolLM2-like: 1.4 ms an extra position on a 12 ms step.
-        assert_eq!(budget(&[(1, 0.012)], 0.0014, 0.7).best_positions(&[8]), 5);
-        assert_eq!(budget(&[(1, 0.012)], 0.0014, 0.1).best_positions(&[4]), 1);
+        let b = budget(&[(1, 0.012)], 0.0014, 0.7);
+        assert_eq!(b.best_positions(&at(0.7, &[8])), 5);
+        assert_eq!(b.best_positions(&at(0.1, &[4])), 1);
     }
 
     #[test]
     fn declined_drafts_are_tried_now_and_then() {
         let mut b = budget(&[(1, 0.012)], 0.0014, 0.05);
-        let tried: Vec<usize> = (0..16).map(|_| b.positions(&[4])).collect();
+        let tried: Vec<usize> = (0..16).map(|_| b.positions(&at(0.05, &[4]))).collect();
         assert_eq!(tried.iter().filter(|&&p| p == 2).count(), 2);
         assert!(tried.iter().all(|&p| p == 1 || p == 2));
-        assert_eq!(b.positions(&[0]), 1, "nothing found: nothing tried");
+        assert_eq!(
+            b.positions(&at(0.05, &[0])),
+            1,
+            "nothing found: nothing tried"
+        );
     }
 
     #[test]
     fn padding_for_rows_without_drafts_counts() {
         // Four rows, one with a draft: the other three pay for its positions too.
         let b = budget(&[(1, 0.012), (4, 0.019)], 0.0013, 0.6);
-        assert_eq!(b.best_positions(&[0, 0, 3, 0]), 1);
-        assert!(b.best_positions(&[3, 3, 3, 3]) > 1);
+        assert_eq!(b.best_positions(&at(0.6, &[0, 0, 3, 0])), 1);
+        assert!(b.best_positions(&at(0.6, &[3, 3, 3, 3])) > 1);
+    }
+
+    #[test]
+    fn a_generation_is_judged_by_its_own_record_once_it_has_one() {
+        let b = budget(&[(1, 0.012)], 0.0014, 0.6);
+        assert!(
+            (b.row_rate(0, 0) - 0.6).abs() < 1e-9,
+            "no record: the model's"
+        );
+        assert!(b.row_rate(40, 2) > 0.9);
+        assert!(b.row_rate(0, 12) < 0.2);
+        // One row quoting its prompt, one sampling freely: the first's draft is worth
+        // checking on its own, the second's is not worth its positions.
+        let quoting = Draft {
+            len: 4,
+            rate: b.row_rate(40, 2),
+        };
+        let sampling = Draft {
+            len: 4,
+            rate: b.row_rate(0, 20),
+        };
+        assert_eq!(b.best_positions(&[quoting]), 5);
+        assert_eq!(b.best_positions(&[sampling]), 1);
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod prompt;
 
 use super::admission::Admission;
 use super::decoder_graph::{DecoderGraph, KvLayout};
-use super::draft_budget::DraftBudget;
+use super::draft_budget::{Draft, DraftBudget};
 use super::kv_batch::{KvBatch, Prefilled};
 use super::lookup_draft;
 use super::prefill::group_sizes;
@@ -79,6 +79,9 @@ struct Active {
     last: u32,
     /// The prompt and the tokens generated so far: where drafts are looked up.
     history: Vec<u32>,
+    /// This generation's drafted tokens confirmed, and its drafts cut short.
+    drafts_confirmed: usize,
+    drafts_mismatched: usize,
     started: Instant,
     /// When the request was submitted, then when its latest token was sampled.
     last_token_at: Instant,
@@ -444,6 +447,8 @@ impl Worker {
             cached: request.prompt.len(),
             last: 0,
             history: request.prompt,
+            drafts_confirmed: 0,
+            drafts_mismatched: 0,
             started,
             last_token_at: job.submitted,
         };
@@ -461,8 +466,18 @@ impl Worker {
     /// One token for every row of the batch, or more where a draft is confirmed.
     fn decode(&mut self, rows: &mut Vec<Option<Active>>) {
         let mut drafts = self.drafts(rows);
-        let lens: Vec<usize> = drafts.iter().map(Vec::len).collect();
-        let positions = self.draft_budget.positions(&lens);
+        let found: Vec<Draft> = rows
+            .iter()
+            .zip(&drafts)
+            .map(|(row, draft)| Draft {
+                len: draft.len(),
+                rate: row.as_ref().map_or(0.0, |seq| {
+                    self.draft_budget
+                        .row_rate(seq.drafts_confirmed, seq.drafts_mismatched)
+                }),
+            })
+            .collect();
+        let positions = self.draft_budget.positions(&found);
         if positions > 1 {
             for draft in &mut drafts {
                 draft.truncate(positions - 1);
@@ -498,17 +513,25 @@ impl Worker {
 
     /// Each row's draft for this step (speculative decoding, on concatenating graphs
     /// that give every position's logits), empty where none is found; drafts stop
-    /// short of the row's token limit and of the context.
+    /// short of the row's token limit and, since every row runs as many positions as
+    /// the longest draft, of the context of the row nearest its end.
     fn drafts(&self, rows: &[Option<Active>]) -> Vec<Vec<u32>> {
         let drafting = self.draft_tokens > 0
             && self.graph.layout() == KvLayout::LeftPadded
             && self.graph.scores_prompts();
+        let context_room = rows
+            .iter()
+            .flatten()
+            .map(|seq| self.context_length.saturating_sub(seq.cached + 2))
+            .min()
+            .unwrap_or(0);
         rows.iter()
             .map(|row| match row {
                 Some(seq) if drafting => {
-                    let room = (seq.max_tokens - seq.generated)
-                        .saturating_sub(1)
-                        .min(self.context_length.saturating_sub(seq.cached + 2))
+                    let room = seq
+                        .max_tokens
+                        .saturating_sub(seq.generated + 1)
+                        .min(context_room)
                         .min(self.draft_tokens);
                     lookup_draft::draft(&seq.history, room).to_vec()
                 }
@@ -557,8 +580,11 @@ impl Worker {
                         break;
                     }
                 }
+                let missed = usize::from(kept - 1 < draft.len());
+                seq.drafts_confirmed += kept - 1;
+                seq.drafts_mismatched += missed;
                 confirmed += kept - 1;
-                mismatched += usize::from(kept - 1 < draft.len());
+                mismatched += missed;
                 if !alive {
                     *row = None;
                 }
