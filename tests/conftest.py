@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json as json_module
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -172,6 +173,16 @@ def default_server(tmp_path_factory):
     srv = Server(None, tmp_path_factory.mktemp("nnhost-default"))
     yield srv
     srv.stop()
+
+
+def model_counts(server: "Server", metric: str, model: str, outcomes: tuple[str, ...]) -> dict[str, float]:
+    """A `{model, outcome}` counter's values for one model, read from /metrics (0 where unset)."""
+    found = dict.fromkeys(outcomes, 0.0)
+    for line in server.get("/metrics").text.splitlines():
+        m = re.match(rf'nnhost_{metric}\{{model="([^"]+)",outcome="(\w+)"\}} (\S+)', line)
+        if m and m.group(1) == model:
+            found[m.group(2)] = float(m.group(3))
+    return found
 
 
 # Greedy outputs of a quantized graph computed in different shapes (a row alone or in a batch,

@@ -3,13 +3,12 @@ system prompt, the earlier turns of a conversation) prefills only what follows, 
 reads exactly as if it had been prefilled whole."""
 from __future__ import annotations
 
-import re
 import threading
 
 import pytest
 import requests
 
-from conftest import GEMMA, ROUTER_WASM, SMOLLM, Server, assert_same_or_near_tie
+from conftest import GEMMA, ROUTER_WASM, SMOLLM, Server, assert_same_or_near_tie, model_counts
 
 CONFIG = """
 [server]
@@ -66,12 +65,7 @@ def host(tmp_path_factory):
 
 def tokens(host, model: str) -> dict[str, float]:
     """The model's prompt tokens so far: reused from the cache, and prefilled."""
-    found = {"reused": 0.0, "prefilled": 0.0}
-    for line in host.get("/metrics").text.splitlines():
-        m = re.match(r'nnhost_prefix_cache_tokens_total\{model="([^"]+)",outcome="(\w+)"\} (\S+)', line)
-        if m and m.group(1) == model:
-            found[m.group(2)] = float(m.group(3))
-    return found
+    return model_counts(host, "prefix_cache_tokens_total", model, ("reused", "prefilled"))
 
 
 def chat(host, model: str, messages: list[dict], max_tokens: int = 24) -> tuple[str, dict]:

@@ -6,13 +6,12 @@ step gives: greedy, seeded sampling, stop sequences and token limits alike."""
 from __future__ import annotations
 
 import json
-import re
 import threading
 
 import pytest
 import requests
 
-from conftest import GEMMA, ROUTER_WASM, SMOLLM, Server, assert_same_or_near_tie
+from conftest import GEMMA, ROUTER_WASM, SMOLLM, Server, assert_same_or_near_tie, model_counts
 
 CONFIG = """
 [server]
@@ -63,12 +62,7 @@ def host(tmp_path_factory):
 
 def drafts(host, model: str) -> dict[str, float]:
     """The model's drafted and accepted (confirmed) token counts so far."""
-    found = {"drafted": 0.0, "accepted": 0.0}
-    for line in host.get("/metrics").text.splitlines():
-        m = re.match(r'nnhost_speculative_tokens_total\{model="([^"]+)",outcome="(\w+)"\} (\S+)', line)
-        if m and m.group(1) == model:
-            found[m.group(2)] = float(m.group(3))
-    return found
+    return model_counts(host, "speculative_tokens_total", model, ("drafted", "accepted"))
 
 
 def complete(host, model: str, **extra) -> dict:
