@@ -234,10 +234,11 @@ pub struct CpuOptions {
 pub enum Spinning {
     /// Threads sleep between operators (`false` in the config).
     Off,
-    /// ORT's own behaviour: threads spin, also for a while after each run (`true`).
+    /// ORT's own behaviour: threads spin, also for ~25 ms after each run (`true`).
     Always,
-    /// Two sessions of the graph: runs spin (stopping when the run ends) while no
-    /// other request is in flight and no other graph runs, and sleep otherwise. Costs
+    /// Two sessions of the graph: runs spin (and for 1 ms after they end, bridging a
+    /// lone client's gap to its next run) while no other request is in flight and no
+    /// other graph runs, and sleep otherwise. Costs
     /// a second copy of the weights. The default.
     WhenIdle,
 }
