@@ -12,7 +12,7 @@ mod speculative;
 
 use super::admission::Admission;
 use super::decoder_graph::{DecoderGraph, KvLayout};
-use super::draft_budget::{Draft, DraftBudget};
+use super::draft_budget::DraftBudget;
 use super::kv_batch::{KvBatch, Prefilled};
 use super::prefill::group_sizes;
 use super::prefix_cache::{PrefixCache, MAX_LINED_UP_PREFIX};
@@ -465,26 +465,6 @@ impl Worker {
 
     /// One token for every row of the batch, or more where a draft is confirmed.
     fn decode(&mut self, rows: &mut Vec<Option<Active>>) {
-        let mut drafts = self.drafts(rows);
-        let found: Vec<Draft> = rows
-            .iter()
-            .zip(&drafts)
-            .map(|(row, draft)| Draft {
-                len: draft.len(),
-                rate: row.as_ref().map_or(0.0, |seq| {
-                    self.draft_budget
-                        .row_rate(seq.drafts_confirmed, seq.drafts_mismatched)
-                }),
-            })
-            .collect();
-        let positions = self.draft_budget.positions(&found);
-        if positions > 1 {
-            for draft in &mut drafts {
-                draft.truncate(positions - 1);
-            }
-            self.decode_drafted(rows, &drafts);
-            return;
-        }
         let last: Vec<u32> = rows
             .iter()
             .map(|r| r.as_ref().map_or(0, |a| a.last))
@@ -493,6 +473,9 @@ impl Worker {
             .batch_size
             .with_label_values(&[&self.model, &self.provider])
             .observe(rows.len() as f64);
+        if let Some(drafts) = self.drafts_worth_checking(rows) {
+            return self.decode_drafted(rows, &last, &drafts);
+        }
         let started = Instant::now();
         match self.batch.step(&mut self.graph, &last) {
             Ok(mut logits) => {

@@ -4,15 +4,44 @@
 use std::time::Instant;
 
 use super::super::decoder_graph::KvLayout;
+use super::super::draft_budget::Draft;
 use super::super::lookup_draft;
 use super::{Active, Worker};
 
 impl Worker {
+    /// The rows' drafts cut to the positions the budget expects to pay this step, or
+    /// `None` when a plain one-token step is the better bet.
+    pub(super) fn drafts_worth_checking(
+        &mut self,
+        rows: &[Option<Active>],
+    ) -> Option<Vec<Vec<u32>>> {
+        let mut drafts = self.drafts(rows);
+        let found: Vec<Draft> = rows
+            .iter()
+            .zip(&drafts)
+            .map(|(row, draft)| Draft {
+                len: draft.len(),
+                rate: row.as_ref().map_or(0.0, |seq| {
+                    self.draft_budget
+                        .row_rate(seq.drafts_confirmed, seq.drafts_mismatched)
+                }),
+            })
+            .collect();
+        let positions = self.draft_budget.positions(&found);
+        if positions <= 1 {
+            return None;
+        }
+        for draft in &mut drafts {
+            draft.truncate(positions - 1);
+        }
+        Some(drafts)
+    }
+
     /// Each row's draft for this step (speculative decoding, on concatenating graphs
     /// that give every position's logits), empty where none is found; drafts stop
     /// short of the row's token limit and, since every row runs as many positions as
     /// the longest draft, of the context of the row nearest its end.
-    pub(super) fn drafts(&self, rows: &[Option<Active>]) -> Vec<Vec<u32>> {
+    fn drafts(&self, rows: &[Option<Active>]) -> Vec<Vec<u32>> {
         let drafting = self.draft_tokens > 0
             && self.graph.layout() == KvLayout::LeftPadded
             && self.graph.scores_prompts();
@@ -42,19 +71,16 @@ impl Worker {
     /// token there. What is generated is thus what one token per step would give (up
     /// to the rounding of a batch of positions, as in a prefill), sampling and the
     /// seeded generator included; unconfirmed positions leave the cache.
-    pub(super) fn decode_drafted(&mut self, rows: &mut Vec<Option<Active>>, drafts: &[Vec<u32>]) {
-        let last: Vec<u32> = rows
-            .iter()
-            .map(|r| r.as_ref().map_or(0, |a| a.last))
-            .collect();
+    pub(super) fn decode_drafted(
+        &mut self,
+        rows: &mut Vec<Option<Active>>,
+        last: &[u32],
+        drafts: &[Vec<u32>],
+    ) {
         let refs: Vec<&[u32]> = drafts.iter().map(Vec::as_slice).collect();
         let seq_len = 1 + refs.iter().map(|d| d.len()).max().unwrap_or(0);
-        crate::metrics::metrics()
-            .batch_size
-            .with_label_values(&[&self.model, &self.provider])
-            .observe(rows.len() as f64);
         let started = Instant::now();
-        let mut logits = match self.batch.step_drafted(&mut self.graph, &last, &refs) {
+        let mut logits = match self.batch.step_drafted(&mut self.graph, last, &refs) {
             Ok(logits) => logits,
             Err(e) => return self.fail_all(rows, &e),
         };
