@@ -7,7 +7,7 @@ use std::rc::Rc;
 pub use embeddings::{EmbedInput, EmbedOptions, EmbeddingBatch};
 pub use generation::{
     Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Logprob, OutputFormat, Prompt,
-    PromptToken, TokenLogprobs, Usage,
+    PromptToken, SamplingExtras, TokenLogprobs, Usage,
 };
 pub use models::{ModelInfo, ModelKind};
 pub use types::{Error as HostError, ErrorCode};
@@ -76,6 +76,7 @@ pub trait Host {
         model: &str,
         prompt: &Prompt,
         options: &GenerateOptions,
+        extras: &SamplingExtras,
     ) -> Result<Box<dyn GenerationStream>, HostError>;
     /// `generate`, with the prompt scored first: each prompt token and its log
     /// probability given the ones before it, with `top` alternatives.
@@ -84,6 +85,7 @@ pub trait Host {
         model: &str,
         prompt: &Prompt,
         options: &GenerateOptions,
+        extras: &SamplingExtras,
         top: u32,
     ) -> Result<(Vec<PromptToken>, Box<dyn GenerationStream>), HostError>;
     /// The text of token ids, special tokens included.
@@ -170,8 +172,9 @@ impl Host for WitHost {
         model: &str,
         prompt: &Prompt,
         options: &GenerateOptions,
+        extras: &SamplingExtras,
     ) -> Result<Box<dyn GenerationStream>, HostError> {
-        let stream = generation::generate(model, prompt, options)?;
+        let stream = generation::generate_with_extras(model, prompt, options, extras)?;
         Ok(Box::new(stream))
     }
 
@@ -180,9 +183,10 @@ impl Host for WitHost {
         model: &str,
         prompt: &Prompt,
         options: &GenerateOptions,
+        extras: &SamplingExtras,
         top: u32,
     ) -> Result<(Vec<PromptToken>, Box<dyn GenerationStream>), HostError> {
-        let scored = generation::generate_scored(model, prompt, options, top)?;
+        let scored = generation::generate_scored_with_extras(model, prompt, options, extras, top)?;
         Ok((scored.prompt, Box::new(scored.generation)))
     }
 

@@ -57,6 +57,8 @@ struct Fake {
     /// `generate` fails with this.
     gen_fail: Option<HostError>,
     gen_calls: RefCell<Vec<(String, Prompt, GenerateOptions)>>,
+    /// The `sampling-extras` of each generation started, in order.
+    gen_extras: RefCell<Vec<SamplingExtras>>,
     /// `next`, `drop` of the streams and sink writes, in order.
     log: Rc<RefCell<Vec<String>>>,
     /// The key-value store.
@@ -143,6 +145,7 @@ impl Fake {
             scripts: RefCell::new(Default::default()),
             gen_fail: None,
             gen_calls: RefCell::new(vec![]),
+            gen_extras: RefCell::new(vec![]),
             log: Rc::new(RefCell::new(vec![])),
             kv: Rc::default(),
             random_draws: Default::default(),
@@ -190,7 +193,9 @@ impl Host for Fake {
         model: &str,
         prompt: &Prompt,
         options: &GenerateOptions,
+        extras: &SamplingExtras,
     ) -> Result<Box<dyn GenerationStream>, HostError> {
+        self.gen_extras.borrow_mut().push(extras.clone());
         support::fake_generate(self, model, prompt, options)
     }
     fn generate_scored(
@@ -198,8 +203,10 @@ impl Host for Fake {
         model: &str,
         prompt: &Prompt,
         options: &GenerateOptions,
+        extras: &SamplingExtras,
         top: u32,
     ) -> Result<(Vec<PromptToken>, Box<dyn GenerationStream>), HostError> {
+        self.gen_extras.borrow_mut().push(extras.clone());
         support::fake_generate_scored(self, model, prompt, options, top)
     }
     fn decode(&self, _model: &str, tokens: &[u32]) -> Result<String, HostError> {

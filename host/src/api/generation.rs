@@ -6,12 +6,13 @@ use wasmtime::component::Resource;
 
 use super::nnhost::inference::generation::{
     Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Host, HostGenerationStream,
-    Logprob, OutputFormat, Prompt, PromptToken, ScoredGeneration, TokenLogprobs, Usage,
+    Logprob, OutputFormat, Prompt, PromptToken, SamplingExtras, ScoredGeneration, TokenLogprobs,
+    Usage,
 };
 use super::{ApiState, WitError};
 use crate::error::InferenceError;
 use crate::scheduler::generate::constraint::Schema;
-use crate::scheduler::generate::{self, GenEvent, GenerateRequest, SamplingParams};
+use crate::scheduler::generate::{self, GenEvent, GenerateRequest, SamplingParams, StopRules};
 
 /// A guest's handle on a running generation. Dropping it drops the receiver, which
 /// the worker notices before its next step: the generation stops.
@@ -159,12 +160,63 @@ fn end_to_wit(end: generate::GenerationEnd) -> GenerationEnd {
     }
 }
 
+/// The most `stop-token-ids` one generation may name.
+pub const MAX_STOP_TOKEN_IDS: usize = 1024;
+
+/// What `generate` and `generate-scored` (before 0.3.4) mean: nothing extra.
+fn no_extras() -> SamplingExtras {
+    SamplingExtras {
+        min_p: 0.0,
+        repetition_penalty: 1.0,
+        ignore_eos: false,
+        min_tokens: 0,
+        stop_token_ids: Vec::new(),
+    }
+}
+
+/// Checks the extras a guest sent (the router checks them too; other guests may not).
+fn check_extras(extras: &SamplingExtras, vocab: u32, model: &str) -> Result<(), InferenceError> {
+    let invalid = |param: &str, message: String| InferenceError::invalid(message).with_param(param);
+    if !(0.0..=1.0).contains(&extras.min_p) {
+        return Err(invalid(
+            "min_p",
+            format!("min_p {} is outside 0..1", extras.min_p),
+        ));
+    }
+    if !(extras.repetition_penalty > 0.0 && extras.repetition_penalty.is_finite()) {
+        return Err(invalid(
+            "repetition_penalty",
+            format!(
+                "repetition_penalty {} must be above 0",
+                extras.repetition_penalty
+            ),
+        ));
+    }
+    if extras.stop_token_ids.len() > MAX_STOP_TOKEN_IDS {
+        return Err(invalid(
+            "stop_token_ids",
+            format!(
+                "{} stop token ids; at most {MAX_STOP_TOKEN_IDS} are allowed",
+                extras.stop_token_ids.len()
+            ),
+        ));
+    }
+    if let Some(bad) = extras.stop_token_ids.iter().find(|t| **t >= vocab) {
+        return Err(invalid(
+            "stop_token_ids",
+            format!("stop_token_ids names token id {bad}, out of the vocabulary of model {model} (size {vocab})"),
+        ));
+    }
+    Ok(())
+}
+
 impl ApiState {
     fn start_generation(
         &self,
         model: &str,
         prompt: Prompt,
         options: GenerateOptions,
+        extras: SamplingExtras,
         prompt_logprobs: Option<u32>,
     ) -> Result<GenerationStream, InferenceError> {
         let loaded = self.access.get(model)?;
@@ -186,6 +238,7 @@ impl ApiState {
             ))
             .with_param("logit_bias"));
         }
+        check_extras(&extras, vocab, model)?;
         let sampling = SamplingParams {
             // A nucleus of 0 holds only the most likely token: greedy decoding, which also
             // picks the most likely token a JSON constraint allows.
@@ -212,6 +265,8 @@ impl ApiState {
                 .filter(|(_, b)| b.is_finite())
                 .map(|(t, b)| (t, b.clamp(-100.0, 100.0)))
                 .collect(),
+            min_p: extras.min_p,
+            repetition_penalty: extras.repetition_penalty,
         };
         let schema = match options.format {
             OutputFormat::Text => None,
@@ -222,7 +277,12 @@ impl ApiState {
             Some(schema) => Some(decoder.json_constraint(Arc::new(schema))?),
             None => None,
         };
-        let stop = options.stop;
+        let stop = StopRules {
+            strings: options.stop,
+            token_ids: extras.stop_token_ids,
+            ignore_eos: extras.ignore_eos,
+            min_tokens: extras.min_tokens as usize,
+        };
         let tenant = self.access.tenant.clone();
         let prompt_tokens = prompt.len();
         let cached_prompt_tokens = Arc::new(AtomicUsize::new(0));
@@ -261,10 +321,21 @@ impl Host for ApiState {
         prompt: Prompt,
         options: GenerateOptions,
     ) -> wasmtime::Result<Result<Resource<GenerationStream>, WitError>> {
+        self.generate_with_extras(model, prompt, options, no_extras())
+            .await
+    }
+
+    async fn generate_with_extras(
+        &mut self,
+        model: String,
+        prompt: Prompt,
+        options: GenerateOptions,
+        extras: SamplingExtras,
+    ) -> wasmtime::Result<Result<Resource<GenerationStream>, WitError>> {
         if let Err(e) = self.charge(prompt_bytes(&prompt)) {
             return Ok(Err(e.into()));
         }
-        match self.start_generation(&model, prompt, options, None) {
+        match self.start_generation(&model, prompt, options, extras, None) {
             Ok(stream) => Ok(Ok(self.push(stream)?)),
             Err(e) => Ok(Err(e.into())),
         }
@@ -277,10 +348,23 @@ impl Host for ApiState {
         options: GenerateOptions,
         top_logprobs: u32,
     ) -> wasmtime::Result<Result<ScoredGeneration, WitError>> {
+        self.generate_scored_with_extras(model, prompt, options, no_extras(), top_logprobs)
+            .await
+    }
+
+    async fn generate_scored_with_extras(
+        &mut self,
+        model: String,
+        prompt: Prompt,
+        options: GenerateOptions,
+        extras: SamplingExtras,
+        top_logprobs: u32,
+    ) -> wasmtime::Result<Result<ScoredGeneration, WitError>> {
         if let Err(e) = self.charge(prompt_bytes(&prompt)) {
             return Ok(Err(e.into()));
         }
-        let mut stream = match self.start_generation(&model, prompt, options, Some(top_logprobs)) {
+        let started = self.start_generation(&model, prompt, options, extras, Some(top_logprobs));
+        let mut stream = match started {
             Ok(stream) => stream,
             Err(e) => return Ok(Err(e.into())),
         };

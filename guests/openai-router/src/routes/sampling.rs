@@ -1,10 +1,12 @@
 //! The fields `/v1/chat/completions` and `/v1/completions` share: token limit,
-//! sampling, stop sequences, streaming, `n`, `user`, `logit_bias`. Parsed once
-//! into [`Sampling`], which becomes the WIT `generate-options`.
+//! sampling, stop sequences, streaming, `n`, `user`, `logit_bias`, and vLLM's
+//! extensions (`min_p`, `repetition_penalty`, `ignore_eos`, `min_tokens`,
+//! `stop_token_ids`) that self-hosted clients send. Parsed once into [`Sampling`],
+//! which becomes the WIT `generate-options` and `sampling-extras`.
 
-use super::json::{bad_value, wrong_type, Fields};
+use super::json::{bad_value, integer, wrong_type, Fields};
 use crate::errors::ApiError;
-use crate::host::{GenerateOptions, OutputFormat};
+use crate::host::{GenerateOptions, OutputFormat, SamplingExtras};
 use serde_json::Value;
 
 /// Which API the fields belong to (their defaults and names differ a little).
@@ -61,6 +63,12 @@ pub struct Sampling {
     pub best_of: u32,
     /// Chat's `response_format`: the JSON forms make the host constrain the output.
     pub format: ResponseFormat,
+    /// vLLM's extensions: see the WIT `sampling-extras`.
+    pub min_p: f32,
+    pub repetition_penalty: f32,
+    pub ignore_eos: bool,
+    pub min_tokens: u32,
+    pub stop_token_ids: Vec<u32>,
 }
 
 /// Chat's `response_format`.
@@ -75,6 +83,45 @@ pub enum ResponseFormat {
 }
 
 impl Sampling {
+    /// OpenAI's defaults for the fields an endpoint does not take (the Responses API).
+    pub fn defaults(max_tokens: Option<u32>, max_tokens_param: &'static str) -> Self {
+        Sampling {
+            max_tokens,
+            max_tokens_param,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: None,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            stop: Vec::new(),
+            stream: false,
+            include_usage: false,
+            n: 1,
+            logprobs: None,
+            logit_bias: Vec::new(),
+            echo: false,
+            best_of: 1,
+            format: ResponseFormat::Text,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            ignore_eos: false,
+            min_tokens: 0,
+            stop_token_ids: Vec::new(),
+        }
+    }
+
+    /// The WIT `sampling-extras` (vLLM's extensions).
+    pub fn extras(&self) -> SamplingExtras {
+        SamplingExtras {
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            ignore_eos: self.ignore_eos,
+            min_tokens: self.min_tokens,
+            stop_token_ids: self.stop_token_ids.clone(),
+        }
+    }
+
     /// The options of choice `choice` of a prompt: with a seed, each choice gets
     /// its own (seed + choice), so that `n` sampled choices differ but stay
     /// reproducible.
@@ -143,7 +190,8 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
     let max_tokens = max_tokens.map(|n| n as u32);
 
     let (temperature, top_p) = temperature_and_top_p(f)?;
-    let top_k = f.integer("top_k", 0, U32_MAX)?.unwrap_or(0) as u32;
+    // vLLM's clients send -1 for "off".
+    let top_k = f.integer("top_k", -1, U32_MAX)?.unwrap_or(0).max(0) as u32;
     // OpenAI's seed is a signed 64-bit integer; negative seeds map to their
     // two's-complement u64 (still reproducible).
     let seed = f
@@ -196,6 +244,24 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
     f.string("user")?;
     let logit_bias = parse_logit_bias(f.take("logit_bias"))?;
 
+    let min_p = f.number("min_p", 0.0, 1.0)?.unwrap_or(0.0) as f32;
+    let repetition_penalty = f.number("repetition_penalty", 0.0, 10.0)?.unwrap_or(1.0) as f32;
+    if repetition_penalty == 0.0 {
+        return Err(bad_value(
+            "repetition_penalty",
+            "it must be above 0 (1 is off).",
+        ));
+    }
+    let ignore_eos = f.bool("ignore_eos")?.unwrap_or(false);
+    let min_tokens = f.integer("min_tokens", 0, U32_MAX)?.unwrap_or(0) as u32;
+    if let Some(max) = max_tokens.filter(|max| min_tokens > *max) {
+        return Err(bad_value(
+            "min_tokens",
+            format!("{min_tokens} is more than '{max_tokens_param}' ({max})."),
+        ));
+    }
+    let stop_token_ids = parse_stop_token_ids(f.take("stop_token_ids"))?;
+
     Ok(Sampling {
         max_tokens,
         max_tokens_param,
@@ -214,7 +280,34 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         format: ResponseFormat::Text,
         echo: false,
         best_of: 1,
+        min_p,
+        repetition_penalty,
+        ignore_eos,
+        min_tokens,
+        stop_token_ids,
     })
+}
+
+/// `stop_token_ids`: an array of token ids (the host checks them against the
+/// model's vocabulary).
+fn parse_stop_token_ids(v: Option<Value>) -> Result<Vec<u32>, ApiError> {
+    match v {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let path = format!("stop_token_ids[{i}]");
+                let id = integer(item, &path)?;
+                u32::try_from(id).map_err(|_| bad_value(&path, format!("{id} is not a token id.")))
+            })
+            .collect(),
+        Some(other) => Err(wrong_type(
+            "stop_token_ids",
+            "an array of token ids",
+            &other,
+        )),
+    }
 }
 
 /// The most entries `logit_bias` may hold (OpenAI's limit).

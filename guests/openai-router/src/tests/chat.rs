@@ -21,6 +21,31 @@ fn options_for(extra: Value) -> GenerateOptions {
     calls[0].2.clone()
 }
 
+fn extras_for(extra: Value) -> SamplingExtras {
+    let h = gen_fake();
+    let (r, v) = chat(&h, with(extra));
+    assert_eq!(r.status, 200, "{v}");
+    let extras = h.gen_extras.borrow();
+    extras[0].clone()
+}
+
+#[test]
+fn vllm_sampling_extensions_reach_the_host() {
+    let e = extras_for(json!({}));
+    assert_eq!((e.min_p, e.repetition_penalty), (0.0, 1.0));
+    assert!(!e.ignore_eos && e.min_tokens == 0 && e.stop_token_ids.is_empty());
+    let e = extras_for(
+        json!({"min_p": 0.05, "repetition_penalty": 1.3, "ignore_eos": true,
+        "min_tokens": 4, "max_tokens": 8, "stop_token_ids": [2, 49152]}),
+    );
+    assert_eq!((e.min_p, e.repetition_penalty), (0.05, 1.3));
+    assert!(e.ignore_eos);
+    assert_eq!(e.min_tokens, 4);
+    assert_eq!(e.stop_token_ids, [2, 49152]);
+    // vLLM's "off" for top_k.
+    assert_eq!(options_for(json!({"top_k": -1})).top_k, 0);
+}
+
 #[test]
 fn defaults_and_sampling_fields() {
     let o = options_for(json!({}));
@@ -107,7 +132,42 @@ fn invalid_fields_name_their_param() {
             "expected a number",
         ),
         (json!({"top_p": 1.1}), "top_p", "maximum of 1"),
-        (json!({"top_k": -1}), "top_k", "minimum of 0"),
+        (json!({"top_k": -2}), "top_k", "minimum of -1"),
+        (json!({"min_p": 1.5}), "min_p", "maximum of 1"),
+        (json!({"min_p": -0.1}), "min_p", "minimum of 0"),
+        (
+            json!({"repetition_penalty": 0}),
+            "repetition_penalty",
+            "above 0",
+        ),
+        (
+            json!({"repetition_penalty": "1"}),
+            "repetition_penalty",
+            "expected a number",
+        ),
+        (json!({"ignore_eos": 1}), "ignore_eos", "expected a boolean"),
+        (json!({"min_tokens": -1}), "min_tokens", "minimum of 0"),
+        (
+            json!({"min_tokens": 6, "max_tokens": 5}),
+            "min_tokens",
+            "more than 'max_tokens' (5)",
+        ),
+        (
+            json!({"min_tokens": 6, "max_completion_tokens": 5}),
+            "min_tokens",
+            "more than 'max_completion_tokens' (5)",
+        ),
+        (json!({"stop_token_ids": 2}), "stop_token_ids", "an array"),
+        (
+            json!({"stop_token_ids": [2, -1]}),
+            "stop_token_ids[1]",
+            "not a token id",
+        ),
+        (
+            json!({"stop_token_ids": [2.5]}),
+            "stop_token_ids[0]",
+            "expected an integer",
+        ),
         (json!({"top_k": 2.5}), "top_k", "expected an integer"),
         (json!({"seed": "1"}), "seed", "got a string"),
         (json!({"seed": 1.5}), "seed", "expected an integer"),
@@ -285,9 +345,9 @@ fn invalid_fields_name_their_param() {
             "not supported",
         ),
         (
-            json!({"repetition_penalty": 1.1}),
-            "repetition_penalty",
-            "Unrecognized request argument supplied: repetition_penalty",
+            json!({"repeat_penalty": 1.1}),
+            "repeat_penalty",
+            "Unrecognized request argument supplied: repeat_penalty",
         ),
         (json!({"model": 3}), "model", "expected a string"),
         (json!({"model": ""}), "model", "cannot be an empty string"),

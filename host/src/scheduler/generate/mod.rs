@@ -29,7 +29,7 @@ pub struct GenerateRequest {
     pub prompt: Vec<u32>,
     pub max_tokens: usize,
     pub sampling: SamplingParams,
-    pub stop: Vec<String>,
+    pub stop: StopRules,
     /// JSON mode: the output is one JSON object, and ends with it.
     pub constraint: Option<constraint::JsonConstraint>,
     /// Score the prompt: each of its tokens' log probability with this many
@@ -38,6 +38,20 @@ pub struct GenerateRequest {
     /// Set by the worker to the prompt tokens it took from the prefix cache, before
     /// the generation's first token.
     pub cached_prompt_tokens: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// What ends a generation besides its token limit and the context.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StopRules {
+    /// Strings that end it; they are not part of the text.
+    pub strings: Vec<String>,
+    /// Tokens that end it besides the model's own stop tokens; not part of the text.
+    pub token_ids: Vec<u32>,
+    /// The model's own stop tokens do not end it.
+    pub ignore_eos: bool,
+    /// Nothing but the token limit and the context ends it before this many tokens,
+    /// and until then its stop tokens are not sampled.
+    pub min_tokens: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

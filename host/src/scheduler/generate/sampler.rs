@@ -1,6 +1,8 @@
-//! Choosing the next token from logits: penalties, temperature, top-k, top-p, a
-//! seeded generator so that `seed` makes sampling reproducible, and an optional
-//! constraint on which tokens may come next (JSON mode).
+//! Choosing the next token from logits: bias and penalties, temperature, top-k,
+//! top-p, min-p, a seeded generator so that `seed` makes sampling reproducible, and
+//! an optional constraint on which tokens may come next (JSON mode).
+
+use std::collections::{HashMap, HashSet};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -25,6 +27,30 @@ pub struct SamplingParams {
     pub logprobs: Option<u32>,
     /// Added to these tokens' logits before anything else (OpenAI's `logit_bias`).
     pub logit_bias: Vec<(u32, f32)>,
+    /// Keep only tokens at least `min_p` times as probable as the most likely one
+    /// (after temperature, top-k and top-p); 0: off.
+    pub min_p: f32,
+    /// Tokens seen in the prompt or the output: positive logits divided by it,
+    /// negative ones multiplied (Hugging Face's and vLLM's); 1: off.
+    pub repetition_penalty: f32,
+}
+
+impl Default for SamplingParams {
+    /// Greedy, nothing else on.
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: None,
+            logprobs: None,
+            logit_bias: Vec::new(),
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+        }
+    }
 }
 
 /// The most alternatives a step reports (OpenAI's limit).
@@ -43,7 +69,17 @@ pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
     /// Occurrences of each generated token, for the OpenAI penalties.
-    counts: std::collections::HashMap<u32, u32>,
+    counts: HashMap<u32, u32>,
+    /// The prompt's and the output's tokens, for the repetition penalty (empty when
+    /// it is off).
+    seen: HashSet<u32>,
+    /// Never penalised for repeating.
+    exempt: Vec<u32>,
+    /// Tokens not sampled while fewer than `banned_until` tokens have been (a minimum
+    /// length holding back the stop tokens).
+    banned: Vec<u32>,
+    banned_until: usize,
+    sampled: usize,
     constraint: Option<JsonConstraint>,
 }
 
@@ -54,6 +90,11 @@ impl Sampler {
             params,
             rng: StdRng::seed_from_u64(seed),
             counts: Default::default(),
+            seen: Default::default(),
+            exempt: Vec::new(),
+            banned: Vec::new(),
+            banned_until: 0,
+            sampled: 0,
             constraint: None,
         }
     }
@@ -61,6 +102,25 @@ impl Sampler {
     /// Only tokens the constraint allows are picked.
     pub fn with_constraint(mut self, constraint: Option<JsonConstraint>) -> Self {
         self.constraint = constraint;
+        self
+    }
+
+    /// The prompt's tokens count as seen for the repetition penalty, except `exempt`:
+    /// the stop tokens, which a chat prompt holds once per message, and which
+    /// penalised would keep the model from ever ending its answer.
+    pub fn with_prompt(mut self, prompt: &[u32], exempt: &[u32]) -> Self {
+        if self.params.repetition_penalty != 1.0 {
+            self.seen
+                .extend(prompt.iter().filter(|t| !exempt.contains(t)));
+            self.exempt = exempt.to_vec();
+        }
+        self
+    }
+
+    /// `tokens` are not sampled until `count` tokens have been.
+    pub fn banning_until(mut self, tokens: Vec<u32>, count: usize) -> Self {
+        self.banned = tokens;
+        self.banned_until = count;
         self
     }
 
@@ -76,25 +136,19 @@ impl Sampler {
             .params
             .logprobs
             .map(|k| log_normalizer_and_top(logits, k.min(MAX_TOP_LOGPROBS) as usize));
+        let mut originals = measured.as_ref().map(|_| Vec::new());
+        self.adjust(logits, originals.as_mut());
         let token = self.pick(logits);
         let logprobs = measured.map(|(normalizer, top)| {
-            // The bias and the penalties moved the logit; the model's own is reported.
-            let p = &self.params;
-            let before = self.counts.get(&token).map_or(0, |c| c - 1);
-            let mut penalty = if before > 0 {
-                p.presence_penalty + p.frequency_penalty * before as f32
-            } else {
-                0.0
-            };
-            penalty -= p
-                .logit_bias
+            // Bias, bans and penalties moved some logits; the model's own is reported.
+            let edited = originals
                 .iter()
-                .filter(|(t, _)| *t == token)
-                .map(|(_, b)| b)
-                .sum::<f32>();
-            let raw = logits
-                .get(token as usize)
-                .map_or(f32::NEG_INFINITY, |l| l + penalty);
+                .flatten()
+                .find(|(t, _)| *t == token)
+                .map(|(_, l)| *l);
+            let raw = edited
+                .or_else(|| logits.get(token as usize).copied())
+                .unwrap_or(f32::NEG_INFINITY);
             Logprobs {
                 chosen: (token, raw - normalizer),
                 top,
@@ -103,20 +157,42 @@ impl Sampler {
         (token, logprobs)
     }
 
-    fn pick(&mut self, logits: &mut [f32]) -> u32 {
+    /// Applies the bias, the bans and the penalties to `logits`, noting in
+    /// `originals` (when given) each edited token's logit before its first edit.
+    fn adjust(&self, logits: &mut [f32], mut originals: Option<&mut Vec<(u32, f32)>>) {
+        let mut edit = |token: u32, f: &dyn Fn(f32) -> f32| {
+            if let Some(l) = logits.get_mut(token as usize) {
+                if let Some(o) = originals.as_deref_mut() {
+                    o.push((token, *l));
+                }
+                *l = f(*l);
+            }
+        };
         let p = &self.params;
         for &(token, bias) in &p.logit_bias {
-            if let Some(l) = logits.get_mut(token as usize) {
-                *l += bias;
+            edit(token, &|l| l + bias);
+        }
+        if self.sampled < self.banned_until {
+            for &token in &self.banned {
+                edit(token, &|_| f32::NEG_INFINITY);
+            }
+        }
+        let r = p.repetition_penalty;
+        if r != 1.0 {
+            for &token in &self.seen {
+                edit(token, &|l| if l > 0.0 { l / r } else { l * r });
             }
         }
         if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
             for (&token, &count) in &self.counts {
-                if let Some(l) = logits.get_mut(token as usize) {
-                    *l -= p.presence_penalty + p.frequency_penalty * count as f32;
-                }
+                let penalty = p.presence_penalty + p.frequency_penalty * count as f32;
+                edit(token, &|l| l - penalty);
             }
         }
+    }
+
+    fn pick(&mut self, logits: &mut [f32]) -> u32 {
+        let p = &self.params;
         let token = match &mut self.constraint {
             None if p.temperature <= 0.0 => argmax(logits),
             None => draw(p, &mut self.rng, logits, |_| true).unwrap_or_else(|| argmax(logits)),
@@ -127,6 +203,10 @@ impl Sampler {
             }
         };
         *self.counts.entry(token).or_default() += 1;
+        if p.repetition_penalty != 1.0 && !self.exempt.contains(&token) {
+            self.seen.insert(token);
+        }
+        self.sampled += 1;
         token
     }
 }
@@ -223,6 +303,13 @@ fn draw(
         let kept: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|x| *x /= kept);
     }
+    if p.min_p > 0.0 {
+        // Sorted, so the most likely is first and the kept tokens are a prefix.
+        let floor = probs[0] * f64::from(p.min_p);
+        probs.truncate(probs.iter().take_while(|x| **x >= floor).count());
+        let kept: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|x| *x /= kept);
+    }
     let mut mass = 1.0f64;
     for _ in 0..MAX_REJECTIONS {
         let mut r = rng.random::<f64>() * mass;
@@ -288,14 +375,78 @@ mod tests {
     fn params(temperature: f32, seed: u64) -> SamplingParams {
         SamplingParams {
             temperature,
-            top_p: 1.0,
-            top_k: 0,
-            presence_penalty: 0.0,
-            frequency_penalty: 0.0,
             seed: Some(seed),
-            logprobs: None,
-            logit_bias: Vec::new(),
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn min_p_keeps_the_tokens_near_the_most_likely() {
+        // Probabilities ~0.50, 0.30, 0.18, 0.02 at temperature 1.
+        let logits = [0.5f32.ln(), 0.3f32.ln(), 0.18f32.ln(), 0.02f32.ln()];
+        let drawn = |min_p: f32| {
+            let mut s = Sampler::new(SamplingParams {
+                min_p,
+                ..params(1.0, 11)
+            });
+            (0..400)
+                .map(|_| s.sample(&mut logits.clone()).0)
+                .collect::<HashSet<_>>()
+        };
+        assert_eq!(drawn(0.0).len(), 4);
+        // 0.5 × 0.5 = 0.25: tokens 0 and 1 only.
+        assert_eq!(drawn(0.5), HashSet::from([0, 1]));
+        // 1.0 keeps the most likely alone: greedy whatever the temperature.
+        assert_eq!(drawn(1.0), HashSet::from([0]));
+    }
+
+    #[test]
+    fn repetition_penalty_counts_the_prompt_and_the_output() {
+        let params = SamplingParams {
+            repetition_penalty: 2.0,
+            logprobs: Some(1),
+            ..params(0.0, 1)
+        };
+        // Token 0 is in the prompt: 3.0 / 2 = 1.5 < 2.0.
+        let mut s = Sampler::new(params.clone()).with_prompt(&[0, 0, 5], &[]);
+        let logits = [3.0f32, 2.0, -1.0, -1.5];
+        let (token, lp) = s.sample(&mut logits.clone());
+        assert_eq!(token, 1);
+        // The reported log probability is the model's own, penalty undone.
+        let z = logits.iter().map(|l| l.exp()).sum::<f32>().ln();
+        assert!((lp.unwrap().chosen.1 - (2.0 - z)).abs() < 1e-5);
+        // Token 1 is now seen too (2.0 / 2 = 1.0 < 1.5); a negative logit is
+        // multiplied: token 2's -1.0 would fall to -2.0 once seen.
+        assert_eq!(s.sample(&mut logits.clone()).0, 0);
+        let mut s = Sampler::new(params.clone()).with_prompt(&[0, 1, 2], &[]);
+        assert_eq!(s.sample(&mut [-1.0, -1.0, -1.0, -1.5]).0, 3);
+        // Stop tokens are exempt, in the prompt and in the output.
+        let mut s = Sampler::new(params).with_prompt(&[0, 1], &[0]);
+        assert_eq!(s.sample(&mut [1.5, 2.0, 0.0, 0.0]).0, 0);
+        assert_eq!(s.sample(&mut [1.5, 2.0, 0.0, 0.0]).0, 0);
+        // Off (1.0): the prompt does not matter.
+        let mut s = Sampler::new(params_greedy()).with_prompt(&[0], &[]);
+        assert_eq!(s.sample(&mut logits.clone()).0, 0);
+    }
+
+    fn params_greedy() -> SamplingParams {
+        params(0.0, 1)
+    }
+
+    #[test]
+    fn banned_tokens_come_back_after_the_minimum() {
+        let mut s = Sampler::new(SamplingParams {
+            logprobs: Some(0),
+            ..params(0.0, 1)
+        })
+        .banning_until(vec![2], 2);
+        let logits = [0.0f32, 1.0, 5.0];
+        let z = logits.iter().map(|l| l.exp()).sum::<f32>().ln();
+        assert_eq!(s.sample(&mut logits.clone()).0, 1);
+        assert_eq!(s.sample(&mut logits.clone()).0, 1);
+        let (token, lp) = s.sample(&mut logits.clone());
+        assert_eq!(token, 2);
+        assert!((lp.unwrap().chosen.1 - (5.0 - z)).abs() < 1e-5);
     }
 
     #[test]

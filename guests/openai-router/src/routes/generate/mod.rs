@@ -151,6 +151,7 @@ pub fn run(
             text,
             tokens: Vec::new(),
         });
+        let extras = sampling.extras();
         for j in 0..per_prompt {
             let mut options = sampling.options(add_special_tokens, j);
             if best_of.is_some() {
@@ -161,12 +162,14 @@ pub fn run(
             let stream = match (&mut echo, sampling.logprobs) {
                 (Some(echo), Some(top)) if j == 0 => {
                     let (tokens, stream) = host
-                        .generate_scored(&info.id, prompt, &options, top)
+                        .generate_scored(&info.id, prompt, &options, &extras, top)
                         .map_err(failed)?;
                     echo.tokens = tokens;
                     stream
                 }
-                _ => host.generate(&info.id, prompt, &options).map_err(failed)?,
+                _ => host
+                    .generate(&info.id, prompt, &options, &extras)
+                    .map_err(failed)?,
             };
             let stream = if tool_calls {
                 StopRepeats::wrap(stream, host, &info.id, prompt)

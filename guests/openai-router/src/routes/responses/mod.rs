@@ -56,7 +56,12 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
     let options = prepared.sampling.options(false, 0);
     let prompt = Prompt::Text(prepared.prompt);
     let stream = host
-        .generate(&prepared.info.id, &prompt, &options)
+        .generate(
+            &prepared.info.id,
+            &prompt,
+            &options,
+            &prepared.sampling.extras(),
+        )
         .map_err(|e| request_error(generate::host_error(e, Flavor::Chat, false, 0), tools))?;
     let stream = if tools {
         StopRepeats::wrap(stream, host, &prepared.info.id, &prompt)

@@ -226,25 +226,14 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
     }
     f.finish()?;
     let sampling = Sampling {
-        max_tokens: max_output_tokens.map(|n| n as u32),
-        max_tokens_param: "max_output_tokens",
         temperature,
         top_p,
-        top_k: 0,
-        seed: None,
-        presence_penalty: 0.0,
-        frequency_penalty: 0.0,
-        stop: Vec::new(),
         stream,
-        include_usage: false,
-        n: 1,
         // Asking for alternatives implies wanting the tokens' own log probabilities.
         logprobs: (logprobs_included || top_logprobs.is_some_and(|n| n > 0))
             .then(|| top_logprobs.unwrap_or(0) as u32),
-        logit_bias: Vec::new(),
         format,
-        echo: false,
-        best_of: 1,
+        ..Sampling::defaults(max_output_tokens.map(|n| n as u32), "max_output_tokens")
     };
     Ok(ResponsesRequest {
         model,

@@ -71,6 +71,11 @@ struct Active {
     sampler: Sampler,
     decoder: IncrementalDecoder,
     stops: StopMatcher,
+    /// Tokens that end it besides the model's (unless `ignore_eos`).
+    stop_token_ids: Vec<u32>,
+    ignore_eos: bool,
+    /// Nothing but the token limit and the context ends it before this many tokens.
+    min_tokens: usize,
     prompt_tokens: usize,
     generated: usize,
     max_tokens: usize,
@@ -434,13 +439,27 @@ impl Worker {
     fn activate(&mut self, job: Job, started: Instant) -> Option<Active> {
         let request = job.request;
         let scored = request.prompt_logprobs.is_some();
+        let stop = request.stop;
+        let mut stoppers = stop.token_ids.clone();
+        stoppers.extend(&self.stop_ids);
+        let ending = if stop.ignore_eos {
+            stop.token_ids.clone()
+        } else {
+            stoppers.clone()
+        };
         let mut seq = Active {
             place: Some(job.place),
             tenant: request.tenant,
             events: job.events,
-            sampler: Sampler::new(request.sampling).with_constraint(request.constraint),
+            sampler: Sampler::new(request.sampling)
+                .with_constraint(request.constraint)
+                .with_prompt(&request.prompt, &stoppers)
+                .banning_until(ending, stop.min_tokens),
             decoder: IncrementalDecoder::default(),
-            stops: StopMatcher::new(request.stop),
+            stops: StopMatcher::new(stop.strings),
+            stop_token_ids: stop.token_ids,
+            ignore_eos: stop.ignore_eos,
+            min_tokens: stop.min_tokens,
             prompt_tokens: request.prompt.len(),
             generated: 0,
             max_tokens: request.max_tokens,
@@ -516,14 +535,22 @@ impl Worker {
         seq.generated += 1;
         seq.last = token;
         seq.history.push(token);
-        if self.stop_ids.contains(&token) {
+        let may_stop = seq.generated > seq.min_tokens;
+        let stop_token = seq.stop_token_ids.contains(&token)
+            || (!seq.ignore_eos && self.stop_ids.contains(&token));
+        if stop_token && may_stop {
             self.finish(seq, FinishReason::Stop, None);
             return false;
         }
         let text = seq.decoder.push(&self.tokenizer, token);
-        let (emit, stopped) = match seq.stops.push(&text) {
-            Matched::Continue(t) => (t, false),
-            Matched::Stop(t) => (t, true),
+        let (emit, stopped) = if !may_stop {
+            // Too early for stop strings: the text passes as it is.
+            (seq.stops.flush() + &text, false)
+        } else {
+            match seq.stops.push(&text) {
+                Matched::Continue(t) => (t, false),
+                Matched::Stop(t) => (t, true),
+            }
         };
         let logprobs = logprobs
             .map(|lp| {

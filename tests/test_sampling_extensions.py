@@ -1,0 +1,113 @@
+"""vLLM's sampling extensions, which self-hosted clients (benchmark tools, chat UIs)
+send to OpenAI-compatible servers: `min_p`, `repetition_penalty`, `ignore_eos`,
+`min_tokens`, `stop_token_ids` and `top_k: -1`, end to end through the router guest
+and the host's sampler, also as the `openai` SDK's `extra_body`."""
+from __future__ import annotations
+
+import openai
+import pytest
+
+from test_embeddings import assert_openai_error
+
+CHAT = "smollm2-135m-instruct"
+BASE = "gemma-3-270m"
+QUESTION = [{"role": "user", "content": "Name the capital of France."}]
+ANSWER = "The capital of France is Paris."
+
+
+def chat(server, **body):
+    r = server.post("/v1/chat/completions", {"model": CHAT, "messages": QUESTION, "temperature": 0, **body})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def text_of(body) -> str:
+    return body["choices"][0]["message"]["content"]
+
+
+def test_the_greedy_answer_these_tests_start_from(server):
+    body = chat(server)
+    assert text_of(body) == ANSWER and body["choices"][0]["finish_reason"] == "stop"
+
+
+def test_ignore_eos_generates_up_to_max_tokens(server):
+    body = chat(server, ignore_eos=True, max_tokens=24)
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 24
+    assert text_of(body).startswith(ANSWER) and len(text_of(body)) > len(ANSWER)
+
+
+def test_min_tokens_holds_back_the_end(server):
+    plain = chat(server)["usage"]["completion_tokens"]
+    body = chat(server, min_tokens=plain + 10, max_tokens=plain + 40)
+    assert body["usage"]["completion_tokens"] >= plain + 10
+    assert text_of(body).startswith(ANSWER)
+    # A stop string inside the first min_tokens does not end the text either.
+    body = chat(server, min_tokens=plain + 2, max_tokens=plain + 2, stop=["France"])
+    assert text_of(body).startswith("The capital of France is")
+
+
+def test_stop_token_ids_end_the_text_before_the_token(server):
+    tokens = server.post("/v1/tokenize", {"model": CHAT, "prompt": ANSWER}).json()["tokens"]
+    paris = tokens[-2]
+    body = chat(server, stop_token_ids=[paris])
+    assert text_of(body) == "The capital of France is"
+    assert body["choices"][0]["finish_reason"] == "stop"
+    # Streamed the same way.
+    r = server.post("/v1/chat/completions", {"model": CHAT, "messages": QUESTION, "temperature": 0,
+                                             "stop_token_ids": [paris], "stream": True}, stream=True)
+    assert r.status_code == 200
+    assert "Paris" not in r.text and '"finish_reason":"stop"' in r.text and "data: [DONE]" in r.text
+
+
+def test_min_p_one_is_greedy_at_any_temperature(server):
+    for seed in (1, 2, 3):
+        assert text_of(chat(server, temperature=1.5, min_p=1.0, seed=seed)) == ANSWER
+
+
+def test_repetition_penalty_breaks_a_loop(server):
+    def complete(**extra):
+        r = server.post("/v1/completions", {"model": BASE, "prompt": "one two three one two three one two three",
+                                            "max_tokens": 24, "temperature": 0, **extra})
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["text"]
+
+    looping = complete()
+    assert looping.split()[:6] == ["one", "two", "three"] * 2, looping
+    penalised = complete(repetition_penalty=1.3)
+    assert penalised != looping
+    assert penalised.lower().split().count("one") < looping.split().count("one") // 2, penalised
+    # 1 is off.
+    assert complete(repetition_penalty=1.0) == looping
+
+
+def test_top_k_minus_one_is_off(server):
+    assert text_of(chat(server, top_k=-1)) == ANSWER
+
+
+def test_the_sdk_sends_them_as_extra_body(server):
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    r = client.chat.completions.create(model=CHAT, messages=QUESTION, temperature=0, max_tokens=16,
+                                       extra_body={"ignore_eos": True, "min_p": 0.1, "repetition_penalty": 1.05})
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 16
+    r = client.completions.create(model=BASE, prompt="The sky is", max_tokens=6, temperature=0,
+                                  extra_body={"ignore_eos": True, "min_tokens": 6})
+    assert r.usage.completion_tokens == 6
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"min_p": 1.5}, "min_p"),
+    ({"repetition_penalty": 0}, "repetition_penalty"),
+    ({"repetition_penalty": -1}, "repetition_penalty"),
+    ({"ignore_eos": "yes"}, "ignore_eos"),
+    ({"min_tokens": 10, "max_tokens": 5}, "min_tokens"),
+    ({"stop_token_ids": "2"}, "stop_token_ids"),
+    ({"stop_token_ids": [2, -3]}, "stop_token_ids[1]"),
+    # Checked by the host against the model's vocabulary.
+    ({"stop_token_ids": [2, 10_000_000]}, "stop_token_ids"),
+    ({"stop_token_ids": list(range(1025))}, "stop_token_ids"),
+    ({"top_k": -2}, "top_k"),
+])
+def test_bad_values_are_400_naming_the_field(server, extra, param):
+    r = server.post("/v1/chat/completions", {"model": CHAT, "messages": QUESTION, "max_tokens": 4, **extra})
+    assert_openai_error(r, 400, param=param)
