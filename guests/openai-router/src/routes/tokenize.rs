@@ -5,7 +5,10 @@
 //! as text. What clients need to count tokens against `max_model_len` before they
 //! send a request.
 
-use super::chat::{request::parse_messages, template};
+use super::chat::{
+    request::{parse_messages, parse_render_options},
+    template,
+};
 use super::completions::parse_prompts;
 use super::json::{parse_object, Fields};
 use crate::errors::ApiError;
@@ -30,7 +33,8 @@ fn text_model(host: &dyn Host, f: &mut Fields) -> Result<ModelInfo, ApiError> {
     }
 }
 
-/// `{"model", "prompt"}` or `{"model", "messages", "add_generation_prompt"}` →
+/// `{"model", "prompt"}` or `{"model", "messages"}` (with the chat route's
+/// `add_generation_prompt`, `continue_final_message`, `chat_template_kwargs`) →
 /// `{"count", "max_model_len", "tokens"}`. `add_special_tokens` defaults to true
 /// for a prompt (BOS, as `/v1/completions` adds it) and false for messages (the
 /// template writes its own).
@@ -48,17 +52,12 @@ pub fn tokenize(host: &dyn Host, body: &[u8]) -> Result<Response, ApiError> {
             }
         },
         (None, Some(messages)) => {
-            if f.bool("add_generation_prompt")? == Some(false) {
-                return Err(ApiError::invalid(
-                    "add_generation_prompt",
-                    "Only true is supported: messages are rendered as a chat completion's prompt.",
-                ));
-            }
             let messages = parse_messages(messages)?;
+            let render = parse_render_options(&mut f, &messages)?;
             if info.kind != ModelKind::Chat {
                 return Err(template::no_template(&info));
             }
-            (template::render_prompt(&info, &messages)?, false)
+            (template::render_prompt(&info, &messages, &render)?, false)
         }
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(

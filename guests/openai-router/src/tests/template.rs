@@ -2,7 +2,7 @@
 //! Gemma, Hugging Face compatibility (whitespace, pycompat, raise_exception),
 //! and what reaches the host.
 
-use super::support::{chat, gen_fake, CHATML, GEMMA};
+use super::support::{chat, gen_fake, hi, CHATML, GEMMA};
 use super::*;
 use crate::routes::chat::request::{Message, Role};
 use crate::routes::chat::template::{ChatTemplate, TemplateError};
@@ -16,7 +16,7 @@ fn msg(role: Role, content: &str) -> Message {
 }
 
 fn render(source: &str, messages: &[Message], bos: &str) -> Result<String, TemplateError> {
-    ChatTemplate::compile(source)?.render(messages, bos, "</s>", true)
+    ChatTemplate::compile(source)?.render(messages, bos, "</s>", true, &Default::default())
 }
 
 #[test]
@@ -46,7 +46,14 @@ fn chatml_exact() {
     );
     let t = ChatTemplate::compile(CHATML).unwrap();
     assert_eq!(
-        t.render(&[msg(Role::System, "S")], "", "", false).unwrap(),
+        t.render(
+            &[msg(Role::System, "S")],
+            "",
+            "",
+            false,
+            &Default::default()
+        )
+        .unwrap(),
         "<|im_start|>system\nS<|im_end|>\n",
         "add_generation_prompt false"
     );
@@ -117,10 +124,17 @@ fn raise_exception_is_the_clients_error() {
     // Reusing the compiled template after a raise works and forgets the raise.
     let t = ChatTemplate::compile(ALTERNATE).unwrap();
     assert!(t
-        .render(&[msg(Role::Assistant, "x")], "", "", true)
+        .render(
+            &[msg(Role::Assistant, "x")],
+            "",
+            "",
+            true,
+            &Default::default()
+        )
         .is_err());
     assert_eq!(
-        t.render(&[msg(Role::User, "x")], "", "", true).unwrap(),
+        t.render(&[msg(Role::User, "x")], "", "", true, &Default::default())
+            .unwrap(),
         "[x]"
     );
 
@@ -207,4 +221,134 @@ fn rendered_prompt_goes_to_the_host_without_special_tokens() {
         ),
         Prompt::Tokens(_) => panic!("tokens"),
     };
+}
+
+/// The prompt the host got for a chat request with `extra` fields.
+fn prompt_for(model: &str, messages: Value, extra: Value) -> String {
+    let h = gen_fake();
+    let mut body = json!({"model": model, "messages": messages});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (r, v) = chat(&h, body);
+    assert_eq!(r.status, 200, "{v}");
+    let calls = h.gen_calls.borrow();
+    match &calls[0].1 {
+        Prompt::Text(t) => t.clone(),
+        Prompt::Tokens(_) => panic!("tokens"),
+    }
+}
+
+#[test]
+fn continue_final_message_ends_the_prompt_inside_the_assistants_turn() {
+    let messages = json!([{"role": "user", "content": "Capital of France?"},
+                          {"role": "assistant", "content": "The capital is "}]);
+    // ChatML keeps the text as it is, trailing space included.
+    assert_eq!(
+        prompt_for("smol", messages.clone(), json!({"continue_final_message": true})),
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+         <|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\nThe capital is "
+    );
+    // Gemma's template trims each message: the cut comes after the trimmed text.
+    assert_eq!(
+        prompt_for(
+            "gemma",
+            messages.clone(),
+            json!({"continue_final_message": true, "add_generation_prompt": false})
+        ),
+        "<bos><start_of_turn>user\nCapital of France?<end_of_turn>\n<start_of_turn>model\nThe capital is"
+    );
+    // Without it, the assistant's message is a finished turn and a new one opens.
+    assert!(prompt_for("smol", messages.clone(), json!({}))
+        .ends_with("The capital is <|im_end|>\n<|im_start|>assistant\n"));
+    // add_generation_prompt false alone: the conversation as it stands.
+    assert!(
+        prompt_for("smol", messages, json!({"add_generation_prompt": false}))
+            .ends_with("The capital is <|im_end|>\n")
+    );
+}
+
+#[test]
+fn chat_template_kwargs_are_template_variables() {
+    let mut h = gen_fake();
+    let smol = h.models.iter_mut().find(|m| m.id == "smol").unwrap();
+    smol.chat_template = Some(
+        "{% if enable_thinking is defined and not enable_thinking %}NO-THINK {% endif %}\
+         {{ messages[0]['content'] }}|{{ add_generation_prompt }}|{{ extra.x }}"
+            .into(),
+    );
+    let (r, v) = chat(
+        &h,
+        json!({"model": "smol", "messages": hi(),
+               "chat_template_kwargs": {"enable_thinking": false, "extra": {"x": [1, 2.5, "s", null]},
+                                        "add_generation_prompt": "ignored"}}),
+    );
+    assert_eq!(r.status, 200, "{v}");
+    let calls = h.gen_calls.borrow();
+    match &calls[0].1 {
+        // The request's own variables win over the kwargs'.
+        // Printed as Jinja2 prints Python values.
+        Prompt::Text(t) => assert_eq!(t, "NO-THINK Hi|True|[1, 2.5, 's', None]"),
+        Prompt::Tokens(_) => panic!("tokens"),
+    };
+}
+
+#[test]
+fn template_option_errors_name_their_param() {
+    let h = gen_fake();
+    let user_last = json!([{"role": "user", "content": "Hi"}]);
+    let assistant_last =
+        json!([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hel"}]);
+    let cases = [
+        (
+            user_last.clone(),
+            json!({"continue_final_message": true}),
+            "continue_final_message",
+            "last message",
+        ),
+        (
+            json!([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "  "}]),
+            json!({"continue_final_message": true}),
+            "continue_final_message",
+            "last message",
+        ),
+        (
+            assistant_last.clone(),
+            json!({"continue_final_message": true, "add_generation_prompt": true}),
+            "continue_final_message",
+            "cannot both be true",
+        ),
+        (
+            assistant_last.clone(),
+            json!({"continue_final_message": true, "response_format": {"type": "json_object"}}),
+            "continue_final_message",
+            "cannot be combined",
+        ),
+        (
+            user_last.clone(),
+            json!({"continue_final_message": 1}),
+            "continue_final_message",
+            "expected a boolean",
+        ),
+        (
+            user_last.clone(),
+            json!({"add_generation_prompt": "no"}),
+            "add_generation_prompt",
+            "expected a boolean",
+        ),
+        (
+            user_last,
+            json!({"chat_template_kwargs": []}),
+            "chat_template_kwargs",
+            "expected an object",
+        ),
+    ];
+    for (messages, extra, param, fragment) in cases {
+        let mut body = json!({"model": "smol", "messages": messages});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        assert_error(&chat(&h, body), 400, Some(param), fragment);
+    }
+    assert!(h.gen_calls.borrow().is_empty());
 }

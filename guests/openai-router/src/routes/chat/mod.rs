@@ -35,6 +35,7 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
         req.messages,
         req.sampling,
         req.tools.as_ref(),
+        &req.render,
         "/v1/chat/completions",
     )?;
     let reply = generate::run(
@@ -69,6 +70,7 @@ pub fn prepare(
     mut messages: Vec<Message>,
     mut sampling: Sampling,
     tools: Option<&Tools>,
+    render: &template::RenderOptions,
     route: &str,
 ) -> Result<Prepared, ApiError> {
     let info = host
@@ -93,7 +95,7 @@ pub fn prepare(
         add_instructions(&mut messages, tools.instructions());
         sampling.format = ResponseFormat::JsonSchema(tools.schema().to_string());
     }
-    let prompt = template::render_prompt(&info, &messages)?;
+    let prompt = template::render_prompt(&info, &messages, render)?;
     Ok(Prepared {
         info,
         prompt,

@@ -4,6 +4,7 @@
 //! (`"tools": []`, `"response_format": {"type": "text"}`...). `response_format`
 //! `json_object` and `json_schema` are JSON mode (the host constrains the output).
 
+use super::template::RenderOptions;
 use super::tools::{self, Tools};
 use crate::errors::ApiError;
 use crate::routes::json::{
@@ -52,6 +53,8 @@ pub struct ChatRequest {
     pub stored_messages: Option<Vec<Value>>,
     /// `metadata` (checked; `{}` when absent).
     pub metadata: Value,
+    /// `add_generation_prompt`, `continue_final_message`, `chat_template_kwargs`.
+    pub render: RenderOptions,
 }
 
 pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
@@ -80,7 +83,15 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
     let mut sampling = sampling::parse(&mut f, Endpoint::Chat)?;
     let tools = tools::parse(&mut f)?;
     sampling.format = parse_chat_only_fields(&mut f)?;
+    let render = parse_render_options(&mut f, &messages)?;
     f.finish()?;
+    if render.continue_final_message && (tools.is_some() || sampling.format != ResponseFormat::Text)
+    {
+        return Err(ApiError::invalid(
+            "continue_final_message",
+            "'continue_final_message' cannot be combined with 'tools' or a JSON 'response_format': their answers start from scratch.",
+        ));
+    }
     if tools.is_some() && sampling.format != ResponseFormat::Text {
         return Err(ApiError::invalid(
             "response_format",
@@ -101,6 +112,48 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
         tools,
         stored_messages,
         metadata,
+        render,
+    })
+}
+
+/// vLLM's template options: `add_generation_prompt` (default true, false when
+/// continuing), `continue_final_message` (the last message must be the
+/// assistant's, with text) and `chat_template_kwargs` (an object).
+pub fn parse_render_options(
+    f: &mut Fields,
+    messages: &[Message],
+) -> Result<RenderOptions, ApiError> {
+    let kwargs = match f.take("chat_template_kwargs") {
+        None => Default::default(),
+        Some(Value::Object(m)) => m,
+        Some(other) => return Err(wrong_type("chat_template_kwargs", "an object", &other)),
+    };
+    let continue_final_message = f.bool("continue_final_message")?.unwrap_or(false);
+    let add_generation_prompt = match f.bool("add_generation_prompt")? {
+        Some(true) if continue_final_message => {
+            return Err(ApiError::invalid(
+                "continue_final_message",
+                "'continue_final_message' and 'add_generation_prompt' cannot both be true.",
+            ))
+        }
+        Some(add) => add,
+        None => !continue_final_message,
+    };
+    if continue_final_message {
+        match messages.last() {
+            Some(m) if m.role == Role::Assistant && !m.content.trim().is_empty() => {}
+            _ => {
+                return Err(ApiError::invalid(
+                    "continue_final_message",
+                    "'continue_final_message' needs the last message to be the assistant's, with the text to continue.",
+                ))
+            }
+        }
+    }
+    Ok(RenderOptions {
+        add_generation_prompt,
+        continue_final_message,
+        kwargs,
     })
 }
 

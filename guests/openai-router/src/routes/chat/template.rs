@@ -4,7 +4,9 @@
 //! `lstrip_blocks`, lenient undefined values, Python string/dict methods
 //! (`.strip()`, `.startswith()`, `.items()`... via minijinja-contrib's pycompat),
 //! `raise_exception(msg)`, and the variables `messages`, `add_generation_prompt`,
-//! `bos_token`, `eos_token`, `tools` and `documents` (both none).
+//! `bos_token`, `eos_token`, `tools` and `documents` (both none), plus a request's
+//! `chat_template_kwargs`. `continue_final_message` cuts the rendered prompt after
+//! the last (assistant) message's text, as `transformers` does.
 //!
 //! Differences from Jinja2 worth knowing: minijinja's `tojson` escapes `<`, `>`,
 //! `&` and `'` (HTML-safe), and `strftime_now` is not defined (templates that use
@@ -69,13 +71,15 @@ impl ChatTemplate {
         Ok(ChatTemplate { env, raised })
     }
 
-    /// The prompt for `messages`.
+    /// The prompt for `messages`; `kwargs` are more variables (they cannot replace
+    /// the ones above).
     pub fn render(
         &self,
         messages: &[Message],
         bos_token: &str,
         eos_token: &str,
         add_generation_prompt: bool,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String, TemplateError> {
         if let Ok(mut s) = self.raised.lock() {
             *s = None;
@@ -88,6 +92,7 @@ impl ChatTemplate {
             eos_token => eos_token,
             tools => (),
             documents => (),
+            ..json_value(&serde_json::Value::Object(kwargs.clone()))
         };
         let template = self
             .env
@@ -112,6 +117,28 @@ fn message_value(m: &Message) -> Value {
         map.insert("name".to_string(), Value::from(name.as_str()));
     }
     Value::from(map)
+}
+
+/// A JSON value as a template value (minijinja's serde support is left out to keep
+/// the component small).
+fn json_value(v: &serde_json::Value) -> Value {
+    use serde_json::Value as Json;
+    match v {
+        Json::Null => Value::from(()),
+        Json::Bool(b) => Value::from(*b),
+        Json::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Value::from(i),
+            (None, Some(u)) => Value::from(u),
+            _ => Value::from(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => Value::from(s.as_str()),
+        Json::Array(items) => Value::from(items.iter().map(json_value).collect::<Vec<_>>()),
+        Json::Object(map) => Value::from(
+            map.iter()
+                .map(|(k, v)| (k.clone(), json_value(v)))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+    }
 }
 
 thread_local! {
@@ -142,9 +169,36 @@ pub fn for_model(info: &ModelInfo) -> Option<Result<Rc<ChatTemplate>, TemplateEr
     }))
 }
 
+/// How a request asks the template to render its conversation (transformers'
+/// `apply_chat_template` options, as vLLM takes them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderOptions {
+    /// End with the opening of the assistant's turn (default, unless continuing).
+    pub add_generation_prompt: bool,
+    /// The last message is the beginning of the assistant's answer, which the
+    /// generation continues (the answer holds only the continuation).
+    pub continue_final_message: bool,
+    /// `chat_template_kwargs`: more template variables (`enable_thinking`...).
+    pub kwargs: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        RenderOptions {
+            add_generation_prompt: true,
+            continue_final_message: false,
+            kwargs: Default::default(),
+        }
+    }
+}
+
 /// Renders the prompt for a chat request: `raise_exception` is the client's
 /// fault (400 about `messages`), a broken template the server's (500).
-pub fn render_prompt(info: &ModelInfo, messages: &[Message]) -> Result<String, ApiError> {
+pub fn render_prompt(
+    info: &ModelInfo,
+    messages: &[Message],
+    options: &RenderOptions,
+) -> Result<String, ApiError> {
     let broken = |detail: String| {
         ApiError::server(format!(
             "The chat template of model '{}' failed: {detail}",
@@ -156,17 +210,44 @@ pub fn render_prompt(info: &ModelInfo, messages: &[Message]) -> Result<String, A
         Some(Ok(t)) => t,
         Some(Err(TemplateError::Broken(d) | TemplateError::Raised(d))) => return Err(broken(d)),
     };
-    template
+    let rendered = template
         .render(
             messages,
             info.bos_token.as_deref().unwrap_or(""),
             info.eos_token.as_deref().unwrap_or(""),
-            true,
+            options.add_generation_prompt,
+            &options.kwargs,
         )
         .map_err(|e| match e {
             TemplateError::Raised(msg) => ApiError::invalid("messages", msg),
             TemplateError::Broken(d) => broken(d),
-        })
+        })?;
+    match messages.last() {
+        Some(last) if options.continue_final_message => cut_after(rendered, &last.content),
+        _ => Ok(rendered),
+    }
+}
+
+/// The rendered prompt up to the end of the final message's text, which the
+/// generation then continues. Templates may trim a message: its text is looked for
+/// without its outer whitespace, and its trailing whitespace is kept only where the
+/// template kept it.
+fn cut_after(mut rendered: String, content: &str) -> Result<String, ApiError> {
+    let text = content.trim();
+    let Some(at) = rendered.rfind(text) else {
+        return Err(ApiError::invalid(
+            "continue_final_message",
+            "The chat template does not write the final message's text as it is, so it cannot be continued.",
+        ));
+    };
+    let from_start = content.trim_start();
+    let end = if rendered[at..].starts_with(from_start) {
+        at + from_start.len()
+    } else {
+        at + text.len()
+    };
+    rendered.truncate(end);
+    Ok(rendered)
 }
 
 /// A model that cannot chat because it has no template.

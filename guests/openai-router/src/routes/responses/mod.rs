@@ -51,6 +51,7 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
         req.messages,
         req.sampling,
         req.tools.as_ref(),
+        &Default::default(),
         "/v1/responses",
     )?;
     let options = prepared.sampling.options(false, 0);

@@ -1,7 +1,9 @@
-"""vLLM's sampling extensions, which self-hosted clients (benchmark tools, chat UIs)
-send to OpenAI-compatible servers: `min_p`, `repetition_penalty`, `ignore_eos`,
-`min_tokens`, `stop_token_ids` and `top_k: -1`, end to end through the router guest
-and the host's sampler, also as the `openai` SDK's `extra_body`."""
+"""vLLM's request extensions, which self-hosted clients (benchmark tools, chat UIs,
+agent frameworks) send to OpenAI-compatible servers, end to end through the router
+guest and the host's sampler, also as the `openai` SDK's `extra_body`: the sampling
+fields `min_p`, `repetition_penalty`, `ignore_eos`, `min_tokens`, `stop_token_ids`
+and `top_k: -1`, and the chat template's `continue_final_message`,
+`add_generation_prompt` and `chat_template_kwargs`."""
 from __future__ import annotations
 
 import openai
@@ -109,5 +111,53 @@ def test_the_sdk_sends_them_as_extra_body(server):
     ({"top_k": -2}, "top_k"),
 ])
 def test_bad_values_are_400_naming_the_field(server, extra, param):
+    r = server.post("/v1/chat/completions", {"model": CHAT, "messages": QUESTION, "max_tokens": 4, **extra})
+    assert_openai_error(r, 400, param=param)
+
+
+PREFILLED = QUESTION + [{"role": "assistant", "content": "The capital of France is"}]
+
+
+def test_continue_final_message_continues_the_assistants_text(server):
+    body = chat(server, messages=PREFILLED, continue_final_message=True)
+    # The answer holds only the continuation, as vLLM's does.
+    assert text_of(body) == " Paris." and body["choices"][0]["finish_reason"] == "stop"
+    # The prompt is the conversation cut inside the assistant's turn: /v1/tokenize counts it the same.
+    counted = server.post("/v1/tokenize", {"model": CHAT, "messages": PREFILLED, "continue_final_message": True})
+    assert counted.status_code == 200, counted.text
+    assert counted.json()["count"] == body["usage"]["prompt_tokens"]
+    # Streamed, through the SDK.
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    stream = client.chat.completions.create(model=CHAT, messages=PREFILLED, temperature=0, stream=True,
+                                            extra_body={"continue_final_message": True, "add_generation_prompt": False})
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == " Paris."
+
+
+def test_add_generation_prompt_false_renders_the_conversation_as_it_stands(server):
+    def rendered(**extra) -> str:
+        r = server.post("/v1/tokenize", {"model": CHAT, "messages": QUESTION, **extra})
+        assert r.status_code == 200, r.text
+        return server.post("/v1/detokenize", {"model": CHAT, "tokens": r.json()["tokens"]}).json()["prompt"]
+
+    with_prompt, without = rendered(), rendered(add_generation_prompt=False)
+    assert with_prompt == without + "<|im_start|>assistant\n"
+    assert without.endswith("Name the capital of France.<|im_end|>\n")
+
+
+def test_chat_template_kwargs_are_accepted(server):
+    # SmolLM2's template has no such variable; the request is served as without it.
+    assert text_of(chat(server, chat_template_kwargs={"enable_thinking": False})) == ANSWER
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"messages": QUESTION, "continue_final_message": True}, "continue_final_message"),
+    ({"messages": PREFILLED, "continue_final_message": True, "add_generation_prompt": True},
+     "continue_final_message"),
+    ({"messages": PREFILLED, "continue_final_message": True, "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
+     "continue_final_message"),
+    ({"chat_template_kwargs": "enable_thinking=false"}, "chat_template_kwargs"),
+])
+def test_bad_template_options_are_400_naming_the_field(server, extra, param):
     r = server.post("/v1/chat/completions", {"model": CHAT, "messages": QUESTION, "max_tokens": 4, **extra})
     assert_openai_error(r, 400, param=param)
