@@ -3,8 +3,12 @@ agent frameworks) send to OpenAI-compatible servers, end to end through the rout
 guest and the host's sampler, also as the `openai` SDK's `extra_body`: the sampling
 fields `min_p`, `repetition_penalty`, `ignore_eos`, `min_tokens`, `stop_token_ids`
 and `top_k: -1`, and the chat template's `continue_final_message`,
-`add_generation_prompt` and `chat_template_kwargs`."""
+`add_generation_prompt` and `chat_template_kwargs`, and structured outputs
+(`guided_choice`, `guided_regex`, `guided_json`, `structured_outputs`)."""
 from __future__ import annotations
+
+import json
+import re
 
 import openai
 import pytest
@@ -161,3 +165,64 @@ def test_chat_template_kwargs_are_accepted(server):
 def test_bad_template_options_are_400_naming_the_field(server, extra, param):
     r = server.post("/v1/chat/completions", {"model": CHAT, "messages": QUESTION, "max_tokens": 4, **extra})
     assert_openai_error(r, 400, param=param)
+
+
+YES_NO = [{"role": "user", "content": "Is Paris the capital of France? Answer yes or no."}]
+
+
+def test_guided_choice_answers_one_of_the_choices_exactly(server):
+    body = chat(server, messages=YES_NO, guided_choice=["yes", "no"])
+    assert text_of(body) == "yes" and body["choices"][0]["finish_reason"] == "stop"
+    # Sampled hot, every choice is still one of them (n = 8 generations).
+    body = chat(server, messages=YES_NO, temperature=1.8, seed=3, n=8,
+                structured_outputs={"choice": ["Positive", "Negative", "Neutral (unsure)"]})
+    texts = [c["message"]["content"] for c in body["choices"]]
+    assert set(texts) <= {"Positive", "Negative", "Neutral (unsure)"}, texts
+
+
+def test_guided_regex_output_is_a_whole_match(server):
+    pattern = r"[A-Z][a-z]+ (19|20)\d\d"
+    body = chat(server, messages=[{"role": "user", "content": "Name a city and a year."}], guided_regex=pattern,
+                max_tokens=20)
+    assert re.fullmatch(pattern, text_of(body)), text_of(body)
+    assert body["choices"][0]["finish_reason"] == "stop"
+    for seed in range(4):
+        out = chat(server, messages=[{"role": "user", "content": "Any digits."}], guided_regex=r"\d{2,6}",
+                   temperature=1.5, seed=seed, max_tokens=10)
+        assert re.fullmatch(r"\d{2,6}", text_of(out)), text_of(out)
+
+
+def test_guided_json_is_a_json_schema(server):
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+                                               "capital": {"type": "boolean"}}, "required": ["city", "capital"]}
+    value = json.loads(text_of(chat(server, guided_json=schema, max_tokens=40)))
+    assert set(value) == {"city", "capital"} and isinstance(value["capital"], bool), value
+
+
+def test_completions_and_streams_take_them_too(server):
+    r = server.post("/v1/completions", {"model": BASE, "prompt": "The capital of France is", "max_tokens": 8,
+                                        "temperature": 0, "guided_choice": [" Paris", " Lyon", " Berlin"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["text"] == " Paris"
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    stream = client.chat.completions.create(model=CHAT, messages=YES_NO, temperature=0, stream=True,
+                                            extra_body={"structured_outputs": {"regex": "(yes|no)[.!]"}})
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) in ("yes.", "yes!", "no.", "no!")
+
+
+@pytest.mark.parametrize("extra, param, words", [
+    ({"guided_regex": "(unclosed"}, "guided_regex", "unclosed group"),
+    ({"guided_regex": "(?=a)b"}, "guided_regex", "look-around"),
+    # An automaton that would blow up is refused, not built.
+    ({"guided_regex": "(a|b)*a(a|b){40}"}, "guided_regex", "size limit"),
+    ({"structured_outputs": {"regex": "("}}, "structured_outputs.regex", "cannot be used"),
+    ({"guided_choice": []}, "guided_choice", "1 to 1024"),
+    ({"guided_choice": ["a", ""]}, "guided_choice[1]", "empty"),
+    ({"guided_choice": ["a"], "guided_regex": "b"}, "guided_choice", "cannot both"),
+    ({"guided_choice": ["a"], "response_format": {"type": "json_object"}}, "guided_choice", "response_format"),
+    ({"guided_json": {"type": "object", "properties": {"x": {"pattern": "a+"}}}}, "guided_json", "pattern"),
+    ({"guided_grammar": "root ::= 'a'"}, "guided_grammar", "not supported"),
+])
+def test_bad_structured_outputs_are_400_naming_the_field(server, extra, param, words):
+    r = server.post("/v1/chat/completions", {"model": CHAT, "messages": QUESTION, "max_tokens": 4, **extra})
+    assert_openai_error(r, 400, param=param, contains=[words])

@@ -11,7 +11,7 @@ use super::nnhost::inference::generation::{
 };
 use super::{ApiState, WitError};
 use crate::error::InferenceError;
-use crate::scheduler::generate::constraint::Schema;
+use crate::scheduler::generate::constraint::{Grammar, Pattern, Schema};
 use crate::scheduler::generate::{self, GenEvent, GenerateRequest, SamplingParams, StopRules};
 
 /// A guest's handle on a running generation. Dropping it drops the receiver, which
@@ -171,7 +171,33 @@ fn no_extras() -> SamplingExtras {
         ignore_eos: false,
         min_tokens: 0,
         stop_token_ids: Vec::new(),
+        pattern: None,
     }
+}
+
+/// Patterns compiled lately: a classifier sends the same choices request after request,
+/// and building a DFA can take milliseconds.
+const PATTERNS_KEPT: usize = 32;
+
+fn compiled_pattern(source: &str) -> Result<Arc<Pattern>, InferenceError> {
+    static RECENT: std::sync::Mutex<Vec<(String, Arc<Pattern>)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(at) = recent.iter().position(|(s, _)| s == source) {
+        let hit = recent.remove(at);
+        let pattern = hit.1.clone();
+        recent.push(hit);
+        return Ok(pattern);
+    }
+    let pattern = Arc::new(
+        Pattern::compile(source)
+            .map_err(|e| InferenceError::invalid(e.to_string()).with_param("regex"))?,
+    );
+    if recent.len() == PATTERNS_KEPT {
+        recent.remove(0);
+    }
+    recent.push((source.to_string(), pattern.clone()));
+    Ok(pattern)
 }
 
 /// Checks the extras a guest sent (the router checks them too; other guests may not).
@@ -268,13 +294,22 @@ impl ApiState {
             min_p: extras.min_p,
             repetition_penalty: extras.repetition_penalty,
         };
-        let schema = match options.format {
-            OutputFormat::Text => None,
-            OutputFormat::JsonObject => Some(Schema::any_object()),
-            OutputFormat::JsonSchema(text) => Some(parse_schema(&text)?),
+        let grammar = match (options.format, &extras.pattern) {
+            (OutputFormat::Text, None) => None,
+            (OutputFormat::Text, Some(source)) => Some(Grammar::Pattern(compiled_pattern(source)?)),
+            (_, Some(_)) => {
+                return Err(InferenceError::invalid(
+                    "a pattern cannot be combined with a JSON output format",
+                )
+                .with_param("regex"))
+            }
+            (OutputFormat::JsonObject, None) => Some(Grammar::Json(Arc::new(Schema::any_object()))),
+            (OutputFormat::JsonSchema(text), None) => {
+                Some(Grammar::Json(Arc::new(parse_schema(&text)?)))
+            }
         };
-        let constraint = match schema {
-            Some(schema) => Some(decoder.json_constraint(Arc::new(schema))?),
+        let constraint = match grammar {
+            Some(grammar) => Some(decoder.constraint(grammar)?),
             None => None,
         };
         let stop = StopRules {

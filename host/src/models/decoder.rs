@@ -14,7 +14,7 @@ use tokenizers::Tokenizer;
 use super::read_json;
 use crate::config::ModelConfig;
 use crate::error::{ErrorCode, InferenceError};
-use crate::scheduler::generate::constraint::{JsonConstraint, Schema, TokenBytes};
+use crate::scheduler::generate::constraint::{Constraint, Grammar, TokenBytes};
 use crate::scheduler::generate::{
     DecoderGraph, DecoderShape, GenEvent, GenerateRequest, Generator, GeneratorLimits,
 };
@@ -273,20 +273,25 @@ impl DecoderModel {
         Ok(ids)
     }
 
-    /// A fresh JSON-mode constraint. The vocabulary's bytes are read on the first
-    /// JSON-mode request, on the caller's thread: once per model, ~10 ms for SmolLM2's
-    /// 49,152 tokens, ~90 ms for Gemma's 262,144 (and ~1 MB per 100,000 tokens).
-    pub fn json_constraint(&self, schema: Arc<Schema>) -> Result<JsonConstraint, InferenceError> {
+    /// A fresh output constraint (JSON mode or a pattern). The vocabulary's bytes are
+    /// read on the first constrained request, on the caller's thread: once per model,
+    /// ~10 ms for SmolLM2's 49,152 tokens, ~90 ms for Gemma's 262,144 (and ~1 MB per
+    /// 100,000 tokens).
+    pub fn constraint(&self, grammar: Grammar) -> Result<Constraint, InferenceError> {
         let bytes = self
             .token_bytes
             .get_or_init(|| TokenBytes::from_tokenizer(&self.tokenizer).map(Arc::new));
+        let param = match grammar {
+            Grammar::Json(_) => "response_format",
+            Grammar::Pattern(_) => "regex",
+        };
         match bytes {
-            Ok(bytes) => Ok(JsonConstraint::new(bytes.clone(), schema)),
+            Ok(bytes) => Ok(Constraint::new(bytes.clone(), grammar)),
             Err(why) => Err(InferenceError::invalid(format!(
-                "JSON mode is not available for model {}: {why}",
+                "constrained output (JSON mode, patterns) is not available for model {}: {why}",
                 self.name
             ))
-            .with_param("response_format")),
+            .with_param(param)),
         }
     }
 

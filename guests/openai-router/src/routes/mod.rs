@@ -16,6 +16,7 @@ pub mod rerank;
 pub mod responses;
 pub mod root;
 pub mod sampling;
+pub mod structured;
 pub mod tokenize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

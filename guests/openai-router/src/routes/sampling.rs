@@ -5,6 +5,7 @@
 //! which becomes the WIT `generate-options` and `sampling-extras`.
 
 use super::json::{bad_value, integer, wrong_type, Fields};
+use super::structured::Structured;
 use crate::errors::ApiError;
 use crate::host::{GenerateOptions, OutputFormat, SamplingExtras};
 use serde_json::Value;
@@ -61,7 +62,8 @@ pub struct Sampling {
     /// Completions' `best_of`: candidates per prompt, of which the `n` most likely
     /// are returned (1: off).
     pub best_of: u32,
-    /// Chat's `response_format`: the JSON forms make the host constrain the output.
+    /// Chat's `response_format` (or vLLM's `guided_json`): the JSON forms make the
+    /// host constrain the output.
     pub format: ResponseFormat,
     /// vLLM's extensions: see the WIT `sampling-extras`.
     pub min_p: f32,
@@ -69,6 +71,12 @@ pub struct Sampling {
     pub ignore_eos: bool,
     pub min_tokens: u32,
     pub stop_token_ids: Vec<u32>,
+    /// A regular expression the whole output matches (vLLM's `guided_regex`,
+    /// `guided_choice`).
+    pub pattern: Option<String>,
+    /// The vLLM field the output's form came from (`guided_json`,
+    /// `structured_outputs.choice`...), which the host's errors about it name.
+    pub structured_param: Option<&'static str>,
 }
 
 /// Chat's `response_format`.
@@ -108,6 +116,17 @@ impl Sampling {
             ignore_eos: false,
             min_tokens: 0,
             stop_token_ids: Vec::new(),
+            pattern: None,
+            structured_param: None,
+        }
+    }
+
+    /// The field a host error's `param` should name: the host calls a constraint's
+    /// field `response_format` or `regex`, whichever request field set it.
+    pub fn error_param(&self, param: Option<String>) -> Option<String> {
+        match (param.as_deref(), self.structured_param) {
+            (Some("response_format" | "regex"), Some(field)) => Some(field.to_string()),
+            _ => param,
         }
     }
 
@@ -119,6 +138,7 @@ impl Sampling {
             ignore_eos: self.ignore_eos,
             min_tokens: self.min_tokens,
             stop_token_ids: self.stop_token_ids.clone(),
+            pattern: self.pattern.clone(),
         }
     }
 
@@ -261,6 +281,13 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         ));
     }
     let stop_token_ids = parse_stop_token_ids(f.take("stop_token_ids"))?;
+    let structured = super::structured::parse(f)?;
+    let structured_param = structured.as_ref().map(Structured::param);
+    let (format, pattern) = match structured {
+        None => (ResponseFormat::Text, None),
+        Some(Structured::Json(schema, _)) => (ResponseFormat::JsonSchema(schema), None),
+        Some(Structured::Pattern(pattern, _)) => (ResponseFormat::Text, Some(pattern)),
+    };
 
     Ok(Sampling {
         max_tokens,
@@ -277,7 +304,7 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         n,
         logprobs,
         logit_bias,
-        format: ResponseFormat::Text,
+        format,
         echo: false,
         best_of: 1,
         min_p,
@@ -285,6 +312,8 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         ignore_eos,
         min_tokens,
         stop_token_ids,
+        pattern,
+        structured_param,
     })
 }
 

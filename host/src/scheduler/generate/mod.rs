@@ -30,8 +30,9 @@ pub struct GenerateRequest {
     pub max_tokens: usize,
     pub sampling: SamplingParams,
     pub stop: StopRules,
-    /// JSON mode: the output is one JSON object, and ends with it.
-    pub constraint: Option<constraint::JsonConstraint>,
+    /// JSON mode or a pattern: the output is one JSON object or one match, and
+    /// ends with it.
+    pub constraint: Option<constraint::Constraint>,
     /// Score the prompt: each of its tokens' log probability with this many
     /// alternatives, sent as [`GenEvent::Prompt`] before the first generated token.
     pub prompt_logprobs: Option<usize>,

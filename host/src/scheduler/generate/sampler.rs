@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::constraint::JsonConstraint;
+use super::constraint::Constraint;
 use super::log_softmax::log_normalizer_and_top;
 
 /// Candidates a constraint may turn down before every token of the vocabulary is
@@ -80,7 +80,7 @@ pub struct Sampler {
     banned: Vec<u32>,
     banned_until: usize,
     sampled: usize,
-    constraint: Option<JsonConstraint>,
+    constraint: Option<Constraint>,
 }
 
 impl Sampler {
@@ -100,7 +100,7 @@ impl Sampler {
     }
 
     /// Only tokens the constraint allows are picked.
-    pub fn with_constraint(mut self, constraint: Option<JsonConstraint>) -> Self {
+    pub fn with_constraint(mut self, constraint: Option<Constraint>) -> Self {
         self.constraint = constraint;
         self
     }
@@ -219,7 +219,7 @@ fn pick_allowed(
     p: &SamplingParams,
     rng: &mut StdRng,
     logits: &mut [f32],
-    constraint: &JsonConstraint,
+    constraint: &Constraint,
 ) -> u32 {
     let allowed = |t: u32| constraint.allows(t);
     if p.temperature <= 0.0 {
@@ -369,7 +369,7 @@ pub fn argmax(logits: &[f32]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::generate::constraint::{Schema, TokenBytes};
+    use crate::scheduler::generate::constraint::{Grammar, Schema, TokenBytes};
     use std::sync::Arc;
 
     fn params(temperature: f32, seed: u64) -> SamplingParams {
@@ -560,9 +560,9 @@ mod tests {
                 .map(|p| Some(p.as_bytes().to_vec()))
                 .chain([None]),
         );
-        Sampler::new(params(temperature, seed)).with_constraint(Some(JsonConstraint::new(
+        Sampler::new(params(temperature, seed)).with_constraint(Some(Constraint::new(
             Arc::new(vocab),
-            Arc::new(Schema::any_object()),
+            Grammar::Json(Arc::new(Schema::any_object())),
         )))
     }
 
@@ -609,7 +609,7 @@ mod tests {
         logits[100] = -5.0;
         for temperature in [0.0, 1.0] {
             let mut s = Sampler::new(params(temperature, 4)).with_constraint(Some(
-                JsonConstraint::new(vocab.clone(), Arc::new(Schema::any_object())),
+                Constraint::new(vocab.clone(), Grammar::Json(Arc::new(Schema::any_object()))),
             ));
             assert_eq!(s.sample(&mut logits.clone()).0, 100);
         }

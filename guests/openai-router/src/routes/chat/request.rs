@@ -82,9 +82,28 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
     };
     let mut sampling = sampling::parse(&mut f, Endpoint::Chat)?;
     let tools = tools::parse(&mut f)?;
-    sampling.format = parse_chat_only_fields(&mut f)?;
+    let response_format = parse_chat_only_fields(&mut f)?;
     let render = parse_render_options(&mut f, &messages)?;
     f.finish()?;
+    if response_format != ResponseFormat::Text {
+        if let Some(field) = sampling.structured_param {
+            return Err(ApiError::invalid(
+                field,
+                format!(
+                    "'{field}' cannot be combined with 'response_format': the output has one form."
+                ),
+            ));
+        }
+        sampling.format = response_format;
+    }
+    if tools.is_some() {
+        if let Some(field) = sampling.structured_param {
+            return Err(ApiError::invalid(
+                field,
+                format!("'{field}' cannot be combined with 'tools': with tools the answer's form is the tool calls'."),
+            ));
+        }
+    }
     if render.continue_final_message && (tools.is_some() || sampling.format != ResponseFormat::Text)
     {
         return Err(ApiError::invalid(

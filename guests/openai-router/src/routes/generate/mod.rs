@@ -136,7 +136,11 @@ pub fn run(
     });
     let mut choices = Vec::with_capacity(total as usize);
     for (p, prompt) in prompts.iter().enumerate() {
-        let failed = |e| host_error(e, flavor, prompts.len() > 1, p);
+        let failed = |e| {
+            let mut out = host_error(e, flavor, prompts.len() > 1, p);
+            out.param = sampling.error_param(out.param.take());
+            out
+        };
         let mut echo = match (sampling.echo, prompt) {
             (false, _) => None,
             (true, Prompt::Text(text)) => Some(text.clone()),
