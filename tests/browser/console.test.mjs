@@ -291,7 +291,27 @@ test('playground streams a chat answer and keeps the conversation', { timeout: 2
   assert.deepEqual(bodies[1].stream_options, { include_usage: true });
   assert.deepEqual(bodies[1].messages.map((m) => m.role), ['system', 'user', 'assistant', 'user']);
   assert.equal(bodies[1].messages[2].content, first);
+  // The sampling extensions are sent only when set.
+  assert.equal(bodies[1].repetition_penalty, undefined);
+  assert.equal(bodies[1].min_p, undefined);
+  await page.fill('#repetition-penalty', '1.2');
+  await page.fill('#min-p', '0.05');
+  await page.fill('#message', 'And of Spain?');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => document.querySelectorAll('.bubble.assistant').length === 3 &&
+    !document.querySelector('.bubble.assistant.streaming'), null, { timeout: 120_000 });
+  assert.equal(await page.isHidden('#chat-error'), true, await page.textContent('#chat-error'));
+  assert.equal(bodies[2].repetition_penalty, 1.2);
+  assert.equal(bodies[2].min_p, 0.05);
   await shot('playground');
+  await page.fill('#repetition-penalty', '0');
+  await page.fill('#message', 'And of Portugal?');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#chat-error:not([hidden])');
+  assert.match(await page.textContent('#chat-error'), /Repetition penalty must be above 0/);
+  assert.equal(bodies.length, 3, 'an invalid setting sends nothing');
+  await page.fill('#repetition-penalty', '1');
+  await page.fill('#min-p', '0');
   chatPassed = true;
 });
 

@@ -173,12 +173,19 @@ async function sendMessage() {
   const maxTokens = parseInt($('max-tokens').value, 10);
   if (!(temperature >= 0 && temperature <= 2)) { showError($('chat-error'), 'Temperature must be between 0 and 2.'); return; }
   if (!(maxTokens >= 1)) { showError($('chat-error'), 'Max tokens must be a positive number.'); return; }
+  const repetitionPenalty = Number($('repetition-penalty').value);
+  const minP = Number($('min-p').value);
+  if (!(repetitionPenalty > 0 && repetitionPenalty <= 10)) { showError($('chat-error'), 'Repetition penalty must be above 0 and at most 10 (1 is off).'); return; }
+  if (!(minP >= 0 && minP <= 1)) { showError($('chat-error'), 'Min p must be between 0 and 1.'); return; }
 
   const turns = [...conversation, { role: 'user', content: text }];
   const request = {
     model, stream: true, stream_options: { include_usage: true },
     temperature, max_tokens: maxTokens,
   };
+  // vLLM's sampling extensions; sent only when set, so the request stays plain OpenAI.
+  if (repetitionPenalty !== 1) request.repetition_penalty = repetitionPenalty;
+  if (minP > 0) request.min_p = minP;
   let path;
   if (completion) {
     path = '/v1/completions';
