@@ -182,18 +182,23 @@ const PATTERNS_KEPT: usize = 32;
 fn compiled_pattern(source: &str) -> Result<Arc<Pattern>, InferenceError> {
     static RECENT: std::sync::Mutex<Vec<(String, Arc<Pattern>)>> =
         std::sync::Mutex::new(Vec::new());
-    let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(at) = recent.iter().position(|(s, _)| s == source) {
-        let hit = recent.remove(at);
-        let pattern = hit.1.clone();
-        recent.push(hit);
-        return Ok(pattern);
+    let recent = || RECENT.lock().unwrap_or_else(|e| e.into_inner());
+    {
+        let mut recent = recent();
+        if let Some(at) = recent.iter().position(|(s, _)| s == source) {
+            let hit = recent.remove(at);
+            let pattern = hit.1.clone();
+            recent.push(hit);
+            return Ok(pattern);
+        }
     }
+    // Built outside the lock: other requests' patterns need not wait for this one.
     let pattern = Arc::new(
         Pattern::compile(source)
             .map_err(|e| InferenceError::invalid(e.to_string()).with_param("regex"))?,
     );
-    if recent.len() == PATTERNS_KEPT {
+    let mut recent = recent();
+    if recent.len() >= PATTERNS_KEPT {
         recent.remove(0);
     }
     recent.push((source.to_string(), pattern.clone()));
