@@ -30,6 +30,27 @@ impl Structured {
     }
 }
 
+/// Reads one form's value; the path names it in errors.
+type Form = fn(Value, &'static str) -> Result<Structured, ApiError>;
+
+/// Each form: its `guided_*` field, its key in `structured_outputs`, that key's
+/// full path, and its reader.
+const FORMS: [(&str, &str, &str, Form); 3] = [
+    (
+        "guided_json",
+        "json",
+        "structured_outputs.json",
+        json_schema,
+    ),
+    ("guided_regex", "regex", "structured_outputs.regex", regex),
+    (
+        "guided_choice",
+        "choice",
+        "structured_outputs.choice",
+        choice,
+    ),
+];
+
 /// Takes the fields out of `f`; at most one of them may be given.
 pub fn parse(f: &mut Fields) -> Result<Option<Structured>, ApiError> {
     // Which library vLLM should use: the host has one.
@@ -42,27 +63,19 @@ pub fn parse(f: &mut Fields) -> Result<Option<Structured>, ApiError> {
         )?;
     }
     let mut found = Vec::new();
-    if let Some(v) = f.take("guided_json") {
-        found.push(json_schema(v, "guided_json")?);
-    }
-    if let Some(v) = f.take("guided_regex") {
-        found.push(regex(v, "guided_regex")?);
-    }
-    if let Some(v) = f.take("guided_choice") {
-        found.push(choice(v, "guided_choice")?);
+    for (field, _, _, form) in FORMS {
+        if let Some(v) = f.take(field) {
+            found.push(form(v, field)?);
+        }
     }
     match f.take("structured_outputs") {
         None => {}
         Some(Value::Object(m)) => {
             let mut o = Fields::nested(m, "structured_outputs");
-            if let Some(v) = o.take("json") {
-                found.push(json_schema(v, "structured_outputs.json")?);
-            }
-            if let Some(v) = o.take("regex") {
-                found.push(regex(v, "structured_outputs.regex")?);
-            }
-            if let Some(v) = o.take("choice") {
-                found.push(choice(v, "structured_outputs.choice")?);
+            for (_, key, path, form) in FORMS {
+                if let Some(v) = o.take(key) {
+                    found.push(form(v, path)?);
+                }
             }
             for name in [
                 "grammar",
