@@ -17,6 +17,7 @@ mod support;
 mod template;
 mod tokenize;
 mod tools;
+mod truncation;
 
 use crate::errors::ApiError;
 use crate::host::*;
@@ -50,6 +51,8 @@ struct Fake {
     /// Overrides the embed result's data.
     data: Option<Vec<f32>>,
     calls: RefCell<Vec<(String, EmbedInput)>>,
+    /// Each embed call's `truncate` option.
+    truncates: RefCell<Vec<bool>>,
     /// What each generation stream returns (then its last `Done`, repeated).
     script: Vec<Event>,
     /// Scripts for the next generations, one each, before `script` is used.
@@ -141,6 +144,7 @@ impl Fake {
             fail: None,
             data: None,
             calls: RefCell::new(vec![]),
+            truncates: RefCell::new(vec![]),
             script: support::default_script(),
             scripts: RefCell::new(Default::default()),
             gen_fail: None,
@@ -169,7 +173,7 @@ impl Host for Fake {
         input: &EmbedInput,
         options: EmbedOptions,
     ) -> Result<EmbeddingBatch, HostError> {
-        assert!(!options.truncate);
+        self.truncates.borrow_mut().push(options.truncate);
         self.calls.borrow_mut().push((model.into(), input.clone()));
         if let Some(e) = &self.fail {
             return Err(e.clone());

@@ -5,7 +5,8 @@
 use crate::errors::ApiError;
 use crate::host::{EmbedInput, EmbedOptions, Host, ModelInfo, ModelKind};
 use crate::http::Response;
-use crate::routes::json::type_name;
+use crate::routes::json::{type_name, Fields};
+use crate::routes::truncation::{self, Truncation, TruncationError};
 use base64::Engine as _;
 use serde_json::{Map, Value};
 use std::io::Write as _;
@@ -22,6 +23,11 @@ pub struct EmbeddingsRequest {
     pub input: EmbedInput,
     pub encoding_format: EncodingFormat,
     pub dimensions: Option<u32>,
+    /// TEI's `truncate`: inputs longer than the model's context keep their start
+    /// (the host cuts them).
+    pub truncate: bool,
+    /// vLLM's `truncate_prompt_tokens`: long inputs keep their last tokens.
+    pub truncation: Option<Truncation>,
 }
 
 impl EmbeddingsRequest {
@@ -75,7 +81,15 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Response, ApiError> {
         check_dimensions(want, model_dims, &info.id)?;
     }
 
-    let batch = host.embed(&info.id, &req.input, EmbedOptions { truncate: false })?;
+    let (input, truncate) = match req.truncation.map(|t| t.limit(&info, 0)) {
+        Some(limit) if limit < u32::MAX => {
+            (keep_last_tokens(host, &info.id, req.input, limit)?, false)
+        }
+        // `-1` on a model whose context is not known: the host's own limit.
+        Some(_) => (req.input, true),
+        None => (req.input, req.truncate),
+    };
+    let batch = host.embed(&info.id, &input, EmbedOptions { truncate })?;
 
     let dims = batch.dimensions as usize;
     if dims == 0 || batch.data.len() != count * dims {
@@ -104,6 +118,34 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Response, ApiError> {
         batch.prompt_tokens,
     )?;
     Ok(Response::json(200, body).with_header("x-nnhost-provider", &batch.provider))
+}
+
+/// Inputs cut to their last tokens, so that with the special tokens the host adds
+/// each makes at most `limit` (texts become their token ids, which embed the same).
+fn keep_last_tokens(
+    host: &dyn Host,
+    model: &str,
+    input: EmbedInput,
+    limit: u32,
+) -> Result<EmbedInput, ApiError> {
+    let failed = |e: TruncationError| e.into_api(|e| ApiError::from(e).param("input"));
+    let specials = host
+        .encode(model, "", true)
+        .map_err(|e| failed(e.into()))?
+        .len();
+    let ids = match input {
+        EmbedInput::Tokens(ids) => ids,
+        EmbedInput::Texts(texts) => texts
+            .iter()
+            .map(|text| host.encode(model, text, false))
+            .collect::<Result<_, _>>()
+            .map_err(|e| failed(e.into()))?,
+    };
+    ids.iter()
+        .map(|ids| truncation::tokens_of_ids(ids, specials, limit))
+        .collect::<Result<_, _>>()
+        .map(EmbedInput::Tokens)
+        .map_err(failed)
 }
 
 fn check_dimensions(want: u32, model_dims: u32, model: &str) -> Result<(), ApiError> {
@@ -218,6 +260,9 @@ pub fn parse_request(body: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
             ))
         }
     }
+    let mut rest = Fields::new(obj);
+    let truncate = rest.bool("truncate")?.unwrap_or(false);
+    let truncation = truncation::parse(&mut rest)?;
     // Other fields are ignored, as many OpenAI-compatible servers do.
 
     Ok(EmbeddingsRequest {
@@ -225,6 +270,8 @@ pub fn parse_request(body: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
         input,
         encoding_format,
         dimensions,
+        truncate,
+        truncation,
     })
 }
 

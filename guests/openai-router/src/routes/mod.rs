@@ -18,6 +18,7 @@ pub mod root;
 pub mod sampling;
 pub mod structured;
 pub mod tokenize;
+pub mod truncation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {

@@ -6,6 +6,7 @@
 
 use super::json::{bad_value, integer, wrong_type, Fields};
 use super::structured::Structured;
+use super::truncation::Truncation;
 use crate::errors::ApiError;
 use crate::host::{GenerateOptions, OutputFormat, SamplingExtras};
 use serde_json::Value;
@@ -77,6 +78,8 @@ pub struct Sampling {
     /// The vLLM field the output's form came from (`guided_json`,
     /// `structured_outputs.choice`...), which the host's errors about it name.
     pub structured_param: Option<&'static str>,
+    /// vLLM's `truncate_prompt_tokens`: long prompts keep their last tokens.
+    pub truncation: Option<Truncation>,
 }
 
 /// Chat's `response_format`.
@@ -118,6 +121,7 @@ impl Sampling {
             stop_token_ids: Vec::new(),
             pattern: None,
             structured_param: None,
+            truncation: None,
         }
     }
 
@@ -281,6 +285,7 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         ));
     }
     let stop_token_ids = parse_stop_token_ids(f.take("stop_token_ids"))?;
+    let truncation = super::truncation::parse(f)?;
     let structured = super::structured::parse(f)?;
     let structured_param = structured.as_ref().map(Structured::param);
     let (format, pattern) = match structured {
@@ -314,6 +319,7 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         stop_token_ids,
         pattern,
         structured_param,
+        truncation,
     })
 }
 

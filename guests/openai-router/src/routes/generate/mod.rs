@@ -13,6 +13,7 @@ pub mod logprobs;
 pub mod sse;
 
 use crate::routes::chat::repeats::StopRepeats;
+use crate::routes::truncation::{self, Truncation, TruncationError};
 
 use super::sampling::{Sampling, MAX_CHOICES};
 use crate::errors::ApiError;
@@ -130,6 +131,18 @@ pub fn run(
             ),
         ));
     }
+    let prompts = match sampling.truncation {
+        Some(truncation) => truncate_prompts(
+            host,
+            flavor,
+            info,
+            prompts,
+            sampling,
+            truncation,
+            add_special_tokens,
+        )?,
+        None => prompts,
+    };
     let best_of = (per_prompt > sampling.n).then_some(best_of::BestOf {
         candidates: per_prompt as usize,
         keep: sampling.n as usize,
@@ -213,6 +226,61 @@ pub fn run(
         )
         .map(Reply::Full)
     }
+}
+
+/// `truncate_prompt_tokens`: each prompt longer than the limit becomes its last
+/// tokens (a text prompt is tokenized here, with the special tokens the request's
+/// form adds, so the host takes the ids as they are). `-1` keeps what the context
+/// holds beside `max_tokens`, or beside a quarter of the context when no
+/// `max_tokens` is set (the answer would otherwise have no room).
+fn truncate_prompts(
+    host: &dyn Host,
+    flavor: Flavor,
+    info: &ModelInfo,
+    prompts: Vec<Prompt>,
+    sampling: &Sampling,
+    truncation: Truncation,
+    add_special_tokens: bool,
+) -> Result<Vec<Prompt>, ApiError> {
+    let reserved = sampling
+        .max_tokens
+        .unwrap_or(info.context_length / 4)
+        .max(1);
+    let limit = truncation.limit(info, reserved);
+    let several = prompts.len() > 1;
+    prompts
+        .into_iter()
+        .enumerate()
+        .map(|(p, prompt)| {
+            let failed = |e: TruncationError| {
+                e.into_api(|e| {
+                    let mut out = host_error(e, flavor, several, p);
+                    out.param = Some(flavor.prompt_param().to_string());
+                    out
+                })
+            };
+            Ok(match prompt {
+                Prompt::Text(text) => {
+                    match truncation::tokens_of_text(
+                        host,
+                        &info.id,
+                        &text,
+                        add_special_tokens,
+                        limit,
+                    )
+                    .map_err(failed)?
+                    {
+                        Some(cut) => Prompt::Tokens(cut),
+                        None => Prompt::Text(text),
+                    }
+                }
+                Prompt::Tokens(ids) if ids.len() > limit as usize => {
+                    Prompt::Tokens(truncation::tokens_of_ids(&ids, 0, limit).map_err(failed)?)
+                }
+                tokens => tokens,
+            })
+        })
+        .collect()
 }
 
 /// A host error from `generate`: context-length errors point at the route's
