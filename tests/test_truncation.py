@@ -9,6 +9,7 @@ import math
 import openai
 import pytest
 
+from conftest import ROUTER_WASM, SMOLLM, Server
 from test_embeddings import assert_openai_error
 
 MINILM = "all-MiniLM-L6-v2"
@@ -132,3 +133,85 @@ def test_chat_keeps_the_conversations_end(server):
 ])
 def test_bad_values_are_400_naming_the_field(server, route, body, param):
     assert_openai_error(server.post(route, body), 400, param=param)
+
+
+# A model with a short context (256 tokens), so that conversations overflow it quickly.
+SHORT_CONFIG = """
+[[models]]
+name = "smol-short"
+path = "{smollm}"
+max_tokens = 256
+
+[[tenants]]
+name = "default"
+public = true
+component = "{router}"
+"""
+
+
+@pytest.fixture(scope="module")
+def short(tmp_path_factory):
+    srv = Server(SHORT_CONFIG.format(smollm=SMOLLM, router=ROUTER_WASM), tmp_path_factory.mktemp("nnhost-short"))
+    yield srv
+    srv.stop()
+
+
+def long_conversation(turns: int = 6) -> list[dict]:
+    out = []
+    for i in range(turns):
+        out.append({"role": "user", "content": f"Tell me fact {i} about rivers. " + "Rivers carry water to the sea. " * 5})
+        out.append({"role": "assistant", "content": "Rivers are long bodies of flowing water. " * 4})
+    return out + [{"role": "user", "content": "Name the capital of France."}]
+
+
+def test_minus_one_fits_a_chat_prompt_into_the_context_beside_max_tokens(short):
+    messages = long_conversation()
+    r = short.post("/v1/chat/completions", {"model": "smol-short", "messages": messages, "max_tokens": 16})
+    # Without a cut the prompt alone overflows: the error names the prompt, not max_tokens.
+    assert_openai_error(r, 400, param="messages", code="context_length_exceeded")
+    r = short.post("/v1/chat/completions", {"model": "smol-short", "messages": messages, "max_tokens": 16,
+                                            "temperature": 0, "truncate_prompt_tokens": -1})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] == 256 - 16
+    # Without max_tokens a quarter of the context is left for the answer.
+    r = short.post("/v1/chat/completions", {"model": "smol-short", "messages": messages, "temperature": 0,
+                                            "truncate_prompt_tokens": -1})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] == 256 - 64
+
+
+def test_responses_truncation_auto_drops_the_oldest_turns(short):
+    body = {"model": "smol-short", "instructions": "Be brief.", "input": long_conversation(), "max_output_tokens": 16,
+            "temperature": 0, "store": False}
+    r = short.post("/v1/responses", body)
+    assert_openai_error(r, 400, param="input", code="context_length_exceeded")
+    r = short.post("/v1/responses", {**body, "truncation": "auto"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["truncation"] == "auto" and out["status"] == "completed"
+    assert "Paris" in out["output"][0]["content"][0]["text"]
+    # Whole turns went: the instructions, and as many of the latest turns as fit, stay.
+    conversation = long_conversation()
+    counts = [short.post("/v1/tokenize", {"model": "smol-short", "messages": [
+        {"role": "system", "content": "Be brief."}, *conversation[start:]]}).json()["count"]
+        for start in range(0, len(conversation), 2)]
+    assert out["usage"]["input_tokens"] == next(c for c in counts if c <= 256 - 16)
+    assert counts[0] > 256 and counts[-1] < out["usage"]["input_tokens"]
+    # A conversation that fits is not cut.
+    small = {**body, "input": "Name the capital of France.", "truncation": "auto"}
+    plain = short.post("/v1/responses", {**small, "truncation": "disabled"}).json()
+    assert short.post("/v1/responses", small).json()["usage"]["input_tokens"] == plain["usage"]["input_tokens"]
+    assert plain["truncation"] == "disabled"
+
+
+def test_responses_truncation_auto_continues_a_stored_conversation(short):
+    client = openai.OpenAI(base_url=short.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    first = client.responses.create(model="smol-short", input=long_conversation(2)[:-1] + [
+        {"role": "user", "content": "Say OK."}], max_output_tokens=8, temperature=0)
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="smol-short", previous_response_id=first.id, max_output_tokens=16,
+                                input=long_conversation(2)[:-1] + [{"role": "user", "content": "Name the capital of France."}])
+    answer = client.responses.create(model="smol-short", previous_response_id=first.id, max_output_tokens=16,
+                                     temperature=0, truncation="auto",
+                                     input=long_conversation(2)[:-1] + [{"role": "user", "content": "Name the capital of France."}])
+    assert answer.truncation == "auto" and "Paris" in answer.output_text

@@ -349,7 +349,8 @@ impl DecoderModel {
                     wanted
                 ),
             )
-            .with_param("max_tokens"));
+            // The prompt alone filling the context is the prompt's fault, not max_tokens'.
+            .with_param(if available == 0 { "prompt" } else { "max_tokens" }));
         }
         self.generator.submit(request(prompt, wanted))
     }

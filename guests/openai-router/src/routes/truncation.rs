@@ -52,6 +52,14 @@ impl Truncation {
     }
 }
 
+/// The most prompt tokens `info`'s model holds beside an answer of `max_tokens`,
+/// or beside a quarter of its context when no `max_tokens` is set (an answer needs
+/// room); `u32::MAX` when its context is not known.
+pub fn room_for_prompt(info: &ModelInfo, max_tokens: Option<u32>) -> u32 {
+    let reserved = max_tokens.unwrap_or(info.context_length / 4).max(1);
+    Truncation::ToContext.limit(info, reserved)
+}
+
 /// `text` tokenized as the model would (`add_special` as the request asks), cut to
 /// at most `limit` tokens: the special tokens the tokenizer puts around the text
 /// stay, the text's first tokens go. None when the text fits.

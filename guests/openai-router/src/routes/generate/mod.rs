@@ -242,11 +242,11 @@ fn truncate_prompts(
     truncation: Truncation,
     add_special_tokens: bool,
 ) -> Result<Vec<Prompt>, ApiError> {
-    let reserved = sampling
-        .max_tokens
-        .unwrap_or(info.context_length / 4)
-        .max(1);
-    let limit = truncation.limit(info, reserved);
+    let room = truncation::room_for_prompt(info, sampling.max_tokens);
+    let limit = match truncation {
+        Truncation::ToContext => room,
+        Truncation::Last(k) => k.min(room),
+    };
     let several = prompts.len() > 1;
     prompts
         .into_iter()

@@ -5,6 +5,7 @@
 //! streamed as the Responses API's typed events ([`stream`]). Responses are stored
 //! unless `store` is false, and continue with `previous_response_id` ([`stored`]).
 
+pub mod fit;
 pub mod request;
 pub mod stored;
 pub mod stream;
@@ -45,14 +46,14 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
         )
     });
     let tools = req.tools.is_some();
-    let prepared = chat::prepare(
+    let prepared = fit::prepare(
         host,
         &req.model,
         req.messages,
         req.sampling,
         req.tools.as_ref(),
-        &Default::default(),
         "/v1/responses",
+        req.truncation_auto,
     )?;
     let options = prepared.sampling.options(false, 0);
     let prompt = Prompt::Text(prepared.prompt);
@@ -211,7 +212,7 @@ impl Head {
             "temperature": e.temperature, "text": {"format": e.text_format},
             "tool_choice": e.tool_choice, "tools": e.tools, "top_logprobs": e.top_logprobs,
             "top_p": e.top_p,
-            "truncation": "disabled", "usage": usage, "user": e.user, "metadata": e.metadata,
+            "truncation": e.truncation, "usage": usage, "user": e.user, "metadata": e.metadata,
             "conversation": e.conversation,
         })
     }

@@ -31,6 +31,9 @@ pub struct ResponsesRequest {
     pub store: bool,
     pub sampling: Sampling,
     pub tools: Option<Tools>,
+    /// `truncation: "auto"`: a conversation too long for the context loses its
+    /// oldest turns (see `super::fit`).
+    pub truncation_auto: bool,
     /// Echoed in the response object as the request gave them.
     pub echo: Echo,
 }
@@ -52,6 +55,7 @@ pub struct Echo {
     pub previous_response_id: Value,
     pub top_logprobs: Value,
     pub conversation: Value,
+    pub truncation: &'static str,
 }
 
 /// What `include` may name: `message.output_text.logprobs` (true: the answer's
@@ -163,11 +167,18 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
     let user = f.string("user")?;
     f.string("safety_identifier")?;
     f.string("prompt_cache_key")?;
-    f.reject_unless(
-        "truncation",
-        |v| v == "disabled" || v == "auto",
-        "is not supported except for 'disabled' and 'auto'.",
-    )?;
+    let truncation_auto = match f.take("truncation") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s == "disabled" => false,
+        Some(Value::String(s)) if s == "auto" => true,
+        Some(Value::String(s)) => {
+            return Err(bad_value(
+                "truncation",
+                format!("'{s}' is not supported; use 'auto' or 'disabled'."),
+            ))
+        }
+        Some(other) => return Err(wrong_type("truncation", "a string", &other)),
+    };
     f.reject_unless(
         "service_tier",
         |v| v == "auto" || v == "default",
@@ -260,7 +271,9 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
             previous_response_id: previous_response_id.map_or(Value::Null, Value::String),
             top_logprobs: json!(top_logprobs.unwrap_or(0) as u64),
             conversation: conversation.map_or(Value::Null, |id| json!({"id": id})),
+            truncation: if truncation_auto { "auto" } else { "disabled" },
         },
+        truncation_auto,
     })
 }
 
