@@ -91,13 +91,18 @@ pub fn tokens_of_ids(
     specials: usize,
     limit: u32,
 ) -> Result<Vec<u32>, TruncationError> {
-    let room = (limit as usize)
+    let room = room_for_text(specials, limit)?;
+    Ok(ids[ids.len().saturating_sub(room)..].to_vec())
+}
+
+/// The text tokens `limit` leaves beside `specials` special tokens: at least one.
+fn room_for_text(specials: usize, limit: u32) -> Result<usize, TruncationError> {
+    (limit as usize)
         .checked_sub(specials)
         .filter(|room| *room >= 1)
         .ok_or(TruncationError::TooSmall {
             least: specials + 1,
-        })?;
-    Ok(ids[ids.len().saturating_sub(room)..].to_vec())
+        })
 }
 
 /// How many special tokens come before and after the text's own tokens in `whole`.
@@ -118,13 +123,7 @@ fn keep_last(
     after: &[u32],
     limit: u32,
 ) -> Result<Vec<u32>, TruncationError> {
-    let specials = before.len() + after.len();
-    let room = (limit as usize)
-        .checked_sub(specials)
-        .filter(|room| *room >= 1)
-        .ok_or(TruncationError::TooSmall {
-            least: specials + 1,
-        })?;
+    let room = room_for_text(before.len() + after.len(), limit)?;
     let mut out = Vec::with_capacity(limit as usize);
     out.extend_from_slice(before);
     out.extend_from_slice(&content[content.len().saturating_sub(room)..]);
