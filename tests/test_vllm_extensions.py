@@ -4,7 +4,9 @@ guest and the host's sampler, also as the `openai` SDK's `extra_body`: the sampl
 fields `min_p`, `repetition_penalty`, `ignore_eos`, `min_tokens`, `stop_token_ids`
 and `top_k: -1`, and the chat template's `continue_final_message`,
 `add_generation_prompt` and `chat_template_kwargs`, and structured outputs
-(`guided_choice`, `guided_regex`, `guided_json`, `structured_outputs`)."""
+(`guided_choice`, `guided_regex`, `guided_json`, `structured_outputs`), `allowed_token_ids`,
+`request_id`, a request's own `chat_template`, and the fields clients send at their defaults
+(`skip_special_tokens: true`…)."""
 from __future__ import annotations
 
 import json
@@ -226,3 +228,64 @@ def test_completions_and_streams_take_them_too(server):
 def test_bad_structured_outputs_are_400_naming_the_field(server, extra, param, words):
     r = server.post("/v1/chat/completions", {"model": CHAT, "messages": QUESTION, "max_tokens": 4, **extra})
     assert_openai_error(r, 400, param=param, contains=[words])
+
+
+def test_allowed_token_ids_restrict_the_answer_to_those_tokens(server):
+    ids = server.post("/v1/tokenize", {"model": CHAT, "prompt": " yes no maybe", "add_special_tokens": False}).json()["tokens"]
+    for seed in range(3):
+        body = chat(server, allowed_token_ids=ids, temperature=1.5, seed=seed, max_tokens=6, logprobs=True)
+        out = body["choices"][0]
+        assert out["finish_reason"] == "length"
+        assert all(lp["token"] in (" yes", " no", " maybe") for lp in out["logprobs"]["content"]), out
+    # The reported log probabilities are the model's own: the first step's alternatives are
+    # those of an unrestricted request, led by tokens that were not allowed.
+    allowed = chat(server, allowed_token_ids=ids, max_tokens=1, logprobs=True, top_logprobs=3)
+    free = chat(server, max_tokens=1, logprobs=True, top_logprobs=3)
+    top = allowed["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+    assert top == free["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+    assert top[0]["token"] not in (" yes", " no", " maybe")
+    r = server.post("/v1/completions", {"model": BASE, "prompt": "Hello", "max_tokens": 2,
+                                        "allowed_token_ids": [10**7]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "allowed_token_ids", r.text
+
+
+def test_request_id_names_the_response(server):
+    assert chat(server, request_id="run-42.a", max_tokens=2)["id"] == "chatcmpl-run-42.a"
+    r = server.post("/v1/completions", {"model": BASE, "prompt": "Hello", "max_tokens": 2, "request_id": "x1",
+                                        "stream": True})
+    assert '"id":"cmpl-x1"' in r.text
+
+
+def test_a_request_template_renders_the_conversation(server):
+    template = ("{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] }}\n{% endfor %}"
+                "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+    r = server.post("/v1/tokenize", {"model": BASE, "messages": QUESTION, "chat_template": template,
+                                     "add_special_tokens": False})
+    assert r.status_code == 200, r.text
+    text = server.post("/v1/detokenize", {"model": BASE, "tokens": r.json()["tokens"]}).json()["prompt"]
+    assert text == "USER: Name the capital of France.\nASSISTANT:"
+    # A base model chats through the request's template (its BOS asked for, as it has none in the template).
+    r = server.post("/v1/chat/completions", {"model": BASE, "messages": QUESTION, "chat_template": template,
+                                             "add_special_tokens": True, "max_tokens": 8, "temperature": 0})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] == len(
+        server.post("/v1/tokenize", {"model": BASE, "prompt": text}).json()["tokens"])
+    r = server.post("/v1/chat/completions", {"model": CHAT, "messages": QUESTION, "chat_template": "{% for %}"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "chat_template", r.text
+
+
+@pytest.mark.parametrize("field,default,other", [
+    ("skip_special_tokens", True, False),
+    ("spaces_between_special_tokens", True, False),
+    ("include_stop_str_in_output", False, True),
+    ("use_beam_search", False, True),
+    ("length_penalty", 1.0, 0.5),
+    ("return_tokens_as_token_ids", False, True),
+    ("detokenize", True, False),
+    ("priority", 0, 5),
+])
+def test_vllm_fields_at_their_defaults_are_accepted_and_others_refused(server, field, default, other):
+    assert chat(server, max_tokens=2, **{field: default})["choices"][0]["finish_reason"] == "length"
+    r = server.post("/v1/chat/completions", {"model": CHAT, "messages": QUESTION, field: other})
+    assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
+    assert r.json()["error"]["code"] == "unsupported_parameter", r.text

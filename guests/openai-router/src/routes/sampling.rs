@@ -80,6 +80,10 @@ pub struct Sampling {
     pub structured_param: Option<&'static str>,
     /// vLLM's `truncate_prompt_tokens`: long prompts keep their last tokens.
     pub truncation: Option<Truncation>,
+    /// vLLM's `request_id`: the response's id is the route's prefix and it.
+    pub request_id: Option<String>,
+    /// vLLM's `allowed_token_ids` was given (it is carried in `logit_bias`).
+    pub allowed_token_ids: bool,
 }
 
 /// Chat's `response_format`.
@@ -122,6 +126,8 @@ impl Sampling {
             pattern: None,
             structured_param: None,
             truncation: None,
+            request_id: None,
+            allowed_token_ids: false,
         }
     }
 
@@ -130,6 +136,10 @@ impl Sampling {
     pub fn error_param(&self, param: Option<String>) -> Option<String> {
         match (param.as_deref(), self.structured_param) {
             (Some("response_format" | "regex"), Some(field)) => Some(field.to_string()),
+            // The allowed ids ride in the logit bias: an id beyond the vocabulary is theirs.
+            (Some("logit_bias"), _) if self.allowed_token_ids => {
+                Some("allowed_token_ids".to_string())
+            }
             _ => param,
         }
     }
@@ -285,6 +295,20 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         ));
     }
     let stop_token_ids = parse_stop_token_ids(f.take("stop_token_ids"))?;
+    let allowed = f.take("allowed_token_ids");
+    let allowed_given = allowed.is_some();
+    let allowed_token_ids = parse_token_ids(allowed, "allowed_token_ids")?;
+    if allowed_token_ids.len() > MAX_ALLOWED_TOKEN_IDS
+        || (allowed_token_ids.is_empty() && allowed_given)
+    {
+        return Err(bad_value(
+            "allowed_token_ids",
+            format!("it must hold 1 to {MAX_ALLOWED_TOKEN_IDS} token ids."),
+        ));
+    }
+    let logit_bias = allow_only(logit_bias, &allowed_token_ids);
+    let request_id = parse_request_id(f.string("request_id")?)?;
+    accept_vllm_defaults(f)?;
     let truncation = super::truncation::parse(f)?;
     let structured = super::structured::parse(f)?;
     let structured_param = structured.as_ref().map(Structured::param);
@@ -320,28 +344,86 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         pattern,
         structured_param,
         truncation,
+        request_id,
+        allowed_token_ids: !allowed_token_ids.is_empty(),
     })
+}
+
+/// The bias that makes only `allowed` tokens possible (vLLM's `allowed_token_ids`):
+/// +100 on each, beside the request's own bias, puts every other token at least
+/// e^-50 behind at temperature 2, so none is ever sampled; the reported log
+/// probabilities stay the model's own.
+fn allow_only(mut bias: Vec<(u32, f32)>, allowed: &[u32]) -> Vec<(u32, f32)> {
+    for &id in allowed {
+        match bias.iter_mut().find(|(t, _)| *t == id) {
+            Some((_, b)) => *b += ALLOWED_BIAS,
+            None => bias.push((id, ALLOWED_BIAS)),
+        }
+    }
+    bias
+}
+
+const ALLOWED_BIAS: f32 = 100.0;
+
+/// The most tokens `allowed_token_ids` may name.
+pub const MAX_ALLOWED_TOKEN_IDS: usize = 1024;
+
+/// vLLM's `request_id`: 1-128 printable ASCII characters.
+fn parse_request_id(id: Option<String>) -> Result<Option<String>, ApiError> {
+    match id {
+        Some(id)
+            if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Err(bad_value(
+                "request_id",
+                "it must be 1 to 128 printable ASCII characters without spaces.",
+            ))
+        }
+        id => Ok(id),
+    }
+}
+
+/// vLLM's fields that clients send with their default values: accepted at those
+/// values (what this server does anyway), refused as unsupported at any other.
+fn accept_vllm_defaults(f: &mut Fields) -> Result<(), ApiError> {
+    let rules = [
+        ("skip_special_tokens", Value::Bool(true), "is only supported as true: special tokens are never part of the text."),
+        ("spaces_between_special_tokens", Value::Bool(true), "is only supported as true."),
+        ("include_stop_str_in_output", Value::Bool(false), "is only supported as false: stop sequences are not part of the text."),
+        ("use_beam_search", Value::Bool(false), "is only supported as false: there is no beam search here."),
+        ("length_penalty", Value::from(1), "is only supported as 1 (it applies to beam search)."),
+        ("early_stopping", Value::Bool(false), "is only supported as false (it applies to beam search)."),
+        ("return_tokens_as_token_ids", Value::Bool(false), "is only supported as false."),
+        ("detokenize", Value::Bool(true), "is only supported as true."),
+        ("priority", Value::from(0), "is only supported as 0: requests are scheduled fairly across tenants, not by priority."),
+    ];
+    for (name, default, why) in rules {
+        // 1 and 1.0 are the same default.
+        let same = |v: &Value| *v == default || (v.is_number() && v.as_f64() == default.as_f64());
+        f.reject_unless(name, same, why)?;
+    }
+    Ok(())
 }
 
 /// `stop_token_ids`: an array of token ids (the host checks them against the
 /// model's vocabulary).
 fn parse_stop_token_ids(v: Option<Value>) -> Result<Vec<u32>, ApiError> {
+    parse_token_ids(v, "stop_token_ids")
+}
+
+fn parse_token_ids(v: Option<Value>, field: &str) -> Result<Vec<u32>, ApiError> {
     match v {
         None => Ok(Vec::new()),
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                let path = format!("stop_token_ids[{i}]");
+                let path = format!("{field}[{i}]");
                 let id = integer(item, &path)?;
                 u32::try_from(id).map_err(|_| bad_value(&path, format!("{id} is not a token id.")))
             })
             .collect(),
-        Some(other) => Err(wrong_type(
-            "stop_token_ids",
-            "an array of token ids",
-            &other,
-        )),
+        Some(other) => Err(wrong_type(field, "an array of token ids", &other)),
     }
 }
 

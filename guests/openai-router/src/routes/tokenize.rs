@@ -54,7 +54,7 @@ pub fn tokenize(host: &dyn Host, body: &[u8]) -> Result<Response, ApiError> {
         (None, Some(messages)) => {
             let messages = parse_messages(messages)?;
             let render = parse_render_options(&mut f, &messages)?;
-            if info.kind != ModelKind::Chat {
+            if info.kind != ModelKind::Chat && render.template.is_none() {
                 return Err(template::no_template(&info));
             }
             (template::render_prompt(&info, &messages, &render)?, false)

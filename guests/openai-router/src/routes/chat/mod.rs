@@ -23,6 +23,7 @@ use tools::Tools;
 pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
     let mut req = request::parse_request(body)?;
     let tools = req.tools.is_some();
+    let add_special_tokens = req.add_special_tokens;
     let client_usage = req.sampling.include_usage;
     let keeper = req.stored_messages.take().map(|messages| {
         // A streamed completion is stored with its usage, which only the usage chunk has.
@@ -44,7 +45,7 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
         &chat.info,
         vec![Prompt::Text(chat.prompt)],
         &chat.sampling,
-        false,
+        add_special_tokens,
         tools,
     )
     .map_err(|e| tools_error(e, tools, "tools"))?;
@@ -78,6 +79,8 @@ pub fn prepare(
         .ok_or_else(|| ApiError::model_not_found(model))?;
     match info.kind {
         ModelKind::Chat => {}
+        // A base model chats with the request's own template.
+        ModelKind::Completion if render.template.is_some() => {}
         ModelKind::Completion => return Err(template::no_template(&info)),
         other => {
             return Err(ApiError::invalid(

@@ -55,6 +55,8 @@ pub struct ChatRequest {
     pub metadata: Value,
     /// `add_generation_prompt`, `continue_final_message`, `chat_template_kwargs`.
     pub render: RenderOptions,
+    /// vLLM's `add_special_tokens`: let the tokenizer add BOS to the rendered prompt.
+    pub add_special_tokens: bool,
 }
 
 pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
@@ -84,6 +86,8 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
     let tools = tools::parse(&mut f)?;
     let response_format = parse_chat_only_fields(&mut f)?;
     let render = parse_render_options(&mut f, &messages)?;
+    // vLLM's: the rendered template carries its own BOS, so false by default.
+    let add_special_tokens = f.bool("add_special_tokens")?.unwrap_or(false);
     f.finish()?;
     if response_format != ResponseFormat::Text {
         if let Some(field) = sampling.structured_param {
@@ -132,8 +136,12 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
         stored_messages,
         metadata,
         render,
+        add_special_tokens,
     })
 }
+
+/// The longest `chat_template` a request may bring (the models' own are 1-4 KB).
+const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 
 /// vLLM's template options: `add_generation_prompt` (default true, false when
 /// continuing), `continue_final_message` (the last message must be the
@@ -147,6 +155,21 @@ pub fn parse_render_options(
         Some(Value::Object(m)) => m,
         Some(other) => return Err(wrong_type("chat_template_kwargs", "an object", &other)),
     };
+    let template = f.string("chat_template")?;
+    if template
+        .as_deref()
+        .is_some_and(|t| t.len() > MAX_TEMPLATE_BYTES)
+    {
+        return Err(bad_value(
+            "chat_template",
+            format!("it is longer than {MAX_TEMPLATE_BYTES} bytes."),
+        ));
+    }
+    f.reject_unless(
+        "documents",
+        |_| false,
+        "is not supported: these models' templates take no documents.",
+    )?;
     let continue_final_message = f.bool("continue_final_message")?.unwrap_or(false);
     let add_generation_prompt = match f.bool("add_generation_prompt")? {
         Some(true) if continue_final_message => {
@@ -173,6 +196,7 @@ pub fn parse_render_options(
         add_generation_prompt,
         continue_final_message,
         kwargs,
+        template,
     })
 }
 

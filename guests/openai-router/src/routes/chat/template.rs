@@ -180,6 +180,9 @@ pub struct RenderOptions {
     pub continue_final_message: bool,
     /// `chat_template_kwargs`: more template variables (`enable_thinking`...).
     pub kwargs: serde_json::Map<String, serde_json::Value>,
+    /// `chat_template`: the request's own template instead of the model's (vLLM);
+    /// its failures are the request's (400 on `chat_template`).
+    pub template: Option<String>,
 }
 
 impl Default for RenderOptions {
@@ -188,6 +191,7 @@ impl Default for RenderOptions {
             add_generation_prompt: true,
             continue_final_message: false,
             kwargs: Default::default(),
+            template: None,
         }
     }
 }
@@ -199,11 +203,26 @@ pub fn render_prompt(
     messages: &[Message],
     options: &RenderOptions,
 ) -> Result<String, ApiError> {
-    let broken = |detail: String| {
-        ApiError::server(format!(
-            "The chat template of model '{}' failed: {detail}",
-            info.id
-        ))
+    let own;
+    let (info, broken): (&ModelInfo, &dyn Fn(String) -> ApiError) = match &options.template {
+        Some(source) => {
+            own = ModelInfo {
+                chat_template: Some(source.clone()),
+                ..info.clone()
+            };
+            (&own, &|detail: String| {
+                ApiError::invalid(
+                    "chat_template",
+                    format!("The request's chat template failed: {detail}"),
+                )
+            })
+        }
+        None => (info, &|detail: String| {
+            ApiError::server(format!(
+                "The chat template of model '{}' failed: {detail}",
+                info.id
+            ))
+        }),
     };
     let template = match for_model(info) {
         None => return Err(no_template(info)),

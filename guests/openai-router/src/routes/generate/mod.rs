@@ -202,7 +202,10 @@ pub fn run(
         }
     }
     let meta = Meta {
-        id: new_id(flavor.id_prefix(), host),
+        id: match &sampling.request_id {
+            Some(id) => format!("{}{id}", flavor.id_prefix()),
+            None => new_id(flavor.id_prefix(), host),
+        },
         created: host.unix_time(),
         model: info.id.clone(),
     };
