@@ -5,8 +5,8 @@ fields `min_p`, `repetition_penalty`, `ignore_eos`, `min_tokens`, `stop_token_id
 and `top_k: -1`, and the chat template's `continue_final_message`,
 `add_generation_prompt` and `chat_template_kwargs`, and structured outputs
 (`guided_choice`, `guided_regex`, `guided_json`, `structured_outputs`), `allowed_token_ids`,
-`request_id`, a request's own `chat_template`, and the fields clients send at their defaults
-(`skip_special_tokens: true`…)."""
+`request_id`, a request's own `chat_template`, `stop_reason` with `include_stop_str_in_output`,
+and the fields clients send at their defaults (`skip_special_tokens: true`…)."""
 from __future__ import annotations
 
 import json
@@ -277,7 +277,6 @@ def test_a_request_template_renders_the_conversation(server):
 @pytest.mark.parametrize("field,default,other", [
     ("skip_special_tokens", True, False),
     ("spaces_between_special_tokens", True, False),
-    ("include_stop_str_in_output", False, True),
     ("use_beam_search", False, True),
     ("length_penalty", 1.0, 0.5),
     ("return_tokens_as_token_ids", False, True),
@@ -289,3 +288,30 @@ def test_vllm_fields_at_their_defaults_are_accepted_and_others_refused(server, f
     r = server.post("/v1/chat/completions", {"model": CHAT, "messages": QUESTION, field: other})
     assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
     assert r.json()["error"]["code"] == "unsupported_parameter", r.text
+
+
+def test_stop_reason_names_the_stop_and_include_stop_str_in_output_keeps_it(server):
+    body = chat(server, stop=["France"])
+    assert text_of(body) == "The capital of " and body["choices"][0]["stop_reason"] == "France"
+    body = chat(server, stop=["France"], include_stop_str_in_output=True)
+    assert text_of(body) == "The capital of France" and body["choices"][0]["finish_reason"] == "stop"
+    # The model's own stop token is no stop of the request's: no stop_reason (vLLM's null).
+    assert chat(server)["choices"][0].get("stop_reason") is None
+    tokens = server.post("/v1/tokenize", {"model": CHAT, "prompt": ANSWER}).json()["tokens"]
+    assert chat(server, stop_token_ids=[tokens[-2]])["choices"][0]["stop_reason"] == tokens[-2]
+    # Streamed: the stop string is the last text, and the finish chunk names it.
+    r = server.post("/v1/chat/completions", {"model": CHAT, "messages": QUESTION, "temperature": 0, "stream": True,
+                                             "stop": ["France"], "include_stop_str_in_output": True})
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+    assert text == "The capital of France"
+    assert events[-1]["choices"][0]["finish_reason"] == "stop" and events[-1]["choices"][0]["stop_reason"] == "France"
+    # Completions, streamed and not.
+    r = server.post("/v1/completions", {"model": BASE, "prompt": "One, two, three,", "max_tokens": 12, "temperature": 0,
+                                        "stop": [" five"], "include_stop_str_in_output": True})
+    assert r.json()["choices"][0]["text"].endswith(" five") and r.json()["choices"][0]["stop_reason"] == " five", r.text
+    r = server.post("/v1/completions", {"model": BASE, "prompt": "One, two, three,", "max_tokens": 12, "temperature": 0,
+                                        "stop": [" five"], "stream": True})
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    assert "".join(e["choices"][0]["text"] for e in events).endswith("four,")
+    assert events[-1]["choices"][0]["stop_reason"] == " five"

@@ -7,7 +7,7 @@ use std::rc::Rc;
 pub use embeddings::{EmbedInput, EmbedOptions, EmbeddingBatch};
 pub use generation::{
     Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Logprob, OutputFormat, Prompt,
-    PromptToken, SamplingExtras, TokenLogprobs, Usage,
+    PromptToken, SamplingExtras, StopCause, TokenLogprobs, Usage,
 };
 pub use models::{ModelInfo, ModelKind};
 pub use types::{Error as HostError, ErrorCode};
@@ -22,6 +22,11 @@ pub trait GenerationStream {
     /// or the end has come).
     fn cached_prompt_tokens(&self) -> u32 {
         0
+    }
+    /// The request's stop string or stop token id that ended the generation (known
+    /// once `next` has returned `Done`).
+    fn stop_cause(&self) -> Option<StopCause> {
+        None
     }
 }
 
@@ -142,6 +147,10 @@ impl GenerationStream for generation::GenerationStream {
 
     fn cached_prompt_tokens(&self) -> u32 {
         generation::GenerationStream::cached_prompt_tokens(self)
+    }
+
+    fn stop_cause(&self) -> Option<StopCause> {
+        generation::GenerationStream::stop_cause(self)
     }
 }
 

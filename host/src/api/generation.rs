@@ -6,8 +6,8 @@ use wasmtime::component::Resource;
 
 use super::nnhost::inference::generation::{
     Chunk, Event, FinishReason, GenerateOptions, GenerationEnd, Host, HostGenerationStream,
-    Logprob, OutputFormat, Prompt, PromptToken, SamplingExtras, ScoredGeneration, TokenLogprobs,
-    Usage,
+    Logprob, OutputFormat, Prompt, PromptToken, SamplingExtras, ScoredGeneration, StopCause,
+    TokenLogprobs, Usage,
 };
 use super::{ApiState, WitError};
 use crate::error::InferenceError;
@@ -26,6 +26,8 @@ pub struct GenerationStream {
     cached_prompt_tokens: Arc<AtomicUsize>,
     /// Tokens passed to the guest so far (the usage of a generation cut at the deadline).
     completion_tokens: usize,
+    /// Which of the request's stops ended it, once it has ended.
+    stop_cause: Option<StopCause>,
 }
 
 impl GenerationStream {
@@ -54,6 +56,10 @@ impl GenerationStream {
         access: &super::ModelAccess,
         end: generate::GenerationEnd,
     ) -> GenerationEnd {
+        self.stop_cause = end.stop_cause.clone().map(|cause| match cause {
+            generate::StopCause::Text(text) => StopCause::Text(text),
+            generate::StopCause::Token(token) => StopCause::Token(token),
+        });
         let end = end_to_wit(end);
         self.count_usage(access, &end);
         crate::metrics::metrics()
@@ -350,6 +356,7 @@ impl ApiState {
             prompt_tokens,
             cached_prompt_tokens,
             completion_tokens: 0,
+            stop_cause: None,
         })
     }
 }
@@ -466,6 +473,13 @@ impl HostGenerationStream for ApiState {
             .cached_prompt_tokens
             .load(Ordering::Relaxed);
         Ok(u32::try_from(cached).unwrap_or(u32::MAX))
+    }
+
+    async fn stop_cause(
+        &mut self,
+        stream: Resource<GenerationStream>,
+    ) -> wasmtime::Result<Option<StopCause>> {
+        Ok(self.table.get(&stream)?.stop_cause.clone())
     }
 
     async fn drop(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<()> {

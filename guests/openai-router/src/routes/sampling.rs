@@ -84,6 +84,8 @@ pub struct Sampling {
     pub request_id: Option<String>,
     /// vLLM's `allowed_token_ids` was given (it is carried in `logit_bias`).
     pub allowed_token_ids: bool,
+    /// vLLM's `include_stop_str_in_output`: the stop string that ended the text ends it.
+    pub include_stop_str: bool,
 }
 
 /// Chat's `response_format`.
@@ -128,6 +130,7 @@ impl Sampling {
             truncation: None,
             request_id: None,
             allowed_token_ids: false,
+            include_stop_str: false,
         }
     }
 
@@ -308,6 +311,7 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
     }
     let logit_bias = allow_only(logit_bias, &allowed_token_ids);
     let request_id = parse_request_id(f.string("request_id")?)?;
+    let include_stop_str = f.bool("include_stop_str_in_output")?.unwrap_or(false);
     accept_vllm_defaults(f)?;
     let truncation = super::truncation::parse(f)?;
     let structured = super::structured::parse(f)?;
@@ -346,6 +350,7 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         truncation,
         request_id,
         allowed_token_ids: !allowed_token_ids.is_empty(),
+        include_stop_str,
     })
 }
 
@@ -389,7 +394,6 @@ fn accept_vllm_defaults(f: &mut Fields) -> Result<(), ApiError> {
     let rules = [
         ("skip_special_tokens", Value::Bool(true), "is only supported as true: special tokens are never part of the text."),
         ("spaces_between_special_tokens", Value::Bool(true), "is only supported as true."),
-        ("include_stop_str_in_output", Value::Bool(false), "is only supported as false: stop sequences are not part of the text."),
         ("use_beam_search", Value::Bool(false), "is only supported as false: there is no beam search here."),
         ("length_penalty", Value::from(1), "is only supported as 1 (it applies to beam search)."),
         ("early_stopping", Value::Bool(false), "is only supported as false (it applies to beam search)."),

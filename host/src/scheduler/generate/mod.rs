@@ -69,6 +69,15 @@ pub struct GenerationEnd {
     pub completion_tokens: usize,
     pub provider: String,
     pub error: Option<InferenceError>,
+    /// Which of the request's own stops ended it (finish reason `Stop`).
+    pub stop_cause: Option<StopCause>,
+}
+
+/// A stop string (as the request gave it) or one of the request's stop token ids.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopCause {
+    Text(String),
+    Token(u32),
 }
 
 /// A token with its log probability and its text (decoded alone).

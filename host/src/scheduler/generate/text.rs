@@ -43,7 +43,7 @@ pub enum Matched {
     /// Text safe to emit now.
     Continue(String),
     /// A stop sequence was found: emit this text (what came before it) and finish.
-    Stop(String),
+    Stop { before: String, stop: String },
 }
 
 impl StopMatcher {
@@ -59,15 +59,18 @@ impl StopMatcher {
             return Matched::Continue(text.to_string());
         }
         self.pending.push_str(text);
-        if let Some(at) = self
+        if let Some((at, stop)) = self
             .stops
             .iter()
-            .filter_map(|s| self.pending.find(s.as_str()))
-            .min()
+            .filter_map(|s| self.pending.find(s.as_str()).map(|at| (at, s)))
+            .min_by_key(|(at, _)| *at)
         {
-            let before = self.pending[..at].to_string();
+            let matched = Matched::Stop {
+                before: self.pending[..at].to_string(),
+                stop: stop.clone(),
+            };
             self.pending.clear();
-            return Matched::Stop(before);
+            return matched;
         }
         // Keep the longest tail of `pending` that a stop sequence starts with.
         let mut keep = 0;
@@ -101,7 +104,7 @@ mod tests {
         for p in pieces {
             match m.push(p) {
                 Matched::Continue(t) => out += &t,
-                Matched::Stop(t) => return (out + &t, true),
+                Matched::Stop { before, .. } => return (out + &before, true),
             }
         }
         (out + &m.flush(), false)
@@ -123,6 +126,15 @@ mod tests {
         );
         assert_eq!(run(&[], &["a", "b"]), ("ab".into(), false));
         assert_eq!(run(&["é!"], &["caf", "é", "!"]), ("caf".into(), true));
+    }
+
+    #[test]
+    fn the_stop_that_matched_first_in_the_text_is_named() {
+        let mut m = StopMatcher::new(vec!["b".into(), "xa".into()]);
+        assert!(matches!(
+            m.push("1xab"),
+            Matched::Stop { before, stop } if before == "1" && stop == "xa"
+        ));
     }
 
     #[test]

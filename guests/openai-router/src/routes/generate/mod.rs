@@ -11,6 +11,7 @@
 pub mod best_of;
 pub mod logprobs;
 pub mod sse;
+pub mod stop_text;
 
 use crate::routes::chat::repeats::StopRepeats;
 use crate::routes::truncation::{self, Truncation, TruncationError};
@@ -19,7 +20,7 @@ use super::sampling::{Sampling, MAX_CHOICES};
 use crate::errors::ApiError;
 use crate::host::{
     ErrorCode, Event, FinishReason, GenerationEnd, GenerationStream, Host, HostError, ModelInfo,
-    Prompt, PromptToken, TokenLogprobs, Usage,
+    Prompt, PromptToken, StopCause, TokenLogprobs, Usage,
 };
 use crate::http::{Reply, Response};
 use crate::routes::chat::tools::{self, ShapedAnswer, ToolCall};
@@ -190,6 +191,8 @@ pub fn run(
             };
             let stream = if tool_calls {
                 StopRepeats::wrap(stream, host, &info.id, prompt)
+            } else if sampling.include_stop_str {
+                stop_text::IncludeStopText::wrap(stream)
             } else {
                 stream
             };
@@ -325,6 +328,15 @@ pub fn new_id(prefix: &str, host: &dyn Host) -> String {
     id
 }
 
+/// vLLM's `stop_reason` of an ended stream: the stop string or the stop token id
+/// (None, and so absent, when the model's own stop token or a limit ended it).
+pub fn stop_reason(stream: &dyn GenerationStream) -> Option<serde_json::Value> {
+    stream.stop_cause().map(|cause| match cause {
+        StopCause::Text(text) => serde_json::Value::String(text),
+        StopCause::Token(token) => serde_json::Value::from(token),
+    })
+}
+
 /// The OpenAI finish reason, or the error a failed generation becomes.
 pub fn finish_reason(end: &GenerationEnd) -> Result<&'static str, ApiError> {
     match end.finish_reason {
@@ -385,6 +397,8 @@ pub struct Drained {
     pub end: GenerationEnd,
     /// Prompt tokens the host read from its prefix cache.
     pub cached_prompt_tokens: u32,
+    /// vLLM's `stop_reason`: the stop string or stop token id that ended it.
+    pub stop_reason: Option<serde_json::Value>,
 }
 
 /// Runs the generation to its end.
@@ -403,6 +417,7 @@ pub fn drain(mut stream: Box<dyn GenerationStream>) -> Drained {
                     logprobs,
                     end,
                     cached_prompt_tokens: stream.cached_prompt_tokens(),
+                    stop_reason: stop_reason(stream.as_ref()),
                 }
             }
         }
@@ -464,7 +479,7 @@ pub fn collect(
             };
             ShapedAnswer::text(text, finish_reason)
         };
-        done.push((index, answer, lp));
+        done.push((index, answer, lp, drained.stop_reason));
     }
     let body = match flavor {
         Flavor::Chat => serde_json::to_vec(&ChatCompletion {
@@ -474,7 +489,7 @@ pub fn collect(
             model: &meta.model,
             choices: done
                 .iter()
-                .map(|(index, answer, lp)| ChatChoice {
+                .map(|(index, answer, lp, stop_reason)| ChatChoice {
                     index: *index,
                     message: AssistantMessage {
                         role: "assistant",
@@ -484,6 +499,7 @@ pub fn collect(
                     },
                     logprobs: lp.as_ref(),
                     finish_reason: answer.finish_reason,
+                    stop_reason: stop_reason.as_ref(),
                 })
                 .collect(),
             usage,
@@ -496,11 +512,12 @@ pub fn collect(
             model: &meta.model,
             choices: &done
                 .iter()
-                .map(|(index, answer, lp)| TextChoice {
+                .map(|(index, answer, lp, stop_reason)| TextChoice {
                     text: answer.content.as_deref().unwrap_or_default(),
                     index: *index,
                     logprobs: lp.as_ref(),
                     finish_reason: Some(answer.finish_reason),
+                    stop_reason: stop_reason.as_ref(),
                 })
                 .collect::<Vec<_>>(),
             usage: Some(Some(usage)),
@@ -527,6 +544,8 @@ struct ChatChoice<'a> {
     message: AssistantMessage<'a>,
     logprobs: Option<&'a serde_json::Value>,
     finish_reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_reason: Option<&'a serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -557,4 +576,7 @@ pub(crate) struct TextChoice<'a> {
     pub index: u32,
     pub logprobs: Option<&'a serde_json::Value>,
     pub finish_reason: Option<&'static str>,
+    /// vLLM's: the stop string or stop token id that ended the choice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<&'a serde_json::Value>,
 }

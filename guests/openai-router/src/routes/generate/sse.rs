@@ -81,7 +81,8 @@ enum Piece<'a> {
     Text(&'a str),
     /// Chat with tools: the answer's calls.
     ToolCalls(&'a [ToolCall]),
-    Finish(&'static str),
+    /// The finish reason, and vLLM's `stop_reason` when the request's own stop ended it.
+    Finish(&'static str, Option<&'a Value>),
 }
 
 impl StreamBody for SseBody {
@@ -168,6 +169,7 @@ impl SseBody {
                     Event::Done(end) => {
                         let index = r.choice.index;
                         let cached = r.choice.stream.cached_prompt_tokens();
+                        let stop_reason = super::stop_reason(r.choice.stream.as_ref());
                         usage.add(end.usage, cached, r.choice.counts_prompt);
                         let lp = if r.pending.is_empty() {
                             None
@@ -187,9 +189,11 @@ impl SseBody {
                                 if !answer.tool_calls.is_empty() {
                                     send(sink, index, Piece::ToolCalls(&answer.tool_calls), lp)?;
                                 }
-                                send(sink, index, Piece::Finish(answer.finish_reason), None)?
+                                send(sink, index, Piece::Finish(answer.finish_reason, None), None)?
                             }
-                            Ok(reason) => send(sink, index, Piece::Finish(reason), lp)?,
+                            Ok(reason) => {
+                                send(sink, index, Piece::Finish(reason, stop_reason.as_ref()), lp)?
+                            }
                             Err(e) => {
                                 // The other choices are dropped (cancelled) on return.
                                 sink.write(&frame(&e.to_json()))?;
@@ -237,13 +241,14 @@ fn chunk(
     let json = match flavor {
         Flavor::Chat => {
             let choice = choice.map(|(index, piece, logprobs)| {
-                let (delta, finish_reason) = match piece {
+                let (delta, finish_reason, stop_reason) = match piece {
                     Piece::Role => (
                         Delta {
                             role: Some("assistant"),
                             content: Some(""),
                             tool_calls: None,
                         },
+                        None,
                         None,
                     ),
                     Piece::Text(t) => (
@@ -253,6 +258,7 @@ fn chunk(
                             tool_calls: None,
                         },
                         None,
+                        None,
                     ),
                     Piece::ToolCalls(calls) => (
                         Delta {
@@ -261,14 +267,16 @@ fn chunk(
                             tool_calls: Some(calls),
                         },
                         None,
+                        None,
                     ),
-                    Piece::Finish(r) => (
+                    Piece::Finish(r, stop) => (
                         Delta {
                             role: None,
                             content: None,
                             tool_calls: None,
                         },
                         Some(r),
+                        stop,
                     ),
                 };
                 ChatChunkChoice {
@@ -276,6 +284,7 @@ fn chunk(
                     delta,
                     logprobs,
                     finish_reason,
+                    stop_reason,
                 }
             });
             serde_json::to_vec(&ChatChunk {
@@ -290,21 +299,25 @@ fn chunk(
         }
         Flavor::Text => {
             let parts = choice.map(|(index, piece, logprobs)| {
-                let (text, finish_reason) = match piece {
-                    Piece::Text(t) => (t, None),
-                    Piece::Finish(r) => ("", Some(r)),
-                    Piece::Role | Piece::ToolCalls(_) => ("", None),
+                let (text, finish_reason, stop_reason) = match piece {
+                    Piece::Text(t) => (t, None, None),
+                    Piece::Finish(r, stop) => ("", Some(r), stop),
+                    Piece::Role | Piece::ToolCalls(_) => ("", None, None),
                 };
-                (index, text, finish_reason, logprobs)
+                (index, text, finish_reason, logprobs, stop_reason)
             });
-            let choice = parts
-                .as_ref()
-                .map(|(index, text, finish_reason, logprobs)| TextChoice {
-                    text,
-                    index: *index,
-                    logprobs: logprobs.as_ref(),
-                    finish_reason: *finish_reason,
-                });
+            let choice =
+                parts
+                    .as_ref()
+                    .map(
+                        |(index, text, finish_reason, logprobs, stop_reason)| TextChoice {
+                            text,
+                            index: *index,
+                            logprobs: logprobs.as_ref(),
+                            finish_reason: *finish_reason,
+                            stop_reason: *stop_reason,
+                        },
+                    );
             serde_json::to_vec(&TextCompletion {
                 id: &meta.id,
                 object: "text_completion",
@@ -337,6 +350,8 @@ struct ChatChunkChoice<'a> {
     delta: Delta<'a>,
     logprobs: Option<Value>,
     finish_reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_reason: Option<&'a Value>,
 }
 
 #[derive(Serialize)]

@@ -73,6 +73,8 @@ struct Active {
     stops: StopMatcher,
     /// Tokens that end it besides the model's (unless `ignore_eos`).
     stop_token_ids: Vec<u32>,
+    /// Which of the request's stops ended it, for the generation's end.
+    stop_cause: Option<super::StopCause>,
     ignore_eos: bool,
     /// Nothing but the token limit and the context ends it before this many tokens.
     min_tokens: usize,
@@ -314,6 +316,7 @@ impl Worker {
                 completion_tokens: 0,
                 provider: self.provider.clone(),
                 error: error.clone().map(InferenceError::backend),
+                stop_cause: None,
             }));
         }
     }
@@ -458,6 +461,7 @@ impl Worker {
             decoder: IncrementalDecoder::default(),
             stops: StopMatcher::new(stop.strings),
             stop_token_ids: stop.token_ids,
+            stop_cause: None,
             ignore_eos: stop.ignore_eos,
             min_tokens: stop.min_tokens,
             prompt_tokens: request.prompt.len(),

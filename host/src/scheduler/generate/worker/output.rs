@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::super::prompt_scoring::token_logprob;
 use super::super::text::Matched;
-use super::super::{FinishReason, GenEvent, GenerationEnd, TokenLogprobs};
+use super::super::{FinishReason, GenEvent, GenerationEnd, StopCause, TokenLogprobs};
 use super::{Active, Worker};
 use crate::error::InferenceError;
 
@@ -26,9 +26,12 @@ impl Worker {
         seq.last = token;
         seq.history.push(token);
         let may_stop = seq.generated > seq.min_tokens;
-        let stop_token = seq.stop_token_ids.contains(&token)
-            || (!seq.ignore_eos && self.stop_ids.contains(&token));
-        if stop_token && may_stop {
+        let models_own = !seq.ignore_eos && self.stop_ids.contains(&token);
+        let requested = seq.stop_token_ids.contains(&token);
+        if (models_own || requested) && may_stop {
+            if !models_own {
+                seq.stop_cause = Some(StopCause::Token(token));
+            }
             self.finish(seq, FinishReason::Stop, None);
             return false;
         }
@@ -39,7 +42,10 @@ impl Worker {
         } else {
             match seq.stops.push(&text) {
                 Matched::Continue(t) => (t, false),
-                Matched::Stop(t) => (t, true),
+                Matched::Stop { before, stop } => {
+                    seq.stop_cause = Some(StopCause::Text(stop));
+                    (before, true)
+                }
             }
         };
         let logprobs = logprobs
@@ -90,6 +96,7 @@ impl Worker {
             completion_tokens: seq.generated,
             provider: self.provider.clone(),
             error: error.map(InferenceError::backend),
+            stop_cause: seq.stop_cause.take(),
         }));
     }
 }
