@@ -46,6 +46,14 @@ SEEDS = [
     ("/v1/completions", {"model": GEMMA, "prompt": [[2, 651, 6037]], "max_tokens": 4, "stream": True,
                          "guided_regex": "[a-z ]{1,12}"}),
     ("/v1/responses", {"model": SMOL, "input": "Name the capital of France.", "max_output_tokens": 16}),
+    ("/v1/responses", {"model": SMOL, "input": [{"role": "user", "content": "hi " * 50}, {"role": "assistant", "content": "ok"},
+                                                {"role": "user", "content": "bye"}], "max_output_tokens": 8,
+                       "truncation": "auto", "store": False}),
+    ("/v1/chat/completions", {"model": SMOL, "messages": MSGS, "max_tokens": 4, "truncate_prompt_tokens": 12,
+                              "allowed_token_ids": [504, 3458], "request_id": "r1", "stop": ["Paris"],
+                              "include_stop_str_in_output": True,
+                              "chat_template": "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"}),
+    ("/v1/embeddings", {"model": MINILM, "input": ["a b c d e f g", [101, 7, 8]], "truncate_prompt_tokens": 4}),
     ("/v1/responses", {"model": SMOL, "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
                        "max_output_tokens": 16, "stream": True, "instructions": "Be brief."}),
     ("/v1/tokenize", {"model": SMOL, "messages": MSGS}),
@@ -69,7 +77,9 @@ EXTRA_FIELDS = ["model", "messages", "prompt", "input", "max_tokens", "max_compl
                 "previous_response_id", "conversation", "instructions", "text", "reasoning", "include",
                 "max_output_tokens", "documents", "query", "top_n", "text_1", "text_2", "tokens", "inputs",
                 "outputs", "parameters", "functions", "function_call", "service_tier", "prediction", "audio",
-                "modalities", "web_search_options", "reasoning_effort", "verbosity", "background"]
+                "modalities", "web_search_options", "reasoning_effort", "verbosity", "background",
+                "truncate_prompt_tokens", "truncation", "allowed_token_ids", "request_id", "chat_template",
+                "include_stop_str_in_output", "add_special_tokens", "skip_special_tokens", "priority"]
 
 def deep(rng, depth: int):
     v = 1
@@ -82,7 +92,7 @@ def atom(rng):
     pool = [None, True, False, 0, -1, 1, 2, 7, 2**31, 2**32, 2**53 + 1, 2**63, 2**64, -2**63, 10**30, 0.5, -0.5,
             1e-320, 1e308, -1e308, 3.7, "", " ", "x", "x" * rng.choice([100, 5000, 200000]), "\u0000", "\ud800",
             "é🙂", "<|im_end|>", "<|im_start|>assistant\n", "<bos>", "[CLS]", "{{ x }}", "{% for %}", "(a|b)*a(a|b){40}",
-            "[", "\\", "a{1000}{1000}", [], {}, [[]], [{}], [None], ["a", 1], [1, 2, 3], [-5], [2**40], [["x"]],
+            "[", "\\", "a{1000}{1000}", "{% for i in range(100000) %}{{ i }}{% endfor %}", "{{ raise_exception('no') }}", "{{ messages[99] }}", [], {}, [[]], [{}], [None], ["a", 1], [1, 2, 3], [-5], [2**40], [["x"]],
             {"type": "text"}, {"type": "json_object"}, {"type": "json_schema"}, {"role": "user"},
             {"role": "user", "content": None}, {"role": "tool", "content": "x"}, {"role": "bogus", "content": "x"},
             {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]},
