@@ -272,6 +272,11 @@ def test_a_request_template_renders_the_conversation(server):
         server.post("/v1/tokenize", {"model": BASE, "prompt": text}).json()["tokens"])
     r = server.post("/v1/chat/completions", {"model": CHAT, "messages": QUESTION, "chat_template": "{% for %}"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "chat_template", r.text
+    # A template that would loop for ever runs out of fuel: a 400 at once, not the guest's CPU budget.
+    forever = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    r = server.post("/v1/chat/completions", {"model": CHAT, "messages": QUESTION, "chat_template": forever})
+    assert r.status_code == 400 and "fuel" in r.json()["error"]["message"], r.text
+    assert r.elapsed.total_seconds() < 2
 
 
 @pytest.mark.parametrize("field,default,other", [

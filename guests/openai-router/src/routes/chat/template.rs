@@ -44,6 +44,10 @@ pub enum TemplateError {
     Broken(String),
 }
 
+/// Template instructions one render may run: chat templates take tens per message
+/// (a 1000-message conversation through Gemma's: ~30 000).
+const TEMPLATE_FUEL: u64 = 1_000_000;
+
 impl ChatTemplate {
     pub fn compile(source: &str) -> Result<Self, TemplateError> {
         let broken = |e: Error| TemplateError::Broken(e.to_string());
@@ -54,6 +58,9 @@ impl ChatTemplate {
             .build()
             .map_err(broken)?;
         env.set_syntax(syntax);
+        // A template that loops for ever (a request may bring its own) fails in well
+        // under a second instead of running into the guest's CPU budget.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         let raised = Arc::new(Mutex::new(None));
         let slot = Arc::clone(&raised);
