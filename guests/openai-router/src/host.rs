@@ -28,6 +28,15 @@ pub trait GenerationStream {
     fn stop_cause(&self) -> Option<StopCause> {
         None
     }
+    /// The prompt's token ids as the model reads them (known from the start).
+    fn prompt_token_ids(&self) -> Vec<u32> {
+        Vec::new()
+    }
+    /// Of a stream from [`Host::generate_scored`]: each prompt token's rank in the
+    /// model's distribution at its place (1 = the most likely; 0 for the first token).
+    fn prompt_token_ranks(&self) -> Vec<u32> {
+        Vec::new()
+    }
 }
 
 /// The tenant's key-value store on the host, kept between requests (stored
@@ -151,6 +160,14 @@ impl GenerationStream for generation::GenerationStream {
 
     fn stop_cause(&self) -> Option<StopCause> {
         generation::GenerationStream::stop_cause(self)
+    }
+
+    fn prompt_token_ids(&self) -> Vec<u32> {
+        generation::GenerationStream::prompt_token_ids(self)
+    }
+
+    fn prompt_token_ranks(&self) -> Vec<u32> {
+        generation::GenerationStream::prompt_token_ranks(self)
     }
 }
 

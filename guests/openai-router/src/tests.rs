@@ -18,6 +18,7 @@ mod template;
 mod tokenize;
 mod tools;
 mod truncation;
+mod vllm_outputs;
 
 use crate::errors::ApiError;
 use crate::host::*;

@@ -21,7 +21,10 @@ pub struct GenerationStream {
     provider: String,
     events: UnboundedReceiver<GenEvent>,
     end: Option<GenerationEnd>,
-    prompt_tokens: usize,
+    /// The prompt as the model reads it.
+    prompt: Vec<u32>,
+    /// Each prompt token's rank, when the prompt was scored.
+    prompt_ranks: Vec<u32>,
     /// Of the prompt, the tokens the worker read from the prefix cache.
     cached_prompt_tokens: Arc<AtomicUsize>,
     /// Tokens passed to the guest so far (the usage of a generation cut at the deadline).
@@ -39,7 +42,7 @@ impl GenerationStream {
         let end = GenerationEnd {
             finish_reason: FinishReason::Cancelled,
             usage: Usage {
-                prompt_tokens: self.prompt_tokens as u32,
+                prompt_tokens: self.prompt.len() as u32,
                 completion_tokens: self.completion_tokens as u32,
             },
             provider: self.provider.clone(),
@@ -330,7 +333,7 @@ impl ApiState {
             min_tokens: extras.min_tokens as usize,
         };
         let tenant = self.access.tenant.clone();
-        let prompt_tokens = prompt.len();
+        let prompt_ids = prompt.clone();
         let cached_prompt_tokens = Arc::new(AtomicUsize::new(0));
         let cached = cached_prompt_tokens.clone();
         let events = decoder.generate(
@@ -353,7 +356,8 @@ impl ApiState {
             provider: decoder.provider.clone(),
             events,
             end: None,
-            prompt_tokens,
+            prompt: prompt_ids,
+            prompt_ranks: Vec::new(),
             cached_prompt_tokens,
             completion_tokens: 0,
             stop_cause: None,
@@ -426,7 +430,10 @@ impl Host for ApiState {
         };
         self.waited += waiting.end();
         let prompt = match first {
-            Some(GenEvent::Prompt(tokens)) => prompt_to_wit(tokens),
+            Some(GenEvent::Prompt(tokens)) => {
+                stream.prompt_ranks = tokens.iter().map(|t| t.rank).collect();
+                prompt_to_wit(tokens)
+            }
             Some(GenEvent::Done(end)) => {
                 let access = self.access.clone();
                 let end = stream.finish(&access, end);
@@ -480,6 +487,20 @@ impl HostGenerationStream for ApiState {
         stream: Resource<GenerationStream>,
     ) -> wasmtime::Result<Option<StopCause>> {
         Ok(self.table.get(&stream)?.stop_cause.clone())
+    }
+
+    async fn prompt_token_ids(
+        &mut self,
+        stream: Resource<GenerationStream>,
+    ) -> wasmtime::Result<Vec<u32>> {
+        Ok(self.table.get(&stream)?.prompt.clone())
+    }
+
+    async fn prompt_token_ranks(
+        &mut self,
+        stream: Resource<GenerationStream>,
+    ) -> wasmtime::Result<Vec<u32>> {
+        Ok(self.table.get(&stream)?.prompt_ranks.clone())
     }
 
     async fn drop(&mut self, stream: Resource<GenerationStream>) -> wasmtime::Result<()> {

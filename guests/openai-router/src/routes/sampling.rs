@@ -50,6 +50,9 @@ pub struct Sampling {
     pub stream: bool,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
+    /// vLLM's `stream_options.continuous_usage_stats` (with `include_usage`): every
+    /// chunk carries the usage so far.
+    pub continuous_usage: bool,
     /// Choices per prompt.
     pub n: u32,
     /// Log probabilities with this many alternatives per token (chat's
@@ -86,6 +89,11 @@ pub struct Sampling {
     pub allowed_token_ids: bool,
     /// vLLM's `include_stop_str_in_output`: the stop string that ended the text ends it.
     pub include_stop_str: bool,
+    /// vLLM's `prompt_logprobs`: each prompt token's log probability, rank and this
+    /// many alternatives.
+    pub prompt_logprobs: Option<u32>,
+    /// vLLM's `return_token_ids`: the prompt's and each choice's token ids.
+    pub return_token_ids: bool,
 }
 
 /// Chat's `response_format`.
@@ -114,6 +122,7 @@ impl Sampling {
             stop: Vec::new(),
             stream: false,
             include_usage: false,
+            continuous_usage: false,
             n: 1,
             logprobs: None,
             logit_bias: Vec::new(),
@@ -131,6 +140,18 @@ impl Sampling {
             request_id: None,
             allowed_token_ids: false,
             include_stop_str: false,
+            prompt_logprobs: None,
+            return_token_ids: false,
+        }
+    }
+
+    /// Alternatives per token to score the prompt with, when it is scored: for
+    /// completions' `echo` with `logprobs`, for `prompt_logprobs`, or both.
+    pub fn prompt_scoring(&self) -> Option<u32> {
+        let echoed = self.logprobs.filter(|_| self.echo);
+        match (echoed, self.prompt_logprobs) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0).max(b.unwrap_or(0))),
         }
     }
 
@@ -239,8 +260,8 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
     let stop = parse_stop(f.take("stop"))?;
 
     let stream = f.bool("stream")?.unwrap_or(false);
-    let include_usage = match f.take("stream_options") {
-        None => false,
+    let (include_usage, continuous_usage) = match f.take("stream_options") {
+        None => (false, false),
         Some(_) if !stream => {
             return Err(ApiError::invalid(
                 "stream_options",
@@ -250,8 +271,10 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         Some(Value::Object(m)) => {
             let mut o = Fields::nested(m, "stream_options");
             let include = o.bool("include_usage")?.unwrap_or(false);
+            // As at vLLM, only with `include_usage`.
+            let continuous = o.bool("continuous_usage_stats")?.unwrap_or(false);
             o.finish()?;
-            include
+            (include, include && continuous)
         }
         Some(other) => return Err(wrong_type("stream_options", "an object", &other)),
     };
@@ -312,6 +335,8 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
     let logit_bias = allow_only(logit_bias, &allowed_token_ids);
     let request_id = parse_request_id(f.string("request_id")?)?;
     let include_stop_str = f.bool("include_stop_str_in_output")?.unwrap_or(false);
+    let prompt_logprobs = parse_prompt_logprobs(f.take("prompt_logprobs"), stream)?;
+    let return_token_ids = f.bool("return_token_ids")?.unwrap_or(false);
     accept_vllm_defaults(f)?;
     let truncation = super::truncation::parse(f)?;
     let structured = super::structured::parse(f)?;
@@ -334,6 +359,7 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         stop,
         stream,
         include_usage,
+        continuous_usage,
         n,
         logprobs,
         logit_bias,
@@ -351,7 +377,38 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         request_id,
         allowed_token_ids: !allowed_token_ids.is_empty(),
         include_stop_str,
+        prompt_logprobs,
+        return_token_ids,
     })
+}
+
+/// vLLM's `prompt_logprobs`: alternatives per prompt token, 0 to 20 (0: the prompt
+/// token's own only). `true` is 1 and `false` off, as clients that send a flag mean.
+/// Not with streaming, as at vLLM: the scores would come before any text.
+fn parse_prompt_logprobs(v: Option<Value>, stream: bool) -> Result<Option<u32>, ApiError> {
+    let k = match v {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => return Ok(None),
+        Some(Value::Bool(true)) => 1,
+        Some(v) => match integer(&v, "prompt_logprobs")? {
+            k if (0..=i128::from(MAX_TOP_LOGPROBS_CHAT)).contains(&k) => k as u32,
+            _ => {
+                return Err(bad_value(
+                    "prompt_logprobs",
+                    format!(
+                        "it must be 0 to {MAX_TOP_LOGPROBS_CHAT} (alternatives per prompt \
+                         token; -1, the whole vocabulary, is not served)."
+                    ),
+                ))
+            }
+        },
+    };
+    if stream {
+        return Err(ApiError::invalid(
+            "prompt_logprobs",
+            "'prompt_logprobs' is not available when 'stream' is true.",
+        ));
+    }
+    Ok(Some(k))
 }
 
 /// The bias that makes only `allowed` tokens possible (vLLM's `allowed_token_ids`):

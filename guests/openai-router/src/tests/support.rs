@@ -60,6 +60,9 @@ struct FakeStream {
     events: VecDeque<Event>,
     last: Event,
     log: Rc<RefCell<Vec<String>>>,
+    /// A text prompt's bytes, as the fake's `encode` gives them (no BOS).
+    prompt_ids: Vec<u32>,
+    ranks: Vec<u32>,
 }
 
 impl GenerationStream for FakeStream {
@@ -70,6 +73,14 @@ impl GenerationStream for FakeStream {
     /// 5 of the 7 prompt tokens, as if a previous turn had prefilled them.
     fn cached_prompt_tokens(&self) -> u32 {
         5
+    }
+
+    fn prompt_token_ids(&self) -> Vec<u32> {
+        self.prompt_ids.clone()
+    }
+
+    fn prompt_token_ranks(&self) -> Vec<u32> {
+        self.ranks.clone()
     }
 
     fn next(&mut self) -> Event {
@@ -98,6 +109,15 @@ pub(super) fn fake_generate(
     prompt: &Prompt,
     options: &GenerateOptions,
 ) -> Result<Box<dyn GenerationStream>, HostError> {
+    Ok(Box::new(fake_stream(h, model, prompt, options)?))
+}
+
+fn fake_stream(
+    h: &Fake,
+    model: &str,
+    prompt: &Prompt,
+    options: &GenerateOptions,
+) -> Result<FakeStream, HostError> {
     h.gen_calls
         .borrow_mut()
         .push((model.into(), prompt.clone(), options.clone()));
@@ -105,14 +125,19 @@ pub(super) fn fake_generate(
         return Err(e.clone());
     }
     let script = h.scripts.borrow_mut().pop_front();
-    Ok(Box::new(FakeStream {
+    Ok(FakeStream {
         events: script.unwrap_or_else(|| h.script.clone()).into(),
         last: done(FinishReason::Stop, None),
         log: Rc::clone(&h.log),
-    }))
+        prompt_ids: match prompt {
+            Prompt::Text(text) => text.bytes().map(u32::from).collect(),
+            Prompt::Tokens(ids) => ids.clone(),
+        },
+        ranks: Vec::new(),
+    })
 }
 
-/// The scored prompt of the fake: "Say" (first, no score), " hi" (-0.5, one
+/// The scored prompt of the fake: "Say" (first, no score), " hi" (-0.5, rank 2, one
 /// alternative " yo" at -0.25), then the script's generation.
 pub(super) fn fake_generate_scored(
     h: &Fake,
@@ -122,7 +147,9 @@ pub(super) fn fake_generate_scored(
     top: u32,
 ) -> Result<(Vec<PromptToken>, Box<dyn GenerationStream>), HostError> {
     h.log.borrow_mut().push(format!("score top {top}"));
-    let stream = fake_generate(h, model, prompt, options)?;
+    let mut stream = fake_stream(h, model, prompt, options)?;
+    stream.prompt_ids = vec![5, 6];
+    stream.ranks = vec![0, 2];
     let alternative = Logprob {
         token: 7,
         text: " yo".into(),
@@ -144,7 +171,7 @@ pub(super) fn fake_generate_scored(
             top: vec![alternative],
         },
     ];
-    Ok((tokens, stream))
+    Ok((tokens, Box::new(stream)))
 }
 
 /// [`Fake::new`] plus `smol` (ChatML), `gemma` and `base` (no template).

@@ -104,6 +104,8 @@ pub struct PromptToken {
     /// Where its text starts in the decoded prompt, in characters.
     pub text_offset: usize,
     pub logprob: Option<f32>,
+    /// 1 + how many tokens the model found more likely in its place; 0 for the first.
+    pub rank: u32,
     pub top: Vec<TokenLogprob>,
 }
 

@@ -59,6 +59,7 @@ impl PromptScoring {
                 text: token_text(tokenizer, prompt[0]),
                 text_offset,
                 logprob: None,
+                rank: 0,
                 top: Vec::new(),
             });
         }
@@ -71,6 +72,7 @@ impl PromptScoring {
                 text: token_text(tokenizer, token),
                 text_offset,
                 logprob: Some(scored.chosen.1),
+                rank: log_softmax::rank(row, token),
                 top: scored
                     .top
                     .into_iter()
@@ -152,6 +154,11 @@ mod tests {
             "the top token scores as itself"
         );
         // Token 1 ("b") after "a c": the second row of the first chunk.
+        assert_eq!(
+            tokens.iter().map(|t| t.rank).collect::<Vec<_>>(),
+            [0, 1, 1],
+            "the first token has no rank; the others were the likeliest"
+        );
         assert_eq!(tokens[2].token, 1);
         assert!(tokens[2].logprob.unwrap() > -0.5);
         let offsets: Vec<usize> = tokens.iter().map(|t| t.text_offset).collect();

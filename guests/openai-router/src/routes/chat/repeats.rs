@@ -6,9 +6,7 @@
 //! with `stop` and the usage so far. The repeat is then dropped where calls are read
 //! ([`super::tools::read_answer`]).
 
-use crate::host::{
-    Chunk, Event, FinishReason, GenerationEnd, GenerationStream, Host, Prompt, Usage,
-};
+use crate::host::{Chunk, Event, FinishReason, GenerationEnd, GenerationStream, Usage};
 use serde_json::Value;
 
 /// A generation answering with tool calls, ended at the first repeated call.
@@ -17,32 +15,22 @@ pub struct StopRepeats {
     provider: String,
     calls: CallScanner,
     completion_tokens: u32,
-    /// The usage of an end made here (the host's count comes with an end it no
-    /// longer sends).
-    prompt_tokens: u32,
+    /// The prompt's ids (its count is the usage of an end made here: the host's
+    /// count comes with an end it no longer sends).
+    prompt_ids: Vec<u32>,
     /// The host's count, kept when the stream is cancelled here.
     cached_prompt_tokens: u32,
     ended: bool,
 }
 
 impl StopRepeats {
-    /// Wraps a generation of `prompt` (counted here, as the host counts it).
-    pub fn wrap(
-        inner: Box<dyn GenerationStream>,
-        host: &dyn Host,
-        model: &str,
-        prompt: &Prompt,
-    ) -> Box<dyn GenerationStream> {
-        let prompt_tokens = match prompt {
-            Prompt::Text(text) => host.encode(model, text, false).map_or(0, |ids| ids.len()),
-            Prompt::Tokens(ids) => ids.len(),
-        };
+    pub fn wrap(inner: Box<dyn GenerationStream>) -> Box<dyn GenerationStream> {
         Box::new(StopRepeats {
+            prompt_ids: inner.prompt_token_ids(),
             provider: inner.provider(),
             inner: Some(inner),
             calls: CallScanner::default(),
             completion_tokens: 0,
-            prompt_tokens: prompt_tokens as u32,
             cached_prompt_tokens: 0,
             ended: false,
         })
@@ -63,7 +51,7 @@ impl GenerationStream for StopRepeats {
             return Event::Done(GenerationEnd {
                 finish_reason: FinishReason::Stop,
                 usage: Usage {
-                    prompt_tokens: self.prompt_tokens,
+                    prompt_tokens: self.prompt_ids.len() as u32,
                     completion_tokens: self.completion_tokens,
                 },
                 provider: self.provider.clone(),
@@ -91,6 +79,10 @@ impl GenerationStream for StopRepeats {
 
     fn cached_prompt_tokens(&self) -> u32 {
         self.cached_prompt_tokens
+    }
+
+    fn prompt_token_ids(&self) -> Vec<u32> {
+        self.prompt_ids.clone()
     }
 }
 

@@ -80,6 +80,31 @@ pub fn completions_echoed(
     })
 }
 
+/// vLLM's `prompt_logprobs`: per prompt token `null` (the first, which has no
+/// distribution before it) or `{"<token id>": {"logprob", "rank", "decoded_token"}}`
+/// holding the token itself (its `rank` among the whole vocabulary, from `ranks`)
+/// and its place's `k` most likely tokens (ranks 1..=k).
+pub fn prompt_vllm(tokens: &[PromptToken], ranks: &[u32], k: u32) -> Value {
+    let entry = |logprob: f32, rank: Option<u32>, text: &str| json!({"logprob": logprob, "rank": rank, "decoded_token": text});
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let Some(logprob) = t.logprob else {
+                return Value::Null;
+            };
+            let mut map = Map::new();
+            let rank = ranks.get(i).copied().filter(|&r| r > 0);
+            map.insert(t.token.to_string(), entry(logprob, rank, &t.text));
+            for (r, alt) in t.top.iter().take(k as usize).enumerate() {
+                map.entry(alt.token.to_string())
+                    .or_insert_with(|| entry(alt.logprob, Some(r as u32 + 1), &alt.text));
+            }
+            Value::Object(map)
+        })
+        .collect()
+}
+
 /// How many characters the tokens' texts add to the offsets.
 pub fn chars(entries: &[TokenLogprobs]) -> usize {
     entries.iter().map(|t| t.chosen.text.chars().count()).sum()

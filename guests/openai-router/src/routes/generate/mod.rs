@@ -25,6 +25,7 @@ use crate::host::{
 use crate::http::{Reply, Response};
 use crate::routes::chat::tools::{self, ShapedAnswer, ToolCall};
 use serde::Serialize;
+use std::rc::Rc;
 
 /// Which OpenAI object family the output takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +70,33 @@ pub struct Choice {
     pub stream: Box<dyn GenerationStream>,
     /// Completions' `echo`: the prompt the choice's text starts with.
     pub echo: Option<EchoedPrompt>,
+    /// vLLM's fields about the choice's prompt (shared by the prompt's choices).
+    pub prompt: Rc<PromptExtras>,
+}
+
+/// What a response tells of a prompt beyond OpenAI's fields (vLLM's).
+#[derive(Debug, Default)]
+pub struct PromptExtras {
+    /// `return_token_ids`: the prompt's token ids.
+    pub token_ids: Option<Vec<u32>>,
+    /// `prompt_logprobs`, in vLLM's shape.
+    pub logprobs: Option<serde_json::Value>,
+    /// The prompt's length in tokens, when known from the start (continuous usage).
+    pub tokens: u32,
+}
+
+/// What a response shows beside the text, from the request's fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shape {
+    pub logprobs: bool,
+    /// Answers are read as tool calls (`tools`).
+    pub tool_calls: bool,
+    /// vLLM's `return_token_ids`: each choice's token ids (and the prompt's).
+    pub token_ids: bool,
+    /// `stream_options.include_usage`.
+    pub include_usage: bool,
+    /// vLLM's `stream_options.continuous_usage_stats`: every chunk's usage so far.
+    pub continuous_usage: bool,
 }
 
 /// A prompt repeated at the start of its choices (`echo`).
@@ -170,6 +198,7 @@ pub fn run(
             tokens: Vec::new(),
         });
         let extras = sampling.extras();
+        let mut shared = Rc::new(PromptExtras::default());
         for j in 0..per_prompt {
             let mut options = sampling.options(add_special_tokens, j);
             if best_of.is_some() {
@@ -177,20 +206,38 @@ pub fn run(
                 options.logprobs.get_or_insert(0);
             }
             // The prompt is scored once, with its first choice.
-            let stream = match (&mut echo, sampling.logprobs) {
-                (Some(echo), Some(top)) if j == 0 => {
-                    let (tokens, stream) = host
+            let mut prompt_extras = PromptExtras::default();
+            let stream = match sampling.prompt_scoring() {
+                Some(top) if j == 0 => {
+                    let (mut tokens, stream) = host
                         .generate_scored(&info.id, prompt, &options, &extras, top)
                         .map_err(failed)?;
-                    echo.tokens = tokens;
+                    if let Some(k) = sampling.prompt_logprobs {
+                        let ranks = stream.prompt_token_ranks();
+                        prompt_extras.logprobs = Some(logprobs::prompt_vllm(&tokens, &ranks, k));
+                    }
+                    if let (Some(echo), Some(k)) = (&mut echo, sampling.logprobs) {
+                        for t in &mut tokens {
+                            t.top.truncate(k as usize);
+                        }
+                        echo.tokens = tokens;
+                    }
                     stream
                 }
                 _ => host
                     .generate(&info.id, prompt, &options, &extras)
                     .map_err(failed)?,
             };
+            if j == 0 {
+                if sampling.return_token_ids || sampling.continuous_usage {
+                    let ids = stream.prompt_token_ids();
+                    prompt_extras.tokens = ids.len() as u32;
+                    prompt_extras.token_ids = sampling.return_token_ids.then_some(ids);
+                }
+                shared = Rc::new(prompt_extras);
+            }
             let stream = if tool_calls {
-                StopRepeats::wrap(stream, host, &info.id, prompt)
+                StopRepeats::wrap(stream)
             } else if sampling.include_stop_str {
                 stop_text::IncludeStopText::wrap(stream)
             } else {
@@ -201,6 +248,7 @@ pub fn run(
                 counts_prompt: j == 0,
                 stream,
                 echo: echo.clone(),
+                prompt: Rc::clone(&shared),
             });
         }
     }
@@ -212,25 +260,17 @@ pub fn run(
         created: host.unix_time(),
         model: info.id.clone(),
     };
+    let shape = Shape {
+        logprobs: sampling.logprobs.is_some(),
+        tool_calls,
+        token_ids: sampling.return_token_ids,
+        include_usage: sampling.include_usage,
+        continuous_usage: sampling.continuous_usage,
+    };
     if sampling.stream {
-        Ok(Reply::Stream(sse::response(
-            flavor,
-            meta,
-            choices,
-            sampling.include_usage,
-            sampling.logprobs.is_some(),
-            tool_calls,
-        )))
+        Ok(Reply::Stream(sse::response(flavor, meta, choices, shape)))
     } else {
-        collect(
-            flavor,
-            &meta,
-            choices,
-            sampling.logprobs.is_some(),
-            tool_calls,
-            best_of,
-        )
-        .map(Reply::Full)
+        collect(flavor, &meta, choices, shape, best_of).map(Reply::Full)
     }
 }
 
@@ -393,6 +433,7 @@ impl From<Usage> for UsageJson {
 /// asked for) and how it ended.
 pub struct Drained {
     pub text: String,
+    pub tokens: Vec<u32>,
     pub logprobs: Vec<TokenLogprobs>,
     pub end: GenerationEnd,
     /// Prompt tokens the host read from its prefix cache.
@@ -404,16 +445,19 @@ pub struct Drained {
 /// Runs the generation to its end.
 pub fn drain(mut stream: Box<dyn GenerationStream>) -> Drained {
     let mut text = String::new();
+    let mut tokens = Vec::new();
     let mut logprobs = Vec::new();
     loop {
         match stream.next() {
             Event::Chunk(c) => {
                 text.push_str(&c.text);
+                tokens.extend(c.tokens);
                 logprobs.extend(c.logprobs);
             }
             Event::Done(end) => {
                 return Drained {
                     text,
+                    tokens,
                     logprobs,
                     end,
                     cached_prompt_tokens: stream.cached_prompt_tokens(),
@@ -431,8 +475,7 @@ pub fn collect(
     flavor: Flavor,
     meta: &Meta,
     choices: Vec<Choice>,
-    with_logprobs: bool,
-    tool_calls: bool,
+    shape: Shape,
     best_of: Option<best_of::BestOf>,
 ) -> Result<Response, ApiError> {
     let provider = choices
@@ -446,6 +489,7 @@ pub fn collect(
             counts_prompt,
             stream,
             echo,
+            prompt,
             ..
         } = choice;
         let drained = drain(stream);
@@ -455,22 +499,27 @@ pub fn collect(
             drained.cached_prompt_tokens,
             counts_prompt,
         );
-        finished.push((echo, drained, finish_reason));
+        finished.push((echo, drained, finish_reason, prompt));
     }
     if let Some(best) = best_of {
-        finished = best_of::select(finished, best, |(_, drained, _)| {
+        finished = best_of::select(finished, best, |(_, drained, _, _)| {
             best_of::per_token(drained)
         });
     }
+    // Chat has one prompt: its fields go at the top of the response.
+    let first_prompt = finished
+        .first()
+        .map(|f| Rc::clone(&f.3))
+        .unwrap_or_default();
     let mut done = Vec::with_capacity(finished.len());
-    for (index, (echo, drained, finish_reason)) in finished.into_iter().enumerate() {
+    for (index, (echo, drained, finish_reason, prompt)) in finished.into_iter().enumerate() {
         let index = index as u32;
-        let lp = with_logprobs.then(|| match (flavor, &echo) {
+        let lp = shape.logprobs.then(|| match (flavor, &echo) {
             (Flavor::Chat, _) => logprobs::chat(&drained.logprobs),
             (Flavor::Text, Some(echo)) => echo.logprobs(&drained.logprobs),
             (Flavor::Text, None) => logprobs::completions(&drained.logprobs, 0),
         });
-        let answer = if tool_calls {
+        let answer = if shape.tool_calls {
             tools::shape_answer(drained.text, finish_reason, &meta.id, index, false)
         } else {
             let text = match echo {
@@ -479,7 +528,15 @@ pub fn collect(
             };
             ShapedAnswer::text(text, finish_reason)
         };
-        done.push((index, answer, lp, drained.stop_reason));
+        let token_ids = shape.token_ids.then_some(drained.tokens);
+        done.push(Finished {
+            index,
+            answer,
+            logprobs: lp,
+            stop_reason: drained.stop_reason,
+            token_ids,
+            prompt,
+        });
     }
     let body = match flavor {
         Flavor::Chat => serde_json::to_vec(&ChatCompletion {
@@ -489,21 +546,24 @@ pub fn collect(
             model: &meta.model,
             choices: done
                 .iter()
-                .map(|(index, answer, lp, stop_reason)| ChatChoice {
-                    index: *index,
+                .map(|f| ChatChoice {
+                    index: f.index,
                     message: AssistantMessage {
                         role: "assistant",
-                        content: answer.content.as_deref(),
-                        tool_calls: (!answer.tool_calls.is_empty())
-                            .then_some(answer.tool_calls.as_slice()),
+                        content: f.answer.content.as_deref(),
+                        tool_calls: (!f.answer.tool_calls.is_empty())
+                            .then_some(f.answer.tool_calls.as_slice()),
                     },
-                    logprobs: lp.as_ref(),
-                    finish_reason: answer.finish_reason,
-                    stop_reason: stop_reason.as_ref(),
+                    logprobs: f.logprobs.as_ref(),
+                    finish_reason: f.answer.finish_reason,
+                    stop_reason: f.stop_reason.as_ref(),
+                    token_ids: f.token_ids.as_deref(),
                 })
                 .collect(),
             usage,
             system_fingerprint: None,
+            prompt_logprobs: first_prompt.logprobs.as_ref(),
+            prompt_token_ids: first_prompt.token_ids.as_deref(),
         }),
         Flavor::Text => serde_json::to_vec(&TextCompletion {
             id: &meta.id,
@@ -512,12 +572,15 @@ pub fn collect(
             model: &meta.model,
             choices: &done
                 .iter()
-                .map(|(index, answer, lp, stop_reason)| TextChoice {
-                    text: answer.content.as_deref().unwrap_or_default(),
-                    index: *index,
-                    logprobs: lp.as_ref(),
-                    finish_reason: Some(answer.finish_reason),
-                    stop_reason: stop_reason.as_ref(),
+                .map(|f| TextChoice {
+                    text: f.answer.content.as_deref().unwrap_or_default(),
+                    index: f.index,
+                    logprobs: f.logprobs.as_ref(),
+                    finish_reason: Some(f.answer.finish_reason),
+                    stop_reason: f.stop_reason.as_ref(),
+                    token_ids: f.token_ids.as_deref(),
+                    prompt_logprobs: f.prompt.logprobs.as_ref(),
+                    prompt_token_ids: f.prompt.token_ids.as_deref(),
                 })
                 .collect::<Vec<_>>(),
             usage: Some(Some(usage)),
@@ -525,6 +588,16 @@ pub fn collect(
     }
     .map_err(|e| ApiError::server(e.to_string()))?;
     Ok(Response::json(200, body).with_header("x-nnhost-provider", &provider))
+}
+
+/// A choice read to its end, in the order it is returned.
+struct Finished {
+    index: u32,
+    answer: ShapedAnswer,
+    logprobs: Option<serde_json::Value>,
+    stop_reason: Option<serde_json::Value>,
+    token_ids: Option<Vec<u32>>,
+    prompt: Rc<PromptExtras>,
 }
 
 #[derive(Serialize)]
@@ -536,6 +609,11 @@ struct ChatCompletion<'a> {
     choices: Vec<ChatChoice<'a>>,
     usage: UsageJson,
     system_fingerprint: Option<&'static str>,
+    /// vLLM's: asked for with `prompt_logprobs`, `return_token_ids`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_logprobs: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_token_ids: Option<&'a [u32]>,
 }
 
 #[derive(Serialize)]
@@ -546,6 +624,8 @@ struct ChatChoice<'a> {
     finish_reason: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     stop_reason: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_ids: Option<&'a [u32]>,
 }
 
 #[derive(Serialize)]
@@ -579,4 +659,12 @@ pub(crate) struct TextChoice<'a> {
     /// vLLM's: the stop string or stop token id that ended the choice.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<&'a serde_json::Value>,
+    /// vLLM's `return_token_ids` (streamed: the chunk's tokens; the prompt's in a
+    /// choice's first chunk) and `prompt_logprobs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_ids: Option<&'a [u32]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_logprobs: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_token_ids: Option<&'a [u32]>,
 }

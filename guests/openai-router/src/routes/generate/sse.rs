@@ -13,10 +13,18 @@
 //! choice's answer is read once complete: its text or its `tool_calls` come in one
 //! chunk before the finish chunk.
 //!
+//! vLLM's extensions: with `return_token_ids` each choice's chunks carry their
+//! tokens' ids (`token_ids`, held back with their text) and the prompt's ids come
+//! once (chat: `prompt_token_ids` beside the first chunk's choices; completions: in
+//! each choice's first chunk); with `stream_options.continuous_usage_stats` every
+//! chunk carries the usage so far.
+//!
 //! If the client goes away, the next write fails, the body returns and drops the
 //! generation streams, which cancels the generations on the host.
 
-use super::{finish_reason, logprobs, Choice, Flavor, Meta, TextChoice, TextCompletion, UsageJson};
+use super::{
+    finish_reason, logprobs, Choice, Flavor, Meta, Shape, TextChoice, TextCompletion, UsageJson,
+};
 use crate::host::{Event, TokenLogprobs};
 use crate::http::{BodySink, Disconnected, StreamBody, StreamingResponse};
 use crate::routes::chat::tools::{self, ToolCall};
@@ -30,9 +38,7 @@ pub fn response(
     flavor: Flavor,
     meta: Meta,
     choices: Vec<Choice>,
-    include_usage: bool,
-    with_logprobs: bool,
-    tool_calls: bool,
+    shape: Shape,
 ) -> StreamingResponse {
     let provider = choices
         .first()
@@ -45,9 +51,7 @@ pub fn response(
             flavor,
             meta,
             choices,
-            include_usage,
-            with_logprobs,
-            tool_calls,
+            shape,
         }),
     }
 }
@@ -56,11 +60,9 @@ struct SseBody {
     flavor: Flavor,
     meta: Meta,
     choices: Vec<Choice>,
-    include_usage: bool,
-    with_logprobs: bool,
-    /// Answers are read as tool calls or text once complete, so their text is held
-    /// until the end and sent as one piece.
-    tool_calls: bool,
+    /// With `tool_calls`, answers are read as tool calls or text once complete, so
+    /// their text is held until the end and sent as one piece.
+    shape: Shape,
 }
 
 /// A choice being streamed: log probabilities of tokens whose text is still held
@@ -68,6 +70,12 @@ struct SseBody {
 struct Running {
     choice: Choice,
     pending: Vec<TokenLogprobs>,
+    /// Token ids whose text is still held back (`return_token_ids`).
+    pending_ids: Vec<u32>,
+    /// Completions with `return_token_ids`: the prompt's ids are still to be sent.
+    prompt_ids_due: bool,
+    /// Continuous usage: the choice's cached prompt tokens are in the usage so far.
+    cached_counted: bool,
     /// Characters of token text sent so far (completions' `text_offset`).
     offset: usize,
     /// With tools: the answer so far.
@@ -100,19 +108,52 @@ impl SseBody {
             flavor,
             meta,
             choices,
-            include_usage,
-            with_logprobs,
-            tool_calls,
+            shape,
         } = self;
-        // With include_usage every chunk but the last says `"usage":null`.
-        let usage_null = include_usage.then_some(None);
-        let send = |sink: &mut dyn BodySink, index: u32, piece: Piece, lp: Option<Value>| {
+        let (with_logprobs, tool_calls) = (shape.logprobs, shape.tool_calls);
+        // With include_usage every chunk but the last says `"usage":null`, or with
+        // continuous usage what the choices have used so far.
+        let mut so_far = UsageJson::default();
+        for choice in choices.iter().filter(|c| c.counts_prompt) {
+            so_far.add(
+                crate::host::Usage {
+                    prompt_tokens: choice.prompt.tokens,
+                    completion_tokens: 0,
+                },
+                0,
+                true,
+            );
+        }
+        let usage_now = |so_far: &UsageJson| match (shape.include_usage, shape.continuous_usage) {
+            (false, _) => None,
+            (true, false) => Some(None),
+            (true, true) => Some(Some(UsageJson {
+                total_tokens: u64::from(so_far.prompt_tokens) + u64::from(so_far.completion_tokens),
+                ..*so_far
+            })),
+        };
+        let send = |sink: &mut dyn BodySink,
+                    so_far: &UsageJson,
+                    index: u32,
+                    piece: Piece,
+                    lp: Option<Value>,
+                    ids: Ids| {
             sink.write(&frame(&chunk(
                 flavor,
                 &meta,
-                Some((index, piece, lp)),
-                usage_null,
+                Some((index, piece, lp, ids)),
+                usage_now(so_far),
             )))
+        };
+        // The token ids a chunk carries, and the prompt's when they are due.
+        let ids_of = |r: &mut Running| -> (Option<Vec<u32>>, Option<Vec<u32>>) {
+            if !shape.token_ids {
+                return (None, None);
+            }
+            let prompt = std::mem::take(&mut r.prompt_ids_due)
+                .then(|| r.choice.prompt.token_ids.clone())
+                .flatten();
+            (Some(std::mem::take(&mut r.pending_ids)), prompt)
         };
         // The log probabilities a chunk carries: what is pending, in its flavor's shape.
         let take = |r: &mut Running| -> Option<Value> {
@@ -129,27 +170,47 @@ impl SseBody {
                 }
             })
         };
-        if flavor == Flavor::Chat {
-            for choice in &choices {
-                send(sink, choice.index, Piece::Role, None)?;
-            }
-        }
-        let mut usage = UsageJson::default();
         let mut running: Vec<Running> = choices
             .into_iter()
             .map(|choice| Running {
                 choice,
                 pending: Vec::new(),
+                pending_ids: Vec::new(),
+                prompt_ids_due: flavor == Flavor::Text,
+                cached_counted: false,
                 offset: 0,
                 held: String::new(),
             })
             .collect();
+        if flavor == Flavor::Chat {
+            for (i, r) in running.iter().enumerate() {
+                // Chat's one prompt: its ids beside the first chunk's choices.
+                let prompt_ids = (i == 0 && shape.token_ids)
+                    .then(|| r.choice.prompt.token_ids.clone())
+                    .flatten();
+                let ids = Ids {
+                    tokens: None,
+                    prompt: prompt_ids,
+                };
+                send(sink, &so_far, r.choice.index, Piece::Role, None, ids)?;
+            }
+        }
+        let mut usage = UsageJson::default();
         // `echo`: each choice's first chunk is its prompt.
         for r in &mut running {
-            if let Some(echo) = &r.choice.echo {
+            if let Some(echo) = r.choice.echo.clone() {
                 let lp = with_logprobs.then(|| echo.logprobs(&[]));
                 r.offset = echo.text.chars().count();
-                send(sink, r.choice.index, Piece::Text(&echo.text), lp)?;
+                let (tokens, prompt) = ids_of(r);
+                let ids = Ids { tokens, prompt };
+                send(
+                    sink,
+                    &so_far,
+                    r.choice.index,
+                    Piece::Text(&echo.text),
+                    lp,
+                    ids,
+                )?;
             }
         }
         while !running.is_empty() {
@@ -157,12 +218,24 @@ impl SseBody {
             for mut r in running {
                 match r.choice.stream.next() {
                     Event::Chunk(c) => {
+                        so_far.completion_tokens += c.tokens.len() as u32;
+                        // The prefix cache was read before the first token.
+                        if shape.continuous_usage && r.choice.counts_prompt && !r.cached_counted {
+                            r.cached_counted = true;
+                            so_far.prompt_tokens_details.cached_tokens +=
+                                r.choice.stream.cached_prompt_tokens();
+                        }
                         r.pending.extend(c.logprobs);
+                        if shape.token_ids {
+                            r.pending_ids.extend(c.tokens);
+                        }
                         if tool_calls {
                             r.held.push_str(&c.text);
                         } else if !c.text.is_empty() {
                             let lp = take(&mut r);
-                            send(sink, r.choice.index, Piece::Text(&c.text), lp)?;
+                            let (tokens, prompt) = ids_of(&mut r);
+                            let ids = Ids { tokens, prompt };
+                            send(sink, &so_far, r.choice.index, Piece::Text(&c.text), lp, ids)?;
                         }
                         still.push(r);
                     }
@@ -171,28 +244,54 @@ impl SseBody {
                         let cached = r.choice.stream.cached_prompt_tokens();
                         let stop_reason = super::stop_reason(r.choice.stream.as_ref());
                         usage.add(end.usage, cached, r.choice.counts_prompt);
+                        if r.choice.counts_prompt && !r.cached_counted {
+                            so_far.prompt_tokens_details.cached_tokens += cached;
+                        }
+                        // The host's count is the one the last usage chunk gives.
+                        so_far.completion_tokens =
+                            so_far.completion_tokens.max(usage.completion_tokens);
                         let lp = if r.pending.is_empty() {
                             None
                         } else {
                             take(&mut r)
                         };
+                        let (tokens, prompt) = ids_of(&mut r);
                         let held = std::mem::take(&mut r.held);
                         drop(r);
                         match finish_reason(&end) {
                             Ok(reason) if tool_calls => {
                                 let answer =
                                     tools::shape_answer(held, reason, &meta.id, index, true);
+                                let mut ids = Some(Ids { tokens, prompt });
                                 match answer.content.as_deref() {
                                     Some("") | None => {}
-                                    Some(text) => send(sink, index, Piece::Text(text), lp.clone())?,
+                                    Some(text) => send(
+                                        sink,
+                                        &so_far,
+                                        index,
+                                        Piece::Text(text),
+                                        lp.clone(),
+                                        ids.take().unwrap_or_default(),
+                                    )?,
                                 }
                                 if !answer.tool_calls.is_empty() {
-                                    send(sink, index, Piece::ToolCalls(&answer.tool_calls), lp)?;
+                                    send(
+                                        sink,
+                                        &so_far,
+                                        index,
+                                        Piece::ToolCalls(&answer.tool_calls),
+                                        lp,
+                                        ids.take().unwrap_or_default(),
+                                    )?;
                                 }
-                                send(sink, index, Piece::Finish(answer.finish_reason, None), None)?
+                                let finish = Piece::Finish(answer.finish_reason, None);
+                                let ids = ids.take().unwrap_or_default();
+                                send(sink, &so_far, index, finish, None, ids)?
                             }
                             Ok(reason) => {
-                                send(sink, index, Piece::Finish(reason, stop_reason.as_ref()), lp)?
+                                let finish = Piece::Finish(reason, stop_reason.as_ref());
+                                let ids = Ids { tokens, prompt };
+                                send(sink, &so_far, index, finish, lp, ids)?
                             }
                             Err(e) => {
                                 // The other choices are dropped (cancelled) on return.
@@ -205,11 +304,19 @@ impl SseBody {
             }
             running = still;
         }
-        if include_usage {
+        if shape.include_usage {
             sink.write(&frame(&chunk(flavor, &meta, None, Some(Some(usage)))))?;
         }
         sink.write(DONE)
     }
+}
+
+/// vLLM's token ids a chunk carries (`return_token_ids`): its own, and the prompt's
+/// in the first chunk.
+#[derive(Default)]
+struct Ids {
+    tokens: Option<Vec<u32>>,
+    prompt: Option<Vec<u32>>,
 }
 
 /// The head of an event stream: its type, no caching, and the provider.
@@ -235,9 +342,13 @@ pub fn frame(json: &[u8]) -> Vec<u8> {
 fn chunk(
     flavor: Flavor,
     meta: &Meta,
-    choice: Option<(u32, Piece, Option<Value>)>,
+    choice: Option<(u32, Piece, Option<Value>, Ids)>,
     usage: Option<Option<UsageJson>>,
 ) -> Vec<u8> {
+    let (choice, ids) = match choice {
+        Some((index, piece, lp, ids)) => (Some((index, piece, lp)), ids),
+        None => (None, Ids::default()),
+    };
     let json = match flavor {
         Flavor::Chat => {
             let choice = choice.map(|(index, piece, logprobs)| {
@@ -285,6 +396,7 @@ fn chunk(
                     logprobs,
                     finish_reason,
                     stop_reason,
+                    token_ids: ids.tokens.as_deref(),
                 }
             });
             serde_json::to_vec(&ChatChunk {
@@ -295,6 +407,7 @@ fn chunk(
                 system_fingerprint: None,
                 choices: choice.as_slice(),
                 usage,
+                prompt_token_ids: ids.prompt.as_deref(),
             })
         }
         Flavor::Text => {
@@ -316,6 +429,9 @@ fn chunk(
                             logprobs: logprobs.as_ref(),
                             finish_reason: *finish_reason,
                             stop_reason: *stop_reason,
+                            token_ids: ids.tokens.as_deref(),
+                            prompt_logprobs: None,
+                            prompt_token_ids: ids.prompt.as_deref(),
                         },
                     );
             serde_json::to_vec(&TextCompletion {
@@ -342,6 +458,8 @@ struct ChatChunk<'a> {
     choices: &'a [ChatChunkChoice<'a>],
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Option<UsageJson>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_token_ids: Option<&'a [u32]>,
 }
 
 #[derive(Serialize)]
@@ -352,6 +470,8 @@ struct ChatChunkChoice<'a> {
     finish_reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stop_reason: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_ids: Option<&'a [u32]>,
 }
 
 #[derive(Serialize)]

@@ -56,4 +56,12 @@ impl GenerationStream for IncludeStopText {
     fn stop_cause(&self) -> Option<StopCause> {
         self.inner.stop_cause()
     }
+
+    fn prompt_token_ids(&self) -> Vec<u32> {
+        self.inner.prompt_token_ids()
+    }
+
+    fn prompt_token_ranks(&self) -> Vec<u32> {
+        self.inner.prompt_token_ranks()
+    }
 }

@@ -66,7 +66,7 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
         )
         .map_err(|e| request_error(generate::host_error(e, Flavor::Chat, false, 0), tools))?;
     let stream = if tools {
-        StopRepeats::wrap(stream, host, &prepared.info.id, &prompt)
+        StopRepeats::wrap(stream)
     } else {
         stream
     };
