@@ -188,8 +188,6 @@ CASES: list[Case] = [
          param="messages[0].role"),
     Case("chat: tool message without tool_call_id", "POST", CHAT, chat(messages=[{"role": "tool", "content": "hi"}]),
          param="messages[0].tool_call_id"),
-    Case("chat: unknown field in a message", "POST", CHAT,
-         chat(messages=[{"role": "user", "content": "hi", "mood": "happy"}]), param="messages[0].mood"),
     Case("chat: content nested 100k deep", "POST", CHAT,
          lambda: b'{"model":"smollm2-135m-instruct","messages":[{"role":"user","content":' + deep(100_000) + b"}]}",
          JSON_CT),

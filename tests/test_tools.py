@@ -105,9 +105,16 @@ def test_bad_tool_requests_are_400(server):
     assert assert_openai_error(r, 400)["param"] == "tool_choice"
     r = server.post("/v1/chat/completions", {"model": CHAT, "messages": ASK, "tools": [
         {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
-            "n": {"type": "number", "minimum": 0}}}}}]})
+            "n": {"type": "number", "not": {"const": 3}}}}}}]})
     err = assert_openai_error(r, 400)
-    assert err["param"] == "tools" and "'minimum'" in err["message"], err
+    assert err["param"] == "tools" and "'not'" in err["message"], err
+    # A response format beside tools: its errors name it, at its own paths.
+    r = server.post("/v1/chat/completions", {
+        "model": CHAT, "messages": ASK, "tools": [WEATHER],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "A", "schema": {
+            "type": "object", "properties": {"a": {"not": {"const": 1}}}}}}})
+    err = assert_openai_error(r, 400, param="response_format")
+    assert "schema.properties.a: the keyword 'not'" in err["message"], err
 
 
 def test_a_model_repeating_its_call_is_stopped_at_the_repeat(client):
@@ -121,3 +128,75 @@ def test_a_model_repeating_its_call_is_stopped_at_the_repeat(client):
     assert choice.finish_reason == "tool_calls", choice
     assert [json.loads(c.function.arguments) for c in choice.message.tool_calls] == [{"city": "Oslo"}]
     assert r.usage.completion_tokens < 100 and r.usage.prompt_tokens > 0
+
+
+GREETING = {"type": "json_schema", "json_schema": {"name": "Greeting", "strict": True, "schema": {
+    "type": "object", "properties": {"greeting": {"type": "string", "maxLength": 80}},
+    "required": ["greeting"], "additionalProperties": False}}}
+
+
+def test_a_response_format_beside_tools_holds_the_answer_in_words(client, server):
+    """What openai-agents sends for an Agent with tools and an `output_type`: the format
+    applies when the model answers instead of calling (as at OpenAI)."""
+    for question in ("Say hello to Ada.", "What is the weather like in Paris today?"):
+        r = client.chat.completions.create(
+            model=CHAT, messages=[{"role": "user", "content": question}], tools=[WEATHER],
+            response_format=GREETING, temperature=0, max_tokens=120)
+        choice = r.choices[0]
+        if choice.finish_reason == "tool_calls":
+            check_weather_call(choice.message.tool_calls[0])
+        else:
+            assert choice.finish_reason == "stop", choice
+            assert list(json.loads(choice.message.content)) == ["greeting"], choice
+    # A forced call has no answer in words: the format does not stand in its way.
+    r = client.chat.completions.create(model=CHAT, messages=ASK, tools=[WEATHER], tool_choice="required",
+                                       response_format=GREETING, temperature=0, max_tokens=200)
+    check_weather_call(r.choices[0].message.tool_calls[0])
+    # The Responses API's `text.format` with tools, as the Agents SDK's Responses model sends it.
+    r = server.post("/v1/responses", {
+        "model": CHAT, "input": "Say hello to Ada.", "temperature": 0, "max_output_tokens": 120,
+        "tools": [{"type": "function", **WEATHER["function"]}],
+        "text": {"format": {"type": "json_schema", **GREETING["json_schema"]}}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["text"]["format"]["name"] == "Greeting"
+    for item in body["output"]:
+        if item["type"] == "message":
+            assert list(json.loads(item["content"][0]["text"])) == ["greeting"], item
+
+
+def test_a_streamed_call_starts_without_content(server):
+    """As OpenAI streams calls: the role chunk has no content, so the SDK's accumulated
+    message has `content` None, as the whole answer has."""
+    r = server.post("/v1/chat/completions", {"model": CHAT, "messages": ASK, "tools": [WEATHER],
+                                             "tool_choice": "required", "temperature": 0,
+                                             "max_tokens": 200, "stream": True}, stream=True)
+    chunks = [json.loads(l[6:]) for l in r.iter_lines(decode_unicode=True)
+              if l.startswith("data: ") and l != "data: [DONE]"]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
+    assert chunks[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+def test_messages_sent_back_as_clients_dump_them_are_accepted(client, server):
+    """The SDK's `message.model_dump()` (annotations, refusal, audio...), litellm's
+    `provider_specific_fields` and reasoning servers' `reasoning_content` ride along in
+    assistant messages a client sends back; they say nothing to the model."""
+    first = client.chat.completions.create(model=CHAT, messages=ASK, temperature=0, max_tokens=20)
+    dumped = first.choices[0].message.model_dump()
+    dumped["provider_specific_fields"] = {"refusal": None}
+    dumped["reasoning_content"] = None
+    history = ASK + [dumped, {"role": "user", "content": [
+        {"type": "text", "text": "And tomorrow?", "cache_control": {"type": "ephemeral"}}]}]
+    second = client.chat.completions.create(model=CHAT, messages=history, temperature=0, max_tokens=20)
+    assert second.choices[0].message.content
+    # The Responses API's output items as the SDK dumps them (`phase`, `caller`...).
+    resp = client.responses.create(model=CHAT, input="Hi", temperature=0, max_output_tokens=20, store=False)
+    items = [item.model_dump() for item in resp.output]
+    for item in items:
+        item.setdefault("phase", None)
+    r = server.post("/v1/responses", {"model": CHAT, "max_output_tokens": 20, "store": False, "input": [
+        {"role": "user", "content": "Hi"}, *items, {"role": "user", "content": "Again", "phase": None}]})
+    assert r.status_code == 200, r.text
+    # A top-level field the API does not have is still an error.
+    assert_openai_error(server.post("/v1/chat/completions", {"model": CHAT, "messages": ASK, "colour": 1}),
+                        400, param="colour", code="unknown_parameter")

@@ -212,7 +212,8 @@ impl Fields {
 
     /// Every field not taken is an error: `Unrecognized request argument supplied: x`.
     pub fn finish(self) -> Result<(), ApiError> {
-        match self.map.keys().next() {
+        // A field set to null counts as absent.
+        match self.map.iter().find(|(_, v)| !v.is_null()).map(|(k, _)| k) {
             None => Ok(()),
             Some(key) => {
                 let path = format!("{}{key}", self.prefix);
@@ -224,6 +225,12 @@ impl Fields {
             }
         }
     }
+
+    /// Drops the fields no one read, where clients send back what responses and
+    /// SDKs put in an object: messages, input items and content parts carry
+    /// `annotations`, `parsed`, `reasoning_content`, `provider_specific_fields`,
+    /// `phase`... OpenAI accepts them there, and they say nothing to the model.
+    pub fn ignore_rest(self) {}
 }
 
 /// OpenAI's names (a function, a response format): 1 to 64 of `[a-zA-Z0-9_-]`.

@@ -135,6 +135,52 @@ fn answers_become_tool_calls_or_content() {
 }
 
 #[test]
+fn a_response_format_beside_tools_shapes_the_answer_in_words() {
+    let mut h = gen_fake();
+    h.script = vec![
+        text(r#"{"response": {"city": "Paris", "$ref_free": true}}"#),
+        done(FinishReason::Stop, None),
+    ];
+    let format = json!({"type": "json_schema", "json_schema": {"name": "A", "schema": {
+        "type": "object", "properties": {"city": {"$ref": "#/$defs/City"}},
+        "$defs": {"City": {"type": "string"}}}}});
+    let (r, v) = chat(&h, ask(json!({"response_format": format})));
+    assert_eq!(r.status, 200, "{v}");
+    let message = &v["choices"][0]["message"];
+    assert_eq!(message["content"], r#"{"city":"Paris","$ref_free":true}"#);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    // The output's schema: calls, or a response held to the format (its
+    // definitions hoisted beside the tools').
+    let calls = h.gen_calls.borrow();
+    let OutputFormat::JsonSchema(schema) = &calls[0].2.format else {
+        panic!("{:?}", calls[0].2.format)
+    };
+    let schema: Value = serde_json::from_str(schema).unwrap();
+    let response = &schema["anyOf"][1]["properties"]["response"];
+    assert_eq!(
+        response["properties"]["city"]["$ref"],
+        "#/$defs/:response.City"
+    );
+    assert_eq!(schema["$defs"][":response.City"], json!({"type": "string"}));
+    assert!(sent_prompt(&h, 0).contains("that answer follows this JSON Schema"));
+    drop(calls);
+    // A forced call has no answer in words: the format is moot.
+    let (r, v) = chat(
+        &h,
+        ask(
+            json!({"response_format": {"type": "json_object"}, "tool_choice": "required",
+                   "messages": [{"role": "user", "content": "json"}]}),
+        ),
+    );
+    assert_eq!(r.status, 200, "{v}");
+    let calls = h.gen_calls.borrow();
+    let OutputFormat::JsonSchema(schema) = &calls[1].2.format else {
+        panic!()
+    };
+    assert!(!schema.contains("\"response\""), "{schema}");
+}
+
+#[test]
 fn streamed_answers_send_their_calls_in_one_delta() {
     let mut h = gen_fake();
     h.script = vec![
@@ -154,6 +200,12 @@ fn streamed_answers_send_their_calls_in_one_delta() {
         .collect();
     assert_eq!(events.last().unwrap(), "[DONE]");
     assert_eq!(chunks.len(), 3, "role, calls, finish: {chunks:?}");
+    // As OpenAI streams calls: the role without content (the SDK then ends with
+    // `content: None`, as the whole answer has).
+    assert_eq!(
+        chunks[0]["choices"][0]["delta"],
+        json!({"role": "assistant"})
+    );
     let delta = &chunks[1]["choices"][0]["delta"];
     assert_eq!(delta["tool_calls"][0]["index"], 0);
     assert_eq!(delta["tool_calls"][0]["function"]["name"], "get_weather");
@@ -211,11 +263,6 @@ fn tool_request_errors_name_their_param() {
             json!({"tool_choice": "sometimes"}),
             "tool_choice",
             "'sometimes'",
-        ),
-        (
-            json!({"response_format": {"type": "json_object"}, "messages": [{"role": "user", "content": "json"}]}),
-            "response_format",
-            "cannot be combined",
         ),
         (
             json!({"tools": [{"type": "function", "function": {"name": "a b"}}]}),

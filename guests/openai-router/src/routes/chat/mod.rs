@@ -48,7 +48,7 @@ pub fn handle(host: &dyn Host, body: &[u8]) -> Result<Reply, ApiError> {
         add_special_tokens,
         tools,
     )
-    .map_err(|e| tools_error(e, tools, "tools"))?;
+    .map_err(|e| tools_error(e, tools, "tools", "response_format"))?;
     Ok(match keeper {
         Some(keeper) => keeper.reply(reply, client_usage),
         None => reply,
@@ -108,10 +108,17 @@ pub fn prepare(
 
 /// With tools, the schema the host judged is made of the tools' parameters: its
 /// errors are about `param` (the route's tools field).
-pub fn tools_error(mut e: ApiError, tools: bool, param: &str) -> ApiError {
+/// A request's answer format beside tools is the schema's `response` branch: its
+/// errors are about the route's format field (`format_param`).
+pub fn tools_error(mut e: ApiError, tools: bool, param: &str, format_param: &str) -> ApiError {
+    const ANSWER: &str = "schema.anyOf[1].properties.response";
     if tools && e.param.as_deref() == Some("response_format") {
+        let (param, message) = match e.message.contains(ANSWER) {
+            true => (format_param, e.message.replace(ANSWER, "schema")),
+            false => (param, e.message.clone()),
+        };
+        e.message = message.replace("response_format", param);
         e.param = Some(param.into());
-        e.message = e.message.replace("response_format", param);
     }
     e
 }

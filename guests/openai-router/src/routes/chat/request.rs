@@ -115,18 +115,18 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
             "'continue_final_message' cannot be combined with 'tools' or a JSON 'response_format': their answers start from scratch.",
         ));
     }
-    if tools.is_some() && sampling.format != ResponseFormat::Text {
-        return Err(ApiError::invalid(
-            "response_format",
-            "'response_format' cannot be combined with 'tools': with tools the answer's form is the tool calls'.",
-        ));
-    }
     if sampling.format == ResponseFormat::JsonObject && !mentions_json(&messages) {
         // OpenAI's rule: a model not told to write JSON may fill the output with whitespace.
         return Err(ApiError::invalid(
             "messages",
             "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
         ));
+    }
+    // Beside tools the format holds an answer in words; the tools' schema is the output's.
+    let mut tools = tools;
+    if let Some(tools) = tools.as_mut() {
+        tools.answer_schema = tools::answer_schema(&sampling.format);
+        sampling.format = ResponseFormat::Text;
     }
     Ok(ChatRequest {
         model,
@@ -393,7 +393,7 @@ fn parse_message(
     )?;
     f.reject_unless("refusal", |_| false, "is not supported.")?;
     f.reject_unless("audio", |_| false, "is not supported.")?;
-    f.finish()?;
+    f.ignore_rest();
     let content = if calls.is_empty() {
         content
     } else {
@@ -430,7 +430,7 @@ fn parse_tool_result(
         }
     };
     f.string("name")?;
-    f.finish()?;
+    f.ignore_rest();
     let call = called
         .iter()
         .rev()
@@ -542,11 +542,7 @@ pub fn parse_content_text(v: Value, path: &str, text_types: &[&str]) -> Result<S
                 format!("Missing required parameter: '{text_path}'."),
             )
         })?;
-        if text_types != ["text"] {
-            p.take("annotations");
-            p.take("logprobs");
-        }
-        p.finish()?;
+        p.ignore_rest();
         texts.push(text);
     }
     Ok(texts.join("\n"))

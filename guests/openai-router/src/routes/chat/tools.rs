@@ -8,6 +8,7 @@
 
 use crate::errors::ApiError;
 use crate::routes::json::{bad_value, check_name, unsupported_value, wrong_type, Fields};
+use crate::routes::sampling::ResponseFormat;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -42,6 +43,10 @@ pub struct Tools {
     pub choice: ToolChoice,
     /// Several calls in one answer (`parallel_tool_calls`, default true).
     pub parallel: bool,
+    /// With `tool_choice` `auto`: the JSON Schema an answer in words follows, when
+    /// the request's `response_format` asks for JSON (OpenAI applies the format to
+    /// answers that are not calls). None: free text.
+    pub answer_schema: Option<Value>,
 }
 
 /// `tools`, `tool_choice` and `parallel_tool_calls`. None when no tools are offered
@@ -85,8 +90,25 @@ pub fn parse(f: &mut Fields) -> Result<Option<Tools>, ApiError> {
         tools,
         choice,
         parallel,
+        answer_schema: None,
     }))
 }
+
+/// The schema an answer in words follows beside tools, for a JSON output format
+/// (`json_object`: any object).
+pub fn answer_schema(format: &ResponseFormat) -> Option<Value> {
+    match format {
+        ResponseFormat::Text => None,
+        ResponseFormat::JsonObject => Some(json!({"type": "object"})),
+        ResponseFormat::JsonSchema(text) => {
+            Some(serde_json::from_str(text).unwrap_or_else(|_| json!({"type": "object"})))
+        }
+    }
+}
+
+/// Where an answer schema's definitions go in the answer schema's `$defs` (a name
+/// no tool can have).
+const ANSWER_DEFS: &str = ":response";
 
 /// Where a named `tool_choice` puts the function's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,9 +292,12 @@ impl Tools {
         }
         let call =
             r#"{"tool_calls": [{"name": "<tool name>", "arguments": {<the tool's parameters>}}]}"#;
-        match &self.choice {
-            ToolChoice::Auto => text.push_str(&format!(
+        match (&self.choice, &self.answer_schema) {
+            (ToolChoice::Auto, None) => text.push_str(&format!(
                 "\nAnswer with one JSON object: {call} to call tools, or {{\"response\": \"<your answer>\"}} to answer the user yourself."
+            )),
+            (ToolChoice::Auto, Some(schema)) => text.push_str(&format!(
+                "\nAnswer with one JSON object: {call} to call tools, or {{\"response\": <your answer as a JSON value>}} to answer the user yourself; that answer follows this JSON Schema: {schema}"
             )),
             _ => text.push_str(&format!("\nAnswer with one JSON object that calls a tool: {call}")),
         }
@@ -302,10 +327,16 @@ impl Tools {
         let list = json!({"type": "array", "items": call, "minItems": 1, "maxItems": max_calls});
         let with_calls = json!({"type": "object", "properties": {"tool_calls": list}});
         let mut schema = match self.choice {
-            ToolChoice::Auto => json!({"anyOf": [
-                with_calls,
-                {"type": "object", "properties": {"response": {"type": "string"}}},
-            ]}),
+            ToolChoice::Auto => {
+                let answer = match &self.answer_schema {
+                    Some(schema) => hoist_definitions(schema, ANSWER_DEFS, &mut defs),
+                    None => json!({"type": "string"}),
+                };
+                json!({"anyOf": [
+                    with_calls,
+                    {"type": "object", "properties": {"response": answer}},
+                ]})
+            }
             _ => with_calls,
         };
         if !defs.is_empty() {
@@ -378,9 +409,11 @@ pub fn read_answer(text: &str) -> Option<Answer> {
         }
         return Some(Answer::Calls(read));
     }
-    v.get("response")?
-        .as_str()
-        .map(|s| Answer::Content(s.to_string()))
+    // A JSON answer format makes the response a value of its own.
+    match v.get("response")? {
+        Value::String(s) => Some(Answer::Content(s.clone())),
+        other => Some(Answer::Content(other.to_string())),
+    }
 }
 
 /// An earlier assistant turn's calls as the model would have written them.
@@ -459,8 +492,11 @@ fn partial_response(text: &str) -> Option<String> {
         .strip_prefix("\"response\"")?
         .trim_start()
         .strip_prefix(':')?
-        .trim_start()
-        .strip_prefix('"')?;
+        .trim_start();
+    // A JSON answer (the request's answer format) cut short: as JSON mode's would be.
+    let Some(rest) = rest.strip_prefix('"') else {
+        return Some(rest.to_string());
+    };
     let quoted = format!("\"{rest}");
     if let Some(Ok(s)) = serde_json::Deserializer::from_str(&quoted)
         .into_iter::<String>()

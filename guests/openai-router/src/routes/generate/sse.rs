@@ -84,8 +84,9 @@ struct Running {
 
 /// What one chunk's choice carries, before it is shaped for the flavor.
 enum Piece<'a> {
-    /// Chat only: the assistant role, empty content.
-    Role,
+    /// Chat only: the assistant role, with empty content (`""`), or none (`null`)
+    /// before tool calls, as OpenAI streams them.
+    Role(Option<&'a str>),
     Text(&'a str),
     /// Chat with tools: the answer's calls.
     ToolCalls(&'a [ToolCall]),
@@ -182,17 +183,26 @@ impl SseBody {
                 held: String::new(),
             })
             .collect();
-        if flavor == Flavor::Chat {
-            for (i, r) in running.iter().enumerate() {
-                // Chat's one prompt: its ids beside the first chunk's choices.
-                let prompt_ids = (i == 0 && shape.token_ids)
-                    .then(|| r.choice.prompt.token_ids.clone())
-                    .flatten();
+        // Chat's one prompt: its ids beside the first chunk's choice.
+        let mut chat_prompt_ids = match (flavor, running.first()) {
+            (Flavor::Chat, Some(r)) if shape.token_ids => r.choice.prompt.token_ids.clone(),
+            _ => None,
+        };
+        // With tools the role waits for the answer: its content is null before calls.
+        if flavor == Flavor::Chat && !tool_calls {
+            for r in &running {
                 let ids = Ids {
                     tokens: None,
-                    prompt: prompt_ids,
+                    prompt: chat_prompt_ids.take(),
                 };
-                send(sink, &so_far, r.choice.index, Piece::Role, None, ids)?;
+                send(
+                    sink,
+                    &so_far,
+                    r.choice.index,
+                    Piece::Role(Some("")),
+                    None,
+                    ids,
+                )?;
             }
         }
         let mut usage = UsageJson::default();
@@ -262,6 +272,12 @@ impl SseBody {
                             Ok(reason) if tool_calls => {
                                 let answer =
                                     tools::shape_answer(held, reason, &meta.id, index, true);
+                                let content = answer.tool_calls.is_empty().then_some("");
+                                let role_ids = Ids {
+                                    tokens: None,
+                                    prompt: chat_prompt_ids.take(),
+                                };
+                                send(sink, &so_far, index, Piece::Role(content), None, role_ids)?;
                                 let mut ids = Some(Ids { tokens, prompt });
                                 match answer.content.as_deref() {
                                     Some("") | None => {}
@@ -353,10 +369,10 @@ fn chunk(
         Flavor::Chat => {
             let choice = choice.map(|(index, piece, logprobs)| {
                 let (delta, finish_reason, stop_reason) = match piece {
-                    Piece::Role => (
+                    Piece::Role(content) => (
                         Delta {
                             role: Some("assistant"),
-                            content: Some(""),
+                            content,
                             tool_calls: None,
                         },
                         None,
@@ -415,7 +431,7 @@ fn chunk(
                 let (text, finish_reason, stop_reason) = match piece {
                     Piece::Text(t) => (t, None, None),
                     Piece::Finish(r, stop) => ("", Some(r), stop),
-                    Piece::Role | Piece::ToolCalls(_) => ("", None, None),
+                    Piece::Role(_) | Piece::ToolCalls(_) => ("", None, None),
                 };
                 (index, text, finish_reason, logprobs, stop_reason)
             });

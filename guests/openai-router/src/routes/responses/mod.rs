@@ -111,7 +111,7 @@ fn request_error(mut e: ApiError, tools: bool) -> ApiError {
             e.param = Some("text.format".into());
             e.message = e.message.replace("response_format", "text.format");
         }
-        _ => return chat::tools_error(e, tools, "tools"),
+        _ => return chat::tools_error(e, tools, "tools", "text.format"),
     }
     e
 }

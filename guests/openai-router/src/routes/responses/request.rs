@@ -146,17 +146,18 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
                    "parameters": t.parameters, "strict": true})
         })
         .collect();
+    // Beside tools the format holds an answer in words; the tools' schema is the output's.
     let tools = choice.map(|choice| Tools {
         tools: tool_list,
         choice,
         parallel: parallel_tool_calls,
+        answer_schema: tools::answer_schema(&format),
     });
-    if tools.is_some() && format != ResponseFormat::Text {
-        return Err(ApiError::invalid(
-            "text.format",
-            "'text.format' cannot be combined with 'tools': with tools the answer's form is the tool calls'.",
-        ));
-    }
+    let format = if tools.is_some() {
+        ResponseFormat::Text
+    } else {
+        format
+    };
     let store = f.bool("store")?.unwrap_or(true);
     let previous_response_id = f.string("previous_response_id")?;
     let metadata = match f.take("metadata") {
@@ -348,19 +349,14 @@ fn parse_items(
                     Some(v) => parse_content_text(v, &content_path, &["input_text", "output_text", "text"])?,
                     None => return Err(ApiError::invalid(&content_path, format!("Missing required parameter: '{content_path}'."))),
                 };
-                // Items the API itself returned carry these; they say nothing to the model.
-                f.string("id")?;
-                f.string("status")?;
-                f.finish()?;
+                f.ignore_rest();
                 messages.push(Message { role, content, name: None });
             }
             Some("function_call") => {
                 let call_id = f.required_string("call_id")?;
                 let name = f.required_string("name")?;
                 let arguments = f.string("arguments")?.unwrap_or_else(|| "{}".into());
-                f.string("id")?;
-                f.string("status")?;
-                f.finish()?;
+                f.ignore_rest();
                 called.push((call_id, name.clone(), arguments.clone()));
                 pending_calls.push((name, arguments));
             }
@@ -375,9 +371,7 @@ fn parse_items(
                         return Err(ApiError::invalid(&p, format!("Missing required parameter: '{p}'.")));
                     }
                 };
-                f.string("id")?;
-                f.string("status")?;
-                f.finish()?;
+                f.ignore_rest();
                 let call = called
                     .iter()
                     .rev()
