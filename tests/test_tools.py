@@ -200,3 +200,29 @@ def test_messages_sent_back_as_clients_dump_them_are_accepted(client, server):
     # A top-level field the API does not have is still an error.
     assert_openai_error(server.post("/v1/chat/completions", {"model": CHAT, "messages": ASK, "colour": 1}),
                         400, param="colour", code="unknown_parameter")
+
+
+def test_calls_finished_before_max_tokens_are_the_answer(client):
+    """An answer cut short keeps the calls it finished (the one being written would not
+    parse), with `finish_reason` "length", as clients read calls, not raw JSON."""
+    def tool(name):
+        return {"type": "function", "function": {"name": name, "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    cut = 0
+    for max_tokens in (30, 45, 60):
+        r = client.chat.completions.create(
+            model=CHAT, messages=[{"role": "user", "content": "Weather and time in Paris, Oslo and Rome?"}],
+            tools=[tool("get_weather"), tool("get_time")], tool_choice="required", temperature=0,
+            max_tokens=max_tokens)
+        choice = r.choices[0]
+        assert choice.finish_reason in ("length", "tool_calls"), choice
+        if not choice.message.tool_calls:
+            # Cut before its first call was finished: the JSON so far.
+            assert choice.finish_reason == "length" and choice.message.content.startswith("{"), choice
+            continue
+        cut += choice.finish_reason == "length"
+        assert choice.message.content is None, choice
+        for call in choice.message.tool_calls:
+            assert call.function.name in ("get_weather", "get_time")
+            assert isinstance(json.loads(call.function.arguments)["city"], str)
+    assert cut >= 1

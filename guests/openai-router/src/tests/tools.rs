@@ -121,7 +121,7 @@ fn answers_become_tool_calls_or_content() {
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert!(v["choices"][0]["message"].get("tool_calls").is_none());
 
-    // Cut short by max_tokens: the text as it is.
+    // Cut short by max_tokens before a call was finished: the text as it is.
     h.script = vec![
         text(r#"{"tool_calls": [{"na"#),
         done(FinishReason::Length, None),
@@ -131,6 +131,20 @@ fn answers_become_tool_calls_or_content() {
         v["choices"][0]["message"]["content"],
         r#"{"tool_calls": [{"na"#
     );
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+
+    // Cut short after finished calls: those calls, still `length`.
+    h.script = vec![
+        text(r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}, "#),
+        text(r#"{"name": "get_weather", "arguments": {"city": "Ro"#),
+        done(FinishReason::Length, None),
+    ];
+    let (_, v) = chat(&h, ask(json!({})));
+    let message = &v["choices"][0]["message"];
+    assert_eq!(message["content"], Value::Null, "{v}");
+    let calls = message["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["function"]["arguments"], r#"{"city":"Paris"}"#);
     assert_eq!(v["choices"][0]["finish_reason"], "length");
 }
 

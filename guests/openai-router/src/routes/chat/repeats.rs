@@ -98,6 +98,14 @@ struct CallScanner {
     seen: Vec<Value>,
 }
 
+/// The complete calls at the start of an answer's `tool_calls` array (an answer cut
+/// short keeps the calls it finished), repeats once.
+pub fn complete_calls(text: &str) -> Vec<Value> {
+    let mut scanner = CallScanner::default();
+    scanner.feed(text);
+    scanner.seen
+}
+
 impl CallScanner {
     /// Reads more of the answer; once a call repeats an earlier one, where in
     /// `text` that call ends.

@@ -530,25 +530,58 @@ pub fn shape_answer(
         .flatten();
     match answer {
         Some(Answer::Calls(calls)) => {
-            let random = response_id.rsplit(['-', '_']).next().unwrap_or(response_id);
-            ShapedAnswer {
-                content: None,
-                tool_calls: calls
-                    .into_iter()
-                    .enumerate()
-                    .map(|(k, (name, arguments))| ToolCall {
-                        index: streamed.then_some(k as u32),
-                        id: format!("call_{}{choice}x{k}", &random[..random.len().min(16)]),
-                        kind: "function",
-                        function: FunctionCall { name, arguments },
-                    })
-                    .collect(),
-                finish_reason: "tool_calls",
-            }
+            calls_answer(calls, "tool_calls", response_id, choice, streamed)
         }
         Some(Answer::Content(content)) => ShapedAnswer::text(content, finish_reason),
-        // Cut short: an answer in words is its text so far, as free text would be;
-        // anything else (half a call) is returned as it is.
-        None => ShapedAnswer::text(partial_response(&text).unwrap_or(text), finish_reason),
+        // Cut short: the calls finished before the cut are the answer (the one being
+        // written is dropped: its arguments would not parse); an answer in words is its
+        // text so far, as free text would be; anything else is returned as it is.
+        None => match finished_calls(&text) {
+            Some(calls) => calls_answer(calls, finish_reason, response_id, choice, streamed),
+            None => ShapedAnswer::text(partial_response(&text).unwrap_or(text), finish_reason),
+        },
+    }
+}
+
+/// The calls an answer cut short had finished, if it was writing calls and finished any.
+fn finished_calls(text: &str) -> Option<Vec<(String, String)>> {
+    let rest = text.trim_start().strip_prefix('{')?.trim_start();
+    if !rest.starts_with("\"tool_calls\"") {
+        return None;
+    }
+    let calls: Vec<(String, String)> = super::repeats::complete_calls(text)
+        .into_iter()
+        .filter_map(|c| {
+            let name = c.get("name")?.as_str()?.to_string();
+            let arguments = c.get("arguments").cloned().unwrap_or(json!({})).to_string();
+            Some((name, arguments))
+        })
+        .collect();
+    (!calls.is_empty()).then_some(calls)
+}
+
+/// Calls as the response shows them. Call ids come from the response id, the
+/// choice and the call's place, so they are unique.
+fn calls_answer(
+    calls: Vec<(String, String)>,
+    finish_reason: &'static str,
+    response_id: &str,
+    choice: u32,
+    streamed: bool,
+) -> ShapedAnswer {
+    let random = response_id.rsplit(['-', '_']).next().unwrap_or(response_id);
+    ShapedAnswer {
+        content: None,
+        tool_calls: calls
+            .into_iter()
+            .enumerate()
+            .map(|(k, (name, arguments))| ToolCall {
+                index: streamed.then_some(k as u32),
+                id: format!("call_{}{choice}x{k}", &random[..random.len().min(16)]),
+                kind: "function",
+                function: FunctionCall { name, arguments },
+            })
+            .collect(),
+        finish_reason,
     }
 }
