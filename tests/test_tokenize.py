@@ -40,7 +40,22 @@ def test_tokens_round_trip(server):
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens"
 
 
-def test_the_default_config_serves_them_under_v1(default_server):
-    """`just run`'s config sends root paths to the console, so the router answers /v1/tokenize."""
-    r = default_server.post("/v1/tokenize", {"model": CHAT, "prompt": "Hello"})
-    assert r.status_code == 200 and r.json()["count"] >= 1, r.text
+def test_the_default_config_serves_them_under_v1_and_at_the_root(default_server):
+    """`just run`'s config sends /v1 and the root paths vLLM serves (/tokenize, /detokenize,
+    /rerank, /score) and Cohere's /v2/rerank to the router; / stays the console and the
+    rest of /v2 the Open Inference Protocol."""
+    for path in ("/v1/tokenize", "/tokenize"):
+        r = default_server.post(path, {"model": CHAT, "prompt": "Hello"})
+        assert r.status_code == 200 and r.json()["count"] >= 1, r.text
+    r = default_server.post("/detokenize", {"model": CHAT, "tokens": r.json()["tokens"]})
+    assert r.status_code == 200 and r.json()["prompt"].endswith("Hello"), r.text
+    rerank = {"model": "all-MiniLM-L6-v2", "query": "capital of France",
+              "documents": ["Bananas are yellow.", "Paris is the capital of France."]}
+    for path in ("/rerank", "/v1/rerank", "/v2/rerank"):
+        r = default_server.post(path, rerank)
+        assert r.status_code == 200, (path, r.text)
+        assert r.json()["results"][0]["index"] == 1
+    r = default_server.post("/score", {"model": "all-MiniLM-L6-v2", "text_1": "a", "text_2": ["a", "b"]})
+    assert r.status_code == 200 and r.json()["data"][0]["score"] == 1.0, r.text
+    assert default_server.get("/").headers["content-type"].startswith("text/html")
+    assert default_server.get("/v2").json()["name"] == "nnhost"

@@ -368,9 +368,9 @@ pub struct TenantConfig {
     #[serde(default)]
     pub public: bool,
     /// Keyless requests go to the public tenant with the longest matching path prefix
-    /// (e.g. the console at "/" and the OpenAI router at "/v1").
-    #[serde(default = "root_prefix")]
-    pub path_prefix: String,
+    /// (e.g. the console at "/" and the OpenAI router at "/v1"); one or a list.
+    #[serde(default)]
+    pub path_prefix: crate::tenants::PathPrefixes,
     /// API keys (hashed when loaded; prefer `api_keys_sha256` in files others can read).
     #[serde(default)]
     pub api_keys: Vec<String>,
@@ -384,10 +384,6 @@ pub struct TenantConfig {
     pub models: Vec<String>,
     #[serde(default)]
     pub limits: TenantLimits,
-}
-
-fn root_prefix() -> String {
-    "/".into()
 }
 
 fn all_models() -> Vec<String> {

@@ -205,7 +205,9 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> (String, HttpResp
         );
         return (name, limit_hit(&tenant, message, 1));
     };
-    if parts.uri.path() == "/v2" || parts.uri.path().starts_with("/v2/") {
+    // Cohere's v2 rerank shares the prefix but not the protocol: the guest answers it.
+    let path = parts.uri.path();
+    if (path == "/v2" || path.starts_with("/v2/")) && path != "/v2/rerank" {
         let response = v2::handle(
             &tenant.access,
             &parts.method,

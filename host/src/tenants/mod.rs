@@ -5,6 +5,7 @@
 
 pub mod conduct;
 pub mod keys;
+pub mod path_prefixes;
 pub mod rate_limit;
 pub mod store;
 pub mod usage;
@@ -24,6 +25,7 @@ use crate::config::{TenantConfig, TenantLimits};
 use crate::models::Registry;
 use crate::sandbox::{GuestState, RequestLimits, Sandbox};
 use keys::KeyHash;
+pub use path_prefixes::PathPrefixes;
 use usage::Usage;
 
 pub struct Tenant {
@@ -49,7 +51,7 @@ pub struct Tenant {
 #[serde(default, deny_unknown_fields)]
 pub struct TenantSettings {
     pub public: bool,
-    pub path_prefix: String,
+    pub path_prefix: PathPrefixes,
     #[serde(skip_serializing)]
     pub api_keys: Vec<String>,
     pub api_keys_sha256: Vec<String>,
@@ -240,7 +242,7 @@ impl Tenants {
             (None, Some(t)) => t.settings.clone(),
             (None, None) => TenantSettings {
                 models: vec!["*".into()],
-                path_prefix: "/".into(),
+                path_prefix: PathPrefixes::root(),
                 ..Default::default()
             },
         };
@@ -302,9 +304,10 @@ impl Tenants {
         }
         let public = tenants
             .values()
-            .filter(|t| t.public && prefix_matches(&t.settings.path_prefix, path))
-            .max_by_key(|t| t.settings.path_prefix.len())
-            .cloned();
+            .filter(|t| t.public)
+            .filter_map(|t| Some((t.settings.path_prefix.longest_match(path)?, t)))
+            .max_by_key(|(matched, _)| *matched)
+            .map(|(_, t)| t.clone());
         match (public, key) {
             (Some(tenant), _) => Ok(tenant),
             (None, Some(_)) => Err(AuthError::Invalid),
@@ -314,22 +317,3 @@ impl Tenants {
 }
 
 use sha2::Digest as _;
-
-/// "/v1" matches "/v1" and "/v1/models" but not "/v10".
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
-    prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn prefixes_match_whole_segments() {
-        use super::prefix_matches;
-        assert!(prefix_matches("/", "/anything"));
-        assert!(prefix_matches("/v1", "/v1/models"));
-        assert!(prefix_matches("/v1/", "/v1"));
-        assert!(!prefix_matches("/v1", "/v10"));
-        assert!(!prefix_matches("/v1", "/"));
-    }
-}

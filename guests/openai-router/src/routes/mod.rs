@@ -77,7 +77,7 @@ impl<'a> Route<'a> {
             "/v1/conversations" => Some(Route::Conversations),
             "/tokenize" | "/v1/tokenize" => Some(Route::Tokenize),
             "/detokenize" | "/v1/detokenize" => Some(Route::Detokenize),
-            "/rerank" | "/v1/rerank" => Some(Route::Rerank),
+            "/rerank" | "/v1/rerank" | "/v2/rerank" => Some(Route::Rerank),
             "/score" | "/v1/score" => Some(Route::Score),
             _ => {
                 if let Some(id) = path.strip_prefix("/v1/models/") {

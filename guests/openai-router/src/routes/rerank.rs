@@ -199,6 +199,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     if aa == 0.0 || bb == 0.0 {
         0.0
     } else {
-        dot / (aa.sqrt() * bb.sqrt())
+        // f32 rounding can put a text's score against itself just above 1.
+        (dot / (aa.sqrt() * bb.sqrt())).clamp(-1.0, 1.0)
     }
 }
