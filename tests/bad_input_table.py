@@ -227,7 +227,7 @@ CASES: list[Case] = [
               tool_choice={"type": "function", "function": {"name": "g"}}), param="tool_choice"),
     Case("chat: tool parameters the host cannot enforce", "POST", CHAT,
          chat(tools=[{"type": "function", "function": {"name": "f", "parameters": {
-             "type": "object", "properties": {"zip": {"type": "string", "pattern": "^[0-9]+$"}}}}}]),
+             "type": "object", "properties": {"n": {"type": "integer", "multipleOf": 5}}}}}]),
          param="tools"),
     Case("chat: response_format json_object, no 'json' in the messages", "POST", CHAT,
          chat(response_format={"type": "json_object"}), param="messages"),

@@ -5,11 +5,14 @@ the object is complete."""
 from __future__ import annotations
 
 import json
+import re
+from datetime import date, datetime
 from typing import Annotated, Literal, Optional
+from uuid import UUID
 
 import openai
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, HttpUrl
 
 from test_chat import CHAT, sse_events
 from test_embeddings import assert_openai_error
@@ -119,7 +122,10 @@ def test_schema_constrains_values_the_model_would_not_choose(client):
 
 
 @pytest.mark.parametrize("schema,says", [
-    ({"type": "object", "properties": {"zip": {"type": "string", "pattern": "^[0-9]{5}$"}}}, "'pattern'"),
+    ({"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 5}}}, "'multipleOf'"),
+    ({"type": "object", "properties": {"site": {"type": "string", "format": "hostname"}}},
+     "the format 'hostname' is not supported"),
+    ({"type": "object", "properties": {"zip": {"type": "string", "pattern": "(a)\\1"}}}, "cannot be used"),
     ({"type": "array", "items": {"type": "string"}}, "root must be an object"),
     ({"type": "object", "properties": {"a": {"$ref": "#/$defs/Missing"}}}, "names nothing"),
 ])
@@ -129,3 +135,31 @@ def test_schemas_the_host_cannot_enforce_are_400(server, schema, says):
         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}})
     err = assert_openai_error(r, 400)
     assert err["param"] == "response_format" and says in err["message"], err
+
+
+class Event(BaseModel):
+    """What pydantic writes for everyday fields: bounds (`ge`/`le`/`gt`/`lt`), dates,
+    URLs and patterns; the host holds the answer to all of them."""
+    title: str = Field(max_length=40)
+    day: date
+    starts: datetime
+    attendees: int = Field(ge=1, le=500)
+    rating: float = Field(ge=0, le=5)
+    discount: float = Field(gt=0, lt=1)
+    site: HttpUrl
+    code: str = Field(pattern=r"^[A-Z]{3}-[0-9]{4}$")
+    ticket: UUID
+
+
+def test_bounds_formats_and_patterns_are_enforced(client):
+    for seed in (1, 2, 3):
+        r = client.chat.completions.parse(
+            model=CHAT, messages=[{"role": "user", "content": "Invent a tech conference as JSON."}],
+            response_format=Event, temperature=1, seed=seed, max_tokens=300)
+        choice = r.choices[0]
+        assert choice.finish_reason == "stop", choice
+        event = choice.message.parsed
+        assert isinstance(event, Event), choice.message.content
+        assert 1 <= event.attendees <= 500 and 0 < event.discount < 1
+        assert re.fullmatch(r"[A-Z]{3}-[0-9]{4}", event.code)
+        assert str(event.site).startswith(("http://", "https://"))

@@ -6,7 +6,9 @@
 use super::json_prefix::{
     string_step, Escape, JsonPrefix, Number, StringStep, WhitespaceRun, MAX_DEPTH,
 };
+use super::numbers::BoundedNumber;
 use super::schema::{Node, Schema};
+use super::string_format::TextAt;
 
 /// Most alternatives followed at once (the rest are dropped: the output stays valid,
 /// only less of the schema's choice is left to the model).
@@ -60,6 +62,16 @@ enum Frame {
     Num {
         number: Number,
         integer: bool,
+    },
+    /// A number with bounds.
+    Bounded {
+        node: u32,
+        number: BoundedNumber,
+    },
+    /// Inside a string that must match a regular expression.
+    Text {
+        node: u32,
+        at: TextAt,
     },
     Literal {
         node: u32,
@@ -166,6 +178,40 @@ impl Thread {
                     }
                     _ => None,
                 },
+                Frame::Bounded { node, number } => {
+                    let Node::Bounded(range) = &schema.nodes[node as usize] else {
+                        unreachable!("a bounded frame is on a bounded node")
+                    };
+                    match number.next(b, range) {
+                        Some(number) => {
+                            self.replace_top(Frame::Bounded { node, number });
+                            Some(false)
+                        }
+                        _ if number.may_end(range) => {
+                            self.stack.pop();
+                            Some(true)
+                        }
+                        _ => None,
+                    }
+                }
+                Frame::Text { node, at } => {
+                    let Node::Text { regex, min, max } = &schema.nodes[node as usize] else {
+                        unreachable!("a text frame is on a text node")
+                    };
+                    if b == b'"' {
+                        if !regex.0.may_close(at, *min) {
+                            return;
+                        }
+                        self.stack.pop();
+                    } else {
+                        let at = match regex.0.next(at, b, *min, *max) {
+                            Some(at) => at,
+                            None => return,
+                        };
+                        self.replace_top(Frame::Text { node, at });
+                    }
+                    Some(false)
+                }
                 Frame::Literal { node, at } => {
                     let Node::Literal(bytes) = &schema.nodes[node as usize] else {
                         unreachable!("a literal frame is on a literal node")
@@ -278,6 +324,17 @@ impl Thread {
                     integer: *integer,
                 },
                 None => return,
+            },
+            Node::Bounded(range) => match BoundedNumber::start(b, range) {
+                Some(number) => Frame::Bounded {
+                    node: node as u32,
+                    number,
+                },
+                None => return,
+            },
+            Node::Text { regex, .. } if b == b'"' => Frame::Text {
+                node: node as u32,
+                at: regex.0.start(),
             },
             Node::Literal(bytes) if bytes.first() == Some(&b) => Frame::Literal {
                 node: node as u32,
@@ -538,5 +595,398 @@ mod tests {
         assert_eq!(accepts(&s, &m, "{\"a\": [1, 2]}\n"), Some(true));
         assert_eq!(accepts(&s, &m, "[1]"), None);
         assert_eq!(accepts(&s, &m, "{} x"), None);
+    }
+
+    /// `v` of schema `value` written as `text`: Some(true) the whole object is
+    /// accepted, Some(false) only as a prefix (`{"v":text`), None refused.
+    fn value(value: serde_json::Value, text: &str) -> Option<bool> {
+        let (s, m) = matcher(json!({"type": "object", "properties": {"v": value}}));
+        if accepts(&s, &m, &format!("{{\"v\":{text}}}")) == Some(true) {
+            return Some(true);
+        }
+        accepts(&s, &m, &format!("{{\"v\":{text}")).map(|_| false)
+    }
+
+    fn check(schema: serde_json::Value, cases: &[(&str, Option<bool>)]) {
+        for (text, want) in cases {
+            assert_eq!(value(schema.clone(), text), *want, "{schema} {text}");
+        }
+    }
+
+    const OK: Option<bool> = Some(true);
+    const PREFIX: Option<bool> = Some(false);
+    const NO: Option<bool> = None;
+
+    #[test]
+    fn bounded_integers_are_written_in_range() {
+        check(
+            json!({"type": "integer", "minimum": 1, "maximum": 10}),
+            &[
+                ("1", OK),
+                ("5", OK),
+                ("10", OK),
+                ("0", NO),
+                ("11", NO),
+                ("100", NO),
+                ("-1", NO),
+                ("-", NO),
+                ("1.0", NO),
+                ("1e1", NO),
+            ],
+        );
+        check(
+            json!({"type": "integer", "minimum": -5, "maximum": 5}),
+            &[
+                ("-5", OK),
+                ("0", OK),
+                ("5", OK),
+                ("-", PREFIX),
+                ("-6", NO),
+                ("6", NO),
+                ("-0", NO),
+                ("-05", NO),
+                ("05", NO),
+            ],
+        );
+        check(
+            json!({"type": "integer", "minimum": 0}),
+            &[
+                ("0", OK),
+                ("123456789012345678", OK),
+                ("1234567890123456789", NO),
+                ("-", NO),
+                ("-0", NO),
+            ],
+        );
+        check(
+            json!({"type": "integer", "exclusiveMinimum": 0}),
+            &[("1", OK), ("0", NO), ("-1", NO), ("10", OK)],
+        );
+        check(
+            json!({"type": "integer", "maximum": 100}),
+            &[
+                ("100", OK),
+                ("-100000", OK),
+                ("101", NO),
+                ("1000", NO),
+                ("99", OK),
+            ],
+        );
+        check(
+            json!({"type": "integer", "exclusiveMinimum": -10, "exclusiveMaximum": 10}),
+            &[("9", OK), ("10", NO), ("-9", OK), ("-10", NO), ("1", OK)],
+        );
+        check(
+            json!({"type": "integer", "minimum": 10, "maximum": 20}),
+            &[
+                ("1", PREFIX),
+                ("2", PREFIX),
+                ("3", NO),
+                ("15", OK),
+                ("21", NO),
+            ],
+        );
+        // A fractional bound on an integer: rounded inwards.
+        check(
+            json!({"type": "integer", "minimum": 0.5, "maximum": 2.5}),
+            &[("0", NO), ("1", OK), ("2", OK), ("3", NO)],
+        );
+        // Alternatives keep their own constraints.
+        check(
+            json!({"type": ["integer", "null"], "minimum": 0}),
+            &[("null", OK), ("3", OK), ("-1", NO)],
+        );
+    }
+
+    #[test]
+    fn bounded_numbers_are_written_in_range() {
+        check(
+            json!({"type": "number", "minimum": 0, "maximum": 1}),
+            &[
+                ("0", OK),
+                ("1", OK),
+                ("0.5", OK),
+                ("1.0", OK),
+                ("1.000", OK),
+                ("0.999", OK),
+                ("1.", PREFIX),
+                ("1.5", NO),
+                ("1.01", NO),
+                ("-0.1", NO),
+                ("-", NO),
+                ("2", NO),
+                ("10", NO),
+                ("1e0", NO),
+                ("0.", PREFIX),
+            ],
+        );
+        check(
+            json!({"type": "number", "exclusiveMinimum": 0}),
+            &[
+                ("0.01", OK),
+                ("3", OK),
+                // Live prefixes (of 0.01...) that may not end.
+                ("0", PREFIX),
+                ("0.0", PREFIX),
+                ("0.000000000000000001", OK),
+                ("0.0000000000000000001", NO),
+                ("0.", PREFIX),
+                ("-", NO),
+            ],
+        );
+        check(
+            json!({"type": "number", "minimum": -1, "maximum": 1}),
+            &[
+                ("-1", OK),
+                ("-1.0", OK),
+                ("-0.5", OK),
+                ("-1.01", NO),
+                // Never negative zero: only a prefix of a negative number.
+                ("-0", PREFIX),
+                ("-0.0", PREFIX),
+                ("-0.", PREFIX),
+                ("1", OK),
+            ],
+        );
+        check(
+            json!({"type": "number", "minimum": 0, "exclusiveMaximum": 100}),
+            &[("99.5", OK), ("100", NO), ("100.0", NO), ("99.999", OK)],
+        );
+        check(
+            json!({"type": "number", "minimum": 0.1, "maximum": 0.2}),
+            &[
+                ("0.1", OK),
+                ("0.15", OK),
+                ("0.2", OK),
+                ("0.21", NO),
+                ("0.09", NO),
+            ],
+        );
+    }
+
+    #[test]
+    fn formats_are_written_exactly() {
+        let string = |format: &str| json!({"type": "string", "format": format});
+        check(
+            string("date"),
+            &[
+                ("\"2024-02-29\"", OK),
+                ("\"1999-12-31\"", OK),
+                ("\"2023-02-28\"", OK),
+                ("\"2000-02-29\"", OK),
+                ("\"2023-02-29\"", NO),
+                ("\"1900-02-29\"", NO),
+                ("\"2023-13-01\"", NO),
+                ("\"2023-04-31\"", NO),
+                ("\"2023-00-10\"", NO),
+                ("\"2023-1-01\"", NO),
+                ("\"2023-01-0\"", NO),
+                ("\"2023-01\"", NO),
+                ("\"2023-01", PREFIX),
+            ],
+        );
+        check(
+            string("time"),
+            &[
+                ("\"12:30:00\"", OK),
+                ("\"23:59:59.123Z\"", OK),
+                ("\"01:02:03+05:30\"", OK),
+                ("\"00:00:00-23:59\"", OK),
+                ("\"24:00:00\"", NO),
+                ("\"12:60:00\"", NO),
+                ("\"12:00\"", NO),
+                ("\"12:00:00.\"", NO),
+                ("\"12:00:00+5:00\"", NO),
+            ],
+        );
+        check(
+            string("date-time"),
+            &[
+                ("\"2024-01-02T03:04:05Z\"", OK),
+                ("\"2024-01-02T03:04:05.5+01:00\"", OK),
+                ("\"2024-01-02T03:04:05\"", NO),
+                ("\"2024-01-02 03:04:05Z\"", NO),
+                ("\"2024-02-30T03:04:05Z\"", NO),
+            ],
+        );
+        check(
+            string("uuid"),
+            &[
+                ("\"123e4567-e89b-12d3-a456-426614174000\"", OK),
+                ("\"123E4567-E89B-12D3-A456-426614174000\"", OK),
+                ("\"123e4567-e89b-12d3-a456-42661417400\"", NO),
+                ("\"123e4567e89b-12d3-a456-426614174000\"", NO),
+                ("\"g23e4567-e89b-12d3-a456-426614174000\"", NO),
+            ],
+        );
+        check(
+            string("email"),
+            &[
+                ("\"ada.lovelace@example.com\"", OK),
+                ("\"a+tag@mail.example.co\"", OK),
+                ("\"a@b.io\"", OK),
+                ("\"a@b\"", NO),
+                ("\"@b.com\"", NO),
+                ("\"a..b@c.com\"", NO),
+                ("\".a@c.com\"", NO),
+                ("\"a@-b.com\"", NO),
+                ("\"a@b.test\"", NO),
+                ("\"a b@c.com\"", NO),
+            ],
+        );
+        // pydantic's HttpUrl: `uri` with a length limit.
+        check(
+            json!({"type": "string", "format": "uri", "minLength": 1, "maxLength": 2083}),
+            &[
+                ("\"https://example.com\"", OK),
+                ("\"http://localhost:8080/v1/models?x=1&y=%20#top\"", OK),
+                ("\"https://10.0.0.1/a/b.c\"", OK),
+                ("\"https://docs.python.org/3/library/re.html\"", OK),
+                ("\"ftp://example.com\"", NO),
+                ("\"https://\"", NO),
+                ("\"https://exa mple.com\"", NO),
+                ("\"example.com\"", NO),
+                ("\"https://example.com/%zz\"", NO),
+            ],
+        );
+    }
+
+    #[test]
+    fn ipv4_addresses_are_dotted_quads() {
+        check(
+            json!({"type": "string", "format": "ipv4"}),
+            &[
+                ("\"192.168.0.1\"", OK),
+                ("\"255.255.255.255\"", OK),
+                ("\"0.0.0.0\"", OK),
+                ("\"256.1.1.1\"", NO),
+                ("\"01.1.1.1\"", NO),
+                ("\"1.1.1\"", NO),
+            ],
+        );
+    }
+
+    #[test]
+    fn patterns_match_anywhere_unless_anchored() {
+        check(
+            json!({"type": "string", "pattern": "ab"}),
+            &[
+                ("\"ab\"", OK),
+                ("\"xxabyy\"", OK),
+                ("\"é ab ✓\"", OK),
+                ("\"ba\"", NO),
+                ("\"ba", PREFIX),
+                ("\"a\\u0062\"", NO),
+                ("\"a\\\"b\"", NO),
+            ],
+        );
+        check(
+            json!({"type": "string", "pattern": r"^[a-z]+-\d{2}$"}),
+            &[
+                ("\"abc-12\"", OK),
+                ("\"abc-123\"", NO),
+                ("\"1abc-12\"", NO),
+                ("\"abc-1\"", NO),
+                ("\"abc-1", PREFIX),
+            ],
+        );
+        check(
+            json!({"type": "string", "pattern": "^a+$", "maxLength": 3}),
+            &[("\"aaa\"", OK), ("\"aaaa\"", NO), ("\"\"", NO)],
+        );
+        check(
+            json!({"type": "string", "pattern": "^a+$", "minLength": 2}),
+            &[("\"aa\"", OK), ("\"a\"", NO), ("\"aaaaa\"", OK)],
+        );
+        // A limit the pattern keeps anyway is no limit.
+        check(
+            json!({"type": "string", "format": "uuid", "minLength": 1, "maxLength": 36}),
+            &[("\"123e4567-e89b-12d3-a456-426614174000\"", OK)],
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_enforced_is_still_refused() {
+        let prop = |value: serde_json::Value| {
+            Schema::compile(&json!({"type": "object", "properties": {"v": value}}))
+                .unwrap_err()
+                .to_string()
+        };
+        for (schema, says) in [
+            (
+                json!({"type": "string", "format": "duration"}),
+                "the format 'duration' is not supported",
+            ),
+            (
+                json!({"type": "string", "format": "hostname"}),
+                "not supported",
+            ),
+            (
+                json!({"type": "string", "pattern": "(?=a)a"}),
+                "cannot be used",
+            ),
+            (
+                json!({"type": "string", "pattern": r"(\w)\1"}),
+                "cannot be used",
+            ),
+            (
+                json!({"type": "string", "pattern": "(unclosed"}),
+                "cannot be used",
+            ),
+            (
+                json!({"type": "string", "pattern": "^\"$"}),
+                "without escapes",
+            ),
+            (
+                json!({"type": "string", "pattern": "(a|b)*a(a|b){40}"}),
+                "cannot be used",
+            ),
+            (
+                json!({"type": "string", "pattern": "^a+$", "minLength": 2, "maxLength": 4}),
+                "'minLength' and 'maxLength' together with 'pattern'",
+            ),
+            (
+                json!({"type": "string", "pattern": "^a{5}$", "maxLength": 3}),
+                "within minLength and maxLength",
+            ),
+            (
+                json!({"type": "string", "pattern": "a", "format": "date"}),
+                "together with 'format'",
+            ),
+            (json!({"minimum": 0}), "'minimum' without a 'type'"),
+            (
+                json!({"anyOf": [{"type": "integer"}], "maximum": 3}),
+                "'maximum' beside 'anyOf'",
+            ),
+            (json!({"type": "integer", "minimum": 1e19}), "beyond"),
+            (
+                json!({"type": "number", "minimum": 1e-30}),
+                "more than 18 decimals",
+            ),
+            (
+                json!({"type": "integer", "minimum": 5, "maximum": 4}),
+                "no integer",
+            ),
+            (
+                json!({"type": "integer", "exclusiveMinimum": true}),
+                "must be a number",
+            ),
+            (
+                json!({"type": "integer", "format": "int32"}),
+                "'format' on a number",
+            ),
+            (
+                json!({"type": "number", "multipleOf": 0.5}),
+                "the keyword 'multipleOf' is not supported",
+            ),
+        ] {
+            let err = prop(schema.clone());
+            assert!(err.contains(says), "{schema}: {err}");
+            assert!(err.starts_with("schema.properties.v"), "{schema}: {err}");
+        }
+        // Keywords of other types do not apply (and are ignored, as JSON Schema says).
+        assert!(Schema::compile(&json!({"type": "object", "properties": {
+            "v": {"type": "string", "minimum": 3}}}))
+        .is_ok());
     }
 }

@@ -5,8 +5,10 @@
 
 mod json_prefix;
 mod matcher;
+mod numbers;
 mod pattern;
 mod schema;
+mod string_format;
 mod token_bytes;
 
 use std::sync::Arc;

@@ -17,6 +17,31 @@ const DFA_BYTES: usize = 8 << 20;
 #[error("{0}")]
 pub struct PatternError(String);
 
+/// The anchored DFA of `regex` in which every way the text may go on stays open (not
+/// just the leftmost-first one), within `size_limit` bytes; else why not.
+pub fn whole_match_dfa(regex: &str, size_limit: usize) -> Result<dense::DFA<Vec<u32>>, String> {
+    dense::Builder::new()
+        .configure(
+            dense::DFA::config()
+                .match_kind(MatchKind::All)
+                .start_kind(StartKind::Anchored)
+                .dfa_size_limit(Some(size_limit))
+                .determinize_size_limit(Some(size_limit)),
+        )
+        .build(regex)
+        .map_err(|e| {
+            // The builder's own message is terse ("error building NFA"); the syntax
+            // error under it says where.
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(inner) = source {
+                why = format!("{why}: {inner}");
+                source = inner.source();
+            }
+            why
+        })
+}
+
 /// A compiled pattern; generations using it share it.
 pub struct Pattern {
     dfa: dense::DFA<Vec<u32>>,
@@ -31,27 +56,9 @@ impl Pattern {
     /// Rust `regex` syntax, matched against the whole output (anchored at both
     /// ends). Look-around and back-references do not exist in it.
     pub fn compile(pattern: &str) -> Result<Self, PatternError> {
-        let dfa = dense::Builder::new()
-            .configure(
-                dense::DFA::config()
-                    // Every way the output may go on stays open, not the leftmost-first one.
-                    .match_kind(MatchKind::All)
-                    .start_kind(StartKind::Anchored)
-                    .dfa_size_limit(Some(DFA_BYTES))
-                    .determinize_size_limit(Some(DFA_BYTES)),
-            )
-            .build(pattern)
-            .map_err(|e| {
-                // The builder's own message is terse ("error building NFA"); the
-                // syntax error under it says where.
-                let mut why = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(inner) = source {
-                    why = format!("{why}: {inner}");
-                    source = inner.source();
-                }
-                PatternError(format!("the pattern {pattern:?} cannot be used: {why}"))
-            })?;
+        let dfa = whole_match_dfa(pattern, DFA_BYTES).map_err(|why| {
+            PatternError(format!("the pattern {pattern:?} cannot be used: {why}"))
+        })?;
         let start = dfa
             .start_state(&start::Config::new().anchored(Anchored::Yes))
             .map_err(|e| PatternError(format!("the pattern {pattern:?} cannot be used: {e}")))?;

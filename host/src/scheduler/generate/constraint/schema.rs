@@ -2,12 +2,17 @@
 //! walks. Objects are written with every property, in the schema's order (valid
 //! whatever `required` says, and the layout a reader expects); keywords that only
 //! describe (`title`, `description`, `default`...) are ignored, and keywords that
-//! constrain in ways the matcher does not enforce (`pattern`, `minimum`...) are
-//! refused rather than silently broken.
+//! constrain in ways the matcher does not enforce (`multipleOf`, `uniqueItems`...)
+//! are refused rather than silently broken. Bounds on numbers, `pattern` and the
+//! common `format`s are enforced byte by byte (`numbers.rs`, `string_format.rs`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
+
+pub use super::numbers::NumberRange;
+use super::string_format::{format_regex, pattern_regex, SharedRegex, StringRegex, UNBOUNDED};
 
 /// Most nodes one schema may compile to.
 const MAX_NODES: usize = 2000;
@@ -34,6 +39,16 @@ pub enum Node {
     },
     Number {
         integer: bool,
+    },
+    /// A number (or integer) with bounds.
+    Bounded(NumberRange),
+    /// A string that matches a regular expression (a `pattern` or a `format`), of
+    /// `min` to `max` characters (at most one of them tighter than the expression's
+    /// own lengths).
+    Text {
+        regex: SharedRegex,
+        min: u32,
+        max: Option<u32>,
     },
     /// Exactly these bytes (an `enum` member, a `const`, `true`, `null`...).
     Literal(Vec<u8>),
@@ -85,6 +100,23 @@ const HANDLED: &[&str] = &[
     "maxItems",
     "minLength",
     "maxLength",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "format",
+    "pattern",
+];
+
+/// Keywords that constrain a value of a given type: refused where no type says
+/// which (beside `$ref`, `const`, `enum`, `anyOf`, `oneOf`, or without `type`).
+const TYPED: &[&str] = &[
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "format",
+    "pattern",
 ];
 
 impl Schema {
@@ -164,6 +196,17 @@ impl Compiler<'_> {
         {
             return fail(format!("{path}: the keyword '{key}' is not supported"));
         }
+        let typed_keyword = map.keys().find(|k| TYPED.contains(&k.as_str()));
+        if let Some(key) = typed_keyword {
+            let beside = ["$ref", "const", "enum", "anyOf", "oneOf"]
+                .into_iter()
+                .find(|k| map.contains_key(*k));
+            if let Some(beside) = beside {
+                return fail(format!(
+                    "{path}: the keyword '{key}' beside '{beside}' is not supported"
+                ));
+            }
+        }
         if let Some(reference) = map.get("$ref") {
             return self.reference(reference, path);
         }
@@ -196,7 +239,14 @@ impl Compiler<'_> {
         let types: Vec<&str> = match map.get("type") {
             None if map.contains_key("properties") => vec!["object"],
             None if map.contains_key("items") => vec!["array"],
-            None => return self.push(Node::Any { object_only: false }),
+            None => {
+                if let Some(key) = typed_keyword {
+                    return fail(format!(
+                        "{path}: the keyword '{key}' without a 'type' is not supported"
+                    ));
+                }
+                return self.push(Node::Any { object_only: false });
+            }
             Some(Value::String(t)) => vec![t.as_str()],
             Some(Value::Array(ts)) if !ts.is_empty() => ts
                 .iter()
@@ -228,12 +278,20 @@ impl Compiler<'_> {
                 let (min, max) = bounds(map, "minItems", "maxItems", path)?;
                 Node::Array { items, min, max }
             }
-            "string" => {
-                let (min, max) = bounds(map, "minLength", "maxLength", path)?;
-                Node::String { min, max }
+            "string" => self.string(map, path)?,
+            "number" | "integer" => {
+                if map.contains_key("format") {
+                    // `int32`, `double`...: ranges the schema does not state.
+                    return fail(format!(
+                        "{path}: the keyword 'format' on a number is not supported"
+                    ));
+                }
+                let integer = t == "integer";
+                match NumberRange::parse(map, integer, path).map_err(SchemaError)? {
+                    Some(range) => Node::Bounded(range),
+                    None => Node::Number { integer },
+                }
             }
-            "number" => Node::Number { integer: false },
-            "integer" => Node::Number { integer: true },
             "boolean" => {
                 let yes = self.push(Node::Literal(b"true".to_vec()))?;
                 let no = self.push(Node::Literal(b"false".to_vec()))?;
@@ -243,6 +301,61 @@ impl Compiler<'_> {
             other => return fail(format!("{path}.type: unknown type '{other}'")),
         };
         self.push(node)
+    }
+
+    /// A string node: with a `pattern` or a `format`, one that matches it.
+    fn string(&mut self, map: &Map<String, Value>, path: &str) -> Result<Node, SchemaError> {
+        let (min, max) = bounds(map, "minLength", "maxLength", path)?;
+        let (keyword, regex, what) = match (map.get("pattern"), map.get("format")) {
+            (None, None) => return Ok(Node::String { min, max }),
+            (Some(_), Some(_)) => {
+                return fail(format!(
+                    "{path}: 'pattern' together with 'format' is not supported"
+                ))
+            }
+            (Some(pattern), None) => {
+                let Some(pattern) = pattern.as_str() else {
+                    return fail(format!("{path}.pattern must be a string"));
+                };
+                let regex =
+                    pattern_regex(pattern).map_err(|e| SchemaError(format!("{path}: {e}")))?;
+                ("pattern", regex, format!("the pattern {pattern:?}"))
+            }
+            (None, Some(format)) => {
+                let Some(format) = format.as_str() else {
+                    return fail(format!("{path}.format must be a string"));
+                };
+                let Some(regex) = format_regex(format) else {
+                    return fail(format!(
+                        "{path}: the format '{format}' is not supported (supported: date, time, date-time, uuid, email, ipv4, uri)"
+                    ));
+                };
+                ("format", regex, format!("the format '{format}'"))
+            }
+        };
+        let regex =
+            StringRegex::compile(&regex, &what).map_err(|e| SchemaError(format!("{path}: {e}")))?;
+        let lengths = regex.lengths();
+        // Limits every match keeps anyway are dropped.
+        let min = if min <= lengths.shortest { 0 } else { min };
+        let max = max.filter(|&max| lengths.longest == UNBOUNDED || lengths.longest > max);
+        if max.is_some_and(|max| lengths.shortest > max)
+            || (lengths.longest != UNBOUNDED && lengths.longest < min)
+        {
+            return fail(format!(
+                "{path}: no string of {what} has a length within minLength and maxLength"
+            ));
+        }
+        if min > 0 && max.is_some() {
+            return fail(format!(
+                "{path}: 'minLength' and 'maxLength' together with '{keyword}' are not supported"
+            ));
+        }
+        Ok(Node::Text {
+            regex: SharedRegex(Arc::new(regex)),
+            min,
+            max,
+        })
     }
 
     fn object(&mut self, map: &Map<String, Value>, path: &str) -> Result<usize, SchemaError> {
@@ -367,8 +480,8 @@ mod tests {
                 "root must be an object",
             ),
             (
-                json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "x"}}}),
-                "schema.properties.a: the keyword 'pattern'",
+                json!({"type": "object", "properties": {"a": {"type": "number", "multipleOf": 2}}}),
+                "schema.properties.a: the keyword 'multipleOf'",
             ),
             (
                 json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/B"}}}),
