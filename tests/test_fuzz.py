@@ -54,6 +54,16 @@ SEEDS = [
                               "include_stop_str_in_output": True,
                               "chat_template": "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"}),
     ("/v1/embeddings", {"model": MINILM, "input": ["a b c d e f g", [101, 7, 8]], "truncate_prompt_tokens": 4}),
+    ("/v1/chat/completions", {"model": SMOL, "messages": MSGS, "max_tokens": 12, "stream": True,
+                              "return_token_ids": True, "stream_options": {"include_usage": True,
+                                                                            "continuous_usage_stats": True},
+                              "tools": [TOOL], "response_format": {"type": "json_schema", "json_schema": {
+                                  "name": "y", "schema": {"type": "object", "properties": {
+                                      "n": {"type": "integer", "minimum": 1, "maximum": 9},
+                                      "d": {"type": "string", "format": "date"},
+                                      "c": {"type": "string", "pattern": "^[A-Z]{2}$"}}}}}}),
+    ("/v1/completions", {"model": GEMMA, "prompt": ["One, two,", [2, 651]], "max_tokens": 3,
+                         "prompt_logprobs": 2, "return_token_ids": True, "n": 2}),
     ("/v1/responses", {"model": SMOL, "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
                        "max_output_tokens": 16, "stream": True, "instructions": "Be brief."}),
     ("/v1/tokenize", {"model": SMOL, "messages": MSGS}),
@@ -79,7 +89,9 @@ EXTRA_FIELDS = ["model", "messages", "prompt", "input", "max_tokens", "max_compl
                 "outputs", "parameters", "functions", "function_call", "service_tier", "prediction", "audio",
                 "modalities", "web_search_options", "reasoning_effort", "verbosity", "background",
                 "truncate_prompt_tokens", "truncation", "allowed_token_ids", "request_id", "chat_template",
-                "include_stop_str_in_output", "add_special_tokens", "skip_special_tokens", "priority"]
+                "include_stop_str_in_output", "add_special_tokens", "skip_special_tokens", "priority",
+                "return_token_ids", "continuous_usage_stats", "minimum", "maximum", "exclusiveMinimum",
+                "format", "pattern", "phase", "provider_specific_fields", "cache_control"]
 
 def deep(rng, depth: int):
     v = 1
@@ -99,6 +111,13 @@ def atom(rng):
             {"role": "assistant", "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{"}}]},
             {"type": "function", "function": {"name": "f" * 70}}, {"json": {"type": "object"}}, {"regex": "[0-9]+"},
             {"choice": []}, {"grammar": "x"}, {"include_usage": "yes"}, {"1": 100}, {"99999999": 5}, {"2": 1e9},
+            {"include_usage": True, "continuous_usage_stats": True},
+            {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object", "properties": {
+                "n": {"type": "number", "minimum": -1e30, "exclusiveMaximum": 1e-25},
+                "d": {"type": "string", "format": "date-time"},
+                "p": {"type": "string", "pattern": "(a|b)*a(a|b){40}", "maxLength": 3}}}}},
+            {"type": "integer", "minimum": 5, "maximum": 4}, {"type": "string", "format": "uri"},
+            {"type": "string", "pattern": "\\"}, {"type": "number", "exclusiveMinimum": True},
             "DEEP"]
     value = rng.choice(pool)
     # Built afresh: deepcopy would recurse through every level.
@@ -186,8 +205,10 @@ def cases(seed: int, count: int) -> list[tuple[str, bytes, bool]]:
 def fuzzed(tmp_path_factory):
     work = tmp_path_factory.mktemp("nnhost-fuzz")
     hf = hf_folder_from_minilm(work / "hf-cls", pooling="cls")
-    srv = Server(TEST_CONFIG.format(minilm=MINILM_PATH, hf=hf, router=ROUTER_WASM, smollm=SMOLLM, gemma=GEMMA_PATH),
-                 work)
+    # A mutation that drops a token limit generates to the context's end: a 10 s
+    # deadline keeps such cases short (they end as max_tokens would).
+    config = TEST_CONFIG.format(minilm=MINILM_PATH, hf=hf, router=ROUTER_WASM, smollm=SMOLLM, gemma=GEMMA_PATH)
+    srv = Server(config + "\n[tenants.limits]\nrequest_timeout_ms = 10_000\n", work)
     yield srv
     srv.stop()
 
