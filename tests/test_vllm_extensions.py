@@ -284,7 +284,6 @@ def test_a_request_template_renders_the_conversation(server):
     ("spaces_between_special_tokens", True, False),
     ("use_beam_search", False, True),
     ("length_penalty", 1.0, 0.5),
-    ("return_tokens_as_token_ids", False, True),
     ("detokenize", True, False),
     ("priority", 0, 5),
 ])

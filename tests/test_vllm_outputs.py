@@ -161,3 +161,15 @@ def test_the_sdk_reads_them_from_extra_body(server):
             "include_usage": True, "continuous_usage_stats": True}})
     usages = [c.usage.completion_tokens for c in stream if c.usage is not None]
     assert usages[-1] == 6 and len(usages) >= 6
+
+
+def test_tokens_as_ids_name_logprob_tokens_by_the_ids_returned(server):
+    body = post(server, "/v1/chat/completions", {
+        "model": CHAT, "messages": QUESTION, "temperature": 0, "max_tokens": 8, "logprobs": True,
+        "top_logprobs": 2, "return_tokens_as_token_ids": True, "return_token_ids": True})
+    choice = body["choices"][0]
+    named = [entry["token"] for entry in choice["logprobs"]["content"]]
+    assert named == [f"token_id:{t}" for t in choice["token_ids"]]
+    assert all(alt["token"].startswith("token_id:") for e in choice["logprobs"]["content"]
+               for alt in e["top_logprobs"])
+    assert choice["message"]["content"] == "The capital of France is Paris."

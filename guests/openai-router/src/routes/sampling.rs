@@ -94,6 +94,9 @@ pub struct Sampling {
     pub prompt_logprobs: Option<u32>,
     /// vLLM's `return_token_ids`: the prompt's and each choice's token ids.
     pub return_token_ids: bool,
+    /// vLLM's `return_tokens_as_token_ids`: log probabilities name their tokens
+    /// `token_id:<id>` instead of by their text.
+    pub tokens_as_ids: bool,
 }
 
 /// Chat's `response_format`.
@@ -142,6 +145,7 @@ impl Sampling {
             include_stop_str: false,
             prompt_logprobs: None,
             return_token_ids: false,
+            tokens_as_ids: false,
         }
     }
 
@@ -337,6 +341,7 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
     let include_stop_str = f.bool("include_stop_str_in_output")?.unwrap_or(false);
     let prompt_logprobs = parse_prompt_logprobs(f.take("prompt_logprobs"), stream)?;
     let return_token_ids = f.bool("return_token_ids")?.unwrap_or(false);
+    let tokens_as_ids = f.bool("return_tokens_as_token_ids")?.unwrap_or(false);
     accept_vllm_defaults(f)?;
     let truncation = super::truncation::parse(f)?;
     let structured = super::structured::parse(f)?;
@@ -379,6 +384,7 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         include_stop_str,
         prompt_logprobs,
         return_token_ids,
+        tokens_as_ids,
     })
 }
 
@@ -454,7 +460,6 @@ fn accept_vllm_defaults(f: &mut Fields) -> Result<(), ApiError> {
         ("use_beam_search", Value::Bool(false), "is only supported as false: there is no beam search here."),
         ("length_penalty", Value::from(1), "is only supported as 1 (it applies to beam search)."),
         ("early_stopping", Value::Bool(false), "is only supported as false (it applies to beam search)."),
-        ("return_tokens_as_token_ids", Value::Bool(false), "is only supported as false."),
         ("detokenize", Value::Bool(true), "is only supported as true."),
         ("priority", Value::from(0), "is only supported as 0: requests are scheduled fairly across tenants, not by priority."),
     ];

@@ -235,3 +235,48 @@ fn continuous_usage_counts_every_chunk() {
     );
     assert!(chunks(&r).iter().all(|c| c.get("usage").is_none()));
 }
+
+#[test]
+fn tokens_as_ids_name_every_logprob_token_by_its_id() {
+    let mut h = gen_fake();
+    h.script = script();
+    let (r, v) = chat(
+        &h,
+        json!({"model": "smol", "messages": hi(), "logprobs": true, "top_logprobs": 2,
+               "return_tokens_as_token_ids": true}),
+    );
+    assert_eq!(r.status, 200, "{v}");
+    let content = &v["choices"][0]["logprobs"]["content"];
+    assert_eq!(content[1]["token"], "token_id:6");
+    assert_eq!(content[1]["bytes"], json!(b"token_id:6".to_vec()));
+    assert_eq!(content[1]["top_logprobs"][1]["token"], "token_id:99");
+    // The text itself stays text.
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello!");
+
+    let (r, v) = complete(
+        &h,
+        json!({"model": "base", "prompt": "Say hi", "echo": true, "logprobs": 1,
+               "prompt_logprobs": 1, "return_tokens_as_token_ids": true}),
+    );
+    assert_eq!(r.status, 200, "{v}");
+    let choice = &v["choices"][0];
+    assert_eq!(
+        choice["logprobs"]["tokens"],
+        json!([
+            "token_id:5",
+            "token_id:6",
+            "token_id:5",
+            "token_id:6",
+            "token_id:7"
+        ])
+    );
+    assert_eq!(
+        choice["logprobs"]["top_logprobs"][1],
+        json!({"token_id:7": -0.25})
+    );
+    assert_eq!(
+        choice["prompt_logprobs"][1]["6"]["decoded_token"],
+        "token_id:6"
+    );
+    assert_eq!(choice["text"], "Say hiHello!");
+}

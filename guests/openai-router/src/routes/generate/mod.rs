@@ -12,6 +12,7 @@ pub mod best_of;
 pub mod logprobs;
 pub mod sse;
 pub mod stop_text;
+pub mod tokens_as_ids;
 
 use crate::routes::chat::repeats::StopRepeats;
 use crate::routes::truncation::{self, Truncation, TruncationError};
@@ -212,6 +213,9 @@ pub fn run(
                     let (mut tokens, stream) = host
                         .generate_scored(&info.id, prompt, &options, &extras, top)
                         .map_err(failed)?;
+                    if sampling.tokens_as_ids {
+                        tokens_as_ids::rename_prompt(&mut tokens);
+                    }
                     if let Some(k) = sampling.prompt_logprobs {
                         let ranks = stream.prompt_token_ranks();
                         prompt_extras.logprobs = Some(logprobs::prompt_vllm(&tokens, &ranks, k));
@@ -240,6 +244,11 @@ pub fn run(
                 StopRepeats::wrap(stream)
             } else if sampling.include_stop_str {
                 stop_text::IncludeStopText::wrap(stream)
+            } else {
+                stream
+            };
+            let stream = if sampling.tokens_as_ids {
+                tokens_as_ids::TokensAsIds::wrap(stream)
             } else {
                 stream
             };
