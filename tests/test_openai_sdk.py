@@ -109,6 +109,24 @@ def test_chat_streamed_and_not(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == result.usage.completion_tokens
 
 
+def test_openai_hints_are_accepted(client):
+    """Fields the SDK offers for OpenAI's side (obfuscation padding, cache retention and
+    keys, safety identifiers) are accepted; there is nothing for them to do here."""
+    stream = client.chat.completions.create(
+        model=CHAT, messages=QUESTION, temperature=0, max_tokens=4, stream=True,
+        stream_options={"include_usage": True, "include_obfuscation": False},
+        prompt_cache_retention="24h", prompt_cache_key="k", safety_identifier="u1")
+    assert list(stream)[-1].usage.completion_tokens > 0
+    events = client.responses.create(model=CHAT, input="Hi", max_output_tokens=4, store=False, stream=True,
+                                     stream_options={"include_obfuscation": True},
+                                     prompt_cache_retention="in_memory")
+    assert [e.type for e in events][-1] == "response.incomplete"
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model=CHAT, messages=QUESTION, max_tokens=4,
+                                       prompt_cache_retention="forever")
+    assert bad.value.body["param"] == "prompt_cache_retention"
+
+
 def test_chat_with_raw_response_names_the_provider(client):
     raw = client.chat.completions.with_raw_response.create(model=CHAT, messages=QUESTION, temperature=0,
                                                            max_tokens=2)

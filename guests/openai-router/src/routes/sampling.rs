@@ -277,6 +277,8 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
             let include = o.bool("include_usage")?.unwrap_or(false);
             // As at vLLM, only with `include_usage`.
             let continuous = o.bool("continuous_usage_stats")?.unwrap_or(false);
+            // OpenAI pads chunks against length side channels; none to pad here.
+            o.bool("include_obfuscation")?;
             o.finish()?;
             (include, include && continuous)
         }
@@ -386,6 +388,21 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         return_token_ids,
         tokens_as_ids,
     })
+}
+
+/// Identifiers and cache hints for OpenAI's side (`safety_identifier`,
+/// `prompt_cache_key`, `prompt_cache_retention`): checked, nothing to do here (the
+/// host's prefix cache keeps what fits, per tenant).
+pub fn openai_hints(f: &mut Fields) -> Result<(), ApiError> {
+    f.string("safety_identifier")?;
+    f.string("prompt_cache_key")?;
+    match f.string("prompt_cache_retention")?.as_deref() {
+        None | Some("in_memory" | "in-memory" | "24h") => Ok(()),
+        Some(other) => Err(bad_value(
+            "prompt_cache_retention",
+            format!("'{other}'. Supported values are: 'in_memory' and '24h'."),
+        )),
+    }
 }
 
 /// vLLM's `prompt_logprobs`: alternatives per prompt token, 0 to 20 (0: the prompt

@@ -234,9 +234,7 @@ fn parse_chat_only_fields(f: &mut Fields) -> Result<ResponseFormat, ApiError> {
     ] {
         f.reject_unless(name, |_| false, "is not supported.")?;
     }
-    // Like `user`: identifiers and cache hints for OpenAI's side, nothing to do here.
-    f.string("safety_identifier")?;
-    f.string("prompt_cache_key")?;
+    sampling::openai_hints(f)?;
     Ok(format)
 }
 
