@@ -45,3 +45,22 @@ def test_default_config_serves_minilm(default_server):
     assert "all-MiniLM-L6-v2" in ids
     r = default_server.post("/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": "hello"})
     assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 384
+
+
+def test_a_base_url_without_v1_is_told_so(default_server):
+    """The most common client slip, `base_url="http://host:8080"`: the SDK posts to
+    /chat/completions, which the default config's console answers with an OpenAI error
+    that names the right path, not a page or plain text."""
+    import openai
+
+    client = openai.OpenAI(base_url=default_server.url, api_key="unused", max_retries=0, timeout=30)
+    try:
+        client.chat.completions.create(model="smollm2-135m-instruct",
+                                       messages=[{"role": "user", "content": "Hi"}])
+        raise AssertionError("expected a 404")
+    except openai.NotFoundError as e:
+        assert "/v1/chat/completions" in e.message and e.code == "unknown_url", e.body
+    err = assert_openai_error(default_server.get("/models"), 404, code="unknown_url")
+    assert "GET /v1/models" in err["message"], err
+    assert_openai_error(default_server.post("/", {}), 405, code="method_not_allowed")
+    assert default_server.get("/").headers["content-type"].startswith("text/html")

@@ -8,6 +8,8 @@
 // The handler is exported on wasm32 only; `cargo test` also builds this natively.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+use std::borrow::Cow;
+
 use wasip2::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
@@ -25,44 +27,124 @@ const CSP: &str = "default-src 'self'; img-src 'self' data:; base-uri 'none'; fo
 pub struct Asset {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: &'static str,
+    pub body: Cow<'static, str>,
+}
+
+/// OpenAI API paths that clients whose base URL lacks `/v1` ask the console for.
+const API_PATHS: &[&str] = &[
+    "/chat/completions",
+    "/completions",
+    "/embeddings",
+    "/responses",
+    "/conversations",
+    "/models",
+    "/moderations",
+    "/audio",
+    "/images",
+    "/files",
+    "/batches",
+];
+
+/// An OpenAI-shaped error, for API clients that reached the console by mistake.
+fn api_error(status: u16, message: &str, code: &str) -> Asset {
+    Asset {
+        status,
+        content_type: "application/json",
+        body: Cow::Owned(format!(
+            "{{\"error\":{{\"message\":{},\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"{code}\"}}}}\n",
+            json_string(message)
+        )),
+    }
+}
+
+/// `text` as a JSON string (it may hold a request's path).
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn method_name(method: &Method) -> String {
+    match method {
+        Method::Get => "GET".into(),
+        Method::Head => "HEAD".into(),
+        Method::Post => "POST".into(),
+        Method::Put => "PUT".into(),
+        Method::Delete => "DELETE".into(),
+        Method::Patch => "PATCH".into(),
+        Method::Options => "OPTIONS".into(),
+        Method::Connect => "CONNECT".into(),
+        Method::Trace => "TRACE".into(),
+        Method::Other(other) => other.clone(),
+    }
 }
 
 /// Picks the response for a method and a path (the query string is ignored).
 pub fn route(method: &Method, path_with_query: &str) -> Asset {
     let path = path_with_query.split(['?', '#']).next().unwrap_or("");
+    // A client configured without `/v1` (the most common base-URL slip) is told so,
+    // in the error shape its SDK reads.
+    if API_PATHS
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    {
+        let method = method_name(method);
+        return api_error(
+            404,
+            &format!(
+                "Invalid URL ({method} {path}): the OpenAI-compatible API is under /v1 \
+                 ({method} /v1{path}); end the client's base URL with /v1."
+            ),
+            "unknown_url",
+        );
+    }
     if !matches!(method, Method::Get | Method::Head) {
-        return Asset {
-            status: 405,
-            content_type: "text/plain; charset=utf-8",
-            body: "Method not allowed: the console only answers GET.\n",
-        };
+        return api_error(
+            405,
+            &format!(
+                "Method not allowed ({} {path}): the console only answers GET; the \
+                 OpenAI-compatible API is under /v1.",
+                method_name(method)
+            ),
+            "method_not_allowed",
+        );
     }
     match path {
         "/" | "/index.html" => Asset {
             status: 200,
             content_type: "text/html; charset=utf-8",
-            body: INDEX_HTML,
+            body: Cow::Borrowed(INDEX_HTML),
         },
         "/app.js" => Asset {
             status: 200,
             content_type: "text/javascript; charset=utf-8",
-            body: APP_JS,
+            body: Cow::Borrowed(APP_JS),
         },
         "/likelihood.js" => Asset {
             status: 200,
             content_type: "text/javascript; charset=utf-8",
-            body: LIKELIHOOD_JS,
+            body: Cow::Borrowed(LIKELIHOOD_JS),
         },
         "/style.css" => Asset {
             status: 200,
             content_type: "text/css; charset=utf-8",
-            body: STYLE_CSS,
+            body: Cow::Borrowed(STYLE_CSS),
         },
         _ => Asset {
             status: 404,
             content_type: "text/plain; charset=utf-8",
-            body: "Not found. The console is at /, the OpenAI-compatible API at /v1.\n",
+            body: Cow::Borrowed(
+                "Not found. The console is at /, the OpenAI-compatible API at /v1.\n",
+            ),
         },
     }
 }
@@ -76,7 +158,7 @@ impl wasip2::exports::http::incoming_handler::Guest for Console {
         let body = if matches!(method, Method::Head) {
             ""
         } else {
-            asset.body
+            &asset.body
         };
         let mut headers = vec![
             (
@@ -160,7 +242,32 @@ mod tests {
         ] {
             assert_eq!(route(&Method::Get, path).status, 404, "{path}");
         }
-        assert_eq!(route(&Method::Post, "/").status, 405);
+        let post = route(&Method::Post, "/");
+        assert_eq!((post.status, post.content_type), (405, "application/json"));
+        assert!(post.body.contains("\"code\":\"method_not_allowed\""));
+    }
+
+    #[test]
+    fn api_paths_without_v1_get_an_openai_error_that_says_so() {
+        for (method, path) in [
+            (Method::Post, "/chat/completions"),
+            (Method::Post, "/embeddings?x=1"),
+            (Method::Get, "/models"),
+            (Method::Get, "/models/smollm2-135m-instruct"),
+            (Method::Post, "/responses"),
+        ] {
+            let a = route(&method, path);
+            assert_eq!(
+                (a.status, a.content_type),
+                (404, "application/json"),
+                "{path}"
+            );
+            assert!(a.body.contains("/v1/"), "{}", a.body);
+            assert!(a.body.contains("\"code\":\"unknown_url\""), "{}", a.body);
+        }
+        // A path from the request is escaped in the JSON.
+        let a = route(&Method::Post, "/x\"y\\z\u{1}");
+        assert!(a.body.contains(r#"(POST /x\"y\\z\u0001)"#), "{}", a.body);
     }
 
     #[test]
