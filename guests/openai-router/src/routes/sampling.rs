@@ -264,25 +264,15 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
     let stop = parse_stop(f.take("stop"))?;
 
     let stream = f.bool("stream")?.unwrap_or(false);
-    let (include_usage, continuous_usage) = match f.take("stream_options") {
+    let (include_usage, continuous_usage) = match stream_options(f, stream)? {
         None => (false, false),
-        Some(_) if !stream => {
-            return Err(ApiError::invalid(
-                "stream_options",
-                "'stream_options' is only allowed when 'stream' is true.",
-            ))
-        }
-        Some(Value::Object(m)) => {
-            let mut o = Fields::nested(m, "stream_options");
+        Some(mut o) => {
             let include = o.bool("include_usage")?.unwrap_or(false);
             // As at vLLM, only with `include_usage`.
             let continuous = o.bool("continuous_usage_stats")?.unwrap_or(false);
-            // OpenAI pads chunks against length side channels; none to pad here.
-            o.bool("include_obfuscation")?;
             o.finish()?;
             (include, include && continuous)
         }
-        Some(other) => return Err(wrong_type("stream_options", "an object", &other)),
     };
 
     let n = f.integer("n", 1, i128::from(MAX_CHOICES))?.unwrap_or(1) as u32;
@@ -388,6 +378,25 @@ pub fn parse(f: &mut Fields, endpoint: Endpoint) -> Result<Sampling, ApiError> {
         return_token_ids,
         tokens_as_ids,
     })
+}
+
+/// `stream_options` (only with `stream: true`), its `include_obfuscation` read
+/// (OpenAI pads events against length side channels; there is none to pad here);
+/// the caller reads its own fields and finishes it.
+pub fn stream_options(f: &mut Fields, stream: bool) -> Result<Option<Fields>, ApiError> {
+    match f.take("stream_options") {
+        None => Ok(None),
+        Some(_) if !stream => Err(ApiError::invalid(
+            "stream_options",
+            "'stream_options' is only allowed when 'stream' is true.",
+        )),
+        Some(Value::Object(m)) => {
+            let mut o = Fields::nested(m, "stream_options");
+            o.bool("include_obfuscation")?;
+            Ok(Some(o))
+        }
+        Some(other) => Err(wrong_type("stream_options", "an object", &other)),
+    }
 }
 
 /// Identifiers and cache hints for OpenAI's side (`safety_identifier`,

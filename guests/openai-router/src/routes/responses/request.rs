@@ -116,21 +116,8 @@ pub fn parse_request(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
     let max_output_tokens = f.integer("max_output_tokens", 1, i128::from(u32::MAX))?;
     let (temperature, top_p) = sampling::temperature_and_top_p(&mut f)?;
     let stream = f.bool("stream")?.unwrap_or(false);
-    match f.take("stream_options") {
-        None => {}
-        Some(_) if !stream => {
-            return Err(ApiError::invalid(
-                "stream_options",
-                "'stream_options' is only allowed when 'stream' is true.",
-            ))
-        }
-        Some(Value::Object(m)) => {
-            let mut o = Fields::nested(m, "stream_options");
-            // OpenAI pads events against length side channels; none to pad here.
-            o.bool("include_obfuscation")?;
-            o.finish()?;
-        }
-        Some(other) => return Err(wrong_type("stream_options", "an object", &other)),
+    if let Some(options) = crate::routes::sampling::stream_options(&mut f, stream)? {
+        options.finish()?;
     }
     let (format, text_format) = parse_text(f.take("text"))?;
     let tool_list = match f.take("tools") {

@@ -85,7 +85,7 @@ const ANNOTATIONS: &[&str] = &[
     "required",
 ];
 
-/// Keywords the compiler reads.
+/// Keywords the compiler reads (with [`TYPED`]).
 const HANDLED: &[&str] = &[
     "type",
     "properties",
@@ -100,12 +100,6 @@ const HANDLED: &[&str] = &[
     "maxItems",
     "minLength",
     "maxLength",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "format",
-    "pattern",
 ];
 
 /// Keywords that constrain a value of a given type: refused where no type says
@@ -190,10 +184,10 @@ impl Compiler<'_> {
             Value::Object(map) => map,
             _ => return fail(format!("{path} must be a schema object")),
         };
-        if let Some(key) = map
-            .keys()
-            .find(|k| !ANNOTATIONS.contains(&k.as_str()) && !HANDLED.contains(&k.as_str()))
-        {
+        if let Some(key) = map.keys().find(|k| {
+            let k = k.as_str();
+            !ANNOTATIONS.contains(&k) && !HANDLED.contains(&k) && !TYPED.contains(&k)
+        }) {
             return fail(format!("{path}: the keyword '{key}' is not supported"));
         }
         let typed_keyword = map.keys().find(|k| TYPED.contains(&k.as_str()));
