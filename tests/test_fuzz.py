@@ -205,10 +205,12 @@ def cases(seed: int, count: int) -> list[tuple[str, bytes, bool]]:
 def fuzzed(tmp_path_factory):
     work = tmp_path_factory.mktemp("nnhost-fuzz")
     hf = hf_folder_from_minilm(work / "hf-cls", pooling="cls")
-    # A mutation that drops a token limit generates to the context's end: a 10 s
-    # deadline keeps such cases short (they end as max_tokens would).
+    # A mutation that drops a token limit generates to the context's end: a 30 s
+    # deadline keeps such cases short (they end as max_tokens would), and leaves room
+    # for the slowest valid case (a request template looping 100,000 times: ~18 s on
+    # two busy cores).
     config = TEST_CONFIG.format(minilm=MINILM_PATH, hf=hf, router=ROUTER_WASM, smollm=SMOLLM, gemma=GEMMA_PATH)
-    srv = Server(config + "\n[tenants.limits]\nrequest_timeout_ms = 10_000\n", work)
+    srv = Server(config + "\n[tenants.limits]\nrequest_timeout_ms = 30_000\n", work)
     yield srv
     srv.stop()
 
